@@ -1,0 +1,43 @@
+# DGM Explorer. Two commands: `make run` (set up and start the app), `make test` (set up and test).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8501
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: run test setup setup-test browser bench screenshots clean
+
+$(VENV)/.run-deps: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.test-deps: $(VENV)/.run-deps requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.run-deps
+
+setup-test: $(VENV)/.test-deps browser
+
+## Debian's chromium for the browser tests and PNG export (installed when missing and possible)
+browser:
+	@bash scripts/ensure-chromium.sh
+
+run: setup
+	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+
+test: setup-test
+	$(PY) -m pytest
+
+## rewrite the screenshot baselines in tests/screenshots/
+screenshots: setup-test
+	$(PY) -m pytest tests/test_screenshots.py --update-screenshots
+
+bench: setup
+	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache bench/out

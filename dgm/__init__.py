@@ -1,0 +1,6 @@
+"""DGM Explorer's backend: deep generative models on 2D toy data and 8x8 digits, in PyTorch.
+
+Everything outside ``dgm.ui`` works without Streamlit (scripts, notebooks, the CLI, tests).
+"""
+
+__version__ = "0.1.0"

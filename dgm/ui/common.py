@@ -1,0 +1,119 @@
+"""Page setup and the sidebar every page shares: compute device, global seed, presenter mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from dgm import device as devlib
+from dgm import viz
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+SEED_MAX = 2**31 - 1
+
+# widget keys of the shared sidebar (also their URL parameter names)
+SEED, DEVICE, PRESENTER = "seed", "device", "presenter"
+
+
+def fix_url(changes: dict[str, str | None]) -> None:
+    """Rewrite URL parameters (None deletes one) before the widgets bound to them read the URL.
+
+    A bound widget seeds itself from the URL as it was when the page loaded; so that it takes
+    the corrected value instead, the load-time copy is refreshed from the corrected parameters."""
+    if not changes:
+        return
+    qp = st.query_params
+    for name, value in changes.items():
+        if value is None:
+            qp.pop(name, None)
+        else:
+            qp[name] = value
+    from streamlit.runtime.state.session_state_proxy import get_session_state
+
+    with get_session_state().query_params() as q:
+        q.set_initial_query_params_from_current()
+
+
+def _sanitize_globals() -> list[str]:
+    """Clamp or drop bad values of the shared URL parameters before their widgets read them."""
+    notes, fix = [], {}
+    qp = st.query_params
+    if SEED in qp:
+        try:
+            v = int(float(qp[SEED]))
+            if not 0 <= v <= SEED_MAX:
+                notes.append(f"seed={qp[SEED]} is out of range; clamped")
+                fix[SEED] = str(min(max(v, 0), SEED_MAX))
+        except ValueError:
+            notes.append(f"seed={qp[SEED]!r} is not a whole number; using 0")
+            fix[SEED] = None
+    if DEVICE in qp and qp[DEVICE] not in ("auto", "cpu"):
+        notes.append(f"device={qp[DEVICE]!r} is not available here; using auto")
+        fix[DEVICE] = None
+    if PRESENTER in qp and qp[PRESENTER].lower() not in ("true", "false"):
+        notes.append(f"presenter={qp[PRESENTER]!r} is not true or false; ignored")
+        fix[PRESENTER] = None
+    fix_url(fix)
+    return notes
+
+
+def sidebar() -> None:
+    """The shared sidebar; called once per run by app.py, before the page."""
+    add_notes(_sanitize_globals())
+    with st.sidebar:
+        st.number_input("Seed", min_value=0, max_value=SEED_MAX, value=0, step=1, key=SEED, bind="query-params",
+                        help="A seed fixes a run: the same seed and settings give the same numbers and figures.")
+        if devlib.cuda_available():
+            st.radio("Compute device", ["auto", "cpu"], key=DEVICE, bind="query-params", horizontal=True,
+                     help="auto uses the GPU; cpu forces the CPU (replay links always use the CPU).")
+        st.caption(f"Computing on **{devlib.describe(devlib.resolve(device()))}**")
+        st.toggle("Presenter mode", key=PRESENTER, bind="query-params",
+                  help="Larger fonts and thicker lines, for a projector.")
+    if presenter():
+        st.html("<style>html, .stMarkdown p, .stMarkdown li {font-size: 1.25rem !important;}"
+                " h1 {font-size: 2.8rem !important;}</style>")
+
+
+def seed() -> int:
+    return int(st.session_state.get(SEED, 0) or 0)
+
+
+def device() -> str:
+    return st.session_state.get(DEVICE, "auto") if devlib.cuda_available() else "cpu"
+
+
+def presenter() -> bool:
+    return bool(st.session_state.get(PRESENTER, False))
+
+
+def add_notes(notes: list[str]) -> None:
+    """Queue notes about adjusted link parameters; ``show_notes`` displays them once."""
+    if notes:
+        st.session_state.setdefault("_notes", []).extend(notes)
+
+
+def show_notes() -> None:
+    notes = st.session_state.pop("_notes", [])
+    if notes:
+        st.warning("Some settings in the link were adjusted:\n\n" + "\n".join(f"- {n}" for n in notes), icon=":material/link:")
+
+
+def header(title: str, intro: str) -> None:
+    st.title(title)
+    st.markdown(intro)
+    show_notes()
+
+
+def plot(fig: go.Figure, key: str | None = None) -> None:
+    """Show a plotly figure with the session's style (presenter mode scales it)."""
+    if presenter():
+        fig = viz.presenter(go.Figure(fig))
+    st.plotly_chart(fig, key=key, config={"displaylogo": False, "staticPlot": False}, theme=None)
+
+
+def placeholder(title: str, issue: str, what: str) -> None:
+    """The honest page for a family that is not built yet."""
+    header(title, what)
+    st.info(f"This page is not built yet ({issue}). Nothing here is simulated.", icon=":material/construction:")

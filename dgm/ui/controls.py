@@ -1,0 +1,175 @@
+"""Widgets generated from a config's knobs, bound to URL parameters, plus lesson presets.
+
+Every knob becomes a sidebar widget whose key is the knob's name, bound to the URL parameter of
+the same name (``bind="query-params"``), so the address bar always holds a link to the current
+experiment. Before the widgets read the URL, ``sanitize`` parses each parameter with the knob's own
+rules: a bad value is dropped and an out-of-range one clamped, each with a visible note.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import streamlit as st
+
+from dgm import config as cfglib
+from dgm.config import Knob
+from dgm.experiments import Experiment
+from dgm.ui import common
+
+PRESET = "preset"  # URL parameter and widget key of the lesson selector
+STEPS = "steps"  # URL parameter for deterministic replay
+STEPS_MAX = 50_000
+GLOBAL_PARAMS = {common.SEED, common.DEVICE, common.PRESENTER, PRESET, STEPS}
+
+
+def log_options(k: Knob) -> list:
+    """1-2-5 steps between the knob's limits, plus its default, for log-scaled knobs."""
+    lo, hi = float(k.lo), float(k.hi)
+    opts = set()
+    e = math.floor(math.log10(lo))
+    while 10**e <= hi * 1.0001:
+        for m in (1, 2, 5):
+            v = m * 10**e
+            if lo * 0.9999 <= v <= hi * 1.0001:
+                opts.add(float(f"{v:.6g}"))
+        e += 1
+    opts.add(k.default)
+    vals = sorted(opts)
+    return [k.type(v) for v in vals]
+
+
+def _snap(k: Knob, v: Any) -> Any:
+    if k.log and k.type in (int, float):
+        opts = log_options(k)
+        return min(opts, key=lambda o: abs(math.log(o) - math.log(max(v, 1e-300))) if o > 0 and v > 0 else abs(o - v))
+    return v
+
+
+def sanitize(exp: Experiment) -> None:
+    """Check the URL parameters against the page's knobs; fix or drop bad ones with a note."""
+    kmap = cfglib.knob_map(exp.config)
+    qp = st.query_params
+    notes: list[str] = []
+    fix: dict[str, str | None] = {}
+    if PRESET in qp and qp[PRESET] not in (exp.presets or {}):
+        notes.append(f"there is no lesson called {qp[PRESET]!r} on this page")
+        fix[PRESET] = None
+    if STEPS in qp:
+        try:
+            s = int(float(qp[STEPS]))
+            if not 0 <= s <= STEPS_MAX:
+                notes.append(f"steps={qp[STEPS]} is outside 0..{STEPS_MAX}; clamped")
+                fix[STEPS] = str(min(max(s, 0), STEPS_MAX))
+        except ValueError:
+            notes.append(f"steps={qp[STEPS]!r} is not a whole number; ignored")
+            fix[STEPS] = None
+    for name in list(qp.keys()):
+        if name in GLOBAL_PARAMS:
+            continue
+        k = kmap.get(name)
+        if k is None:
+            notes.append(f"unknown setting {name!r} ignored")
+            fix[name] = None
+            continue
+        raw = qp[name]
+        try:
+            v = k.parse(raw)
+        except ValueError as e:
+            notes.append(f"{e}; using {k.default!r}")
+            fix[name] = None
+            continue
+        c, changed = k.clamp(v)
+        c = _snap(k, c)
+        if changed:
+            notes.append(f"{name}={raw} is outside the allowed range; set to {c}")
+        if _fmt(k, c) != raw:
+            fix[name] = _fmt(k, c)
+    common.fix_url(fix)
+    common.add_notes(notes)
+
+
+def _fmt(k: Knob, v: Any) -> str:
+    """The knob's value as its widget writes it in the URL (select sliders use their labels)."""
+    if k.type is bool:
+        return "true" if v else "false"
+    if k.type is float and (k.log or k.choices):
+        return f"{v:g}"
+    return str(v)
+
+
+def _apply_preset(exp: Experiment) -> None:
+    """on_change of the lesson selector: set every knob of the chosen preset."""
+    name = st.session_state.get(PRESET)
+    values = (exp.presets or {}).get(name)
+    if not values:
+        return
+    for k in cfglib.knobs(exp.config):
+        st.session_state[k.name] = values.get(k.name, k.default)
+
+
+def _seed_preset_from_url(exp: Experiment) -> None:
+    """A link with ?preset=NAME: the preset's values fill the knobs the link does not set."""
+    name = st.query_params.get(PRESET)
+    flag = f"_preset_seeded.{exp.name}"
+    if not name or st.session_state.get(flag) == name:
+        return
+    st.session_state[flag] = name
+    for k, v in exp.presets[name].items():
+        if k not in st.query_params and k not in st.session_state:
+            st.query_params[k] = _fmt(cfglib.knob_map(exp.config)[k], v)
+
+
+def widget(k: Knob, *, disabled: bool = False) -> Any:
+    """The widget for one knob, keyed and URL-bound by the knob's name."""
+    kw: dict[str, Any] = dict(key=k.name, help=k.help, bind="query-params", disabled=disabled)
+    preset = k.name in st.session_state  # set by a preset or by sanitize: no default as well
+    label = k.label[:1].upper() + k.label[1:]
+    if k.type is bool:
+        return st.toggle(label, **kw) if preset else st.toggle(label, value=k.default, **kw)
+    if k.type is str:
+        opts = list(k.choices)
+        return st.selectbox(label, opts, **kw) if preset else st.selectbox(label, opts, index=opts.index(k.default), **kw)
+    if k.choices or k.log:
+        opts = list(k.choices) if k.choices else log_options(k)
+        fmt = functools.partial(_fmt, k)
+        if not preset:
+            kw["value"] = k.default
+        return st.select_slider(label, options=opts, format_func=fmt, **kw)
+    step = k.step if k.step is not None else (1 if k.type is int else (k.hi - k.lo) / 100)
+    if not preset:
+        kw["value"] = k.default
+    return st.slider(label, min_value=k.type(k.lo), max_value=k.type(k.hi), step=k.type(step), **kw)
+
+
+def config_sidebar(exp: Experiment) -> Any:
+    """Render the lesson selector and every knob in the sidebar; return the config they define.
+
+    Knobs are grouped by ``Knob.group`` into expanders; a knob whose ``show(cfg)`` is False for the
+    settings above it is not shown and keeps its default."""
+    sanitize(exp)
+    if exp.presets:
+        _seed_preset_from_url(exp)
+    values: dict[str, Any] = {}
+    with st.sidebar:
+        if exp.presets:
+            names = list(exp.presets)
+            st.selectbox("Lesson preset", names, index=None, placeholder="Choose a lesson…", key=PRESET,
+                         bind="query-params", on_change=_apply_preset, args=(exp,),
+                         help="Sets every knob to show one phenomenon.")
+        groups: dict[str, list[Knob]] = {}
+        for k in cfglib.knobs(exp.config):
+            groups.setdefault(k.group, []).append(k)
+        for i, (group, ks) in enumerate(groups.items()):
+            with st.expander(group, expanded=i < 2):
+                for k in ks:
+                    partial = dataclasses.replace(exp.config(), **values)
+                    if k.show is not None and not k.show(partial):
+                        values[k.name] = k.default
+                        continue
+                    values[k.name] = widget(k)
+    return exp.config(**values)
+

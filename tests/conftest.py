@@ -1,0 +1,139 @@
+"""Shared fixtures: AppTest pages, a live app server on loopback, and headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("DGM_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--font-render-hinting=none",
+                 "--force-color-profile=srgb", "--hide-scrollbars"]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-screenshots", action="store_true", default=False,
+                     help="rewrite the screenshot baselines in tests/screenshots/ instead of comparing")
+
+
+@pytest.fixture
+def update_screenshots(request) -> bool:
+    return bool(request.config.getoption("--update-screenshots"))
+
+
+# ---- AppTest ----------------------------------------------------------------------------------
+
+def open_page(page: str | None = None, params: dict[str, str] | None = None, timeout: float = 120):
+    """Run app.py in AppTest, then switch to ``page`` (e.g. "pages/gan.py") with URL ``params``."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    for k, v in (params or {}).items():
+        at.query_params[k] = v
+    at.run()
+    if page is not None:
+        at.switch_page(page).run()
+    return at
+
+
+# ---- a live server and a browser --------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppServer:
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "AppServer":
+        cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", "127.0.0.1",
+               "--server.port", str(self.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+        self.log = open(ROOT / ".pytest_cache" / f"streamlit-{self.port}.log", "w") if (ROOT / ".pytest_cache").exists() \
+            else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(self.url + "/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("streamlit did not become healthy in time")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, 15)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, 9)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def app_server():
+    (ROOT / ".pytest_cache").mkdir(exist_ok=True)
+    server = AppServer().start()
+    yield server
+    server.stop()
+    assert server.proc.poll() is not None, "the app server is still running after stop()"
+
+
+def chromium_available() -> bool:
+    return Path(CHROMIUM).exists() or shutil.which("chromium") is not None
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not chromium_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium is missing at {CHROMIUM}; `make test` should have installed it")
+        pytest.skip(f"Chromium is not installed at {CHROMIUM} (run `make browser`)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, device_scale_factor=1,
+                              reduced_motion="reduce")
+    pg = ctx.new_page()
+    yield pg
+    ctx.close()
+
+
+def wait_for_app(pg, timeout_ms: int = 60_000) -> None:
+    """Wait until the app is connected, the script has finished and no skeleton remains."""
+    pg.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
+    pg.wait_for_function(
+        """() => {
+            const app = document.querySelector('[data-testid="stApp"]');
+            if (!app) return false;
+            const running = document.querySelector('[data-testid="stStatusWidget"]');
+            const skeleton = document.querySelector('[data-testid="stSkeleton"]');
+            return app.getAttribute('data-test-script-state') !== 'running' && !running && !skeleton;
+        }""",
+        timeout=timeout_ms,
+    )
+    pg.wait_for_timeout(500)
