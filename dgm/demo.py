@@ -42,7 +42,7 @@ class GaussianFit(nn.Module):
         return torch.stack([torch.cat([d[:1], zero]), torch.cat([self.off, d[1:]])])  # (2, 2)
 
     def dist(self) -> torch.distributions.MultivariateNormal:
-        return torch.distributions.MultivariateNormal(self.mean, scale_tril=self.scale_tril())
+        return torch.distributions.MultivariateNormal(self.mean, scale_tril=self.scale_tril(), validate_args=False)
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         eps = torch.randn(n, 2, generator=generator, device=self.mean.device)  # (n, 2)

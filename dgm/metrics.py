@@ -110,29 +110,30 @@ class Grid:
         return float(density.double().sum() * self.cell_area)
 
 
-def _probs(grid: Grid, log_p: Tensor) -> Tensor:
-    """Cell probabilities (sum to 1) from a log density on the grid."""
-    return torch.softmax(log_p.double().reshape(-1), 0)
+def _log_cells(log_p: Tensor) -> Tensor:
+    """Log cell probabilities (they sum to 1) from a log density on the grid (any constant)."""
+    return torch.log_softmax(log_p.double().reshape(-1), 0)
 
 
-def _xlogy_ratio(a: Tensor, b: Tensor) -> Tensor:
-    """a * log(a / b) with 0 log 0 = 0 and a log(a/0) = inf."""
-    out = a * (torch.log(a) - torch.log(b))
-    return torch.where(a > 0, out, torch.zeros_like(out))
+def _kl_terms(la: Tensor, lb: Tensor) -> Tensor:
+    """a * (log a - log b) per cell, from log cell probabilities, with 0 log 0 = 0 and
+    a log(a / 0) = inf. Working in logs keeps tiny (subnormal) probabilities exact."""
+    a = la.exp()
+    out = a * (la - lb)
+    return torch.where(la > -math.inf, out, torch.zeros_like(out))
 
 
 def grid_kl(grid: Grid, log_p: Tensor, log_q: Tensor) -> float:
     """KL(p || q) in nats by quadrature on the grid. Both densities are renormalised on the grid,
     so unnormalised log densities are fine, and mass outside the box is ignored."""
-    p, q = _probs(grid, log_p), _probs(grid, log_q)
-    return float(_xlogy_ratio(p, q).sum())
+    return float(_kl_terms(_log_cells(log_p), _log_cells(log_q)).sum())
 
 
 def grid_js(grid: Grid, log_p: Tensor, log_q: Tensor) -> float:
     """Jensen-Shannon divergence in nats (between 0 and log 2) by quadrature on the grid."""
-    p, q = _probs(grid, log_p), _probs(grid, log_q)
-    m = 0.5 * (p + q)
-    return float(0.5 * _xlogy_ratio(p, m).sum() + 0.5 * _xlogy_ratio(q, m).sum())
+    lp, lq = _log_cells(log_p), _log_cells(log_q)
+    lm = torch.logaddexp(lp, lq) - math.log(2)
+    return float(0.5 * _kl_terms(lp, lm).sum() + 0.5 * _kl_terms(lq, lm).sum())
 
 
 def kde_log_prob(samples: Tensor, points: Tensor, bandwidth: float | None = None, chunk: int = 8192) -> Tensor:

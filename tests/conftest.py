@@ -130,9 +130,9 @@ def wait_for_app(pg, timeout_ms: int = 60_000) -> None:
         """() => {
             const app = document.querySelector('[data-testid="stApp"]');
             if (!app) return false;
-            const running = document.querySelector('[data-testid="stStatusWidget"]');
             const skeleton = document.querySelector('[data-testid="stSkeleton"]');
-            return app.getAttribute('data-test-script-state') !== 'running' && !running && !skeleton;
+            return app.getAttribute('data-test-script-state') === 'notRunning'
+                && app.getAttribute('data-test-connection-state') === 'CONNECTED' && !skeleton;
         }""",
         timeout=timeout_ms,
     )

@@ -69,6 +69,10 @@ def _train(s: LiveState, n: int) -> None:
     except TrainingDiverged as e:
         s.error, s.playing = str(e), False
         return
+    except Exception as e:  # any other failure is shown the same way, never as a traceback
+        log.exception("training failed")
+        s.error, s.playing = f"Training stopped with an error: {e}", False
+        return
     dt = max(time.perf_counter() - t0, 1e-6)
     rate = n / dt
     s.steps_per_s = rate if s.steps_per_s == 0 else 0.7 * s.steps_per_s + 0.3 * rate

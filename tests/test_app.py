@@ -1,0 +1,92 @@
+"""AppTest: the app shell, every page, the shared sidebar, links with bad parameters, the live loop."""
+
+import pytest
+
+from conftest import open_page
+from dgm.ui.pages import all_pages
+
+
+def _no_failure(at):
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_home_renders_taxonomy_and_links():
+    at = open_page()
+    _no_failure(at)
+    assert at.title[0].value == "DGM Explorer"
+    md = " ".join(m.value for m in at.markdown)
+    for word in ("Autoregressive", "Normalizing flow", "GAN", "VAE", "exact likelihood", "sampling", "compression"):
+        assert word in md
+    assert at.number_input(key="seed").value == 0
+    assert any("Computing on" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize("info", [p for p in all_pages() if p.url != "home"], ids=lambda p: p.url)
+def test_every_page_loads(info):
+    at = open_page(info.path)
+    _no_failure(at)
+    assert at.title and at.title[0].value == info.title
+
+
+def test_demo_step_advances_the_trainer():
+    at = open_page("pages/demo.py")
+    _no_failure(at)
+    assert "Iteration 0" in at.caption[0].value
+    at.button(key="demo.step").click().run()
+    assert "Iteration 10" in at.caption[0].value
+    at.selectbox(key="demo.speed").set_value(100).run()
+    at.button(key="demo.step").click().run()
+    assert "Iteration 110" in at.caption[0].value
+    at.button(key="demo.reset").click().run()
+    assert "Iteration 0" in at.caption[0].value
+
+
+def test_changing_a_setting_starts_a_new_run():
+    at = open_page("pages/demo.py")
+    at.button(key="demo.step").click().run()
+    assert "Iteration 10" in at.caption[0].value
+    at.selectbox(key="data").set_value("ring8").run()
+    assert "Iteration 0" in at.caption[0].value
+
+
+def test_link_parameters_set_knobs():
+    at = open_page("pages/demo.py", {"data": "moons", "lr": "0.2", "batch": "64"})
+    _no_failure(at)
+    assert at.selectbox(key="data").value == "moons"
+    assert at.select_slider(key="lr").value == 0.2
+    assert at.slider(key="batch").value == 64
+    assert not at.warning
+
+
+def test_bad_link_parameters_give_a_note_not_an_exception():
+    at = open_page("pages/demo.py", {"lr": "1e9", "data": "nope", "batch": "abc", "zzz": "1", "steps": "-4"})
+    _no_failure(at)
+    text = at.warning[0].value
+    for part in ("lr=1e9", "'nope'", "batch", "'zzz'", "steps=-4"):
+        assert part in text, part
+    assert at.select_slider(key="lr").value == 100.0  # clamped to the widget's limit
+    assert at.selectbox(key="data").value == "bimodal"  # default kept
+
+
+def test_bad_global_parameters():
+    at = open_page(None, {"seed": "-3", "presenter": "perhaps"})
+    _no_failure(at)
+    assert at.number_input(key="seed").value == 0
+    assert "seed" in at.warning[0].value and "presenter" in at.warning[0].value
+
+
+def test_replay_link_trains_exactly_n_steps():
+    at = open_page("pages/demo.py", {"steps": "37", "seed": "2"})
+    _no_failure(at)
+    assert "Iteration 37" in at.caption[0].value and "paused" in at.caption[0].value
+
+
+def test_divergence_shows_a_message_and_reset_recovers():
+    at = open_page("pages/demo.py", {"optimizer": "sgd", "lr": "100"})
+    at.button(key="demo.step").click().run()
+    assert not at.exception
+    assert at.error and "diverged" in at.error[0].value
+    assert at.button(key="demo.restore")
+    at.button(key="demo.reset_err").click().run()
+    assert not at.error and "Iteration 0" in at.caption[0].value

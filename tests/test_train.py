@@ -1,0 +1,116 @@
+"""The trainer contract, on the demonstration trainer (a Gaussian fitted by maximum likelihood)."""
+
+import math
+
+import pytest
+import torch
+
+import dgm.data as data
+from dgm.demo import DemoConfig, DemoTrainer
+from dgm.train import History, TrainingDiverged
+
+
+def params(t):
+    return torch.cat([p.detach().flatten() for p in t.model.parameters()])
+
+
+def test_step_advances_and_returns_latest_metrics():
+    t = DemoTrainer(DemoConfig(), seed=0)
+    out = t.step(5)
+    assert t.iteration == 5 and set(out) == {"nll"} and math.isfinite(out["nll"])
+    assert [r["step"] for r in t.history.rows] == [1, 2, 3, 4, 5]
+
+
+def test_converges_to_moment_matching():
+    t = DemoTrainer(DemoConfig(data="bimodal", lr=0.01, batch=2048), seed=0)
+    t.step(2000)
+    p = data.get("bimodal")
+    w, m, c = p.weights, p.means, p.covs
+    mean = (w[:, None] * m).sum(0)
+    cov = (w[:, None, None] * (c + m[:, :, None] * m[:, None, :])).sum(0) - mean[:, None] * mean[None, :]
+    s = t.snapshot()
+    assert torch.allclose(s["mean"], mean, atol=0.03)  # stochastic gradients, batch 2048
+    assert torch.allclose(s["cov"], cov, atol=0.08)
+
+
+def test_same_seed_same_numbers_whatever_the_bursts():
+    a, b = DemoTrainer(DemoConfig(), seed=7), DemoTrainer(DemoConfig(), seed=7)
+    a.step(120)
+    for _ in range(12):
+        b.step(10)
+    assert torch.equal(params(a), params(b))
+    assert a.final() == b.final()
+    c = DemoTrainer(DemoConfig(), seed=8)
+    c.step(120)
+    assert not torch.equal(params(a), params(c))
+
+
+def test_evaluation_does_not_disturb_training():
+    a = DemoTrainer(DemoConfig(), seed=1)
+    b = DemoTrainer(DemoConfig(), seed=1)
+    b.eval_every = 7  # evaluate often in one run, never in the other
+    a.eval_every = 0
+    a.step(50)
+    b.step(50)
+    assert torch.equal(params(a), params(b))
+    assert len(b.history.evals) == 7
+
+
+def test_history_stays_bounded_and_spans_the_run():
+    h = History(max_rows=100)
+    for s in range(1, 10_001):
+        h.record(s, {"x": float(s)})
+    assert 50 <= len(h) <= 100
+    steps = [r["step"] for r in h.rows]
+    assert steps == sorted(steps) and steps[-1] > 9_000 and steps[0] <= h.stride
+    gaps = {b - a for a, b in zip(steps, steps[1:])}
+    assert gaps == {h.stride}, "rows are evenly spaced"
+
+
+def test_trainer_history_bounded_over_a_long_run():
+    t = DemoTrainer(DemoConfig(batch=8), seed=0)
+    t.history.max_rows = 64
+    t.step(3000)
+    assert len(t.history) <= 64 and t.history.rows[-1]["step"] >= 2900
+
+
+def test_forced_nan_is_caught_and_trainer_can_be_reset():
+    t = DemoTrainer(DemoConfig(), seed=0)
+    t.step(20)
+    good = params(t).clone()
+    with torch.no_grad():
+        t.model.mean.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged) as e:
+        t.step(10)
+    assert e.value.step == 21 and "nll" in str(e.value)
+    t.restore_last_good()
+    assert t.iteration == 20 and torch.equal(params(t), good)
+    t.step(5)
+    assert math.isfinite(t.latest["nll"])
+    t.reset()
+    assert t.iteration == 0 and len(t.history) == 0
+    fresh = DemoTrainer(DemoConfig(), seed=0)
+    assert torch.equal(params(t), params(fresh))
+
+
+def test_divergence_from_a_huge_learning_rate():
+    t = DemoTrainer(DemoConfig(optimizer="sgd", lr=100.0), seed=0)
+    with pytest.raises(TrainingDiverged):
+        t.step(100)
+    t.reset()
+    assert t.iteration == 0
+
+
+def test_snapshot_does_not_change_state():
+    t = DemoTrainer(DemoConfig(), seed=0)
+    t.step(10)
+    before, gen = params(t).clone(), t.gen.get_state().clone()
+    t.snapshot()
+    t.final()
+    assert torch.equal(before, params(t)) and torch.equal(gen, t.gen.get_state())
+
+
+def test_run_with_a_time_budget():
+    t = DemoTrainer(DemoConfig(), seed=0)
+    n = t.run(seconds=0.2, burst=10)
+    assert n >= 10 and n % 10 == 0 and t.iteration == n
