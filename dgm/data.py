@@ -363,12 +363,11 @@ _FACTORIES: dict[str, Callable[[], Distribution2D]] = {
 
 MIXTURES = ("ring8", "grid25", "8gaussians", "bimodal", "trimodal")
 ENERGIES = ("U1", "U2", "U3", "U4")
-_user: dict[str, Distribution2D] = {}
 
 
 def names(kind: str | None = None) -> list[str]:
     """All registered names; kind = 'mixture' | 'energy' | 'exact' | 'sampled' filters them."""
-    all_names = list(_FACTORIES) + list(_user)
+    all_names = list(_FACTORIES)
     if kind is None:
         return all_names
     if kind == "mixture":
@@ -387,20 +386,27 @@ def _builtin(name: str) -> Distribution2D:
     return _FACTORIES[name]()
 
 
+_resolvers: list[Callable[[str], Distribution2D | None]] = []
+
+
+def set_resolver(fn: Callable[[str], Distribution2D | None]) -> None:
+    """Let another module resolve extra names (dgm.userdata resolves "custom:<hash>")."""
+    if fn not in _resolvers:
+        _resolvers.append(fn)
+
+
 def get(name: str) -> Distribution2D:
     """The distribution called ``name``; an unknown name raises UnknownDistributionError."""
-    if name in _user:
-        return _user[name]
+    if ":" in name:
+        import dgm.userdata  # noqa: F401  (registers its resolver)
+
+        for fn in _resolvers:
+            d = fn(name)
+            if d is not None:
+                return d
     if name not in _FACTORIES:
         raise UnknownDistributionError(f"unknown distribution {name!r}; valid names: {', '.join(names())}")
     return _builtin(name)
-
-
-def register(dist: Distribution2D) -> None:
-    """Add a user distribution (uploaded or drawn data) under ``dist.name``."""
-    if dist.name in _FACTORIES:
-        raise ValueError(f"{dist.name!r} is a built-in name")
-    _user[dist.name] = dist
 
 
 # ---- 8x8 digits -----------------------------------------------------------------------------
