@@ -2,11 +2,16 @@
 
 import streamlit as st
 
-from dgm.ui import common
-from dgm.ui.pages import PAGES
+# st.navigation comes first, before anything heavy is imported: until the first run of this script
+# reaches it, Streamlit serves new sessions in its legacy pages/-directory mode.
+from dgm.ui.pages import PAGES, app_run  # light: streamlit and dataclasses only
 
-st.set_page_config(page_title="DGM Explorer", page_icon="assets/logo.svg", layout="wide")
 page = st.navigation({section: [p.page() for p in pages] for section, pages in PAGES.items()})
+st.set_page_config(page_title="DGM Explorer", page_icon="assets/logo.svg", layout="wide")
+
+from dgm.ui import common  # noqa: E402  (torch, plotly: after the navigation on purpose)
+
 st.logo("assets/logo.svg")
 common.sidebar()
-page.run()
+with app_run():
+    page.run()

@@ -21,7 +21,8 @@ from dgm.train import Trainer
 
 @dataclass
 class DemoConfig:
-    data: str = knob("bimodal", "the 2D data set to fit", choices=dgm.data.names("sampled"), group="Data")
+    data: str = knob("bimodal", "the 2D data set to fit", choices=(*dgm.data.names("sampled"), "custom"),
+                     group="Data")
     optimizer: str = knob("adam", "optimiser", choices=("adam", "sgd"), group="Training")
     lr: float = knob(0.05, "learning rate", lo=1e-4, hi=100.0, log=True, group="Training")
     batch: int = knob(256, "samples per step", lo=8, hi=4096, step=8, group="Training")

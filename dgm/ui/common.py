@@ -9,6 +9,7 @@ import streamlit as st
 
 from dgm import device as devlib
 from dgm import viz
+from dgm.ui.pages import ensure_app
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 SEED_MAX = 2**31 - 1
@@ -71,6 +72,10 @@ def sidebar() -> None:
         st.caption(f"Computing on **{devlib.describe(devlib.resolve(device()))}**")
         st.toggle("Presenter mode", key=PRESENTER, bind="query-params",
                   help="Larger fonts and thicker lines, for a projector.")
+    # live figures redraw several times a second: no fading of "stale" elements, no transitions
+    st.html("<style>[data-stale='true'] {opacity: 1 !important; transition: none !important;}"
+            " *, *::before, *::after {animation-duration: 0s !important; transition-duration: 0s !important;}"
+            "</style>")
     if presenter():
         st.html("<style>html, .stMarkdown p, .stMarkdown li {font-size: 1.25rem !important;}"
                 " h1 {font-size: 2.8rem !important;}</style>")
@@ -101,6 +106,7 @@ def show_notes() -> None:
 
 
 def header(title: str, intro: str) -> None:
+    ensure_app()
     st.title(title)
     st.markdown(intro)
     show_notes()

@@ -18,7 +18,9 @@ import streamlit as st
 from dgm import config as cfglib
 from dgm.config import Knob
 from dgm.experiments import Experiment
+from dgm.userdata import CUSTOM
 from dgm.ui import common
+from dgm.ui.pages import ensure_app
 
 PRESET = "preset"  # URL parameter and widget key of the lesson selector
 STEPS = "steps"  # URL parameter for deterministic replay
@@ -118,9 +120,9 @@ def _seed_preset_from_url(exp: Experiment) -> None:
     if not name or st.session_state.get(flag) == name:
         return
     st.session_state[flag] = name
-    for k, v in exp.presets[name].items():
-        if k not in st.query_params and k not in st.session_state:
-            st.query_params[k] = _fmt(cfglib.knob_map(exp.config)[k], v)
+    kmap = cfglib.knob_map(exp.config)
+    common.fix_url({k: _fmt(kmap[k], v) for k, v in exp.presets[name].items()
+                    if k not in st.query_params and k not in st.session_state})
 
 
 def widget(k: Knob, *, disabled: bool = False) -> Any:
@@ -171,5 +173,9 @@ def config_sidebar(exp: Experiment) -> Any:
                         values[k.name] = k.default
                         continue
                     values[k.name] = widget(k)
+                    if values[k.name] == CUSTOM:  # the session's own data: upload or draw it here
+                        from dgm.ui import userdata
+
+                        values[k.name] = userdata.panel() or k.default
     return exp.config(**values)
 

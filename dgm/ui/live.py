@@ -23,7 +23,7 @@ import streamlit as st
 from dgm import config as cfglib
 from dgm.experiments import Experiment
 from dgm.train import Trainer, TrainingDiverged
-from dgm.ui import common
+from dgm.ui import common, share
 from dgm.ui.controls import STEPS
 
 log = logging.getLogger(__name__)
@@ -175,6 +175,7 @@ def loop(exp: Experiment, cfg: Any, draw: Callable[[Trainer], None], *, autoplay
     for k, v in (runtime or {}).items():
         setattr(s.trainer, k, v)
     controls(exp, s)
+    share.bar(exp, s, _key(exp))
 
     @st.fragment(run_every=FRAME_INTERVAL if s.playing else None)
     def frame() -> None:

@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import streamlit as st
+
+_run = threading.local()  # each session's script runs in its own thread
+
+
+@contextmanager
+def app_run() -> Iterator[None]:
+    """app.py wraps each run in this, so pages can tell that they run under its navigation."""
+    _run.active = True
+    try:
+        yield
+    finally:
+        _run.active = False
+
+
+def ensure_app() -> None:
+    """Called at the top of every page. Streamlit starts in its legacy mode whenever a pages/
+    directory exists, and leaves it only when a run of app.py reaches st.navigation; sessions that
+    start before that (visitors of a freshly started server) would run a page script on its own,
+    without app.py's navigation, layout and sidebar. Such a page switches the mode off and reruns,
+    which then goes through app.py."""
+    if getattr(_run, "active", False):
+        return
+    from streamlit.runtime.pages_manager import PagesManager
+
+    PagesManager.uses_pages_directory = False
+    st.rerun()
 
 
 @dataclass(frozen=True)

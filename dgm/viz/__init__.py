@@ -9,6 +9,8 @@ figures in ``dgm/viz/<family>.py``.
 from __future__ import annotations
 
 import math
+import threading
+import warnings
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -139,9 +141,38 @@ def presenter(fig: go.Figure, scale: float = 1.5) -> go.Figure:
     return fig
 
 
-def write_png(fig, path: str, width: int = 700, height: int | None = None, scale: float = 2.0) -> None:
-    """Write a plotly (kaleido) or altair (vl-convert) figure to PNG."""
+_KALEIDO_LOCK = threading.Lock()
+_KALEIDO_STARTED = False
+
+
+def _kaleido_server() -> None:
+    """Keep one headless Chromium for all exports of this process (0.1 s an image instead of 2 s)."""
+    global _KALEIDO_STARTED
+    if not _KALEIDO_STARTED:
+        import kaleido
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kaleido.start_sync_server(silence_warnings=True)
+        _KALEIDO_STARTED = True
+
+
+def to_image(fig, fmt: str = "png", width: int = 700, height: int | None = None, scale: float = 2.0) -> bytes:
+    """A plotly figure (through kaleido, which drives Chromium) or an altair chart (through
+    vl-convert) as PNG or SVG bytes."""
     if isinstance(fig, go.Figure):
-        fig.write_image(path, width=width, height=height or fig.layout.height or 400, scale=scale)
-    else:  # altair
-        fig.save(path, scale_factor=scale)
+        with _KALEIDO_LOCK:
+            _kaleido_server()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return fig.to_image(format=fmt, width=width, height=height or fig.layout.height or 400,
+                                    scale=scale if fmt == "png" else 1)
+    import vl_convert as vlc
+
+    spec = fig.to_json()
+    return vlc.vegalite_to_png(spec, scale=scale) if fmt == "png" else vlc.vegalite_to_svg(spec).encode()
+
+
+def write_png(fig, path: str, width: int = 700, height: int | None = None, scale: float = 2.0) -> None:
+    with open(path, "wb") as f:
+        f.write(to_image(fig, "png", width, height, scale))

@@ -1,0 +1,73 @@
+"""Share and export: the link to this experiment, a replay link, and downloads of the run."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import streamlit as st
+
+from dgm import export as X
+from dgm.experiments import Experiment
+from dgm.ui import common
+
+WEIGHTS_UPLOAD = "weights_upload"
+
+
+def page_link(extra: dict[str, str] | None = None, drop: tuple[str, ...] = ()) -> str:
+    """The address of this page with its current settings (plus ``extra``)."""
+    try:
+        parts = urlsplit(st.context.url or "")
+    except Exception:  # noqa: BLE001 - no browser context (AppTest)
+        parts = urlsplit("")
+    params = {k: v for k, v in st.query_params.to_dict().items() if k not in drop}
+    params.update(extra or {})
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(params), ""))
+
+
+def _load_weights(exp: Experiment, state_key: str) -> None:
+    f = st.session_state.get(WEIGHTS_UPLOAD)
+    s = st.session_state.get(state_key)
+    if f is None or s is None:
+        return
+    try:
+        it = X.load_weights(s.trainer, f.getvalue(), exp.name)
+    except X.WeightsError as e:
+        st.session_state["_weights.msg"] = ("error", f"{f.name}: {e}")
+        return
+    s.error, s.playing = None, False
+    st.session_state["_weights.msg"] = ("ok", f"Resumed from {f.name} at step {it:,} (the optimiser starts afresh).")
+
+
+def bar(exp: Experiment, s, state_key: str) -> None:
+    """Share / export / resume, in popovers on one row."""
+    t = s.trainer
+    a, b, c, _ = st.columns([1, 1, 1, 3])
+    with a.popover("Copy link", icon=":material/link:", use_container_width=True):
+        st.caption("This page with all its settings (copy with the icon on the right):")
+        st.code(page_link(drop=("steps",)), language=None, wrap_lines=True)
+        st.caption(f"A replay link: opens this run trained for exactly {t.iteration:,} steps on the CPU and stopped.")
+        st.code(page_link({"seed": str(common.seed()), "steps": str(t.iteration)}), language=None, wrap_lines=True)
+    make = lambda: exp.make(t.config, seed=t.seed, device=t.device)  # noqa: E731
+    with b.popover("Export", icon=":material/download:", use_container_width=True):
+        st.download_button("Metric history (CSV)", data=lambda: X.history_csv(t), file_name=f"{exp.name}_history.csv",
+                           mime="text/csv", on_click="ignore", use_container_width=True)
+        if exp.figures:
+            st.download_button("Figures (PNG and SVG, zipped)",
+                               data=lambda: X.figures_zip(exp.figures(X.frozen_copy(make, t)), exp.name),
+                               file_name=f"{exp.name}_figures.zip", mime="application/zip", on_click="ignore",
+                               use_container_width=True)
+            steps = max(t.iteration, 1)
+            st.download_button("The run as an animated GIF", file_name=f"{exp.name}_run.gif", mime="image/gif",
+                               data=lambda: X.animation_gif(make, lambda tr: next(iter(exp.figures(tr).values())),
+                                                            steps=steps),
+                               on_click="ignore", use_container_width=True,
+                               help="Replays this run from its seed and draws 16 frames from step 0 to now.")
+        st.download_button("Model weights (safetensors)", data=lambda: X.weights_bytes(t, exp.name),
+                           file_name=f"{exp.name}_step{t.iteration}.safetensors", mime="application/octet-stream",
+                           on_click="ignore", use_container_width=True)
+    with c.popover("Resume", icon=":material/upload:", use_container_width=True):
+        st.file_uploader("Model weights (.safetensors) saved from this page with the same settings",
+                         type=["safetensors"], key=WEIGHTS_UPLOAD, on_change=_load_weights, args=(exp, state_key))
+    msg = st.session_state.pop("_weights.msg", None)
+    if msg:
+        (st.success if msg[0] == "ok" else st.error)(msg[1])

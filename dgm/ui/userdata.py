@@ -1,0 +1,123 @@
+"""The "your own data" panel: upload a CSV or draw points; bad input never loses the data in use.
+
+The active data set of a session is kept under ``_custom.*`` keys in ``st.session_state``. A bad
+upload shows a message naming the problem and leaves the previous data in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from dgm import userdata as U
+from dgm import viz
+
+NAME, SCALING, ERROR, DRAWING = "_custom.name", "_custom.scaling", "_custom.error", "_custom.drawing"
+UPLOAD, BRUSH, NOISE, PER_CLICK = "custom_upload", "custom_brush", "custom_noise", "custom_per_click"
+DRAW_BOX = (-4.0, 4.0, -4.0, 4.0)
+_GRID = np.stack(np.meshgrid(np.linspace(-3.9, 3.9, 40), np.linspace(-3.9, 3.9, 40)), -1).reshape(-1, 2)
+
+
+def active() -> str | None:
+    """The registered name of the session's data, if it has any that is still registered."""
+    name = st.session_state.get(NAME)
+    return name if name and U.lookup(name) is not None else None
+
+
+def _use(points: np.ndarray, description: str) -> None:
+    try:
+        dist, scaling = U.make_distribution(points, description)
+    except U.UserDataError as e:
+        st.session_state[ERROR] = str(e)
+        return
+    st.session_state[NAME], st.session_state[SCALING], st.session_state[ERROR] = dist.name, scaling, None
+
+
+def _on_upload() -> None:
+    f = st.session_state.get(UPLOAD)
+    if f is None:
+        return
+    if f.size > U.MAX_BYTES:
+        st.session_state[ERROR] = f"{f.name}: the file is {f.size / 1e6:.1f} MB; the limit is {U.MAX_BYTES / 1e6:.0f} MB."
+        return
+    try:
+        pts = U.parse_csv(f.getvalue())
+    except U.UserDataError as e:
+        st.session_state[ERROR] = f"{f.name}: {e}"
+        return
+    _use(pts, f"uploaded {f.name}")
+
+
+def _selection_centres(event) -> np.ndarray:
+    idx = [p.get("point_index") for p in (event or {}).get("selection", {}).get("points", [])]
+    idx = [i for i in idx if i is not None and 0 <= i < len(_GRID)]
+    return _GRID[idx]
+
+
+def _add_brush(centres: np.ndarray) -> None:
+    if not len(centres):
+        return
+    width = float(st.session_state.get(BRUSH, 0.3))
+    noise = float(st.session_state.get(NOISE, 0.05))
+    per = int(st.session_state.get(PER_CLICK, 20))
+    seed = len(st.session_state.get(DRAWING, []))
+    new = U.spray(centres, per, width, noise, seed=seed)
+    st.session_state[DRAWING] = list(st.session_state.get(DRAWING, [])) + new.tolist()
+
+
+def _drawing_figure(points: list) -> go.Figure:
+    fig = viz.plane(DRAW_BOX, height=420)
+    fig.add_trace(go.Scatter(x=_GRID[:, 0], y=_GRID[:, 1], mode="markers", name="canvas",
+                             marker=dict(size=9, color="rgba(0,0,0,0.04)"), hoverinfo="none", showlegend=False))
+    if points:
+        viz.add_points(fig, np.asarray(points), name="your points", color=viz.PALETTE[1], size=4, opacity=0.7)
+    fig.update_layout(dragmode="lasso", clickmode="event+select")
+    return fig
+
+
+@st.dialog("Draw your data", width="large")
+def _draw_dialog() -> None:
+    st.caption("Click a spot, or pick *Box select* / *Lasso select* in the chart's toolbar and brush over a "
+               "region: each chosen canvas point sprays points around it. Then press **Use this drawing**.")
+    a, b, c = st.columns(3)
+    a.slider("Brush width", 0.05, 1.5, 0.3, 0.05, key=BRUSH)
+    b.slider("Spray noise", 0.0, 0.5, 0.05, 0.01, key=NOISE)
+    c.slider("Points per spot", 1, 100, 20, key=PER_CLICK)
+    points = st.session_state.get(DRAWING, [])
+    event = st.plotly_chart(_drawing_figure(points), on_select="rerun", selection_mode=("points", "box", "lasso"),
+                            key="custom_canvas", config={"displaylogo": False})
+    centres = _selection_centres(event)
+    if len(centres) and st.button(f"Spray around {len(centres)} spot(s)", type="primary"):
+        _add_brush(centres)
+        st.rerun(scope="fragment")
+    x, y, z = st.columns(3)
+    if x.button("Clear drawing"):
+        st.session_state[DRAWING] = []
+        st.rerun(scope="fragment")
+    y.write(f"{len(points)} points")
+    if z.button("Use this drawing", disabled=not points):
+        _use(np.asarray(points, dtype=np.float64).reshape(-1, 2), "your drawing")
+        if st.session_state.get(ERROR) is None:
+            st.rerun()
+        st.error(st.session_state[ERROR])
+
+
+def panel() -> str | None:
+    """Render the upload/draw controls (in the current container); return the active data name."""
+    st.file_uploader("Upload a CSV (two numeric columns)", type=["csv", "txt"], key=UPLOAD, on_change=_on_upload,
+                     help=f"x and y per row, with or without a header; up to {U.MAX_ROWS:,} rows.")
+    if st.button("Draw points…", use_container_width=True):
+        _draw_dialog()
+    if st.session_state.get(ERROR):
+        kept = " Your previous data is still in use." if active() else ""
+        st.error(st.session_state[ERROR] + kept, icon=":material/error:")
+    name = active()
+    if name:
+        scaling = st.session_state.get(SCALING)
+        st.caption(f"**Using your data** ({U.lookup(name).description}): {scaling.describe() if scaling else ''} "
+                   "Its density is a kernel density estimate.")
+    else:
+        st.info("No data of your own yet: upload a CSV or draw points. Until then the page uses its default data.",
+                icon=":material/upload_file:")
+    return name
