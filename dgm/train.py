@@ -210,7 +210,7 @@ class Trainer:
         s = self._last_good
         self.iteration = s["iteration"]
         self.gen.set_state(s["gen"])
-        self.history.load_state_dict(s["history"])
+        self.history.load_state_dict(copy.deepcopy(s["history"]))
         self.latest, self.latest_eval = dict(s["latest"]), dict(s["latest_eval"])
         for k, obj in self.stateful().items():
             obj.load_state_dict(copy.deepcopy(s["objects"][k]))

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import streamlit as st
 
 from dgm import config as cfglib
+from dgm import experiments
 from dgm.experiments import Experiment
 from dgm.train import Trainer, TrainingDiverged
 from dgm.ui import common, share
@@ -114,6 +115,17 @@ def _restore(exp: Experiment) -> None:
     s.error = None
 
 
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _pretrained(exp_name: str, cfg_json: str, seed: int, steps: int) -> dict:
+    """The state after ``steps`` steps of a run, shared read-only by every session that opens the
+    same lesson or replay link: thirty students opening one link cost one training. Sessions copy
+    it (``restore_last_good`` deep-copies), so nothing mutable is shared."""
+    exp = experiments.get(exp_name)
+    trainer = exp.make(exp.config(**json.loads(cfg_json)), seed=seed, device="cpu")
+    trainer.step(steps)
+    return trainer._last_good
+
+
 def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int = 0) -> LiveState:
     """The page's LiveState, built anew when the settings, seed or device change."""
     replay = _replay_steps()
@@ -125,9 +137,21 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
         s = LiveState(trainer=trainer, fingerprint=fp, playing=autoplay and replay is None)
         st.session_state[_key(exp)] = s
         n = replay if replay is not None else warm_steps
-        if n:
-            with st.spinner(f"Training {n} steps…"):
-                _train(s, n)
+        if n and trainer.device.type != "cpu":
+            _train(s, n)  # the shared cache holds CPU runs only
+        elif n:
+            cfg_json = json.dumps(cfglib.to_dict(cfg), sort_keys=True)
+            t0 = time.perf_counter()
+            try:
+                with st.spinner(f"Training {n:,} steps…"):
+                    good = _pretrained(exp.name, cfg_json, common.seed(), n)
+            except TrainingDiverged as e:
+                s.error = str(e)
+                return s
+            trainer._last_good = good
+            trainer.restore_last_good()  # deep copies: this session owns its state
+            trainer._last_good = trainer._capture()
+            s.steps_per_s = 0.0 if time.perf_counter() - t0 < 1e-2 else n / (time.perf_counter() - t0)
     return s
 
 
