@@ -7,7 +7,10 @@ import streamlit as st
 from dgm.ui.pages import PAGES, app_run  # light: streamlit and dataclasses only
 
 page = st.navigation({section: [p.page() for p in pages] for section, pages in PAGES.items()})
-st.set_page_config(page_title="DGM Explorer", page_icon="assets/logo.svg", layout="wide")
+# presenter mode starts with the sidebar (the controls) folded away, for the projector
+presenting = st.query_params.get("presenter", "").lower() == "true"
+st.set_page_config(page_title="DGM Explorer", page_icon="assets/logo.svg", layout="wide",
+                   initial_sidebar_state="collapsed" if presenting else "auto")
 
 from dgm.ui import common  # noqa: E402  (torch, plotly: after the navigation on purpose)
 

@@ -95,3 +95,17 @@ def test_divergence_shows_a_message_and_reset_recovers():
     assert at.button(key="demo.restore")
     at.button(key="demo.reset_err").click().run()
     assert not at.error and "Iteration 0" in status(at)
+
+
+def test_presenter_mode_scales_the_figures():
+    import json
+
+    def font_sizes(at):
+        specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+        return [s["layout"]["font"]["size"] for s in specs]
+
+    normal = open_page("pages/demo.py")
+    big = open_page("pages/demo.py", {"presenter": "true"})
+    _no_failure(big)
+    assert big.toggle(key="presenter").value is True
+    assert min(font_sizes(big)) > max(font_sizes(normal))
