@@ -35,6 +35,15 @@ def rss_mb(pid: int) -> float:
     return total
 
 
+def sessions_alive(server: AppServer) -> int:
+    """Sessions the server still holds, from its metrics endpoint (one session-state stat each)."""
+    import urllib.request
+
+    with urllib.request.urlopen(server.url + "/_stcore/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(1 for line in text.splitlines() if line.startswith("cache_memory_bytes") and "st_session_state" in line)
+
+
 def status(page) -> tuple[int, float, float]:
     text = page.locator('[data-testid="stCaptionContainer"]', has_text="Iteration").first.inner_text(timeout=10_000)
     m = STATUS.search(text)
@@ -75,11 +84,12 @@ def run(n: int, seconds: float, page_path: str, server: AppServer, browser) -> d
         ctx.close()
     time.sleep(45)  # the server drops disconnected sessions after 30 s
     after = rss_mb(server.proc.pid)
+    alive = sessions_alive(server)
     rates = [(s[0] - s0) / elapsed for s, s0 in zip(stats, start_iters)]
     return {
         "sessions": n, "seconds": round(elapsed, 1), "errors": errors,
         "rss_before_mb": round(base), "rss_peak_mb": round(peak), "rss_during_mb": round(during),
-        "rss_after_close_mb": round(after), "mb_per_session": round((peak - base) / n, 1),
+        "rss_after_close_mb": round(after), "sessions_left_after_close": alive, "mb_per_session": round((peak - base) / n, 1),
         "steps_per_s_per_session": {"min": round(min(rates), 1), "mean": round(sum(rates) / n, 1),
                                     "max": round(max(rates), 1)},
         "frames_per_s_shown": round(sum(s[2] for s in stats) / n, 2),

@@ -34,3 +34,27 @@ def test_upload_then_bad_uploads_keep_the_data(app_server, page):
         assert page.get_by_text("Your previous data is still in use").is_visible()
         assert page.get_by_text("q fitted to custom:").first.is_visible()
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_draw_points_with_the_lasso(app_server, page):
+    page.goto(app_server.url + "/demo?data=custom")
+    wait_for_app(page)
+    page.get_by_role("button", name="Draw points…").click()
+    plot = page.locator('[role="dialog"] [data-testid="stPlotlyChart"] .nsewdrag').first
+    plot.wait_for(timeout=30_000)
+    box = plot.bounding_box()
+    x0, y0, w, h = box["x"], box["y"], box["width"], box["height"]
+    page.mouse.move(x0 + 0.2 * w, y0 + 0.3 * h)
+    page.mouse.down()
+    for fx, fy in [(0.5, 0.2), (0.8, 0.4), (0.7, 0.7), (0.3, 0.7), (0.2, 0.35)]:
+        page.mouse.move(x0 + fx * w, y0 + fy * h, steps=5)
+    page.mouse.up()
+    page.locator('[role="dialog"]').get_by_text("points", exact=False).last.wait_for()
+    page.wait_for_timeout(1500)
+    wait_for_app(page)
+    page.locator('[role="dialog"] button', has_text="Use this drawing").click()
+    page.wait_for_timeout(1000)
+    wait_for_app(page)
+    assert page.get_by_text("Using your data").is_visible()
+    assert page.get_by_text("(your drawing)", exact=False).is_visible()
+    assert page.locator('[data-testid="stException"]').count() == 0

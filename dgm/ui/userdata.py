@@ -78,19 +78,22 @@ def _drawing_figure(points: list) -> go.Figure:
 
 @st.dialog("Draw your data", width="large")
 def _draw_dialog() -> None:
-    st.caption("Click a spot, or pick *Box select* / *Lasso select* in the chart's toolbar and brush over a "
-               "region: each chosen canvas point sprays points around it. Then press **Use this drawing**.")
+    st.caption("Click a spot, or brush over a region with the lasso (or *Box select* in the chart's toolbar): "
+               "points are sprayed around every spot you pick. Then press **Use this drawing**.")
     a, b, c = st.columns(3)
     a.slider("Brush width", 0.05, 1.5, 0.3, 0.05, key=BRUSH)
     b.slider("Spray noise", 0.0, 0.5, 0.05, 0.01, key=NOISE)
     c.slider("Points per spot", 1, 100, 20, key=PER_CLICK)
-    points = st.session_state.get(DRAWING, [])
-    event = st.plotly_chart(_drawing_figure(points), on_select="rerun", selection_mode=("points", "box", "lasso"),
-                            key="custom_canvas", config={"displaylogo": False})
+    event = st.plotly_chart(_drawing_figure(st.session_state.get(DRAWING, [])), on_select="rerun",
+                            selection_mode=("points", "box", "lasso"), key="custom_canvas",
+                            config={"displaylogo": False})
     centres = _selection_centres(event)
-    if len(centres) and st.button(f"Spray around {len(centres)} spot(s)", type="primary"):
+    mark = hash(centres.tobytes()) if len(centres) else None
+    if mark is not None and mark != st.session_state.get("_custom.last_brush"):
+        st.session_state["_custom.last_brush"] = mark  # each new selection sprays once
         _add_brush(centres)
         st.rerun(scope="fragment")
+    points = st.session_state.get(DRAWING, [])
     x, y, z = st.columns(3)
     if x.button("Clear drawing"):
         st.session_state[DRAWING] = []
