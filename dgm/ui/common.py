@@ -37,19 +37,28 @@ def fix_url(changes: dict[str, str | None]) -> None:
         q.set_initial_query_params_from_current()
 
 
+def check_int_param(name: str, lo: int, hi: int, notes: list[str], fix: dict[str, str | None]) -> None:
+    """A whole-number URL parameter: clamped to lo..hi, or dropped if it is not a number."""
+    qp = st.query_params
+    if name not in qp:
+        return
+    try:
+        v = int(float(qp[name]))
+    except (ValueError, OverflowError):
+        notes.append(f"{name}={qp[name]!r} is not a whole number; ignored")
+        fix[name] = None
+        return
+    if not lo <= v <= hi:
+        notes.append(f"{name}={qp[name]} is outside {lo}..{hi}; clamped")
+        fix[name] = str(min(max(v, lo), hi))
+
+
 def _sanitize_globals() -> list[str]:
     """Clamp or drop bad values of the shared URL parameters before their widgets read them."""
-    notes, fix = [], {}
+    notes: list[str] = []
+    fix: dict[str, str | None] = {}
     qp = st.query_params
-    if SEED in qp:
-        try:
-            v = int(float(qp[SEED]))
-            if not 0 <= v <= SEED_MAX:
-                notes.append(f"seed={qp[SEED]} is out of range; clamped")
-                fix[SEED] = str(min(max(v, 0), SEED_MAX))
-        except ValueError:
-            notes.append(f"seed={qp[SEED]!r} is not a whole number; using 0")
-            fix[SEED] = None
+    check_int_param(SEED, 0, SEED_MAX, notes, fix)
     if DEVICE in qp and qp[DEVICE] not in ("auto", "cpu"):
         notes.append(f"device={qp[DEVICE]!r} is not available here; using auto")
         fix[DEVICE] = None

@@ -60,15 +60,7 @@ def sanitize(exp: Experiment) -> None:
     if PRESET in qp and qp[PRESET] not in (exp.presets or {}):
         notes.append(f"there is no lesson called {qp[PRESET]!r} on this page")
         fix[PRESET] = None
-    if STEPS in qp:
-        try:
-            s = int(float(qp[STEPS]))
-            if not 0 <= s <= STEPS_MAX:
-                notes.append(f"steps={qp[STEPS]} is outside 0..{STEPS_MAX}; clamped")
-                fix[STEPS] = str(min(max(s, 0), STEPS_MAX))
-        except ValueError:
-            notes.append(f"steps={qp[STEPS]!r} is not a whole number; ignored")
-            fix[STEPS] = None
+    common.check_int_param(STEPS, 0, STEPS_MAX, notes, fix)
     for name in list(qp.keys()):
         if name in GLOBAL_PARAMS:
             continue
