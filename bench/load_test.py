@@ -109,11 +109,11 @@ def main() -> int:
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            warm = browser.new_page()
-            warm.goto(server.url + "/")
-            wait_for_app(warm)
-            warm.close()
-            print(f"server pid {server.proc.pid}, idle RSS {rss_mb(server.proc.pid):.0f} MB", flush=True)
+            print(f"server pid {server.proc.pid}, fresh RSS {rss_mb(server.proc.pid):.0f} MB", flush=True)
+            # warm-up: one session plays the page briefly, so one-off costs (imports, kernels, caches)
+            # are paid before the baseline is taken
+            warm = run(1, 10, args.page, server, browser)
+            print(f"after a warm-up session: RSS {warm['rss_after_close_mb']} MB (the baseline)", flush=True)
             for n in args.sessions:
                 r = run(n, args.seconds, args.page, server, browser)
                 print(r, flush=True)

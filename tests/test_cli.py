@@ -11,11 +11,39 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
 def cli(*args, check=True):
-    r = subprocess.run([sys.executable, "-m", "dgm", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    """``python -m dgm ARGS`` in-process (fast); ``test_module_entry_point`` covers the real thing."""
+    import contextlib
+    import io
+
+    from dgm.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+            if isinstance(e.code, str):
+                err.write(e.code)
+    r = Result(code, out.getvalue(), err.getvalue())
     if check:
         assert r.returncode == 0, r.stderr
     return r
+
+
+def test_module_entry_point():
+    r = subprocess.run([sys.executable, "-m", "dgm", "demo", "--steps", "5"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["steps"] == 5
+    r = subprocess.run([sys.executable, "-m", "dgm", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "demo" in r.stdout
 
 
 def test_help_lists_experiments():
