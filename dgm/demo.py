@@ -6,6 +6,7 @@ and its answer is known in closed form (the sample mean and covariance of the da
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -82,13 +83,21 @@ class DemoTrainer(Trainer):
                 "data": self.heldout[:1000].cpu()}
 
 
+@functools.lru_cache(maxsize=32)
+def _density_image(name: str) -> tuple[Grid, torch.Tensor]:
+    """p on a 150 x 150 grid: fixed for a data set, so computed once, not every frame."""
+    p = dgm.data.get(name)
+    grid = Grid.over(p.box, 150)
+    return grid, p.log_prob(grid.points).exp()
+
+
 def figures(trainer: DemoTrainer) -> dict:
     s = trainer.snapshot()
     box = trainer.data.box
     fig = viz.plane(box, title=f"q fitted to {trainer.data.name}")
     if trainer.data.has_density:
-        grid = Grid.over(box, 150)
-        viz.add_heatmap(fig, grid, trainer.data.log_prob(grid.points).exp())
+        grid, density = _density_image(trainer.data.name)
+        viz.add_heatmap(fig, grid, density)
     viz.add_points(fig, s["data"], name="data", color=viz.DATA_COLOR, size=2, opacity=0.4)
     viz.add_ellipses(fig, s["mean"], s["cov"], color=viz.PALETTE[0], name="q (1 and 2 sd)")
     return {"fit": fig, "loss": viz.curves(trainer.history.merged(), ["nll", "heldout_nll"], title="NLL (nats)")}
