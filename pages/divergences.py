@@ -1,5 +1,17 @@
-"""Divergences (placeholder until issue 3 lands)."""
+"""Divergences: a simple q fitted to a fixed mixture p under seven divergences at once, live."""
 
-from dgm.ui import common
+import streamlit as st
 
-common.placeholder("Divergences", "issue 3", "This page will train its models live; it is being built.")
+from dgm.experiments import get
+from dgm.ui import common, controls, live
+from dgm.ui import divergences as ui
+
+exp = get("divergence")
+cfg = controls.config_sidebar(exp)
+common.header("Divergences: mode covering vs mode seeking", ui.INTRO)
+
+state = live.loop(exp, cfg, lambda trainer: ui.draw(trainer, cfg), warm_steps=ui.WARM_STEPS)
+
+st.divider()
+ui.restarts_panel(cfg, state.trainer)
+ui.theory()

@@ -144,6 +144,7 @@ def config_sidebar(exp: Experiment) -> Any:
 
     Knobs are grouped by ``Knob.group`` into expanders; a knob whose ``show(cfg)`` is False for the
     settings above it is not shown and keeps its default."""
+    ensure_app()
     sanitize(exp)
     if exp.presets:
         _seed_preset_from_url(exp)

@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from dgm import config as cfglib
-from dgm.divergences import LABELS, OBJECTIVES, restarts
+from dgm.divergences import LABELS, OBJECTIVES, SHORT_LABELS, restarts
 from dgm.ui import common
 from dgm.viz import divergences as vd
 
+TIE = 1e-3  # values within this relative distance of a column's minimum count as tied for best
 RESTARTS_KEY = "_divergence.restarts"  # session state: the last restarts result (no widget has this key)
+REQUEST_KEY = "_divergence.restarts_requested"  # set by the button's callback
 WARM_STEPS = 200  # the page opens on fitted q's
 
 INTRO = (
@@ -30,33 +33,38 @@ def _label(o: str, alpha: float) -> str:
     return f"Amari α={alpha:g}" if o == "alpha" else LABELS[o]
 
 
+def _short(o: str, alpha: float) -> str:
+    return f"α={alpha:g}" if o == "alpha" else SHORT_LABELS[o]
+
+
 def table_frame(table: dict[str, dict[str, float]], alpha: float) -> pd.DataFrame:
     """Rows: the q fitted by each objective; columns: every divergence between p and that q."""
     rows = list(table)
     cols = [c for c in OBJECTIVES if c in next(iter(table.values()))]
     return pd.DataFrame([[table[r][c] for c in cols] for r in rows],
-                        index=[f"q fitted by {_label(r, alpha)}" for r in rows],
-                        columns=[_label(c, alpha) for c in cols])
+                        index=[f"fit by {_short(r, alpha)}" for r in rows],
+                        columns=[_short(c, alpha) for c in cols])
 
 
 def styled_table(df: pd.DataFrame):
-    """Column minima in green (the best q under that divergence), each fit's own objective in bold."""
-    def own(frame: pd.DataFrame) -> pd.DataFrame:
-        out = pd.DataFrame("", index=frame.index, columns=frame.columns)
-        for i, r in enumerate(frame.index):
-            for j, c in enumerate(frame.columns):
-                if r.endswith(c):
-                    out.iloc[i, j] = "font-weight: bold; border: 2px solid #333"
-        return out
-
-    return (df.style.format("{:.4g}")
-            .highlight_min(axis=0, props="background-color: #a6d96a; color: black")
-            .apply(own, axis=None))
+    """Column minima in green (the best q under that divergence; ties within TIE), each fit's own
+    objective boxed in bold. One vectorised style pass (this redraws at every frame)."""
+    v = df.to_numpy()
+    m = v.min(0, keepdims=True)
+    best = v <= m + TIE * np.abs(m) + 1e-12
+    own = np.array([[r.endswith(c) for c in df.columns] for r in df.index])
+    css = np.where(best, "background-color: #a6d96a; color: black;", "")
+    css = np.char.add(css.astype(object).astype(str), np.where(own, "font-weight: bold; border: 2px solid #333;", ""))
+    styles = pd.DataFrame(css, index=df.index, columns=df.columns)
+    return df.style.format("{:.4g}").apply(lambda _: styles, axis=None)
 
 
 def notes(snap: dict[str, Any], cfg) -> None:
     tgt = snap["target"]
     msg = [f"p: **{tgt['name']}**, {tgt['description']}. Quadrature: {snap['grid']}."]
+    if snap["starts"] > 1:
+        msg.append(f"Each objective is fitted from {snap['starts']} starts (one broad, the others narrow); the one "
+                   "with the lowest value of that objective is shown.")
     if cfg.family == "mixture" and cfg.k >= tgt["modes"]:
         msg.append(f"q has {cfg.k} components for {tgt['modes']} modes: it need not choose, so the fits agree more. "
                    "Fewer components than modes forces a choice.")
@@ -79,11 +87,15 @@ def draw(trainer, cfg) -> None:
         common.plot(vd.values(trainer.history.merged(), snap["objectives"], snap["alpha"], height=440),
                     key="div.values")
     notes(snap, cfg)
-    st.markdown("**Side by side**: each objective's q alone on p (2-sd ellipses solid, 1-sd dotted; mixture "
-                "components fade with their weight), and its own value in the title.")
+    if snap["target"]["dim"] == 2:
+        st.markdown("**Side by side**: each objective's q alone on p (2-sd ellipses solid, 1-sd dotted; mixture "
+                    "components fade with their weight), and its own value in the title.")
+    else:
+        st.markdown("**Side by side**: each objective's q alone on p, and its own value in the title.")
     common.plot(vd.side_by_side(snap), key="div.side")
     st.markdown("**The cross table**: every divergence (columns) between p and each fitted q (rows). Green marks "
-                "the smallest value in each column; the boxed diagonal is each fit under its own objective. "
+                "the smallest value in each column (ties within 0.1% included); the boxed diagonal is each fit "
+                "under its own objective. "
                 "When every green cell sits on the diagonal, each fit is the best of the seven under its own "
                 "objective. A green cell off the diagonal means a fit stopped in a local optimum, or has not "
                 "converged yet.")
@@ -94,6 +106,10 @@ def _fingerprint(cfg, n: int, steps: int) -> str:
     return json.dumps([cfglib.to_dict(cfg), common.seed(), n, steps], sort_keys=True, default=str)
 
 
+def _request() -> None:
+    st.session_state[REQUEST_KEY] = True
+
+
 def restarts_panel(cfg, trainer) -> None:
     st.subheader("Restarts: where does reverse KL land?")
     st.markdown("Reverse KL has one local optimum per mode (roughly): which one a fit reaches depends on where "
@@ -101,9 +117,11 @@ def restarts_panel(cfg, trainer) -> None:
                 "colours each start by the mode its fit ends on: the basins of attraction.")
     c1, c2, c3 = st.columns([1, 1, 1], vertical_alignment="bottom")
     n = c1.select_slider("Runs", [16, 32, 64, 128, 256], value=64, key="div.restarts_n")
-    steps = c2.select_slider("Steps per run", [100, 200, 400, 800], value=400, key="div.restarts_steps")
+    steps = c2.select_slider("Steps per run", [100, 200, 300, 600], value=300, key="div.restarts_steps")
     fp = _fingerprint(cfg, n, steps)
-    if c3.button("Run the restarts", key="div.restarts_btn", width="stretch"):
+    # a callback, not the button's return value: the request survives a rerun of the script
+    c3.button("Run the restarts", key="div.restarts_btn", width="stretch", on_click=_request)
+    if st.session_state.pop(REQUEST_KEY, False):
         with st.spinner(f"Fitting reverse KL from {n} starts…"):
             st.session_state[RESTARTS_KEY] = {"fp": fp, "res": restarts(cfg, n=n, steps=steps, seed=common.seed())}
     saved = st.session_state.get(RESTARTS_KEY)

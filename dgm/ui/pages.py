@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import streamlit as st
 
+APP = Path(__file__).resolve().parents[2] / "app.py"
 _run = threading.local()  # each session's script runs in its own thread
 
 
@@ -23,17 +25,22 @@ def app_run() -> Iterator[None]:
 
 
 def ensure_app() -> None:
-    """Called at the top of every page. Streamlit starts in its legacy mode whenever a pages/
-    directory exists, and leaves it only when a run of app.py reaches st.navigation; sessions that
-    start before that (visitors of a freshly started server) would run a page script on its own,
-    without app.py's navigation, layout and sidebar. Such a page switches the mode off and reruns,
-    which then goes through app.py."""
+    """Called at the top of every page. Streamlit runs in its legacy mode whenever a pages/
+    directory exists, until a run of app.py reaches st.navigation; a session that starts before
+    that (a visitor of a freshly started server; every AppTest run) runs the page script on its
+    own, without app.py's navigation, layout and sidebar. Such a page switches the legacy mode off,
+    runs app.py in its place (this same run, so no widget event is lost) and stops."""
     if getattr(_run, "active", False):
         return
+    import runpy
+
     from streamlit.runtime.pages_manager import PagesManager
 
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
     PagesManager.uses_pages_directory = False
-    st.rerun()
+    runpy.run_path(str(APP), run_name="__main__")
+    raise StopException()  # what st.stop() ends in; raised at once so nothing after this line runs
 
 
 @dataclass(frozen=True)

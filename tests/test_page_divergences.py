@@ -1,0 +1,74 @@
+"""AppTest of the Divergences page: it opens fitted, Step and Play train, presets and links set the
+knobs, bad links give a warning, the restarts button stores its result."""
+
+from __future__ import annotations
+
+from conftest import open_page
+
+from dgm.ui import divergences as ui
+
+PAGE = "pages/divergences.py"
+LIVE = "_live.divergence"
+
+
+def _trainer(at):
+    return at.session_state[LIVE].trainer
+
+
+def _button(at, label):
+    return next(b for b in at.button if b.label.startswith(label))
+
+
+def test_page_opens_fitted_and_step_and_play_train():
+    at = open_page(PAGE, params={"res": "48"})
+    assert not at.exception and not at.error
+    t = _trainer(at)
+    assert t.iteration == ui.WARM_STEPS
+    assert t.config.target == "bimodal" and t.config.res == 48
+    assert len(at.dataframe) == 1  # the cross table
+    assert any("Quadrature: 48 × 48 cells" in c.value for c in at.caption)
+    _button(at, "Step").click().run()
+    assert _trainer(at).iteration == ui.WARM_STEPS + 10
+    _button(at, "▶ Play").click().run()
+    assert not at.exception
+    assert _trainer(at).iteration > ui.WARM_STEPS + 10
+
+
+def test_preset_link_sets_its_knobs_and_1d_page_draws():
+    at = open_page(PAGE, params={"preset": "1D: two humps, one Gaussian", "res": "32"})
+    assert not at.exception and not at.error
+    assert at.selectbox(key="target").value == "mix1d"
+    assert at.slider(key="sep").value == 5.0 and at.slider(key="w1").value == 0.5
+    cfg = _trainer(at).config
+    assert (cfg.target, cfg.sep, cfg.sd1, cfg.sd2) == ("mix1d", 5.0, 0.6, 0.6)
+    assert any("points of spacing" in c.value for c in at.caption)
+
+
+def test_bad_link_parameters_give_a_warning_not_an_exception():
+    at = open_page(PAGE, params={"target": "nope", "k": "99", "alpha": "abc", "res": "50", "foo": "1"})
+    assert not at.exception
+    assert at.warning, "a bad link should say what it changed"
+    text = at.warning[0].value
+    assert "target" in text and "alpha" in text and "foo" in text
+    cfg = _trainer(at).config
+    assert cfg.target == "bimodal" and cfg.res in (48, 64)
+
+
+def test_restarts_button_stores_and_draws_its_result():
+    at = open_page(PAGE, params={"target": "mix1d", "res": "32"})
+    at.select_slider(key="div.restarts_n").set_value(16)
+    at.select_slider(key="div.restarts_steps").set_value(100)
+    at.run()
+    _button(at, "Run the restarts").click().run()
+    assert not at.exception and not at.error
+    saved = at.session_state[ui.RESTARTS_KEY]
+    assert len(saved["res"]["mode"]) == 16 and sum(saved["res"]["counts"].values()) == 16
+    assert any("runs land on mode" in c.value for c in at.caption)
+
+
+def test_mixture_family_and_mc_reverse_kl_run():
+    at = open_page(PAGE, params={"target": "trimodal", "family": "mixture", "k": "2", "mc": "true", "res": "32"})
+    assert not at.exception and not at.error
+    cfg = _trainer(at).config
+    assert (cfg.family, cfg.k, cfg.mc) == ("mixture", 2, True)
+    assert any("Monte Carlo" in c.value or "reparameterised" in c.value for c in at.caption)
