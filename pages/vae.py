@@ -1,5 +1,13 @@
-"""VAE (placeholder until issue 6 lands)."""
+"""VAE: the ELBO taken apart, the 2D latent manifold, posterior collapse (issue 6)."""
 
-from dgm.ui import common
+from dgm.experiments import get
+from dgm.ui import common, controls, live
+from dgm.ui import vae as vui
 
-common.placeholder("VAE", "issue 6", "This page will train its models live; it is being built.")
+exp = get("vae")
+cfg = controls.config_sidebar(exp)
+common.header("VAE", vui.INTRO)
+vui.theory()
+pair = vui.pair_picker(cfg)
+live.loop(exp, cfg, lambda trainer: vui.draw(trainer, pair))
+vui.gradient_panel(exp)

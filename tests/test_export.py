@@ -1,7 +1,6 @@
 """Exports: CSV history, weights round trip (and refusals), GIF replay, figure images."""
 
 import io
-import json
 import zipfile
 from pathlib import Path
 

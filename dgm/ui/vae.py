@@ -7,7 +7,7 @@ from typing import Any
 import streamlit as st
 
 import dgm.data
-from dgm.ui import common
+from dgm.ui import common, live
 from dgm.viz import vae as vviz
 
 INTRO = (
@@ -65,7 +65,7 @@ def theory() -> None:
                     "never come back (**posterior collapse**). A **warm-up** that starts the KL weight at 0 lets "
                     "the code become useful before it is charged for; **free bits** stop charging below a few "
                     "nats per dimension. A unit counts as active when its posterior mean varies across the data: "
-                    "Cov_x(E_q[z_d]) > 0.01.")
+                    r"$\mathrm{Cov}_x\big(\mathbb{E}_{q(z|x)}[z_d]\big) > 0.01$.")
         st.markdown("**Overfitting.** With 1,197 (or fewer) training digits the ELBO on the training data "
                     "keeps rising while the validation ELBO turns down. The test figures shown come from the "
                     "checkpoint with the best validation ELBO, so they do not get worse as training goes on.")
@@ -89,7 +89,6 @@ def pair_picker(cfg: Any) -> tuple[int, int] | None:
 def _summary(trainer) -> None:
     e = trainer.latest_eval
     if not e:
-        st.caption(f"The first evaluation on held-out data comes at step {trainer.eval_every}.")
         return
     c = st.columns(6)
     c[0].metric("test ELBO", f"{e['elbo']:.1f}", help="nats per example, best validation checkpoint")
@@ -99,7 +98,7 @@ def _summary(trainer) -> None:
     c[3].metric("KL", f"{e['kl']:.2f}", help="KL(q(z|x) || p(z)), test, best checkpoint")
     c[4].metric("active units", f"{int(e['active_units'])} / {trainer.config.latent}",
                 help="dimensions with Cov_x(E_q[z_d]) > 0.01")
-    c[5].metric("best checkpoint", f"step {int(e['best_step']):,}",
+    c[5].metric("best step", f"{int(e['best_step']):,}",
                 help="the step with the best validation ELBO so far; the test figures come from it")
 
 
@@ -121,6 +120,10 @@ def draw(trainer, pair: tuple[int, int] | None = None) -> None:
             common.plot(figs["interp"], key="vae.interp")
         with d:
             common.plot(figs["samples"], key="vae.samples")
+    if not s["analysis"]:
+        st.info(f"The held-out curves, the IWAE bound, the ELBO surgery and the KL per dimension appear after the "
+                f"first evaluation, at step {trainer.eval_every}.", icon=":material/hourglass_top:")
+        return
     e, f = st.columns(2)
     with e:
         common.plot(figs["elbo"], key="vae.elbo")
@@ -133,7 +136,7 @@ def draw(trainer, pair: tuple[int, int] | None = None) -> None:
         common.plot(figs["surgery"], key="vae.surgery")
     with i:
         common.plot(figs["kl_dims"], key="vae.kl_dims")
-    step = s["analysis"].get("step") if s["analysis"] else None
+    step = s["analysis"].get("step")
     if step is not None:
         st.caption(f"IWAE(k), ELBO surgery and the KL per dimension are of the current model on test data, "
                    f"updated every {trainer.eval_every} steps (last: step {step:,}). The train/validation "
@@ -141,7 +144,14 @@ def draw(trainer, pair: tuple[int, int] | None = None) -> None:
                    "validation checkpoint.")
 
 
-def gradient_panel(trainer) -> None:
+def _measure_gradients(exp) -> None:
+    """Button callback (runs before the script reruns): measure on the page's current model."""
+    s = live.state(exp)
+    if s is not None:
+        st.session_state[GRADVAR] = (s.trainer.iteration, s.trainer.gradient_panel())
+
+
+def gradient_panel(exp) -> None:
     with st.expander("Gradient estimators: why the reparameterisation trick matters", expanded=False):
         st.markdown(
             "On the **same model and the same batch** (64 validation digits), we draw 64 independent "
@@ -150,14 +160,14 @@ def gradient_panel(trainer) -> None:
             "All three are unbiased; the score function ignores how the decoder's output changes with z and "
             "pays for it in variance; subtracting a baseline (the reconstruction at the posterior mean) "
             "helps, but the reparameterised gradient stays far less noisy.")
-        if st.button("Estimate the gradient variance now", key="vae.gradvar_btn"):
-            st.session_state[GRADVAR] = (trainer.iteration, trainer.gradient_panel())
+        st.button("Estimate the gradient variance now", key="vae.gradvar_btn", on_click=_measure_gradients,
+                  args=(exp,))
         stored = st.session_state.get(GRADVAR)
         if stored:
             it, res = stored
             common.plot(vviz.gradient_variance(res), key="vae.gradvar_fig")
             base = res["reparameterisation"]["variance"]
-            st.dataframe([{"estimator": k, "total variance": v["variance"], "× reparameterisation": v["variance"] / base,
-                           "|mean gradient|²": v["mean_norm2"], "signal-to-noise": v["snr"]} for k, v in res.items()],
-                         hide_index=True)
+            rows = [{"estimator": k, "total variance": v["variance"], "× reparameterisation": v["variance"] / base,
+                     "|mean gradient|²": v["mean_norm2"], "signal-to-noise": v["snr"]} for k, v in res.items()]
+            st.dataframe(rows, hide_index=True)
             st.caption(f"Measured at step {it:,}. Press the button again to re-measure on the current model.")

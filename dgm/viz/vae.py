@@ -1,0 +1,328 @@
+"""VAE figures: the latent manifold, the latent space, image grids and the ELBO's pieces.
+
+Pure builders: a snapshot dict (``VAETrainer.snapshot()``) and history rows in, plotly figures out.
+Images are drawn as ONE greyscale heatmap of tiled 8x8 digits (ink white on black), so a grid of
+hundreds of digits stays a single cheap SVG trace.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from dgm import viz
+
+#: ten label colours (digits 0..9)
+LABEL_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                "#bcbd22", "#17becf"]
+GREY = [[0.0, "#000000"], [1.0, "#ffffff"]]
+GAP = 0.3  # grey level of the lines between tiles
+_layout = viz.base_layout
+_plane = viz.plane
+
+
+def _curves(rows: list[dict], keys: Sequence[str], *, title: str, labels: dict, colors: dict | None = None,
+            hlines: dict[str, float] | None = None, height: int = 300) -> go.Figure:
+    fig = viz.curves(rows, keys, title=title, labels=labels, colors=colors, hlines=hlines, height=height)
+    fig.update_layout(legend=dict(y=-0.3), margin=dict(b=70))
+    return fig
+
+
+def tile(images: np.ndarray, ncols: int, gap: int = 1) -> np.ndarray:
+    """(N, h, w) images in [0, 1] -> one (rows*(h+gap)+gap, ncols*(w+gap)+gap) array, row-major."""
+    n, h, w = images.shape
+    nrows = max(1, math.ceil(n / ncols))
+    out = np.full((nrows * (h + gap) + gap, ncols * (w + gap) + gap), GAP, dtype=np.float32)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        y, x = gap + r * (h + gap), gap + c * (w + gap)
+        out[y:y + h, x:x + w] = images[i]
+    return out
+
+
+def image_grid(images: np.ndarray, ncols: int, title: str | None = None, height: int = 300,
+               xticks: tuple[Sequence[float], Sequence[str]] | None = None,
+               yticks: tuple[Sequence[float], Sequence[str]] | None = None,
+               xtitle: str | None = None, ytitle: str | None = None, width: int | None = None) -> go.Figure:
+    """Tiled greyscale images as one heatmap; ticks are given at tile indices (0..ncols-1)."""
+    arr = tile(np.clip(images, 0, 1), ncols)
+    fig = go.Figure(go.Heatmap(z=arr, colorscale=GREY, zmin=0, zmax=1, showscale=False, hoverinfo="skip"))
+    _layout(fig, title, height)
+    h = images.shape[1] + 1
+
+    def _axis(ticks):
+        if ticks is None:
+            return dict(showticklabels=False, ticks="")
+        pos, text = ticks
+        return dict(tickvals=[1 + p * h + (h - 1) / 2 - 0.5 for p in pos], ticktext=list(text), ticks="")
+
+    fig.update_xaxes(showgrid=False, zeroline=False, constrain="domain", title=xtitle, **_axis(xticks))
+    fig.update_yaxes(showgrid=False, zeroline=False, autorange="reversed", scaleanchor="x", scaleratio=1,
+                     constrain="domain", title=ytitle, **_axis(yticks))
+    fig.update_layout(margin=dict(l=45 if yticks else 10, r=10, t=40 if title else 10, b=40 if xticks else 10))
+    if width:
+        fig.update_layout(width=width)
+    return fig
+
+
+# ---- the manifold ----------------------------------------------------------------------------------
+
+def manifold(s: dict[str, Any]) -> go.Figure:
+    """Decoded means over a grid of z spaced by the inverse normal CDF (digits), or the decoder's
+    mean map in the data plane (2D data)."""
+    if not s["images"]:
+        return mean_map(s)
+    ticks = s["ticks"]
+    n = len(ticks)
+    d1, d2 = s["dims"]
+    every = max(1, n // 5)
+    pos = list(range(0, n, every))
+    if s["latent"] == 1:
+        return image_grid(s["manifold"], n, title="Decoded means along z (inverse-CDF spacing)", height=170,
+                          xticks=(pos, [f"{ticks[i]:.1f}" for i in pos]), xtitle="z₁")
+    title = ("Latent manifold: decoded means over a z grid" if s["latent"] == 2
+             else f"Latent manifold over z{_sub(d1 + 1)}, z{_sub(d2 + 1)} (other dims 0)")
+    return image_grid(s["manifold"], n, title=title, height=540,
+                      xticks=(pos, [f"{ticks[i]:.1f}" for i in pos]),
+                      yticks=(pos, [f"{s['ticks_y'][::-1][i]:.1f}" for i in pos]),
+                      xtitle=f"z{_sub(d1 + 1)}", ytitle=f"z{_sub(d2 + 1)}")
+
+
+def _sub(i: int) -> str:
+    return "".join("₀₁₂₃₄₅₆₇₈₉"[int(c)] for c in str(i))
+
+
+def mean_map(s: dict[str, Any]) -> go.Figure:
+    """2D data: lines of constant z (through the inverse-CDF grid) mapped by the decoder's mean."""
+    fig = _plane(s["box"], title="Decoder mean map: z grid lines in data space", height=480)
+    viz.add_points(fig, s["data"], name="test data", color=viz.DATA_COLOR, size=2.5, opacity=0.3)
+    viz.add_points(fig, s["model_samples"], name="samples x ~ p(x|z), z ~ p(z)", color=viz.PALETTE[1], size=2.5,
+                   opacity=0.35)
+    seen = set()
+    for axis, pts in s["mean_lines"]:
+        color = viz.PALETTE[0] if axis == 0 else viz.PALETTE[2]
+        first = axis not in seen
+        seen.add(axis)
+        fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="lines", line=dict(color=color, width=1.6),
+                                 name=f"mean(z) as z{_sub(s['dims'][axis] + 1)} varies", showlegend=first,
+                                 legendgroup=f"axis{axis}", hoverinfo="skip"))
+    return fig
+
+
+# ---- the latent space ------------------------------------------------------------------------------
+
+def _mixture_density_2d(points: np.ndarray, means: np.ndarray, logvars: np.ndarray, logw: np.ndarray) -> np.ndarray:
+    """Density of a diagonal Gaussian mixture (2D marginal) at points (M, 2)."""
+    var = np.exp(logvars)  # (K, 2)
+    d = points[:, None, :] - means[None]  # (M, K, 2)
+    lp = -0.5 * (d**2 / var + np.log(2 * np.pi * var)).sum(-1) + logw  # (M, K)
+    mx = lp.max(1, keepdims=True)
+    return np.exp(mx[:, 0]) * np.exp(lp - mx).sum(1)
+
+
+def latent_space(s: dict[str, Any], n_ellipses: int = 6, resolution: int = 80) -> go.Figure:
+    """Test data encoded (posterior means, coloured by label), a few posterior ellipses, the
+    aggregated posterior (heatmap) and the prior (contours), in the two most active dimensions."""
+    mu, logvar = s["mu"], s["logvar"]
+    pm, plv, plw = s["prior"]
+    d1, d2 = s["dims"]
+    if s["latent"] == 1:
+        return _latent_1d(s)
+    m2, v2 = mu[:, [d1, d2]], logvar[:, [d1, d2]]
+    r = float(max(3.0, np.quantile(np.abs(m2), 0.99) * 1.15))
+    box = (-r, r, -r, r)
+    from dgm.metrics import Grid
+
+    grid = Grid.over(box, resolution)
+    pts = grid.points.numpy()
+    agg = np.sqrt(_mixture_density_2d(pts, m2, v2, np.full(len(m2), -np.log(len(m2)))))  # sqrt: shows the tails
+    prior = _mixture_density_2d(pts, pm[:, [d1, d2]], plv[:, [d1, d2]], plw)
+    title = ("Latent space: test data encoded; shaded: aggregated posterior" if s["latent"] == 2
+             else f"Test data in z{_sub(d1 + 1)}, z{_sub(d2 + 1)}; shaded: aggregated posterior")
+    fig = _plane(box, title=title, height=520)
+    viz.add_heatmap(fig, grid, agg, colorscale=[[0, "#ffffff"], [1, "#6baed6"]], name="aggregated posterior")
+    log_prior = np.log(np.maximum(prior, 1e-300))
+    top = float(log_prior.max())
+    fig.data[0].zsmooth = "best"
+    zc = grid.image(_t(np.maximum(log_prior, top - 12))).numpy()
+    fig.add_trace(go.Contour(x=grid.xs.numpy(), y=grid.ys.numpy(), z=zc,
+                             contours=dict(coloring="none", start=top - 9, end=top - 0.5, size=2.0),
+                             showscale=False, name="prior p(z): log-density contours",
+                             line=dict(color="#444", width=1.2, dash="dot"), hoverinfo="skip", showlegend=True))
+    labels = s["labels"]
+    if labels is not None:
+        for digit in range(10):
+            sel = labels == digit
+            if sel.any():
+                viz.add_points(fig, m2[sel], name=str(digit), color=LABEL_COLORS[digit], size=5, opacity=0.85)
+    else:
+        viz.add_points(fig, m2, name="test points", color=viz.PALETTE[1], size=4, opacity=0.7)
+    idx = np.linspace(0, len(m2) - 1, n_ellipses).astype(int)
+    for j, i in enumerate(idx):  # one trace per posterior: its 1- and 2-sd ellipses and its mean
+        color = LABEL_COLORS[int(labels[i])] if labels is not None else viz.PALETTE[0]
+        cov = np.diag(np.exp(v2[i]))
+        e1, e2 = viz.ellipse_path(m2[i], cov, 1.0, 60), viz.ellipse_path(m2[i], cov, 2.0, 80)
+        gap = np.full((1, 2), np.nan)
+        p = np.concatenate([e1, gap, e2, gap, m2[i][None]])
+        fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="lines", name="q(z|x): 1 and 2 sd", legendgroup="ell",
+                                 showlegend=j == 0, hoverinfo="skip", connectgaps=False,
+                                 line=dict(color=color, width=1.8)))
+    fig.update_xaxes(title=f"z{_sub(d1 + 1)}")
+    fig.update_yaxes(title=f"z{_sub(d2 + 1)}")
+    fig.update_layout(legend=dict(orientation="v", y=1, x=1.02, yanchor="top"))
+    return fig
+
+
+def _t(a):
+    import torch
+
+    return torch.as_tensor(a)
+
+
+def _latent_1d(s: dict[str, Any]) -> go.Figure:
+    mu, logvar = s["mu"][:, 0], s["logvar"][:, 0]
+    pm, plv, plw = s["prior"]
+    r = float(max(3.0, np.quantile(np.abs(mu), 0.99) * 1.15))
+    z = np.linspace(-r, r, 400)[:, None]
+    agg = _mixture_density_2d(z, mu[:, None], logvar[:, None], np.full(len(mu), -np.log(len(mu))))
+    prior = _mixture_density_2d(z, pm[:, :1], plv[:, :1], plw)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=z[:, 0], y=agg, mode="lines", name="aggregated posterior", fill="tozeroy",
+                             line=dict(color="#6baed6")))
+    fig.add_trace(go.Scatter(x=z[:, 0], y=prior, mode="lines", name="prior p(z)", line=dict(color="#444", dash="dot")))
+    labels = s["labels"]
+    top = float(max(agg.max(), prior.max()))
+    if labels is not None:
+        for digit in range(10):
+            sel = labels == digit
+            fig.add_trace(go.Scatter(x=mu[sel], y=-top * (0.06 + 0.035 * digit) * np.ones(sel.sum()), mode="markers",
+                                     name=str(digit), marker=dict(color=LABEL_COLORS[digit], size=5)))
+    _layout(fig, "Latent space (1D): encoded test data by label", 420)
+    fig.update_xaxes(title="z₁")
+    return fig
+
+
+# ---- image grids -------------------------------------------------------------------------------------
+
+def reconstructions(s: dict[str, Any]) -> go.Figure:
+    """Inputs (top row) above their reconstructions (decoder mean at the posterior mean)."""
+    imgs = np.concatenate([s["recon_in"], s["recon_out"]])
+    n = len(s["recon_in"])
+    return image_grid(imgs, n, title="Reconstructions: test inputs (top), decoded (bottom)", height=190,
+                      yticks=([0, 1], ["x", "x̂"]))
+
+
+def prior_samples(s: dict[str, Any]) -> go.Figure:
+    imgs = s["samples"]
+    return image_grid(imgs, 10, title="Samples: decoder means at z ~ p(z)", height=330)
+
+
+def interpolation(s: dict[str, Any]) -> go.Figure:
+    a, b = s["interp_labels"]
+    n = len(s["interp"])
+    return image_grid(s["interp"], n, title=f"Interpolation in z between a test {a} and a test {b} (ends: inputs)",
+                      height=150)
+
+
+# ---- curves and panels -------------------------------------------------------------------------------
+
+def elbo_curves(rows: list[dict], entropy: float | None = None) -> go.Figure:
+    hl = {"−H(p): the best possible": -entropy} if entropy is not None else None
+    fig = _curves(rows, ["train_elbo", "val_elbo", "elbo"], title="ELBO per example (nats): train vs validation",
+                     labels={"train_elbo": "train ELBO (current)", "val_elbo": "validation ELBO (current)",
+                             "elbo": "test ELBO (best checkpoint)"},
+                     colors={"train_elbo": viz.PALETTE[1], "val_elbo": viz.PALETTE[0], "elbo": "#555"}, hlines=hl)
+    for tr in fig.data:
+        if tr.name.startswith("test"):
+            tr.line.dash = "dash"
+            tr.line.width = 1.5
+    return fig
+
+
+def terms_curves(rows: list[dict]) -> go.Figure:
+    fig = _curves(rows, ["val_recon", "val_kl"], title="Validation: reconstruction term and KL term (nats)",
+                     labels={"val_recon": "E_q log p(x|z)", "val_kl": "KL(q(z|x) ‖ p(z))"})
+    for tr in fig.data:
+        if tr.name.startswith("KL"):
+            tr.yaxis = "y2"
+    fig.update_layout(yaxis=dict(title="reconstruction"),
+                      yaxis2=dict(title="KL", overlaying="y", side="right", showgrid=False, rangemode="tozero"))
+    return fig
+
+
+def kl_per_dim(s: dict[str, Any], threshold: float = 0.01, standard: bool = True) -> go.Figure:
+    """KL to N(0,1) per latent dimension, coloured by whether the unit is active."""
+    a = s["analysis"]
+    fig = go.Figure()
+    if not a:
+        return _layout(fig, "KL per dimension (after the first evaluation)", 260)
+    kl, act = a["kl_dim"], a["activity"]
+    active = act > threshold
+    dims = [f"z{_sub(i + 1)}" for i in range(len(kl))]
+    fig.add_trace(go.Bar(x=dims, y=kl, marker_color=[viz.PALETTE[1] if x else "#bbbbbb" for x in active],
+                         text=[f"{v:.2f}" for v in kl], textposition="outside", cliponaxis=False,
+                         hovertext=[f"Cov_x(E_q z) = {v:.3f}" for v in act], name="KL"))
+    what = "KL per dim" if standard else "KL to N(0,1) per dim"
+    _layout(fig, f"{what}: {int(active.sum())} of {len(kl)} units active", 280)
+    fig.update_yaxes(title="nats", rangemode="tozero")
+    return fig
+
+
+def iwae_vs_k(s: dict[str, Any]) -> go.Figure:
+    a = s["analysis"]
+    fig = go.Figure()
+    if a:
+        ks, vals = zip(*sorted(a["iwae_curve"].items()))
+        fig.add_trace(go.Scatter(x=ks, y=vals, mode="lines+markers", name="IWAE(k)", line=dict(color=viz.PALETTE[3])))
+        fig.add_hline(y=vals[0], line=dict(color="#888", dash="dot", width=1), annotation_text="k = 1: the ELBO",
+                      annotation_position="bottom right")
+    _layout(fig, "IWAE(k) bound vs k (test subset)", 280)
+    fig.update_xaxes(type="log", title="importance samples k", tickvals=list(a["iwae_curve"]) if a else None)
+    fig.update_yaxes(title="nats per example")
+    return fig
+
+
+def surgery(s: dict[str, Any]) -> go.Figure:
+    """Average KL = marginal KL(q(z) ‖ p(z)) + mutual information I(x; z)."""
+    a = s["analysis"]
+    fig = go.Figure()
+    if a:
+        sg = a["surgery"]
+        bars = (("split", sg["mi"], f"I(x;z) {sg['mi']:.2f}", viz.PALETTE[1]),
+                ("split", sg["marginal_kl"], f"KL(q(z)‖p(z)) {sg['marginal_kl']:.2f}", viz.PALETTE[0]),
+                ("average KL", sg["kl_avg"], f"{sg['kl_avg']:.2f}", "#777"))
+        for y, x, text, color in bars:
+            fig.add_trace(go.Bar(y=[y], x=[x], orientation="h", text=[text], textposition="inside",
+                                 insidetextanchor="middle", marker_color=color, showlegend=False, name=text,
+                                 textfont=dict(color="white")))
+        fig.add_vline(x=sg["log_n"], line=dict(color="#555", dash="dash", width=1),
+                      annotation_text=f"log N = {sg['log_n']:.2f}", annotation_position="top left")
+    _layout(fig, "ELBO surgery: KL = I(x;z) + marginal KL", 280)
+    fig.update_xaxes(title="nats per example", rangemode="tozero")
+    fig.update_layout(barmode="stack", margin=dict(t=60))
+    return fig
+
+
+def gradient_variance(result: dict[str, dict[str, float]]) -> go.Figure:
+    names = list(result)
+    var = [result[n]["variance"] for n in names]
+    snr = [result[n]["snr"] for n in names]
+    fig = go.Figure(go.Bar(x=names, y=var, marker_color=[viz.PALETTE[1], viz.PALETTE[0], viz.PALETTE[4]][: len(names)],
+                           text=[f"{v:.3g}<br>SNR {r:.2g}" for v, r in zip(var, snr)], textposition="outside",
+                           cliponaxis=False))
+    _layout(fig, "Variance of the encoder's ELBO gradient (one sample per data point)", 320)
+    fig.update_yaxes(type="log", title="total variance (sum over parameters)")
+    return fig
+
+
+def figures(s: dict[str, Any], rows: list[dict], config: Any, entropy: float | None = None) -> dict[str, go.Figure]:
+    """The page's main figures, by name (also the CLI's --png set)."""
+    figs = {"manifold": manifold(s), "latent": latent_space(s), "elbo": elbo_curves(rows, entropy),
+            "terms": terms_curves(rows), "iwae": iwae_vs_k(s), "surgery": surgery(s),
+            "kl_dims": kl_per_dim(s, standard=config.prior == "standard")}
+    if s["images"]:
+        figs.update(recon=reconstructions(s), samples=prior_samples(s), interp=interpolation(s))
+    return figs
