@@ -33,6 +33,7 @@ run: setup
 	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 test: setup-test
+	$(PY) -m ruff check --select F,E9 --quiet app.py pages dgm tests bench
 	$(PY) -m pytest
 
 ## rewrite the screenshot baselines in tests/screenshots/
