@@ -173,6 +173,10 @@ class Checkerboard(Distribution2D):
 class Energy(Distribution2D):
     """An unnormalised density exp(-U(z)) (Rezende & Mohamed 2015, Table 1).
 
+    U2-U4 do not decay along z1, so exp(-U) has no finite integral over the plane: like the paper's
+    figures, everything here (the grid sampler below, grid metrics, the flows' reverse-KL fits, which
+    add a steep wall outside the box) treats them as densities on the plotting box [-4, 4]^2.
+
     There is no exact sampler; ``sample`` draws from a 600 x 600 grid over ``box`` with
     probabilities proportional to exp(-U) at the cell centres, then jitters uniformly within the
     cell. That is a faithful picture of the target for plots and sample-based metrics."""

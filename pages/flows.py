@@ -1,5 +1,13 @@
-"""Normalizing flows (placeholder until issue 5 lands)."""
+"""Normalizing flows: watch each invertible layer warp space and density, trained live."""
 
-from dgm.ui import common
+from dgm.experiments import get
+from dgm.ui import common, controls, live
+from dgm.ui import flows as ui
 
-common.placeholder("Normalizing flows", "issue 5", "This page will train its models live; it is being built.")
+exp = get("flow")
+cfg = controls.config_sidebar(exp)
+common.header("Normalizing flows", ui.INTRO)
+cfg = ui.check(cfg)
+ui.direction_note(cfg)
+live.loop(exp, cfg, ui.draw)
+ui.theory()

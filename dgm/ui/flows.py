@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import streamlit as st
 
@@ -67,7 +68,9 @@ def _metrics_line(trainer) -> None:
     if trainer.entropy is not None:
         parts.append(f"true entropy {trainer.entropy:.3f}")
     if "forward_kl" in e:
-        parts.append(f"KL(p‖q) {e['forward_kl']:.3f} · KL(q‖p) {e['reverse_kl']:.3f}")
+        rev = e["reverse_kl"]
+        rev_s = f"{rev:.3f}" if math.isfinite(rev) else "∞ (q puts mass where p is 0)"
+        parts.append(f"KL(p‖q) {e['forward_kl']:.3f} · KL(q‖p) {rev_s}")
     if "modes" in e:
         parts.append(f"modes covered {int(e['modes'])}/{len(trainer.data.centers)}")
     if parts:
@@ -93,7 +96,8 @@ def draw(trainer) -> None:
     st.subheader("Layer by layer")
     st.caption("From the base Gaussian (left) to the model's samples (right). Points keep the colour of their "
                "angle in the base space, so you can follow each region; the grey lines are a square grid in the "
-               "base space pushed through the same layers." +
+               "base space pushed through the same layers. Each panel's axes are fitted to its points (layers often "
+               "stretch one axis far more than the other): read the scale off the axes below." +
                (" With many layers, evenly spaced layers are shown." if n_layers + 1 > fviz.MAX_PANELS else ""))
     common.plot(figs["layers"], key="flow.layers")
     _layer_slider(n_layers)
