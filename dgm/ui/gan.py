@@ -3,7 +3,8 @@ lesson notes and the theory panel. The page file wires them together."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 
@@ -22,9 +23,11 @@ INTRO = (
 
 LESSON_TEXT = {
     "vanilla GAN collapses": (
-        "The original minimax loss, small networks and a slow, equal learning rate. Press Play and watch the orange "
-        "cloud: it tends to chase one or two modes at a time rather than spreading over all eight. The **modes** "
-        "curve stays low or jumps around and the **mode KL** stays high, even when the samples it does make look sharp."),
+        "A plain GAN (the log D trick, one D step per G step) whose generator learns ten times faster than its "
+        "discriminator. Press Play and watch the orange cloud: instead of spreading over the ring it stays one tight "
+        "blob that D keeps rejecting, so it jumps from one place to the next. The **modes** curve stays near 0 or 1 "
+        "and the **mode KL** stays near its maximum, log 8. Set the two learning rates equal, or use WGAN-GP, to "
+        "see the blob spread out."),
     "saturating loss stalls early": (
         "Here D trains five times per G step, so it quickly rejects the generator's first samples with great "
         "confidence. With the saturating loss log(1 − D(G(z))) that is exactly where the loss is flat: the arrows "
@@ -39,8 +42,9 @@ LESSON_TEXT = {
         "uphill on D (D estimates log p/q, so uphill means 'towards the data, away from the samples'); then G is "
         "fitted by least squares to land on the moved points. The generator follows its own particles."),
     "grid25": (
-        "Twenty-five narrow modes on a square grid, 2 apart. Wider networks and the log D trick; the metric to "
-        "watch is *modes captured* climbing towards 25 while the high-quality fraction rises."),
+        "Twenty-five narrow modes on a square grid, 2 apart. A WGAN-GP with wider networks (128 units) and a slow "
+        "learning-rate decay: watch *modes captured* climb to 25 first (the critic's gradient reaches every empty "
+        "mode), then the high-quality fraction rise as the decaying rates let G settle onto them."),
 }
 
 
@@ -104,7 +108,9 @@ def drawer(exp: Experiment, opts: dict[str, bool]) -> Callable:
             a, _ = st.columns([1.4, 1])
         with a:
             common.plot(figs["game"], key="gan.game")
-        names = [n for n in ("losses", "modes", "mode_kl", "mmd", "js") if n in figs]
+        names = ["losses"]
+        if trainer.history.evals:
+            names += [n for n in ("modes", "mode_kl", "mmd", "js") if n in figs]
         for row in (names[:3], names[3:]):
             cols = st.columns(3)
             for col, n in zip(cols, row):
@@ -128,12 +134,15 @@ def _metrics_caption(trainer) -> None:
     if "js" in ev:
         parts.append(f"JS {ev['js']:.3f} nats")
     where = f" (at iteration {trainer.history.evals[-1]['step']:,})" if trainer.history.evals else ""
-    h = trainer.kde_bandwidth(trainer.generate())
+    h = trainer.kde_bandwidth(trainer.generate()) if trainer.data.std is None else max(
+        trainer.data.std, (trainer.data.box[1] - trainer.data.box[0]) / JS_RESOLUTION)
     js_note = (f" JS and D* use the exact p and a Gaussian KDE q of 2,500 samples (bandwidth h = {h:.3g}) on a "
                f"{JS_RESOLUTION}×{JS_RESOLUTION} grid over the plot's box." if trainer.log_p_grid is not None else
                " This data set has no exact density, so JS and D* are not shown.")
-    st.caption(("Metrics on 2,500 samples, every 500 steps: " + "; ".join(parts) + where + "." if parts else
-                "Metrics appear every 500 steps.") + js_note + " High quality: within 3 std of the nearest mode "
+    every = f"{trainer.eval_every:,}"
+    st.caption((f"Metrics on 2,500 samples, every {every} steps: " + "; ".join(parts) + where + "." if parts else
+                f"The metric curves (modes, mode KL, MMD, JS) appear after the first evaluation, at step {every}.")
+               + js_note + " High quality: within 3 std of the nearest mode "
                "centre; a mode is captured when it is the nearest centre of a high-quality sample.")
 
 

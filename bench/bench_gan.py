@@ -1,0 +1,178 @@
+"""GAN benchmark: speed against a plain PyTorch loop, and mode coverage on ring8 and grid25.
+
+    .venv/bin/python bench/bench_gan.py                 # everything (a few minutes on 2 cores)
+    .venv/bin/python bench/bench_gan.py --only speed    # or: ring8, grid25
+    .venv/bin/python bench/bench_gan.py --seeds 3 --budget 30
+
+Speed: training steps per second of ``GANTrainer`` (default config) and of a naive loop over the same
+networks, written the obvious way (a fresh sampler call per batch, BCE on sigmoid outputs, a full
+backward through D for the G step, per-step ``.item()`` logging, Adam's default implementation),
+measured alternately in the same process. Also the page's rate while playing: bursts of steps plus a
+snapshot and all figures serialised to JSON each frame (what Streamlit sends), and the frames per second.
+
+Quality: for each seed, train the preset in chunks and check the DESIGN.md mode metrics on 2,500
+samples after each chunk; report the wall time (training only, not the checks) to reach the target
+(ring8: 8/8 modes and >= 90% high quality; grid25: >= 24/25 modes and >= 80%), and the metrics at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import dgm.data
+from dgm import nets
+from dgm.device import seeded
+from dgm.gan import PRESETS, GANConfig, GANTrainer
+from dgm.metrics import mode_stats
+
+
+class NaiveGAN:
+    """The obvious PyTorch GAN loop over the same networks (same sizes, same initialisation)."""
+
+    def __init__(self, cfg: GANConfig, seed: int = 0):
+        self.cfg = cfg
+        self.data = dgm.data.get(cfg.data)
+        with seeded(seed):
+            self.G = nets.mlp(cfg.z_dim, 2, cfg.g_width, cfg.g_depth, act="leaky_relu")
+            self.D = nn.Sequential(nets.mlp(2, 1, cfg.d_width, cfg.d_depth, act="leaky_relu"), nn.Sigmoid())
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+        self.bce = nn.BCELoss()
+        self.gen = torch.Generator().manual_seed(seed)
+        self.losses: list[tuple[float, float]] = []
+
+    def step(self, n: int) -> None:
+        b, zd = self.cfg.batch, self.cfg.z_dim
+        ones, zeros = torch.ones(b, 1), torch.zeros(b, 1)
+        for _ in range(n):
+            for _ in range(self.cfg.d_steps):  # k D steps per G step, as the trainer
+                x = self.data.sample(b, self.gen)
+                z = torch.randn(b, zd, generator=self.gen)
+                fake = self.G(z)
+                d_loss = self.bce(self.D(x), ones) + self.bce(self.D(fake.detach()), zeros)
+                self.opt_d.zero_grad()
+                d_loss.backward()
+                self.opt_d.step()
+            z = torch.randn(b, zd, generator=self.gen)
+            g_loss = self.bce(self.D(self.G(z)), ones)
+            self.opt_g.zero_grad()
+            g_loss.backward()
+            self.opt_g.step()
+            self.losses.append((d_loss.item(), g_loss.item()))
+
+
+def rate(fn, n: int) -> float:
+    t0 = time.perf_counter()
+    fn(n)
+    return n / (time.perf_counter() - t0)
+
+
+def bench_speed(rounds: int = 5, n: int = 400) -> None:
+    cfg = GANConfig()
+    ours = GANTrainer(cfg, seed=0, device="cpu")
+    ours.eval_every = 0
+    ours_eval = GANTrainer(cfg, seed=0, device="cpu")  # with its periodic evaluation, as the CLI runs
+    naive = NaiveGAN(cfg, seed=0)
+    for f in (ours.step, ours_eval.step, naive.step):
+        f(50)  # warm up
+    r_ours, r_eval, r_naive = [], [], []
+    for _ in range(rounds):  # alternate, so that machine load hits all alike
+        r_naive.append(rate(naive.step, n))
+        r_ours.append(rate(ours.step, n))
+        r_eval.append(rate(ours_eval.step, n))
+    med = statistics.median
+    print(f"speed (default config: batch {cfg.batch}, k = {cfg.d_steps} D steps per G step, G {cfg.g_depth}x{cfg.g_width}, "
+          f"D {cfg.d_depth}x{cfg.d_width}, "
+          f"{torch.get_num_threads()} threads), median of {rounds} rounds of {n} steps:")
+    print(f"  naive PyTorch loop        {med(r_naive):8.0f} steps/s")
+    print(f"  GANTrainer                {med(r_ours):8.0f} steps/s   ({med(r_ours) / med(r_naive):.2f}x the naive loop)")
+    print(f"  GANTrainer + evaluation   {med(r_eval):8.0f} steps/s   (evaluate() every {GANTrainer.eval_every} steps)")
+    # the page while playing: a burst of about 0.15 s, then a snapshot and every figure as JSON
+    from dgm.viz import gan as vg
+
+    burst = max(int(0.15 * med(r_ours)), 1)
+    frames, steps, t0 = 0, 0, time.perf_counter()
+    draw = 0.0
+    while time.perf_counter() - t0 < 6.0:
+        ours.step(burst)
+        steps += burst
+        t1 = time.perf_counter()
+        snap = ours.snapshot()
+        ours.timeline.add(ours.iteration, snap)
+        for fig in vg.main_figures(snap, ours.history.merged(), ours.data).values():
+            fig.to_json()
+        draw += time.perf_counter() - t1
+        frames += 1
+    dt = time.perf_counter() - t0
+    print(f"  page playing (simulated)  {steps / dt:8.0f} steps/s   {frames / dt:.1f} frames/s "
+          f"(burst {burst} steps, {1000 * draw / frames:.0f} ms per redraw)")
+
+
+def time_to_target(overrides: dict, seed: int, modes_needed: int, hq_needed: float, budget: float,
+                   max_steps: int | None = None, chunk: int = 250) -> tuple[float | None, int | None, dict, float, int]:
+    cfg = GANConfig(**overrides)
+    t = GANTrainer(cfg, seed=seed, device="cpu")
+    t.eval_every = 0
+    train_time, hit, hit_steps = 0.0, None, None
+    stats: dict = {}
+    while train_time < budget and (max_steps is None or t.iteration < max_steps):
+        t0 = time.perf_counter()
+        t.step(chunk)
+        train_time += time.perf_counter() - t0
+        stats = mode_stats(t.generate(), t.data.centers, t.data.std)
+        if hit is None and stats["modes"] >= modes_needed and stats["high_quality"] >= hq_needed:
+            hit, hit_steps = train_time, t.iteration
+            break
+    return hit, hit_steps, stats, train_time, t.iteration
+
+
+def bench_quality(name: str, overrides: dict, seeds: int, budget: float, modes_needed: int, hq_needed: float,
+                  max_steps: int | None = None, first_seed: int = 0) -> None:
+    print(f"\n{name}: {overrides or 'default config'}; target >= {modes_needed} modes and >= {hq_needed:.0%} "
+          f"high quality; budget {budget:.0f} s of training per seed")
+    times = []
+    for seed in range(first_seed, first_seed + seeds):
+        hit, hit_steps, s, tt, it = time_to_target(overrides, seed, modes_needed, hq_needed, budget, max_steps)
+        status = f"reached in {hit:5.1f} s ({hit_steps:,} steps)" if hit is not None else \
+            f"NOT reached in {tt:.0f} s ({it:,} steps)"
+        print(f"  seed {seed}: {status}; modes {s['modes']}, high quality {s['high_quality']:.1%}, "
+              f"mode KL {s['mode_kl']:.3f}", flush=True)
+        times.append(hit)
+    ok = [t for t in times if t is not None]
+    if ok:
+        print(f"  {len(ok)}/{seeds} seeds reached the target; time to target: median {statistics.median(ok):.1f} s, "
+              f"max {max(ok):.1f} s")
+    else:
+        print(f"  0/{seeds} seeds reached the target")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", choices=("speed", "ring8", "grid25"), default=None)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--budget", type=float, default=60.0, help="seconds of training per seed before giving up")
+    p.add_argument("--max-steps", type=int, default=None, help="also stop a seed after this many steps")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (tiny nets: 1 is fastest)")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    if a.only in (None, "speed"):
+        bench_speed()
+    if a.only in (None, "ring8"):
+        bench_quality("ring8 (default preset)", {}, a.seeds, a.budget, 8, 0.90, a.max_steps, a.first_seed)
+    if a.only in (None, "grid25"):
+        bench_quality("grid25 (preset 'grid25')", PRESETS["grid25"], a.seeds, 2 * a.budget, 24, 0.80, a.max_steps,
+                      a.first_seed)
+
+
+if __name__ == "__main__":
+    main()
