@@ -128,6 +128,13 @@ def plot(fig: go.Figure, key: str | None = None) -> None:
     st.plotly_chart(fig, key=key, config={"displaylogo": False, "staticPlot": False}, theme=None)
 
 
+def plot_row(figs: dict[str, go.Figure], names: list[str], prefix: str) -> None:
+    """Figures side by side in equal columns, keyed ``prefix.name``."""
+    for col, name in zip(st.columns(len(names)), names):
+        with col:
+            plot(figs[name], key=f"{prefix}.{name}")
+
+
 def placeholder(title: str, issue: str, what: str) -> None:
     """The honest page for a family that is not built yet."""
     header(title, what)

@@ -84,13 +84,7 @@ def draw(trainer) -> None:
     layer = layer if isinstance(layer, int) and 1 <= layer <= n_layers else n_layers
     figs = fviz.figures(trainer, layer=layer, log=not linear)
     _metrics_line(trainer)
-    a, b, c = st.columns(3)
-    with a:
-        common.plot(figs["target"], key="flow.target")
-    with b:
-        common.plot(figs["density"], key="flow.density")
-    with c:
-        common.plot(figs["samples"], key="flow.samples")
+    common.plot_row(figs, ["target", "density", "samples"], "flow")
     st.toggle("Show densities on a linear scale", key=LINEAR_KEY)
 
     st.subheader("Layer by layer")
@@ -101,11 +95,7 @@ def draw(trainer) -> None:
                (" With many layers, evenly spaced layers are shown." if n_layers + 1 > fviz.MAX_PANELS else ""))
     common.plot(figs["layers"], key="flow.layers")
     _layer_slider(n_layers)
-    a, b = st.columns(2)
-    with a:
-        common.plot(figs["logdet"], key="flow.logdet")
-    with b:
-        common.plot(figs["stage"], key="flow.stage")
+    common.plot_row(figs, ["logdet", "stage"], "flow")
 
     st.subheader("Curves")
     a, b = st.columns(2)

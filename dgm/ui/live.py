@@ -3,7 +3,7 @@
     trainer = live.loop(exp, cfg, draw)
 
 Play / Pause / Step / Reset are buttons with callbacks. While playing, a fragment with
-``run_every`` trains a short burst (about 0.15 s of work, or a fixed number of steps) and redraws.
+``run_every`` trains a short burst (about 0.1 s of work, or a fixed number of steps) and redraws.
 The trainer lives in ``st.session_state`` under a per-page key, so every browser session has its
 own. A change of settings or seed starts a new run. A link with ``?steps=N`` replays: the page
 trains exactly N steps on the CPU and stops. Divergence (NaN) shows a message with Reset and
@@ -29,8 +29,8 @@ from dgm.ui.controls import STEPS
 
 log = logging.getLogger(__name__)
 
-BURST_SECONDS = 0.15  # target work per frame while playing
-FRAME_INTERVAL = 0.05  # seconds between fragment reruns (work time comes on top)
+BURST_SECONDS = 0.1  # target work per frame while playing (with drawing, about 5 frames/s)
+FRAME_INTERVAL = 0.02  # seconds between fragment reruns (work time comes on top)
 SPEEDS = ["auto", 1, 10, 100, 1000]
 
 
@@ -164,7 +164,7 @@ def controls(exp: Experiment, s: LiveState) -> None:
               use_container_width=True, disabled=s.error is not None)
     c3.button("↺ Reset", key=f"{exp.name}.reset", on_click=_reset, args=(exp,), use_container_width=True)
     c4.selectbox("Steps per frame", SPEEDS, key=_speed_key(exp),
-                 help="auto: as many steps as fit in about 0.15 s; Step does this many (10 in auto).")
+                 help="auto: as many steps as fit in about 0.1 s; Step does this many (10 in auto).")
 
 
 def _status(s: LiveState) -> None:

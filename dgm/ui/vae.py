@@ -124,18 +124,8 @@ def draw(trainer, pair: tuple[int, int] | None = None) -> None:
         st.info(f"The held-out curves, the IWAE bound, the ELBO surgery and the KL per dimension appear after the "
                 f"first evaluation, at step {trainer.eval_every}.", icon=":material/hourglass_top:")
         return
-    e, f = st.columns(2)
-    with e:
-        common.plot(figs["elbo"], key="vae.elbo")
-    with f:
-        common.plot(figs["terms"], key="vae.terms")
-    g, h, i = st.columns(3)
-    with g:
-        common.plot(figs["iwae"], key="vae.iwae")
-    with h:
-        common.plot(figs["surgery"], key="vae.surgery")
-    with i:
-        common.plot(figs["kl_dims"], key="vae.kl_dims")
+    common.plot_row(figs, ["elbo", "terms"], "vae")
+    common.plot_row(figs, ["iwae", "surgery", "kl_dims"], "vae")
     step = s["analysis"].get("step")
     if step is not None:
         st.caption(f"IWAE(k), ELBO surgery and the KL per dimension are of the current model on test data, "
