@@ -123,6 +123,8 @@ class Trainer:
     def step(self, n: int = 1) -> dict[str, float]:
         """Run n steps; return the latest metrics. Raises TrainingDiverged on a non-finite value."""
         pending: list[tuple[int, dict[str, Tensor]]] = []
+        if self.iteration == 0 and self.eval_every and not self.history.evals:
+            self._eval()  # curves of evaluated metrics start at the initial model
         for _ in range(int(n)):
             out = self.train_step()
             self.iteration += 1
