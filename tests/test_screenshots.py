@@ -29,11 +29,22 @@ def chart_pngs(page, url: str) -> list[bytes]:
     return [charts.nth(i).screenshot(animations="disabled", caret="hide") for i in range(charts.count())]
 
 
+def _flat(prefix: str, v) -> dict:
+    if isinstance(v, dict):
+        return {k2: v2 for k, x in v.items() for k2, v2 in _flat(f"{prefix}.{k}", x).items()}
+    if isinstance(v, (list, tuple)):
+        return {k2: v2 for i, x in enumerate(v) for k2, v2 in _flat(f"{prefix}[{i}]", x).items()}
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return {}
+    return {prefix: round(float(v), 6)}
+
+
 def replay_final(exp_name: str, steps: int, seed: int = 0) -> dict:
+    """Every number in the replayed run's final metrics, flattened (name, name.key, name[i])."""
     exp = experiments.get(exp_name)
     t = exp.make(exp.config(), seed=seed, device="cpu")
     t.step(steps)
-    return {k: round(v, 6) if isinstance(v, float) else v for k, v in t.final().items()}
+    return {k2: v2 for k, v in t.final().items() for k2, v2 in _flat(k, v).items()}
 
 
 @pytest.mark.parametrize("info,steps", CASES, ids=[c[0].url for c in CASES])
