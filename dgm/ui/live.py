@@ -3,7 +3,11 @@
     trainer = live.loop(exp, cfg, draw)
 
 Play / Pause / Step / Reset are buttons with callbacks. While playing, a fragment with
-``run_every`` trains a short burst (about 0.1 s of work, or a fixed number of steps) and redraws.
+``run_every`` redraws about five times a second. At the "auto" speed a worker thread of the
+session trains meanwhile, in chunks of about 30 ms under a lock that the redraw also takes, so
+training goes on while the browser renders and every figure sees a consistent model; the worker
+stops by itself when no redraw has asked for it for a few seconds (a closed or hidden tab). At a
+fixed speed (1, 10, 100 or 1000 steps per frame) each redraw trains exactly that many steps first.
 The trainer lives in ``st.session_state`` under a per-page key, so every browser session has its
 own. A change of settings or seed starts a new run. A link with ``?steps=N`` replays: the page
 trains exactly N steps on the CPU and stops. Divergence (NaN) shows a message with Reset and
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -29,8 +34,9 @@ from dgm.ui.controls import STEPS
 
 log = logging.getLogger(__name__)
 
-BURST_SECONDS = 0.1  # target work per frame while playing (with drawing, about 5 frames/s)
-FRAME_INTERVAL = 0.02  # seconds between fragment reruns (work time comes on top)
+CHUNK_SECONDS = 0.03  # the worker's training chunk: how long a redraw may wait for the lock
+FRAME_INTERVAL = 0.2  # seconds between redraws while playing
+IDLE_STOP_SECONDS = 4.0  # the worker stops when no redraw came for this long (tab closed or hidden)
 SPEEDS = ["auto", 1, 10, 100, 1000]
 
 
@@ -40,9 +46,12 @@ class LiveState:
     fingerprint: str
     playing: bool = False
     error: str | None = None
-    steps_per_s: float = 0.0
-    burst: int = 1  # steps per frame in auto mode, adapted to BURST_SECONDS
-    frames: list[float] = field(default_factory=list)  # recent frame times, for the fps readout
+    steps_per_s: float = 0.0  # training rate while training (per chunk), smoothed
+    burst: int = 1  # steps per chunk, adapted to CHUNK_SECONDS
+    frames: list[tuple[float, int]] = field(default_factory=list)  # recent (time, iteration) of redraws
+    lock: threading.RLock = field(default_factory=threading.RLock)  # held while training or drawing
+    worker: threading.Thread | None = None
+    last_seen: float = 0.0  # time.monotonic() of the last redraw
 
 
 def _key(exp: Experiment) -> str:
@@ -77,7 +86,25 @@ def _train(s: LiveState, n: int) -> None:
     dt = max(time.perf_counter() - t0, 1e-6)
     rate = n / dt
     s.steps_per_s = rate if s.steps_per_s == 0 else 0.7 * s.steps_per_s + 0.3 * rate
-    s.burst = int(min(max(BURST_SECONDS * s.steps_per_s, 1), 5000))
+    s.burst = int(min(max(CHUNK_SECONDS * s.steps_per_s, 1), 5000))
+
+
+def _work(s: LiveState) -> None:
+    """The worker thread: train in short chunks while playing and someone is watching."""
+    while s.playing and s.error is None:
+        if time.monotonic() - s.last_seen > IDLE_STOP_SECONDS:
+            s.playing = False  # nobody has redrawn for a while: the tab is gone
+            break
+        with s.lock:
+            if s.playing and s.error is None:
+                _train(s, s.burst)
+        time.sleep(0.001)  # let a waiting redraw take the lock
+
+
+def _start_worker(s: LiveState) -> None:
+    if s.worker is None or not s.worker.is_alive():
+        s.worker = threading.Thread(target=_work, args=(s,), name="dgm-live-trainer", daemon=True)
+        s.worker.start()
 
 
 def _speed_key(exp: Experiment) -> str:
@@ -100,19 +127,23 @@ def _step(exp: Experiment) -> None:
     s = state(exp)
     s.playing = False
     v = st.session_state.get(_speed_key(exp), "auto")
-    _train(s, 10 if v == "auto" else int(v))
+    with s.lock:
+        _train(s, 10 if v == "auto" else int(v))
 
 
 def _reset(exp: Experiment) -> None:
     s = state(exp)
-    s.trainer.reset()
-    s.playing, s.error, s.frames = False, None, []
+    s.playing = False
+    with s.lock:
+        s.trainer.reset()
+        s.error, s.frames = None, []
 
 
 def _restore(exp: Experiment) -> None:
     s = state(exp)
-    s.trainer.restore_last_good()
-    s.error = None
+    with s.lock:
+        s.trainer.restore_last_good()
+        s.error = None
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
@@ -133,6 +164,8 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
     fp = _fingerprint(cfg, common.seed(), device, replay)
     s = state(exp)
     if s is None or s.fingerprint != fp:
+        if s is not None:
+            s.playing = False  # the old run's worker stops at its next chunk
         trainer = exp.make(cfg, seed=common.seed(), device=device)
         s = LiveState(trainer=trainer, fingerprint=fp, playing=autoplay and replay is None)
         st.session_state[_key(exp)] = s
@@ -168,11 +201,12 @@ def controls(exp: Experiment, s: LiveState) -> None:
 
 
 def _status(s: LiveState) -> None:
-    fps = ""
+    fps, rate = "", f" · {s.steps_per_s:,.0f} steps/s" if s.steps_per_s else ""
     if s.playing and len(s.frames) > 2:
-        span = s.frames[-1] - s.frames[0]
-        fps = f" · {(len(s.frames) - 1) / span:.1f} frames/s" if span > 0 else ""
-    rate = f" · {s.steps_per_s:,.0f} steps/s" if s.steps_per_s else ""
+        (t0, i0), (t1, i1) = s.frames[0], s.frames[-1]
+        if t1 > t0:  # what the page really achieves, drawing included
+            fps = f" · {(len(s.frames) - 1) / (t1 - t0):.1f} frames/s"
+            rate = f" · {(i1 - i0) / (t1 - t0):,.0f} steps/s"
     st.caption(f"**Iteration {s.trainer.iteration:,}**{rate}{fps} · {'playing' if s.playing else 'paused'}"
                f" · {s.trainer.device.type.upper()}")
 
@@ -201,24 +235,36 @@ def loop(exp: Experiment, cfg: Any, draw: Callable[[Trainer], None], *, autoplay
     controls(exp, s)
     share.bar(exp, s, _key(exp))
 
-    @st.fragment(run_every=FRAME_INTERVAL if s.playing else None)
+    timed = s.playing
+
+    @st.fragment(run_every=FRAME_INTERVAL if timed else None)
     def frame() -> None:
         cur = state(exp)
         if cur is None:
             return
+        cur.last_seen = time.monotonic()
+        auto = st.session_state.get(_speed_key(exp), "auto") == "auto"
         if cur.playing and cur.error is None:
-            _train(cur, _steps_per_frame(exp, cur))
-            cur.frames = (cur.frames + [time.perf_counter()])[-20:]
-            if cur.error is not None:
-                st.rerun(scope="app")  # stop the timer and show the message
-        if cur.error:
-            _error_panel(exp, cur)
-        _status(cur)
-        try:
-            draw(cur.trainer)
-        except Exception as e:  # a figure must never take the page down
-            log.exception("drawing failed")
-            st.error(f"Could not draw the figures: {e}", icon=":material/warning:")
+            if not auto:  # a fixed number of steps per frame
+                with cur.lock:
+                    _train(cur, _steps_per_frame(exp, cur))
+            elif cur.worker is None or not cur.worker.is_alive():
+                with cur.lock:  # the first frame trains at once, then the worker takes over
+                    _train(cur, cur.burst)
+                _start_worker(cur)
+        if timed and not cur.playing:
+            st.rerun(scope="app")  # paused by divergence or idleness: stop the timer, show why
+        with cur.lock:  # a consistent model for the status line and every figure
+            if cur.playing:
+                cur.frames = (cur.frames + [(time.perf_counter(), cur.trainer.iteration)])[-20:]
+            if cur.error:
+                _error_panel(exp, cur)
+            _status(cur)
+            try:
+                draw(cur.trainer)
+            except Exception as e:  # a figure must never take the page down
+                log.exception("drawing failed")
+                st.error(f"Could not draw the figures: {e}", icon=":material/warning:")
 
     frame()
     return s

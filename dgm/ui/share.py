@@ -29,8 +29,10 @@ def _load_weights(exp: Experiment, state_key: str) -> None:
     s = st.session_state.get(state_key)
     if f is None or s is None:
         return
+    s.playing = False
     try:
-        it = X.load_weights(s.trainer, f.getvalue(), exp.name)
+        with s.lock:
+            it = X.load_weights(s.trainer, f.getvalue(), exp.name)
     except X.WeightsError as e:
         st.session_state["_weights.msg"] = ("error", f"{f.name}: {e}")
         return
