@@ -109,3 +109,13 @@ def test_presenter_mode_scales_the_figures():
     _no_failure(big)
     assert big.toggle(key="presenter").value is True
     assert min(font_sizes(big)) > max(font_sizes(normal))
+
+
+def test_view_settings_live_in_the_link_too():
+    at = open_page("pages/gan.py", {"gan.mode": "Only D", "gan.arrows": "false"})
+    _no_failure(at)
+    assert at.radio(key="gan.mode").value == "d"
+    assert at.toggle(key="gan.arrows").value is False
+    bad = open_page("pages/gan.py", {"gan.mode": "nonsense"})
+    _no_failure(bad)
+    assert bad.radio(key="gan.mode").value == "both"

@@ -62,8 +62,8 @@ def sanitize(exp: Experiment) -> None:
         fix[PRESET] = None
     common.check_int_param(STEPS, 0, STEPS_MAX, notes, fix)
     for name in list(qp.keys()):
-        if name in GLOBAL_PARAMS:
-            continue
+        if name in GLOBAL_PARAMS or "." in name:
+            continue  # "page.view" settings: their widgets check their own values
         k = kmap.get(name)
         if k is None:
             notes.append(f"unknown setting {name!r} ignored")

@@ -56,7 +56,7 @@ def _layer_slider(n_layers: int) -> int:
     cur = st.session_state.get(LAYER_KEY)
     if not isinstance(cur, int) or not 1 <= cur <= n_layers:
         st.session_state[LAYER_KEY] = n_layers
-    return int(st.slider("Layer to inspect", 1, n_layers, key=LAYER_KEY,
+    return int(st.slider("Layer to inspect", 1, n_layers, key=LAYER_KEY, bind="query-params",
                          help="The layer whose input, log|det J| and output are shown below."))
 
 
@@ -85,7 +85,7 @@ def draw(trainer) -> None:
     figs = fviz.figures(trainer, layer=layer, log=not linear)
     _metrics_line(trainer)
     common.plot_row(figs, ["target", "density", "samples"], "flow")
-    st.toggle("Show densities on a linear scale", key=LINEAR_KEY)
+    st.toggle("Show densities on a linear scale", key=LINEAR_KEY, bind="query-params")
 
     st.subheader("Layer by layer")
     st.caption("From the base Gaussian (left) to the model's samples (right). Points keep the colour of their "

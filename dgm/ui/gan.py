@@ -50,7 +50,7 @@ LESSON_TEXT = {
 
 def mode_radio() -> str:
     """Train both / only D / only G: a runtime setting, it never restarts the run."""
-    return st.radio("Step mode", list(MODES), format_func=MODES.get, horizontal=True, key="gan.mode",
+    return st.radio("Step mode", list(MODES), format_func=MODES.get, horizontal=True, key="gan.mode", bind="query-params",
                     help="As in GAN Lab: train both players, or freeze one and watch the other adapt. "
                          "Changing it keeps the run going.")
 
@@ -58,12 +58,12 @@ def mode_radio() -> str:
 def view_options() -> dict[str, bool]:
     c1, c2, c3 = st.columns(3)
     return {
-        "show_arrows": c1.toggle("Gradient arrows", value=True, key="gan.arrows",
+        "show_arrows": c1.toggle("Gradient arrows", value=True, key="gan.arrows", bind="query-params",
                                  help="−∇ₓ of G's loss at 150 generated points: where each sample is pushed."),
-        "show_manifold": c2.toggle("Warped latent grid", value=True, key="gan.manifold",
+        "show_manifold": c2.toggle("Warped latent grid", value=True, key="gan.manifold", bind="query-params",
                                    help="A square grid of latent codes pushed through G (for more than 2 latent "
                                         "dimensions, the slice through the first two)."),
-        "show_dstar": c3.toggle("Optimal D* panel", value=True, key="gan.dstar",
+        "show_dstar": c3.toggle("Optimal D* panel", value=True, key="gan.dstar", bind="query-params",
                                 help="D*(x) = p/(p+q) for the current generator, next to the learned D."),
     }
 

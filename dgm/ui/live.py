@@ -196,7 +196,7 @@ def controls(exp: Experiment, s: LiveState) -> None:
     c2.button(f"Step ×{10 if v == 'auto' else v}", key=f"{exp.name}.step", on_click=_step, args=(exp,),
               use_container_width=True, disabled=s.error is not None)
     c3.button("↺ Reset", key=f"{exp.name}.reset", on_click=_reset, args=(exp,), use_container_width=True)
-    c4.selectbox("Steps per frame", SPEEDS, key=_speed_key(exp),
+    c4.selectbox("Steps per frame", SPEEDS, key=_speed_key(exp), bind="query-params",
                  help="auto: as many steps as fit in about 0.1 s; Step does this many (10 in auto).")
 
 

@@ -81,8 +81,8 @@ def pair_picker(cfg: Any) -> tuple[int, int] | None:
     a0, b0 = (y.index(4) if 4 in y else 0), (y.index(0) if 0 in y else 1)
     with st.expander("Interpolation endpoints", expanded=False):
         c1, c2 = st.columns(2)
-        a = c1.selectbox("From", opts, index=a0, format_func=fmt, key=PAIR_A)
-        b = c2.selectbox("To", opts, index=b0, format_func=fmt, key=PAIR_B)
+        a = c1.selectbox("From", opts, index=a0, format_func=fmt, key=PAIR_A, bind="query-params")
+        b = c2.selectbox("To", opts, index=b0, format_func=fmt, key=PAIR_B, bind="query-params")
     return int(a), int(b)
 
 
