@@ -6,7 +6,8 @@ Play / Pause / Step / Reset are buttons with callbacks. While playing, a fragmen
 ``run_every`` redraws about five times a second. At the "auto" speed a worker thread of the
 session trains meanwhile, in chunks of about 30 ms under a lock that the redraw also takes, so
 training goes on while the browser renders and every figure sees a consistent model; the worker
-stops by itself when no redraw has asked for it for a few seconds (a closed or hidden tab). At a
+stops by itself when no redraw has come for 10 s (a closed or hidden tab), and the next redraw,
+if one comes, starts it again. At a
 fixed speed (1, 10, 100 or 1000 steps per frame) each redraw trains exactly that many steps first.
 The trainer lives in ``st.session_state`` under a per-page key, so every browser session has its
 own. A change of settings or seed starts a new run. A link with ``?steps=N`` replays: the page
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_SECONDS = 0.03  # the worker's training chunk: how long a redraw may wait for the lock
 FRAME_INTERVAL = 0.2  # seconds between redraws while playing
-IDLE_STOP_SECONDS = 4.0  # the worker stops when no redraw came for this long (tab closed or hidden)
+IDLE_STOP_SECONDS = 10.0  # the worker stops when no redraw came for this long (tab closed or hidden)
 SPEEDS = ["auto", 1, 10, 100, 1000]
 
 
@@ -93,8 +94,7 @@ def _work(s: LiveState) -> None:
     """The worker thread: train in short chunks while playing and someone is watching."""
     while s.playing and s.error is None:
         if time.monotonic() - s.last_seen > IDLE_STOP_SECONDS:
-            s.playing = False  # nobody has redrawn for a while: the tab is gone
-            break
+            break  # nobody has redrawn for a while (tab closed or hidden); the next redraw restarts it
         with s.lock:
             if s.playing and s.error is None:
                 _train(s, s.burst)
