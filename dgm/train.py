@@ -89,6 +89,9 @@ class Trainer:
 
     #: evaluate() every this many steps (0: only when asked)
     eval_every: int = 0
+    #: keep the "last good" copy of the state at most this often (0: after every burst). The live
+    #: loop trains in many short chunks and sets 1 s, so copying the state does not eat the chunks.
+    checkpoint_every_s: float = 0.0
 
     def __init__(self, config: Any, seed: int = 0, device: str | torch.device = "auto"):
         self.config = config
@@ -101,7 +104,7 @@ class Trainer:
         self.gen = devlib.generator(self.seed, self.device)
         with devlib.seeded(self.seed, self.device):
             self.build()
-        self._last_good = self._capture()
+        self._last_good, self._captured_at = self._capture(), time.monotonic()
 
     # -- to implement ----------------------------------------------------------------------------
     def build(self) -> None:
@@ -134,7 +137,9 @@ class Trainer:
                 pending = []
                 self._eval()
         self._flush(pending)
-        self._last_good = self._capture()
+        now = time.monotonic()
+        if now - self._captured_at >= self.checkpoint_every_s:
+            self._last_good, self._captured_at = self._capture(), now
         return dict(self.latest)
 
     def _flush(self, pending: list[tuple[int, dict[str, Tensor]]]) -> None:

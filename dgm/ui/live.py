@@ -17,10 +17,13 @@ trains exactly N steps on the CPU and stops. Divergence (NaN) shows a message wi
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -39,9 +42,12 @@ CHUNK_SECONDS = 0.03  # the worker's training chunk: how long a redraw may wait 
 FRAME_INTERVAL = 0.2  # seconds between redraws while playing
 IDLE_STOP_SECONDS = 10.0  # the worker stops when no redraw came for this long (tab closed or hidden)
 SPEEDS = ["auto", 1, 10, 100, 1000]
+# At most one training chunk per core at a time, across all sessions of the server: many threads
+# all running small torch ops would spend their time handing the GIL to one another.
+_CPU_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: held in a WeakSet
 class LiveState:
     trainer: Trainer
     fingerprint: str
@@ -95,16 +101,31 @@ def _work(s: LiveState) -> None:
     while s.playing and s.error is None:
         if time.monotonic() - s.last_seen > IDLE_STOP_SECONDS:
             break  # nobody has redrawn for a while (tab closed or hidden); the next redraw restarts it
-        with s.lock:
+        with _CPU_SLOTS, s.lock:
             if s.playing and s.error is None:
                 _train(s, s.burst)
         time.sleep(0.001)  # let a waiting redraw take the lock
 
 
+_WORKERS: "weakref.WeakSet[LiveState]" = weakref.WeakSet()
+
+
 def _start_worker(s: LiveState) -> None:
     if s.worker is None or not s.worker.is_alive():
         s.worker = threading.Thread(target=_work, args=(s,), name="dgm-live-trainer", daemon=True)
+        _WORKERS.add(s)
         s.worker.start()
+
+
+@atexit.register
+def _stop_workers() -> None:
+    """At interpreter exit, let running workers finish their chunk: a thread killed inside a torch
+    op aborts the process."""
+    for s in list(_WORKERS):
+        s.playing = False
+    for s in list(_WORKERS):
+        if s.worker is not None:
+            s.worker.join(timeout=5)
 
 
 def _speed_key(exp: Experiment) -> str:
@@ -167,6 +188,7 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
         if s is not None:
             s.playing = False  # the old run's worker stops at its next chunk
         trainer = exp.make(cfg, seed=common.seed(), device=device)
+        trainer.checkpoint_every_s = 1.0
         s = LiveState(trainer=trainer, fingerprint=fp, playing=autoplay and replay is None)
         st.session_state[_key(exp)] = s
         n = replay if replay is not None else warm_steps
