@@ -133,9 +133,3 @@ def plot_row(figs: dict[str, go.Figure], names: list[str], prefix: str) -> None:
     for col, name in zip(st.columns(len(names)), names):
         with col:
             plot(figs[name], key=f"{prefix}.{name}")
-
-
-def placeholder(title: str, issue: str, what: str) -> None:
-    """The honest page for a family that is not built yet."""
-    header(title, what)
-    st.info(f"This page is not built yet ({issue}). Nothing here is simulated.", icon=":material/construction:")

@@ -126,7 +126,7 @@ def layers_row(traj, lines, n_lines: int, line_pts: int, *, height: int | None =
         annotations.append({"text": title, "x": x0 + width / 2, "y": 1.0, "xref": "paper", "yref": "paper", "xanchor": "center",
                                 "yanchor": "bottom", "showarrow": False, "font": {"size": 11,
                                                                              "color": edge if picked == i else "#333"}})
-    layout.update(height=height, margin={"l": 5, "r": 5, "t": 28, "b": 5}, template="plotly_white", font=viz.FONT,
+    layout.update(height=height, margin={"l": 5, "r": 5, "t": 28, "b": 5}, template={}, paper_bgcolor="white", plot_bgcolor="white", font=viz.FONT,
                   annotations=annotations, showlegend=False)
     return go.Figure(data=data, layout=layout)
 
