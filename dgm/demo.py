@@ -91,16 +91,20 @@ def _density_image(name: str) -> tuple[Grid, torch.Tensor]:
     return grid, p.log_prob(grid.points).exp()
 
 
-def figures(trainer: DemoTrainer) -> dict:
+def figures(trainer: DemoTrainer) -> viz.Figures:
     s = trainer.snapshot()
-    box = trainer.data.box
-    fig = viz.plane(box, title=f"q fitted to {trainer.data.name}")
-    if trainer.data.has_density:
-        grid, density = _density_image(trainer.data.name)
-        viz.add_heatmap(fig, grid, density)
-    viz.add_points(fig, s["data"], name="data", color=viz.DATA_COLOR, size=2, opacity=0.4)
-    viz.add_ellipses(fig, s["mean"], s["cov"], color=viz.PALETTE[0], name="q (1 and 2 sd)")
-    return {"fit": fig, "loss": viz.curves(trainer.history.merged(), ["nll", "heldout_nll"], title="NLL (nats)")}
+    rows = trainer.history.merged()
+
+    def fit():
+        fig = viz.plane(trainer.data.box, title=f"q fitted to {trainer.data.name}")
+        if trainer.data.has_density:
+            grid, density = _density_image(trainer.data.name)
+            viz.add_heatmap(fig, grid, density)
+        viz.add_points(fig, s["data"], name="data", color=viz.DATA_COLOR, size=2, opacity=0.4)
+        viz.add_ellipses(fig, s["mean"], s["cov"], color=viz.PALETTE[0], name="q (1 and 2 sd)")
+        return fig
+
+    return viz.Figures({"fit": fit, "loss": lambda: viz.curves(rows, ["nll", "heldout_nll"], title="NLL (nats)")})
 
 
 EXPERIMENT = Experiment(

@@ -215,13 +215,21 @@ class FlowTrainer(Trainer):
         return out
 
     @torch.no_grad()
-    def snapshot(self, n: int = 1000, res: int = 100, n_traj: int = 500, lines: int = 9) -> dict:
-        """Samples, log q and log p on a grid, and base points + grid lines pushed through every layer."""
+    def snapshot(self, n: int = 1000, res: int = 100, layers: bool = True) -> dict:
+        """Samples, log q and log p on a grid and, with ``layers``, the trajectories (see ``trajectories``)."""
         m = self.model
         x, _ = m.sample_with_log_prob(n, self.eval_generator(2))
         grid = Grid.over(self.data.box, res, device=self.device)
         log_q = m.log_prob(grid.points, chunk=8192)
         log_p = self.target_log_prob(grid.points) if self.exact else None
+        out = {"samples": x.cpu(), "grid": _cpu_grid(grid), "log_q": log_q.cpu(),
+               "log_p": None if log_p is None else log_p.cpu(), "data": self.heldout[:n].cpu()}
+        return out | self.trajectories() if layers else out
+
+    @torch.no_grad()
+    def trajectories(self, n_traj: int = 500, lines: int = 9) -> dict:
+        """Base points and a square grid of lines in the base space, pushed through every layer."""
+        m = self.model
         z0 = torch.randn(n_traj, 2, generator=self.eval_generator(3), device=self.device)
         lim, pts = 2.5, 60
         t = torch.linspace(-lim, lim, pts, device=self.device)
@@ -230,12 +238,8 @@ class FlowTrainer(Trainer):
         ver = hor.flip(1)
         traj = m.trajectory(z0)
         line_traj = m.trajectory(torch.cat([hor, ver]))
-        return {
-            "samples": x.cpu(), "grid": _cpu_grid(grid),
-            "log_q": log_q.cpu(), "log_p": None if log_p is None else log_p.cpu(),
-            "data": self.heldout[:n].cpu(), "traj": [v.cpu() for v in traj],
-            "lines": [v.cpu() for v in line_traj], "line_pts": pts, "n_lines": 2 * lines,
-        }
+        return {"traj": [v.cpu() for v in traj], "lines": [v.cpu() for v in line_traj], "line_pts": pts,
+                "n_lines": 2 * lines}
 
     @torch.no_grad()
     def layer_log_det(self, k: int, res: int = 60) -> dict:

@@ -20,9 +20,9 @@ def draw(trainer):
     figs = exp.figures(trainer)
     a, b = st.columns(2)
     with a:
-        common.plot(figs["fit"], key="demo.fit")
+        common.plot(lambda: figs["fit"], key="demo.fit")
     with b:
-        common.plot(figs["loss"], key="demo.loss")
+        common.plot(lambda: figs["loss"], key="demo.loss", every=common.CURVES_EVERY)
 
 
 live.loop(exp, cfg, draw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -31,6 +32,12 @@ def update_screenshots(request) -> bool:
 
 
 # ---- AppTest ----------------------------------------------------------------------------------
+
+def charts(at) -> list[dict]:
+    """The plotly figures an AppTest run shows (``dgm.ui.plotly_live`` charts), as plotly JSON dicts."""
+    return [json.loads(json.loads(e.proto.json)["spec"]) for e in at.get("bidi_component")
+            if e.proto.component_name == "dgm.plotly_live"]
+
 
 def open_page(page: str | None = None, params: dict[str, str] | None = None, timeout: float = 120):
     """Run app.py in AppTest, then switch to ``page`` (e.g. "pages/gan.py") with URL ``params``."""

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import open_page
+from conftest import charts, open_page
 from dgm.ui.pages import all_pages
 
 
@@ -98,10 +98,8 @@ def test_divergence_shows_a_message_and_reset_recovers():
 
 
 def test_presenter_mode_scales_the_figures():
-    import json
-
     def font_sizes(at):
-        specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+        specs = charts(at)
         return [s["layout"]["font"]["size"] for s in specs]
 
     normal = open_page("pages/demo.py")

@@ -1,6 +1,6 @@
 """AppTest checks of the normalizing-flows page: it renders, trains, follows links and survives bad ones."""
 
-from conftest import open_page
+from conftest import charts, open_page
 
 PAGE = "pages/flows.py"
 SMALL = {"layers": "2", "hidden": "16", "batch": "64"}
@@ -21,7 +21,7 @@ def test_page_renders_the_default_lesson():
     t = _trainer(at)
     assert t.config.flow == "realnvp" and t.config.data == "8gaussians"
     assert any("Layer by layer" in s.value for s in at.subheader)
-    assert len(at.get("plotly_chart")) >= 7
+    assert len(charts(at)) >= 7
     assert at.slider(key="flow.layer").value == t.config.layers
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import open_page
+from conftest import charts, open_page
 
 
 def _ok(at):
@@ -29,7 +29,7 @@ def test_page_loads_with_its_figures():
     assert at.title[0].value == "VAE"
     assert _iteration(at) == 0
     assert at.selectbox(key="data").value == "digits" and at.slider(key="latent").value == 2
-    assert len(at.get("plotly_chart")) == 5  # manifold, latent, 3 image grids; the rest after an evaluation
+    assert len(charts(at)) == 5  # manifold, latent, 3 image grids; the rest after an evaluation
     assert any("first evaluation" in i.value for i in at.info)
     assert any("Theory" in e.label for e in at.expander)
 
@@ -43,7 +43,7 @@ def test_step_and_play_advance_the_trainer_and_metrics_appear():
     assert _iteration(at) == 200
     labels = [m.label for m in at.metric]
     assert "test ELBO" in labels and "active units" in labels
-    assert len(at.get("plotly_chart")) == 10  # + 2 curves, IWAE(k), surgery, KL per dimension
+    assert len(charts(at)) == 10  # + 2 curves, IWAE(k), surgery, KL per dimension
     elbo = next(m for m in at.metric if m.label == "test ELBO")
     assert float(elbo.value) < 0
     at.button(key="vae.play").click().run()  # one frame runs in AppTest

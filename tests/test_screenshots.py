@@ -24,8 +24,11 @@ def chart_pngs(page, url: str) -> list[bytes]:
     page.goto(url)
     wait_for_app(page, timeout_ms=180_000)
     page.mouse.move(0, 0)
-    charts = page.locator('[data-testid="stMain"] [data-testid="stPlotlyChart"]')
-    page.wait_for_timeout(800)  # plotly lays out after the script has finished
+    charts = page.locator('[data-testid="stMain"] [data-testid="dgmPlot"]')
+    # every chart drawn by plotly.js (it loads once per page, then draws after the script has finished)
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=dgmPlot]')]"
+                           ".every(e => e.dataset.drawn === 'true')", timeout=60_000)
+    page.wait_for_timeout(300)
     return [charts.nth(i).screenshot(animations="disabled", caret="hide") for i in range(charts.count())]
 
 

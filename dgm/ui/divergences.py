@@ -84,22 +84,23 @@ def draw(trainer, cfg) -> None:
     with a:
         common.plot(vd.overlay(snap), key="div.overlay")
     with b:
-        common.plot(vd.values(trainer.history.merged(), snap["objectives"], snap["alpha"], height=440),
-                    key="div.values")
+        common.plot(lambda: vd.values(trainer.history.merged(), snap["objectives"], snap["alpha"], height=440),
+                    key="div.values", every=common.CURVES_EVERY)
     notes(snap, cfg)
     if snap["target"]["dim"] == 2:
         st.markdown("**Side by side**: each objective's q alone on p (2-sd ellipses solid, 1-sd dotted; mixture "
                     "components fade with their weight), and its own value in the title.")
     else:
         st.markdown("**Side by side**: each objective's q alone on p, and its own value in the title.")
-    common.plot(vd.side_by_side(snap), key="div.side")
+    common.plot(lambda: vd.side_by_side(snap), key="div.side", every=common.PANELS_EVERY)
     st.markdown("**The cross table**: every divergence (columns) between p and each fitted q (rows). Green marks "
                 "the smallest value in each column (ties within 0.1% included); the boxed diagonal is each fit "
                 "under its own objective. "
                 "When every green cell sits on the diagonal, each fit is the best of the seven under its own "
                 "objective. A green cell off the diagonal means a fit stopped in a local optimum, or has not "
                 "converged yet.")
-    st.dataframe(styled_table(table_frame(snap["table"], snap["alpha"])), width="stretch")
+    st.dataframe(common.throttled("div.table", common.CURVES_EVERY,
+                                  lambda: styled_table(table_frame(snap["table"], snap["alpha"]))), width="stretch")
 
 
 def _fingerprint(cfg, n: int, steps: int) -> str:

@@ -93,17 +93,17 @@ def draw(trainer) -> None:
                "base space pushed through the same layers. Each panel's axes are fitted to its points (layers often "
                "stretch one axis far more than the other): read the scale off the axes below." +
                (" With many layers, evenly spaced layers are shown." if n_layers + 1 > fviz.MAX_PANELS else ""))
-    common.plot(figs["layers"], key="flow.layers")
+    common.plot(lambda: figs["layers"], key="flow.layers", every=common.CURVES_EVERY)
     _layer_slider(n_layers)
-    common.plot_row(figs, ["logdet", "stage"], "flow")
+    common.plot_row(figs, ["logdet", "stage"], "flow", every=common.PANELS_EVERY)
 
     st.subheader("Curves")
     a, b = st.columns(2)
     with a:
-        common.plot(figs["nll"], key="flow.nll")
+        common.plot(lambda: figs["nll"], key="flow.nll", every=common.CURVES_EVERY)
     with b:
         if "kl" in figs:
-            common.plot(figs["kl"], key="flow.kl")
+            common.plot(lambda: figs["kl"], key="flow.kl", every=common.CURVES_EVERY)
         else:
             st.info(f"**{trainer.data.name}** is known only through samples, so KL(p‖q) and KL(q‖p) cannot be "
                     "computed exactly; the held-out NLL still measures the fit (it equals KL(p‖q) plus the "

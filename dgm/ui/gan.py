@@ -101,9 +101,9 @@ def drawer(exp: Experiment, opts: dict[str, bool]) -> Callable:
         if opts["show_dstar"] and "dstar" in figs:
             a, b, c = st.columns([1.25, 1, 1])
             with b:
-                common.plot(figs["learned_d"], key="gan.learned_d")
+                common.plot(lambda: figs["learned_d"], key="gan.learned_d", every=common.PANELS_EVERY)
             with c:
-                common.plot(figs["dstar"], key="gan.dstar_fig")
+                common.plot(lambda: figs["dstar"], key="gan.dstar_fig", every=common.PANELS_EVERY)
         else:
             a, _ = st.columns([1.4, 1])
         with a:
@@ -115,7 +115,7 @@ def drawer(exp: Experiment, opts: dict[str, bool]) -> Callable:
             cols = st.columns(3)
             for col, n in zip(cols, row):
                 with col:
-                    common.plot(figs[n], key=f"gan.{n}")
+                    common.plot(lambda n=n: figs[n], key=f"gan.{n}", every=common.CURVES_EVERY)
         _metrics_caption(trainer)
 
     return draw

@@ -39,7 +39,7 @@ from dgm.ui.controls import STEPS
 log = logging.getLogger(__name__)
 
 CHUNK_SECONDS = 0.03  # the worker's training chunk: how long a redraw may wait for the lock
-FRAME_INTERVAL = 0.2  # seconds between redraws while playing
+FRAME_INTERVAL = 0.1  # seconds between redraws while playing
 IDLE_STOP_SECONDS = 10.0  # the worker stops when no redraw came for this long (tab closed or hidden)
 SPEEDS = ["auto", 1, 10, 100, 1000]
 # At most one training chunk per core at a time, across all sessions of the server: many threads
@@ -283,7 +283,9 @@ def loop(exp: Experiment, cfg: Any, draw: Callable[[Trainer], None], *, autoplay
                 _error_panel(exp, cur)
             _status(cur)
             try:
-                draw(cur.trainer)
+                # while playing, the slow figures (curves, side panels) redraw about once a second
+                with common.playing(f"{id(cur)}" if cur.playing else None):
+                    draw(cur.trainer)
             except Exception as e:  # a figure must never take the page down
                 log.exception("drawing failed")
                 st.error(f"Could not draw the figures: {e}", icon=":material/warning:")

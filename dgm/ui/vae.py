@@ -110,22 +110,22 @@ def draw(trainer, pair: tuple[int, int] | None = None) -> None:
     _summary(trainer)
     a, b = st.columns([1, 1.1])
     with a:
-        common.plot(figs["manifold"], key="vae.manifold")
+        common.plot(lambda: figs["manifold"], key="vae.manifold")
     with b:
-        common.plot(figs["latent"], key="vae.latent")
+        common.plot(lambda: figs["latent"], key="vae.latent")
     if s["images"]:
         c, d = st.columns([1.35, 1])
         with c:
-            common.plot(figs["recon"], key="vae.recon")
-            common.plot(figs["interp"], key="vae.interp")
+            common.plot(lambda: figs["recon"], key="vae.recon", every=common.PANELS_EVERY)
+            common.plot(lambda: figs["interp"], key="vae.interp", every=common.PANELS_EVERY)
         with d:
-            common.plot(figs["samples"], key="vae.samples")
+            common.plot(lambda: figs["samples"], key="vae.samples", every=common.PANELS_EVERY)
     if not s["analysis"]:
         st.info(f"The held-out curves, the IWAE bound, the ELBO surgery and the KL per dimension appear after the "
                 f"first evaluation, at step {trainer.eval_every}.", icon=":material/hourglass_top:")
         return
-    common.plot_row(figs, ["elbo", "terms"], "vae")
-    common.plot_row(figs, ["iwae", "surgery", "kl_dims"], "vae")
+    common.plot_row(figs, ["elbo", "terms"], "vae", every=common.CURVES_EVERY)
+    common.plot_row(figs, ["iwae", "surgery", "kl_dims"], "vae", every=common.CURVES_EVERY)
     step = s["analysis"].get("step")
     if step is not None:
         st.caption(f"IWAE(k), ELBO surgery and the KL per dimension are of the current model on test data, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import warnings
+from collections.abc import Callable, Iterator, Mapping
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -31,6 +32,28 @@ def _np(x) -> np.ndarray:
     return np.asarray(x)
 
 
+class Figures(Mapping):
+    """Named figures, each built on first access.
+
+    A live page redraws only the figures that are due in a frame (see ``dgm.ui.common.plot``), so
+    it builds only those; iterating (the CLI's ``--png``, the export zip) builds them all."""
+
+    def __init__(self, builders: dict[str, Callable[[], go.Figure]]):
+        self._builders = builders
+        self._built: dict[str, go.Figure] = {}
+
+    def __getitem__(self, name: str) -> go.Figure:
+        if name not in self._built:
+            self._built[name] = self._builders[name]()
+        return self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._builders)
+
+    def __len__(self) -> int:
+        return len(self._builders)
+
+
 _AXIS = dict(gridcolor="#ebf0f8", zerolinecolor="#dfe6f2", linecolor="#ebf0f8", automargin=True)
 
 
@@ -42,7 +65,7 @@ def base_layout(fig: go.Figure, title: str | None = None, height: int = 380) -> 
         template={}, title=dict(text=title, x=0.02, xanchor="left", font=dict(size=14)) if title else None,
         height=height, margin=dict(l=40, r=10, t=40 if title else 10, b=35), font=FONT,
         paper_bgcolor="white", plot_bgcolor="white", colorway=PALETTE, hovermode="closest",
-        legend=dict(orientation="h", y=-0.12, x=0, font=dict(size=11)), transition={"duration": 0},
+        legend=dict(orientation="h", y=-0.12, x=0, font=dict(size=11)),
     )
     fig.update_xaxes(**_AXIS)
     fig.update_yaxes(**_AXIS)

@@ -229,12 +229,12 @@ def restart_counts(res: dict[str, Any], height: int = 300) -> go.Figure:
     return fig
 
 
-def figures(trainer) -> dict[str, go.Figure]:
-    """The page's main figures (also the CLI's --png)."""
+def figures(trainer) -> viz.Figures:
+    """The page's main figures (also the CLI's --png), each built when first used."""
     snap = trainer.snapshot()
-    return {
-        "fit": overlay(snap),
-        "side_by_side": side_by_side(snap),
-        "values": values(trainer.history.merged(), snap["objectives"], snap["alpha"]),
-        "table": table_heatmap(snap["table"], snap["alpha"]),
-    }
+    return viz.Figures({
+        "fit": lambda: overlay(snap),
+        "side_by_side": lambda: side_by_side(snap),
+        "values": lambda: values(trainer.history.merged(), snap["objectives"], snap["alpha"]),
+        "table": lambda: table_heatmap(snap["table"], snap["alpha"]),
+    })

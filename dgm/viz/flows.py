@@ -191,27 +191,35 @@ def kl_curves(rows, resolution: int) -> go.Figure:
     return fig
 
 
-def figures(trainer, layer: int | None = None, log: bool = True) -> dict[str, go.Figure]:
-    """The page's main figures for ``trainer`` (a dgm.flows.FlowTrainer)."""
-    s = trainer.snapshot()
+def figures(trainer, layer: int | None = None, log: bool = True) -> viz.Figures:
+    """The page's main figures for ``trainer`` (a dgm.flows.FlowTrainer), each built when first used."""
+    s = trainer.snapshot(layers=False)
     box, name = trainer.data.box, trainer.data.name
-    out: dict[str, go.Figure] = {}
+    k = len(trainer.model.layers)
+    layer = k if layer is None else max(1, min(int(layer), k))
+    t: dict = {}
+
+    def traj() -> dict:  # the layer-by-layer trajectories, computed once if any figure needs them
+        if not t:
+            t.update(trainer.trajectories())
+        return t
+
+    b: dict = {}
     if s["log_p"] is not None:
         kind = "log p (unnormalised)" if name in ("U1", "U2", "U3", "U4") else "log p"
-        out["target"] = density(s["grid"], s["log_p"], box, f"target {name}: {kind}", log=log)
+        b["target"] = lambda: density(s["grid"], s["log_p"], box, f"target {name}: {kind}", log=log)
     else:
-        out["target"] = data_points(s["data"], box, f"target {name}: samples (no exact density)")
-    out["density"] = density(s["grid"], s["log_q"], box, "flow: log q(x)" if log else "flow: q(x)", log=log)
-    out["samples"] = samples(s["samples"], box, "samples x ~ q", grid=s["grid"], log_p=s["log_p"])
-    k = len(s["traj"]) - 1
-    layer = k if layer is None else max(1, min(int(layer), k))
-    out["layers"] = layers_row(s["traj"], s["lines"], s["n_lines"], s["line_pts"], picked=layer)
-    info = trainer.layer_log_det(layer)
-    out["logdet"] = log_det(info, s["lines"][layer - 1], s["n_lines"], s["line_pts"])
-    out["stage"] = stage(s["traj"][layer], s["lines"][layer], s["n_lines"], s["line_pts"],
-                         f"after layer {layer}", color0=s["traj"][0])
+        b["target"] = lambda: data_points(s["data"], box, f"target {name}: samples (no exact density)")
+    b["density"] = lambda: density(s["grid"], s["log_q"], box, "flow: log q(x)" if log else "flow: q(x)", log=log)
+    b["samples"] = lambda: samples(s["samples"], box, "samples x ~ q", grid=s["grid"], log_p=s["log_p"])
+    b["layers"] = lambda: layers_row(traj()["traj"], traj()["lines"], traj()["n_lines"], traj()["line_pts"],
+                                     picked=layer)
+    b["logdet"] = lambda: log_det(trainer.layer_log_det(layer), traj()["lines"][layer - 1], traj()["n_lines"],
+                                  traj()["line_pts"])
+    b["stage"] = lambda: stage(traj()["traj"][layer], traj()["lines"][layer], traj()["n_lines"], traj()["line_pts"],
+                               f"after layer {layer}", color0=traj()["traj"][0])
     rows = trainer.history.merged()
-    out["nll"] = nll_curves(rows, trainer.entropy, reverse=trainer.config.objective == "reverse_kl")
+    b["nll"] = lambda: nll_curves(rows, trainer.entropy, reverse=trainer.config.objective == "reverse_kl")
     if trainer.log_p_grid is not None:
-        out["kl"] = kl_curves(rows, trainer.GRID_RES)
-    return out
+        b["kl"] = lambda: kl_curves(rows, trainer.GRID_RES)
+    return viz.Figures(b)

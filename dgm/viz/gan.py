@@ -43,7 +43,7 @@ def _layout(title: str | None, height: int, right: int = 10, **extra) -> dict:
     one go is validated once (update_layout afterwards costs ~15 ms a call)."""
     return dict(template=LIGHT, height=height, margin={"l": 40, "r": right, "t": 40 if title else 10, "b": 35},
                 title={"text": title, "x": 0.02, "xanchor": "left", "font": {"size": 14}} if title else None,
-                legend={"orientation": "h", "y": -0.12, "x": 0, "font": {"size": 11}}, transition={"duration": 0}, **extra)
+                legend={"orientation": "h", "y": -0.12, "x": 0, "font": {"size": 11}}, **extra)
 
 
 def plane(box, title: str | None = None, height: int = 420) -> go.Figure:
@@ -212,22 +212,21 @@ def modes_curve(rows: Sequence[dict], n_modes: int | None, height: int = 300) ->
 
 
 def main_figures(snap: dict[str, Any], rows: Sequence[dict], data, *, show_manifold: bool = True,
-                 show_arrows: bool = True) -> dict[str, go.Figure]:
-    """Every figure of the page, by name (the CLI's --png writes these)."""
+                 show_arrows: bool = True) -> viz.Figures:
+    """Every figure of the page, by name, built when first used (the CLI's --png writes them all)."""
     box = data.box
-    figs: dict[str, go.Figure] = {"game": game(snap, box, show_manifold=show_manifold, show_arrows=show_arrows)}
-    ds = dstar(snap, box)
-    if ds is not None:
-        figs["learned_d"] = learned_d(snap, box)
-        figs["dstar"] = ds
-    figs["losses"] = curves(rows, ["d_loss", "g_loss"], title="Losses", labels={"d_loss": "D loss",
-                                                                                "g_loss": "G loss"})
+    b: dict[str, Any] = {"game": lambda: game(snap, box, show_manifold=show_manifold, show_arrows=show_arrows)}
+    if snap.get("dstar") is not None:
+        b["learned_d"] = lambda: learned_d(snap, box)
+        b["dstar"] = lambda: dstar(snap, box)
+    b["losses"] = lambda: curves(rows, ["d_loss", "g_loss"], title="Losses",
+                                 labels={"d_loss": "D loss", "g_loss": "G loss"})
     if data.centers is not None and data.std is not None:
-        figs["modes"] = modes_curve(rows, len(data.centers))
-        figs["mode_kl"] = curves(rows, ["mode_kl"], title="Mode KL (0: every mode equally often)",
-                                 labels={"mode_kl": "mode KL"})
-    figs["mmd"] = curves(rows, ["mmd"], title="MMD² to 2,500 data points", labels={"mmd": "MMD²"}, log_y=True)
+        b["modes"] = lambda: modes_curve(rows, len(data.centers))
+        b["mode_kl"] = lambda: curves(rows, ["mode_kl"], title="Mode KL (0: every mode equally often)",
+                                      labels={"mode_kl": "mode KL"})
+    b["mmd"] = lambda: curves(rows, ["mmd"], title="MMD² to 2,500 data points", labels={"mmd": "MMD²"}, log_y=True)
     if any("js" in r for r in rows):
-        figs["js"] = curves(rows, ["js"], title="JS(p, q) in nats (log 2 = 0.693 is the maximum)",
-                            labels={"js": "JS"}, hlines={"log 2": math.log(2)})
-    return figs
+        b["js"] = lambda: curves(rows, ["js"], title="JS(p, q) in nats (log 2 = 0.693 is the maximum)",
+                                 labels={"js": "JS"}, hlines={"log 2": math.log(2)})
+    return viz.Figures(b)

@@ -318,11 +318,12 @@ def gradient_variance(result: dict[str, dict[str, float]]) -> go.Figure:
     return fig
 
 
-def figures(s: dict[str, Any], rows: list[dict], config: Any, entropy: float | None = None) -> dict[str, go.Figure]:
-    """The page's main figures, by name (also the CLI's --png set)."""
-    figs = {"manifold": manifold(s), "latent": latent_space(s), "elbo": elbo_curves(rows, entropy),
-            "terms": terms_curves(rows), "iwae": iwae_vs_k(s), "surgery": surgery(s),
-            "kl_dims": kl_per_dim(s, standard=config.prior == "standard")}
+def figures(s: dict[str, Any], rows: list[dict], config: Any, entropy: float | None = None) -> viz.Figures:
+    """The page's main figures, by name, each built when first used (the CLI's --png writes them all)."""
+    b = {"manifold": lambda: manifold(s), "latent": lambda: latent_space(s),
+         "elbo": lambda: elbo_curves(rows, entropy), "terms": lambda: terms_curves(rows),
+         "iwae": lambda: iwae_vs_k(s), "surgery": lambda: surgery(s),
+         "kl_dims": lambda: kl_per_dim(s, standard=config.prior == "standard")}
     if s["images"]:
-        figs.update(recon=reconstructions(s), samples=prior_samples(s), interp=interpolation(s))
-    return figs
+        b.update(recon=lambda: reconstructions(s), samples=lambda: prior_samples(s), interp=lambda: interpolation(s))
+    return viz.Figures(b)
