@@ -49,3 +49,30 @@ def test_fresh_server_serves_the_navigation_to_simultaneous_first_visitors(brows
     finally:
         server.stop()
     assert server.proc.poll() is not None
+
+
+def test_playing_updates_each_chart_in_place(app_server, page):
+    """While a page plays, each chart is updated by Plotly.react in the same plot element (not torn
+    down and rebuilt: st.plotly_chart did that, every frame), and the curves are redrawn less often
+    than the main view."""
+    page.goto(app_server.url + "/demo?seed=3")
+    wait_for_app(page)
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=dgmPlot][data-drawn=true]').length == 2")
+    page.evaluate("""() => {
+        window.__svgs = [...document.querySelectorAll('[data-testid=dgmPlot] .main-svg')];
+        window.__updates = [0, 0];
+        document.querySelectorAll('[data-testid=dgmPlot]').forEach((el, i) =>
+            el.on('plotly_afterplot', () => window.__updates[i]++));
+    }""")
+    page.get_by_role("button", name="Play").click()
+    page.wait_for_timeout(3000)
+    page.get_by_role("button", name="Pause").click()
+    wait_for_app(page)
+    status = page.locator('[data-testid="stCaptionContainer"]', has_text="Iteration").first.inner_text()
+    assert "Iteration 0" not in status
+    fit, curves = page.evaluate("() => window.__updates")
+    assert fit >= 5, (fit, curves)  # the fit, about every frame
+    assert 1 <= curves < fit, (fit, curves)  # the loss curve, about once a second
+    same = page.evaluate("() => window.__svgs.every(s => s.isConnected)")
+    assert same, "a chart's SVG was rebuilt instead of updated"
+    assert page.locator('[data-testid="stException"]').count() == 0

@@ -39,7 +39,10 @@ from dgm.ui.controls import STEPS
 log = logging.getLogger(__name__)
 
 CHUNK_SECONDS = 0.03  # the worker's training chunk: how long a redraw may wait for the lock
-FRAME_INTERVAL = 0.1  # seconds between redraws while playing
+FRAME_INTERVAL = 0.17  # seconds between redraws while playing, at most
+# While the auto speed plays, redraws take at most this share of the time (a page whose figures take
+# 80 ms to draw redraws at most every 200 ms), so that the training thread keeps the rest.
+DRAW_SHARE = 0.4
 IDLE_STOP_SECONDS = 10.0  # the worker stops when no redraw came for this long (tab closed or hidden)
 SPEEDS = ["auto", 1, 10, 100, 1000]
 # At most one training chunk per core at a time, across all sessions of the server: many threads
@@ -59,6 +62,7 @@ class LiveState:
     lock: threading.RLock = field(default_factory=threading.RLock)  # held while training or drawing
     worker: threading.Thread | None = None
     last_seen: float = 0.0  # time.monotonic() of the last redraw
+    draw_seconds: float = 0.0  # how long a redraw holds the lock, smoothed
 
 
 def _key(exp: Experiment) -> str:
@@ -276,7 +280,12 @@ def loop(exp: Experiment, cfg: Any, draw: Callable[[Trainer], None], *, autoplay
                 _start_worker(cur)
         if timed and not cur.playing:
             st.rerun(scope="app")  # paused by divergence or idleness: stop the timer, show why
+        if cur.playing and auto and cur.frames:  # leave the training thread its share of the time
+            rest = cur.draw_seconds / DRAW_SHARE - (time.perf_counter() - cur.frames[-1][0])
+            if rest > 0:
+                time.sleep(min(rest, 1.0))
         with cur.lock:  # a consistent model for the status line and every figure
+            t0 = time.perf_counter()
             if cur.playing:
                 cur.frames = (cur.frames + [(time.perf_counter(), cur.trainer.iteration)])[-20:]
             if cur.error:
@@ -289,6 +298,8 @@ def loop(exp: Experiment, cfg: Any, draw: Callable[[Trainer], None], *, autoplay
             except Exception as e:  # a figure must never take the page down
                 log.exception("drawing failed")
                 st.error(f"Could not draw the figures: {e}", icon=":material/warning:")
+            dt = time.perf_counter() - t0
+            cur.draw_seconds = dt if cur.draw_seconds == 0 else 0.7 * cur.draw_seconds + 0.3 * dt
 
     frame()
     return s

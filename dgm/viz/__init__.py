@@ -47,6 +47,9 @@ class Figures(Mapping):
             self._built[name] = self._builders[name]()
         return self._built[name]
 
+    def __contains__(self, name: object) -> bool:  # without building (Mapping's would build it)
+        return name in self._builders
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._builders)
 

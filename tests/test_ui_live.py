@@ -1,0 +1,64 @@
+"""The live pages' drawing helpers: lazy figure sets and figures throttled while a run plays."""
+
+import plotly.graph_objects as go
+
+from dgm import viz
+
+
+def test_figures_are_built_once_and_only_when_used():
+    built = []
+
+    def make(name):
+        def build():
+            built.append(name)
+            return go.Figure(layout={"title": {"text": name}})
+        return build
+
+    figs = viz.Figures({"a": make("a"), "b": make("b")})
+    assert "a" in figs and "c" not in figs and len(figs) == 2
+    assert built == []  # membership and length build nothing
+    assert figs["a"] is figs["a"]
+    assert built == ["a"]
+    assert [f.layout.title.text for f in figs.values()] == ["a", "b"]  # iterating builds the rest
+    assert built == ["a", "b"]
+
+
+def test_throttled_reuses_a_value_only_while_the_same_run_plays(monkeypatch):
+    import types
+
+    from streamlit.testing.v1 import AppTest
+
+    from dgm.ui import common
+
+    clock = [100.0]
+    monkeypatch.setattr(common, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+
+    def script():
+        import streamlit as st
+
+        from dgm.ui import common
+
+        calls = st.session_state.setdefault("calls", [0])
+        run = st.session_state.get("run")
+
+        def build():
+            calls[0] += 1
+            return calls[0]
+
+        with common.playing(run):
+            st.write(f"value {common.throttled('k', 1.0, build)}")
+
+    at = AppTest.from_function(script).run()
+    assert at.markdown[0].value == "value 1"
+    at.run()
+    assert at.markdown[0].value == "value 2"  # not playing: always rebuilt
+    at.session_state["run"] = "r1"
+    at.run()
+    at.run()
+    assert at.markdown[0].value == "value 3"  # playing: the value of 3 is reused within a second
+    clock[0] += 1.5
+    at.run()
+    assert at.markdown[0].value == "value 4"  # a second later: rebuilt
+    at.session_state["run"] = "r2"
+    at.run()
+    assert at.markdown[0].value == "value 5"  # another run: rebuilt
