@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dgm.data
 from dgm import nets
+from dgm.config import knob_map
 from dgm.device import seeded
 from dgm.gan import PRESETS, GANConfig, GANTrainer
 from dgm.metrics import mode_stats
@@ -163,14 +164,18 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=60.0, help="seconds of training per seed before giving up")
     p.add_argument("--max-steps", type=int, default=None, help="also stop a seed after this many steps")
     p.add_argument("--threads", type=int, default=1, help="torch threads (tiny nets: 1 is fastest)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KNOB=VALUE",
+                   help="override knobs of the benchmarked config, e.g. --set ema=0.999 lr_g=3e-3")
     a = p.parse_args()
+    knobs = knob_map(GANConfig)
+    extra = {k: knobs[k].parse(v) for k, v in (kv.split("=", 1) for kv in a.set)}
     torch.set_num_threads(a.threads)
     if a.only in (None, "speed"):
         bench_speed()
     if a.only in (None, "ring8"):
-        bench_quality("ring8 (default preset)", {}, a.seeds, a.budget, 8, 0.90, a.max_steps, a.first_seed)
+        bench_quality("ring8 (default preset)", extra, a.seeds, a.budget, 8, 0.90, a.max_steps, a.first_seed)
     if a.only in (None, "grid25"):
-        bench_quality("grid25 (preset 'grid25')", PRESETS["grid25"], a.seeds, 2 * a.budget, 24, 0.80, a.max_steps,
+        bench_quality("grid25 (preset 'grid25')", PRESETS["grid25"] | extra, a.seeds, 2 * a.budget, 24, 0.80, a.max_steps,
                       a.first_seed)
 
 

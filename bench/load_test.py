@@ -57,12 +57,12 @@ def status(page) -> tuple[int, float, float]:
     return (int(m.group(1).replace(",", "")), float((m.group(2) or "0").replace(",", "")), float(m.group(3) or 0))
 
 
-PLOTLY_BUNDLE = "**/static/js/PlotlyChart.*.js"
+PLOTLY_JS = "**/app/static/plotly.min.js"  # what dgm.ui.plotly_live charts load
 
 
 def _expected(message: str, render: bool) -> bool:
-    """With --no-render every chart reports that its (blocked) plotly bundle failed to load."""
-    return not render and "PlotlyChart" in message
+    """With --no-render every chart reports that its (blocked) plotly.js failed to load."""
+    return not render and "plotly" in message.lower()
 
 
 def run(n: int, seconds: float, page_path: str, server: AppServer, browser, render: bool = True) -> dict:
@@ -71,7 +71,7 @@ def run(n: int, seconds: float, page_path: str, server: AppServer, browser, rend
     for i in range(n):
         ctx = browser.new_context(viewport={"width": 1200, "height": 900})
         if not render:
-            ctx.route(PLOTLY_BUNDLE, lambda route: route.abort())
+            ctx.route(PLOTLY_JS, lambda route: route.abort())
         pg = ctx.new_page()
         pg.on("pageerror", lambda e, i=i: None if _expected(str(e), render) else errors.append(f"session {i}: {e}"))
         contexts.append(ctx)

@@ -1,9 +1,12 @@
 """Redraws and training speed of one page while it plays in headless Chromium.
 
     .venv/bin/python bench/page_fps.py gan        # or: divergences, flows, vae, demo
+    .venv/bin/python bench/page_fps.py gan --no-render
 
 Starts the app on a free loopback port, opens the page, presses Play, and reads the page's status
 line over 10 s: steps per second as the page achieves them (drawing included) and redraws per second.
+The browser shares this machine's CPU with the server; ``--no-render`` keeps plotly.js out of the
+page (the server still builds and sends every figure), as when the browser runs on another machine.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from conftest import CHROMIUM, CHROMIUM_ARGS, AppServer, wait_for_app  # noqa: E
 ITER = re.compile(r"Iteration ([\d,]+)")
 
 
-def main(page_name: str = "gan", seconds: float = 10.0) -> None:
+def main(page_name: str = "gan", seconds: float = 10.0, render: bool = True) -> None:
     from playwright.sync_api import sync_playwright
 
     server = AppServer().start()
@@ -29,6 +32,8 @@ def main(page_name: str = "gan", seconds: float = 10.0) -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+            if not render:
+                pg.route("**/app/static/plotly.min.js", lambda route: route.abort())
             pg.goto(server.url + "/")
             wait_for_app(pg)
             pg.goto(f"{server.url}/{page_name}")
@@ -46,7 +51,7 @@ def main(page_name: str = "gan", seconds: float = 10.0) -> None:
                 pg.wait_for_timeout(20)
             t1, s1 = time.time(), status()
             it = [int(ITER.search(s).group(1).replace(",", "")) for s in (s0, s1)]
-            print(f"{page_name}: {(it[1] - it[0]) / (t1 - t0):.0f} steps/s over {t1 - t0:.1f} s, "
+            print(f"{page_name}{'' if render else ' (no rendering)'}: {(it[1] - it[0]) / (t1 - t0):.0f} steps/s over {t1 - t0:.1f} s, "
                   f"{(len(seen) - 1) / (t1 - t0):.1f} redraws/s; last status: {s1}")
             browser.close()
     finally:
@@ -54,4 +59,5 @@ def main(page_name: str = "gan", seconds: float = 10.0) -> None:
 
 
 if __name__ == "__main__":
-    main(*(sys.argv[1:2] or ["gan"]))
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    main(args[0] if args else "gan", render="--no-render" not in sys.argv)

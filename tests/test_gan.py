@@ -262,3 +262,18 @@ def test_cli_prints_the_mode_metrics():
                    "--g-width", "16", "--d-width", "16", "--batch", "32"])
     assert {"modes", "high_quality", "mode_kl", "mmd"} <= set(out["final"])
     assert out["steps"] == 20
+
+
+def test_weight_average_follows_g_and_gives_the_samples():
+    t = GANTrainer(GANConfig(ema=0.99), seed=0)
+    assert GANTrainer(GANConfig(), seed=0).G_avg is None  # off by default: samples come from G
+    before = [p.detach().clone() for p in t.G_avg.parameters()]
+    t.step(1)
+    beta = 1 / 10  # the decay ramps up from (1 + 0) / (10 + 0) at the first step
+    for b, a, g in zip(before, t.G_avg.parameters(), t.G.parameters()):
+        torch.testing.assert_close(a, beta * b + (1 - beta) * g.detach())
+    t.step(50)
+    with torch.no_grad():
+        torch.testing.assert_close(t.generate(), t.G_avg(t.z_eval))
+        assert not torch.allclose(t.generate(), t.G(t.z_eval))
+    assert all(not p.requires_grad for p in t.G_avg.parameters())

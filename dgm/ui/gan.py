@@ -42,9 +42,11 @@ LESSON_TEXT = {
         "uphill on D (D estimates log p/q, so uphill means 'towards the data, away from the samples'); then G is "
         "fitted by least squares to land on the moved points. The generator follows its own particles."),
     "grid25": (
-        "Twenty-five narrow modes on a square grid, 2 apart. A WGAN-GP with wider networks (128 units) and a slow "
+        "Twenty-five narrow modes on a square grid, 2 apart. A WGAN-GP with wider networks (128 units) and a "
         "learning-rate decay: watch *modes captured* climb to 25 first (the critic's gradient reaches every empty "
-        "mode), then the high-quality fraction rise as the decaying rates let G settle onto them."),
+        "mode), then the high-quality fraction rise as the decaying rates let G settle onto them. The orange "
+        "samples come from a running average of G's weights (*G weight average* in the sidebar): G itself keeps "
+        "circling the equilibrium a little, and its average sits tighter on the modes. Set it to 0 to compare."),
 }
 
 
@@ -89,39 +91,44 @@ def _timeline_pick(exp: Experiment, trainer) -> dict[str, Any] | None:
 def drawer(exp: Experiment, opts: dict[str, bool]) -> Callable:
     from dgm.viz import gan as vg
 
-    def draw(trainer) -> None:
+    def draw(trainer) -> Callable[[], None]:
+        """Under the run's lock, take what the figures need; the returned function builds and shows
+        them after the lock is released, while training goes on."""
         snap = trainer.snapshot()
         trainer.timeline.add(trainer.iteration, snap)
         old = _timeline_pick(exp, trainer)
-        shown = old or snap
-        figs = vg.main_figures(shown, trainer.history.merged(), trainer.data,
-                               show_manifold=opts["show_manifold"], show_arrows=opts["show_arrows"])
-        if old is not None:
-            st.caption(f"Showing the snapshot at iteration {old['iteration']:,} (the curves show the whole run).")
-        if opts["show_dstar"] and "dstar" in figs:
-            a, b, c = st.columns([1.25, 1, 1])
-            with b:
-                common.plot(lambda: figs["learned_d"], key="gan.learned_d", every=common.PANELS_EVERY)
-            with c:
-                common.plot(lambda: figs["dstar"], key="gan.dstar_fig", every=common.PANELS_EVERY)
-        else:
-            a, _ = st.columns([1.4, 1])
-        with a:
-            common.plot(figs["game"], key="gan.game")
-        names = ["losses"]
-        if trainer.history.evals:
-            names += [n for n in ("modes", "mode_kl", "mmd", "js") if n in figs]
-        for row in (names[:3], names[3:]):
-            cols = st.columns(3)
-            for col, n in zip(cols, row):
-                with col:
-                    common.plot(lambda n=n: figs[n], key=f"gan.{n}", every=common.CURVES_EVERY)
-        _metrics_caption(trainer)
+        rows, data, has_evals = trainer.history.merged(), trainer.data, bool(trainer.history.evals)
+        caption = _metrics_caption(trainer)
+
+        def show() -> None:
+            figs = vg.main_figures(old or snap, rows, data, show_manifold=opts["show_manifold"],
+                                   show_arrows=opts["show_arrows"])
+            if old is not None:
+                st.caption(f"Showing the snapshot at iteration {old['iteration']:,} (the curves show the whole run).")
+            if opts["show_dstar"] and "dstar" in figs:
+                a, b, c = st.columns([1.25, 1, 1])
+                with b:
+                    common.plot(lambda: figs["learned_d"], key="gan.learned_d", every=common.PANELS_EVERY)
+                with c:
+                    common.plot(lambda: figs["dstar"], key="gan.dstar_fig", every=common.PANELS_EVERY)
+            else:
+                a, _ = st.columns([1.4, 1])
+            with a:
+                common.plot(figs["game"], key="gan.game")
+            names = ["losses"] + ([n for n in ("modes", "mode_kl", "mmd", "js") if n in figs] if has_evals else [])
+            for row in (names[:3], names[3:]):
+                cols = st.columns(3)
+                for col, n in zip(cols, row):
+                    with col:
+                        common.plot(lambda n=n: figs[n], key=f"gan.{n}", every=common.CURVES_EVERY)
+            st.caption(caption)
+
+        return show
 
     return draw
 
 
-def _metrics_caption(trainer) -> None:
+def _metrics_caption(trainer) -> str:
     from dgm.gan import JS_RESOLUTION
 
     ev = trainer.latest_eval
@@ -140,10 +147,10 @@ def _metrics_caption(trainer) -> None:
                f"{JS_RESOLUTION}×{JS_RESOLUTION} grid over the plot's box." if trainer.log_p_grid is not None else
                " This data set has no exact density, so JS and D* are not shown.")
     every = f"{trainer.eval_every:,}"
-    st.caption((f"Metrics on 2,500 samples, every {every} steps: " + "; ".join(parts) + where + "." if parts else
-                f"The metric curves (modes, mode KL, MMD, JS) appear after the first evaluation, at step {every}.")
-               + js_note + " High quality: within 3 std of the nearest mode "
-               "centre; a mode is captured when it is the nearest centre of a high-quality sample.")
+    return ((f"Metrics on 2,500 samples, every {every} steps: " + "; ".join(parts) + where + "." if parts else
+             f"The metric curves (modes, mode KL, MMD, JS) appear after the first evaluation, at step {every}.")
+            + js_note + " High quality: within 3 std of the nearest mode "
+            "centre; a mode is captured when it is the nearest centre of a high-quality sample.")
 
 
 def theory() -> None:

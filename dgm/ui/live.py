@@ -3,11 +3,13 @@
     trainer = live.loop(exp, cfg, draw)
 
 Play / Pause / Step / Reset are buttons with callbacks. While playing, a fragment with
-``run_every`` redraws about five times a second. At the "auto" speed a worker thread of the
+``run_every`` redraws up to six times a second. At the "auto" speed a worker thread of the
 session trains meanwhile, in chunks of about 30 ms under a lock that the redraw also takes, so
-training goes on while the browser renders and every figure sees a consistent model; the worker
-stops by itself when no redraw has come for 10 s (a closed or hidden tab), and the next redraw,
-if one comes, starts it again. At a
+training goes on while the browser renders and every figure sees a consistent model. Redraws are
+paced so that drawing takes at most ``DRAW_SHARE`` of the server's time, shared among the sessions
+playing at once; the main view redraws every frame and the curves about once a second
+(``common.plot(..., every=)``). The worker stops by itself when no redraw has come for 10 s (a
+closed or hidden tab), and the next redraw, if one comes, starts it again. At a
 fixed speed (1, 10, 100 or 1000 steps per frame) each redraw trains exactly that many steps first.
 The trainer lives in ``st.session_state`` under a per-page key, so every browser session has its
 own. A change of settings or seed starts a new run. A link with ``?steps=N`` replays: the page
@@ -40,8 +42,9 @@ log = logging.getLogger(__name__)
 
 CHUNK_SECONDS = 0.03  # the worker's training chunk: how long a redraw may wait for the lock
 FRAME_INTERVAL = 0.17  # seconds between redraws while playing, at most
-# While the auto speed plays, redraws take at most this share of the time (a page whose figures take
-# 80 ms to draw redraws at most every 200 ms), so that the training thread keeps the rest.
+# While the auto speed plays, redraws take at most this share of the server's time, so that training
+# keeps the rest: a page whose figures take 80 ms to draw redraws at most every 200 ms, and with ten
+# sessions playing at once, every two seconds each.
 DRAW_SHARE = 0.4
 IDLE_STOP_SECONDS = 10.0  # the worker stops when no redraw came for this long (tab closed or hidden)
 SPEEDS = ["auto", 1, 10, 100, 1000]
@@ -130,6 +133,12 @@ def _stop_workers() -> None:
     for s in list(_WORKERS):
         if s.worker is not None:
             s.worker.join(timeout=5)
+
+
+def _playing_sessions() -> int:
+    """How many sessions of this server play at the auto speed and have redrawn in the last 5 s."""
+    now = time.monotonic()
+    return max(1, sum(1 for s in list(_WORKERS) if s.playing and now - s.last_seen < 5.0))
 
 
 def _speed_key(exp: Experiment) -> str:
@@ -246,12 +255,23 @@ def _error_panel(exp: Experiment, s: LiveState) -> None:
              args=(exp,))
 
 
-def loop(exp: Experiment, cfg: Any, draw: Callable[[Trainer], None], *, autoplay: bool = False,
+def _safely(fn: Callable, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as e:  # a figure must never take the page down
+        log.exception("drawing failed")
+        st.error(f"Could not draw the figures: {e}", icon=":material/warning:")
+        return None
+
+
+def loop(exp: Experiment, cfg: Any, draw: Callable[[Trainer], Callable[[], None] | None], *, autoplay: bool = False,
          warm_steps: int = 0, runtime: dict[str, Any] | None = None) -> LiveState:
     """Controls, status line and the live figures for ``exp`` with config ``cfg``.
 
     ``draw(trainer)`` renders the page's figures from ``trainer.snapshot()`` and ``history``;
-    it runs after every burst while playing. ``warm_steps`` trains that many steps when a run
+    it runs after every burst while playing, holding the run's lock (training waits). It may
+    instead take what it needs from the trainer and return a function that builds and shows the
+    figures: that runs after the lock is released, while training goes on. ``warm_steps`` trains that many steps when a run
     starts, so the page opens on a fitted model. ``runtime`` holds settings that change how the
     next steps run without restarting the run (e.g. the GAN's "train only D"): each is set as an
     attribute of the trainer before every burst."""
@@ -280,26 +300,24 @@ def loop(exp: Experiment, cfg: Any, draw: Callable[[Trainer], None], *, autoplay
                 _start_worker(cur)
         if timed and not cur.playing:
             st.rerun(scope="app")  # paused by divergence or idleness: stop the timer, show why
-        if cur.playing and auto and cur.frames:  # leave the training thread its share of the time
-            rest = cur.draw_seconds / DRAW_SHARE - (time.perf_counter() - cur.frames[-1][0])
-            if rest > 0:
-                time.sleep(min(rest, 1.0))
-        with cur.lock:  # a consistent model for the status line and every figure
-            t0 = time.perf_counter()
-            if cur.playing:
-                cur.frames = (cur.frames + [(time.perf_counter(), cur.trainer.iteration)])[-20:]
-            if cur.error:
-                _error_panel(exp, cur)
-            _status(cur)
-            try:
-                # while playing, the slow figures (curves, side panels) redraw about once a second
-                with common.playing(f"{id(cur)}" if cur.playing else None):
-                    draw(cur.trainer)
-            except Exception as e:  # a figure must never take the page down
-                log.exception("drawing failed")
-                st.error(f"Could not draw the figures: {e}", icon=":material/warning:")
-            dt = time.perf_counter() - t0
-            cur.draw_seconds = dt if cur.draw_seconds == 0 else 0.7 * cur.draw_seconds + 0.3 * dt
+        if cur.playing and auto and cur.frames:  # leave training its share of the time
+            rest = _playing_sessions() * cur.draw_seconds / DRAW_SHARE - (time.perf_counter() - cur.frames[-1][0])
+            if rest > 0:  # (at most 2 s: a click waits for the end of this frame)
+                time.sleep(min(rest, 2.0))
+        # while playing, the slow figures (curves, side panels) redraw about once a second
+        with common.playing(f"{id(cur)}" if cur.playing else None):
+            with cur.lock:  # a consistent model for the status line and every figure
+                t0 = time.perf_counter()
+                if cur.playing:
+                    cur.frames = (cur.frames + [(time.perf_counter(), cur.trainer.iteration)])[-20:]
+                if cur.error:
+                    _error_panel(exp, cur)
+                _status(cur)
+                show = _safely(draw, cur.trainer)
+            if callable(show):  # the figures, built from what draw took, while training goes on
+                _safely(show)
+        dt = time.perf_counter() - t0
+        cur.draw_seconds = dt if cur.draw_seconds == 0 else 0.7 * cur.draw_seconds + 0.3 * dt
 
     frame()
     return s

@@ -66,16 +66,19 @@ export default function (component) {
     root.setAttribute("data-testid", "dgmPlot");
     parentElement.appendChild(root);
   }
-  if (!data || root.__dgmSpec === data.spec) return;  // the same figure again: nothing to redraw
-  root.__dgmSpec = data.spec;
-  const fig = JSON.parse(data.spec);
+  // on unmount: once the chart has left the page, free plotly's state and its resize listener
+  const cleanup = () => setTimeout(() => { if (!root.isConnected && window.Plotly) window.Plotly.purge(root); }, 0);
+  const spec = data && data.spec;
+  if (!spec || root.__dgmSpec === spec) return cleanup;  // the same figure again: nothing to redraw
+  root.__dgmSpec = spec;
+  const fig = JSON.parse(spec);
   if (fig.layout && fig.layout.height) root.style.minHeight = fig.layout.height + "px";
-  const config = Object.assign({ displaylogo: false, responsive: true }, data.config || {});
+  const config = { displaylogo: false, responsive: true };
   // updates are chained: a figure waits for the previous one to be drawn
   root.__dgmQueue = (root.__dgmQueue || Promise.resolve())
     .then(loadPlotly)
     .then((Plotly) => {
-      if (root.__dgmSpec !== data.spec) return;  // a newer figure came meanwhile: draw that one
+      if (root.__dgmSpec !== spec) return;  // a newer figure came meanwhile: draw that one
       const layout = Object.assign({}, fig.layout, { autosize: true });
       delete layout.width;
       return Plotly.react(root, fig.data || [], layout, config);
@@ -84,6 +87,7 @@ export default function (component) {
     .catch((e) => {
       root.textContent = "This chart could not be drawn: " + e.message;
     });
+  return cleanup;
 }
 """
 
@@ -100,7 +104,7 @@ def _get_component():
     return _component
 
 
-def chart(fig: go.Figure | str, key: str, config: dict | None = None) -> None:
+def chart(fig: go.Figure | str, key: str) -> None:
     """Show ``fig`` (a figure or its plotly JSON), updating the chart with key ``key`` in place."""
     spec = fig if isinstance(fig, str) else fig.to_json()
-    _get_component()(key=key, data={"spec": spec, "config": config or {}}, width="stretch")
+    _get_component()(key=key, data={"spec": spec}, width="stretch")
