@@ -40,8 +40,8 @@ test: setup-test
 screenshots: setup-test
 	$(PY) -m pytest tests/test_screenshots.py --update-screenshots
 
-bench: setup
+bench: setup-test
 	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache bench/out
+	rm -rf $(VENV) .pytest_cache bench/out static

@@ -71,7 +71,9 @@ class AppServer:
                "--server.port", str(self.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
         self.log = open(ROOT / ".pytest_cache" / f"streamlit-{self.port}.log", "w") if (ROOT / ".pytest_cache").exists() \
             else subprocess.DEVNULL
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        env = {**os.environ, "MALLOC_ARENA_MAX": "2"}  # as `make run` starts the server
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -20,6 +20,7 @@ trains exactly N steps on the CPU and stops. Divergence (NaN) shows a message wi
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import os
 import logging
@@ -65,7 +66,7 @@ class LiveState:
     lock: threading.RLock = field(default_factory=threading.RLock)  # held while training or drawing
     worker: threading.Thread | None = None
     last_seen: float = 0.0  # time.monotonic() of the last redraw
-    draw_seconds: float = 0.0  # how long a redraw holds the lock, smoothed
+    draw_seconds: float = 0.0  # CPU seconds a redraw takes, smoothed
 
 
 def _key(exp: Experiment) -> str:
@@ -135,10 +136,65 @@ def _stop_workers() -> None:
             s.worker.join(timeout=5)
 
 
+GC_EVERY_SECONDS = 30.0
+_gc_thread: threading.Thread | None = None
+
+
+def _collect_garbage() -> None:
+    """Streamlit's full collection after every script run is off (.streamlit/config.toml: it
+    starved training); closed sessions' cyclic garbage is collected here instead, every 30 s, and
+    on glibc the freed memory is handed back to the system (malloc_trim)."""
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        trim = None
+    while True:
+        time.sleep(GC_EVERY_SECONDS)
+        gc.collect()
+        if trim is not None:
+            trim(0)
+
+
+def _start_gc() -> None:
+    global _gc_thread
+    if _gc_thread is None:
+        _gc_thread = threading.Thread(target=_collect_garbage, name="dgm-gc", daemon=True)
+        _gc_thread.start()
+
+
 def _playing_sessions() -> int:
     """How many sessions of this server play at the auto speed and have redrawn in the last 5 s."""
     now = time.monotonic()
     return max(1, sum(1 for s in list(_WORKERS) if s.playing and now - s.last_seen < 5.0))
+
+
+def _interaction_pending() -> bool | None:
+    """Whether this session has asked for more than the frame timer's rerun: a click or a widget
+    change (a full rerun), or a stop (the tab closed). Reads Streamlit's request queue, which is not
+    public API: None when that cannot be read."""
+    try:
+        from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
+        from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+        req = get_script_run_ctx().script_requests
+        return req._state == ScriptRequestType.STOP or (
+            req._state == ScriptRequestType.RERUN and not req._rerun_data.fragment_id_queue)
+    except Exception:
+        return None
+
+
+def _pace(until: float) -> None:
+    """Wait, holding nothing, until ``time.perf_counter()`` reaches ``until``: at most 10 s, and not
+    past a click (at most 2 s where a click cannot be seen coming)."""
+    start = now = time.perf_counter()
+    while now < until:
+        pending = _interaction_pending()
+        if pending or now - start > (2.0 if pending is None else 10.0):
+            return
+        time.sleep(min(0.02, until - now))
+        now = time.perf_counter()
 
 
 def _speed_key(exp: Experiment) -> str:
@@ -275,6 +331,7 @@ def loop(exp: Experiment, cfg: Any, draw: Callable[[Trainer], Callable[[], None]
     starts, so the page opens on a fitted model. ``runtime`` holds settings that change how the
     next steps run without restarting the run (e.g. the GAN's "train only D"): each is set as an
     attribute of the trainer before every burst."""
+    _start_gc()
     s = ensure(exp, cfg, autoplay=autoplay, warm_steps=warm_steps)
     for k, v in (runtime or {}).items():
         setattr(s.trainer, k, v)
@@ -301,13 +358,11 @@ def loop(exp: Experiment, cfg: Any, draw: Callable[[Trainer], Callable[[], None]
         if timed and not cur.playing:
             st.rerun(scope="app")  # paused by divergence or idleness: stop the timer, show why
         if cur.playing and auto and cur.frames:  # leave training its share of the time
-            rest = _playing_sessions() * cur.draw_seconds / DRAW_SHARE - (time.perf_counter() - cur.frames[-1][0])
-            if rest > 0:  # (at most 2 s: a click waits for the end of this frame)
-                time.sleep(min(rest, 2.0))
+            _pace(cur.frames[-1][0] + _playing_sessions() * cur.draw_seconds / DRAW_SHARE)
         # while playing, the slow figures (curves, side panels) redraw about once a second
+        cpu0 = time.thread_time()  # the redraw's CPU time (its wall time grows with the GIL's queue)
         with common.playing(f"{id(cur)}" if cur.playing else None):
             with cur.lock:  # a consistent model for the status line and every figure
-                t0 = time.perf_counter()
                 if cur.playing:
                     cur.frames = (cur.frames + [(time.perf_counter(), cur.trainer.iteration)])[-20:]
                 if cur.error:
@@ -316,7 +371,7 @@ def loop(exp: Experiment, cfg: Any, draw: Callable[[Trainer], Callable[[], None]
                 show = _safely(draw, cur.trainer)
             if callable(show):  # the figures, built from what draw took, while training goes on
                 _safely(show)
-        dt = time.perf_counter() - t0
+        dt = time.thread_time() - cpu0
         cur.draw_seconds = dt if cur.draw_seconds == 0 else 0.7 * cur.draw_seconds + 0.3 * dt
 
     frame()
