@@ -138,6 +138,7 @@ def _stop_workers() -> None:
 
 GC_EVERY_SECONDS = 30.0
 _gc_thread: threading.Thread | None = None
+_gc_lock = threading.Lock()
 
 
 def _collect_garbage() -> None:
@@ -159,9 +160,10 @@ def _collect_garbage() -> None:
 
 def _start_gc() -> None:
     global _gc_thread
-    if _gc_thread is None:
-        _gc_thread = threading.Thread(target=_collect_garbage, name="dgm-gc", daemon=True)
-        _gc_thread.start()
+    with _gc_lock:
+        if _gc_thread is None:
+            _gc_thread = threading.Thread(target=_collect_garbage, name="dgm-gc", daemon=True)
+            _gc_thread.start()
 
 
 def _playing_sessions() -> int:
@@ -327,8 +329,8 @@ def loop(exp: Experiment, cfg: Any, draw: Callable[[Trainer], Callable[[], None]
     ``draw(trainer)`` renders the page's figures from ``trainer.snapshot()`` and ``history``;
     it runs after every burst while playing, holding the run's lock (training waits). It may
     instead take what it needs from the trainer and return a function that builds and shows the
-    figures: that runs after the lock is released, while training goes on. ``warm_steps`` trains that many steps when a run
-    starts, so the page opens on a fitted model. ``runtime`` holds settings that change how the
+    figures: that runs after the lock is released, while training goes on. ``warm_steps`` trains
+    that many steps when a run starts, so the page opens on a fitted model. ``runtime`` holds settings that change how the
     next steps run without restarting the run (e.g. the GAN's "train only D"): each is set as an
     attribute of the trainer before every burst."""
     _start_gc()
