@@ -62,3 +62,18 @@ def test_throttled_reuses_a_value_only_while_the_same_run_plays(monkeypatch):
     at.session_state["run"] = "r2"
     at.run()
     assert at.markdown[0].value == "value 5"  # another run: rebuilt
+
+
+def test_charts_fall_back_to_st_plotly_chart_when_plotly_js_cannot_be_served(monkeypatch):
+    from conftest import charts, open_page
+    from dgm.ui import plotly_live
+
+    def read_only():
+        raise PermissionError("read-only checkout")
+
+    monkeypatch.setattr(plotly_live, "_component", None)
+    monkeypatch.setattr(plotly_live, "_unavailable", False)
+    monkeypatch.setattr(plotly_live, "ensure_plotly_js", read_only)
+    at = open_page("pages/demo.py")
+    assert not at.exception and not charts(at)
+    assert len(at.get("plotly_chart")) == 2  # the fit and the loss curve, drawn the plain way

@@ -14,6 +14,8 @@ page.
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import plotly
 import plotly.graph_objects as go
 import streamlit as st
 
+log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "static"  # served at app/static/ (server.enableStaticServing in .streamlit/config.toml)
 PLOTLY_JS = "plotly.min.js"
@@ -92,12 +95,18 @@ export default function (component) {
 """
 
 _component = None
+_unavailable = False  # plotly.js could not be put where the server serves it
 
 
 def _get_component():
-    global _component
-    if _component is None:
-        ensure_plotly_js()
+    global _component, _unavailable
+    if _component is None and not _unavailable:
+        try:
+            ensure_plotly_js()
+        except OSError:  # e.g. a read-only checkout: fall back to st.plotly_chart
+            log.warning("could not copy plotly.js to %s; charts are redrawn from scratch", STATIC, exc_info=True)
+            _unavailable = True
+            return None
         _component = st.components.v2.component(
             "dgm.plotly_live", js=JS % {"js": PLOTLY_JS, "cls": CLASS}, isolate_styles=False,
             css=f".{CLASS} {{ width: 100%; }}")
@@ -107,4 +116,8 @@ def _get_component():
 def chart(fig: go.Figure | str, key: str) -> None:
     """Show ``fig`` (a figure or its plotly JSON), updating the chart with key ``key`` in place."""
     spec = fig if isinstance(fig, str) else fig.to_json()
-    _get_component()(key=key, data={"spec": spec}, width="stretch")
+    component = _get_component()
+    if component is None:
+        st.plotly_chart(go.Figure(json.loads(spec)), key=key, config={"displaylogo": False}, theme=None)
+    else:
+        component(key=key, data={"spec": spec}, width="stretch")
