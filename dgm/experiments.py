@@ -7,6 +7,7 @@ lazily, so ``dgm.data`` stays importable without the heavier model code.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -30,7 +31,7 @@ class Experiment:
     help: str  # one line for --help
     config: type  # the config dataclass (its knobs become flags)
     trainer: Callable[..., Trainer]  # (config, seed=, device=) -> Trainer
-    figures: Callable[[Trainer], dict[str, Any]] | None = None  # the page's main figures, by name
+    figures: Callable[[Trainer], Mapping[str, Any]] | None = None  # the page's main figures, by name
     samples: Callable[[Trainer, int], np.ndarray] | None = None  # n final 2D samples, where it makes them
     presets: dict[str, dict[str, Any]] | None = None  # lesson name -> knob values (unset knobs: defaults)
     lessons: dict[str, str] | None = None  # lesson name -> one line on what it shows (home page)

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import zipfile
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import torch
@@ -95,7 +96,7 @@ def load_weights(trainer: Trainer, raw: bytes, experiment: str) -> int:
     return it
 
 
-def figures_zip(figures: dict[str, Any], prefix: str, svg: bool = True) -> bytes:
+def figures_zip(figures: Mapping[str, Any], prefix: str, svg: bool = True) -> bytes:
     """PNG (and SVG) of every figure, zipped. Needs kaleido (Chromium) for plotly figures."""
     from dgm import viz
 

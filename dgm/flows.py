@@ -224,7 +224,7 @@ class FlowTrainer(Trainer):
         log_p = self.target_log_prob(grid.points) if self.exact else None
         out = {"samples": x.cpu(), "grid": _cpu_grid(grid), "log_q": log_q.cpu(),
                "log_p": None if log_p is None else log_p.cpu(), "data": self.heldout[:n].cpu()}
-        return out | self.trajectories() if layers else out
+        return (out | self.trajectories()) if layers else out
 
     @torch.no_grad()
     def trajectories(self, n_traj: int = 500, lines: int = 9) -> dict:
