@@ -352,9 +352,9 @@ class GANTrainer(Trainer):
         s["pools"] = (self._real_pool, self._real_i, self._z_pool, self._z_i)
         return s
 
-    def restore_last_good(self):
-        super().restore_last_good()
-        self._real_pool, self._real_i, self._z_pool, self._z_i = self._last_good["pools"]
+    def _restore(self, s, copy_=True):
+        super()._restore(s, copy_)
+        self._real_pool, self._real_i, self._z_pool, self._z_i = s["pools"]
 
     # -- one step --------------------------------------------------------------------------------
     def _d_step(self, x: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:

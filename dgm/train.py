@@ -212,15 +212,59 @@ class Trainer:
             "objects": {k: copy.deepcopy(v.state_dict()) for k, v in self.stateful().items()},
         }
 
-    def restore_last_good(self) -> None:
-        """Go back to the state after the last burst whose values were all finite."""
-        s = self._last_good
+    def _restore(self, s: dict[str, Any], copy_: bool = True) -> None:
+        """Load a state made by ``_capture``; ``copy_=False`` when ``s`` is not shared (it is then
+        taken over)."""
+        own = copy.deepcopy if copy_ else (lambda x: x)
         self.iteration = s["iteration"]
         self.gen.set_state(s["gen"])
-        self.history.load_state_dict(copy.deepcopy(s["history"]))
+        self.history.load_state_dict(own(s["history"]))
         self.latest, self.latest_eval = dict(s["latest"]), dict(s["latest_eval"])
         for k, obj in self.stateful().items():
-            obj.load_state_dict(copy.deepcopy(s["objects"][k]))
+            obj.load_state_dict(own(s["objects"][k]))
+
+    def restore_last_good(self) -> None:
+        """Go back to the state after the last burst whose values were all finite."""
+        self._restore(self._last_good)
+
+    # -- moving a run between processes (dgm.worker trains the live pages' runs) ------------------
+    def _derived(self) -> dict[str, Any]:
+        """State computed from the model that is worth carrying along with it (see VAETrainer)."""
+        return {}
+
+    def _load_derived(self, d: dict[str, Any]) -> None:
+        pass
+
+    def export_state(self, full: bool = True, last_good: bool = True) -> dict[str, Any]:
+        """The run, picklable. ``full``: everything ``import_state`` needs to continue it exactly,
+        anywhere; otherwise only what figures read (the modules' tensors as numpy arrays, history and
+        metrics), which is several times cheaper to move. ``last_good``: also the checkpoint that
+        "back to the last good state" returns to."""
+        if full:
+            out = {"state": self._capture()}
+        else:
+            out = {"iteration": self.iteration, "history": self.history.state_dict(), "latest": dict(self.latest),
+                   "latest_eval": dict(self.latest_eval),
+                   "modules": {k: [t.detach().cpu().numpy().copy() for t in m.state_dict().values()]
+                               for k, m in self.modules().items()}}
+        return {**out, "derived": self._derived(), "last_good": self._last_good if last_good else None}
+
+    def import_state(self, s: dict[str, Any]) -> None:
+        """Take over ``export_state``'s dict (unpickled, not shared): a full state continues the run
+        from there; a light one only updates what the figures read (a replica's view of a run)."""
+        if "state" in s:
+            self._restore(s["state"], copy_=False)
+        else:
+            self.iteration = s["iteration"]
+            self.history.load_state_dict(s["history"])
+            self.latest, self.latest_eval = s["latest"], s["latest_eval"]
+            with torch.no_grad():
+                for k, m in self.modules().items():
+                    for t, a in zip(m.state_dict().values(), s["modules"][k]):
+                        t.copy_(torch.from_numpy(a))
+        self._load_derived(s["derived"])
+        if s["last_good"] is not None:
+            self._last_good = s["last_good"]
 
     def reset(self) -> None:
         """Start over from the same config and seed."""

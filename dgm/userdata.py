@@ -171,6 +171,14 @@ def make_distribution(points: np.ndarray, description: str = "your data") -> tup
     return _REGISTRY[name], scaling
 
 
+def register(dist: EmpiricalKDE) -> None:
+    """Make a data set built elsewhere (in the server, for a worker process) resolvable by its name."""
+    _REGISTRY[dist.name] = dist
+    _REGISTRY.move_to_end(dist.name)
+    while len(_REGISTRY) > _REGISTRY_MAX:
+        _REGISTRY.popitem(last=False)
+
+
 def lookup(name: str) -> EmpiricalKDE | None:
     return _REGISTRY.get(name)
 

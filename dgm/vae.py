@@ -498,9 +498,15 @@ class VAETrainer(Trainer):
             "mi": self.analysis["surgery"]["mi"], "marginal_kl": self.analysis["surgery"]["marginal_kl"],
         }
 
-    def restore_last_good(self) -> None:
-        super().restore_last_good()
+    def _restore(self, s, copy_=True) -> None:
+        super()._restore(s, copy_)
         self.analysis, self._test_cache = {}, {}  # derived from the model: recomputed on demand
+
+    def _derived(self):
+        return {"analysis": self.analysis, "test_cache": self._test_cache}
+
+    def _load_derived(self, d) -> None:
+        self.analysis, self._test_cache = d["analysis"], d["test_cache"]
 
     @torch.no_grad()
     def _analyse(self) -> dict[str, Any]:

@@ -3,9 +3,12 @@
     trainer = live.loop(exp, cfg, draw)
 
 Play / Pause / Step / Reset are buttons with callbacks. While playing, a fragment with
-``run_every`` redraws up to six times a second. At the "auto" speed a worker thread of the
-session trains meanwhile, in chunks of about 30 ms under a lock that the redraw also takes, so
-training goes on while the browser renders and every figure sees a consistent model. Redraws are
+``run_every`` redraws up to six times a second. At the "auto" speed the run trains meanwhile in a
+worker process (``dgm.worker``): each redraw first copies the run's current state into the
+session's trainer, which stays a replica that the figures read, and Pause brings the whole state
+back. Where no worker process is available (none ready yet, a CUDA run, ``DGM_WORKERS=0``) a thread
+of the session trains instead, in chunks of about 30 ms under a lock that the redraw also takes, so
+every figure sees a consistent model. Redraws are
 paced so that drawing takes at most ``DRAW_SHARE`` of the server's time, shared among the sessions
 playing at once; the main view redraws every frame and the curves about once a second
 (``common.plot(..., every=)``). The worker stops by itself when no redraw has come for 10 s (a
@@ -33,7 +36,7 @@ from typing import Any, Callable
 import streamlit as st
 
 from dgm import config as cfglib
-from dgm import experiments
+from dgm import experiments, worker
 from dgm.experiments import Experiment
 from dgm.train import Trainer, TrainingDiverged
 from dgm.ui import common, share
@@ -67,6 +70,8 @@ class LiveState:
     worker: threading.Thread | None = None
     last_seen: float = 0.0  # time.monotonic() of the last redraw
     draw_seconds: float = 0.0  # CPU seconds a redraw takes, smoothed
+    remote: worker.RemoteRun | None = None  # the worker process training the run while it plays
+    runtime: dict[str, Any] = field(default_factory=dict)  # settings applied before every burst
 
 
 def _key(exp: Experiment) -> str:
@@ -105,17 +110,18 @@ def _train(s: LiveState, n: int) -> None:
 
 
 def _work(s: LiveState) -> None:
-    """The worker thread: train in short chunks while playing and someone is watching."""
-    while s.playing and s.error is None:
+    """The worker thread: train in short chunks while playing and someone is watching, until a
+    worker process takes the run over."""
+    while s.playing and s.error is None and s.remote is None:
         if time.monotonic() - s.last_seen > IDLE_STOP_SECONDS:
             break  # nobody has redrawn for a while (tab closed or hidden); the next redraw restarts it
         with _CPU_SLOTS, s.lock:
-            if s.playing and s.error is None:
+            if s.playing and s.error is None and s.remote is None:
                 _train(s, s.burst)
         time.sleep(0.001)  # let a waiting redraw take the lock
 
 
-_WORKERS: "weakref.WeakSet[LiveState]" = weakref.WeakSet()
+_WORKERS: "weakref.WeakSet[LiveState]" = weakref.WeakSet()  # sessions that have played (pacing, exit)
 
 
 def _start_worker(s: LiveState) -> None:
@@ -123,6 +129,52 @@ def _start_worker(s: LiveState) -> None:
         s.worker = threading.Thread(target=_work, args=(s,), name="dgm-live-trainer", daemon=True)
         _WORKERS.add(s)
         s.worker.start()
+
+
+def _thread_alive(s: LiveState) -> bool:
+    return s.worker is not None and s.worker.is_alive()
+
+
+def _start_training(exp: Experiment, s: LiveState) -> None:
+    """Auto speed: a worker process continues the run if one is ready; until then, a thread. (The
+    first frame of a play trains a burst here, so that it shows progress at once.)"""
+    first = s.remote is None and not _thread_alive(s)
+    with s.lock:
+        if first:
+            _train(s, s.burst)
+        if s.playing and s.error is None:
+            s.remote = worker.start(exp.name, s.trainer, s.runtime)
+    _WORKERS.add(s)
+    if s.remote is None and s.playing and not _thread_alive(s):
+        _start_worker(s)
+
+
+def _sync(s: LiveState) -> None:
+    """The session's trainer takes the worker's current state (call holding the lock). A run that
+    diverged there comes back whole, with its message; a lost worker leaves the run at its last
+    good state (at most about a second old), from where a new worker or thread continues."""
+    try:
+        s.remote.sync(s.trainer, s.runtime)
+        s.steps_per_s = s.remote.steps_per_s
+        if s.remote.error is not None:
+            s.error, s.playing = s.remote.error, False
+            _stop_remote(s)
+    except worker.WorkerLost as e:
+        log.warning("training worker lost: %s", e)
+        s.remote = None
+        s.trainer.restore_last_good()
+
+
+def _stop_remote(s: LiveState) -> None:
+    """Bring the whole run back from its worker process (call holding the lock)."""
+    if s.remote is None:
+        return
+    try:
+        s.remote.stop(s.trainer)
+    except worker.WorkerLost as e:
+        log.warning("training worker lost: %s", e)
+        s.trainer.restore_last_good()
+    s.remote = None
 
 
 @atexit.register
@@ -213,6 +265,9 @@ def _steps_per_frame(exp: Experiment, s: LiveState) -> int:
 def _play(exp: Experiment) -> None:
     s = state(exp)
     s.playing = not s.playing and s.error is None
+    if not s.playing:
+        with s.lock:
+            _stop_remote(s)
 
 
 def _step(exp: Experiment) -> None:
@@ -220,6 +275,7 @@ def _step(exp: Experiment) -> None:
     s.playing = False
     v = st.session_state.get(_speed_key(exp), "auto")
     with s.lock:
+        _stop_remote(s)
         _train(s, 10 if v == "auto" else int(v))
 
 
@@ -227,6 +283,9 @@ def _reset(exp: Experiment) -> None:
     s = state(exp)
     s.playing = False
     with s.lock:
+        if s.remote is not None:
+            s.remote.close()  # its state is not wanted
+            s.remote = None
         s.trainer.reset()
         s.error, s.frames = None, []
 
@@ -234,6 +293,7 @@ def _reset(exp: Experiment) -> None:
 def _restore(exp: Experiment) -> None:
     s = state(exp)
     with s.lock:
+        _stop_remote(s)
         s.trainer.restore_last_good()
         s.error = None
 
@@ -257,7 +317,9 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
     s = state(exp)
     if s is None or s.fingerprint != fp:
         if s is not None:
-            s.playing = False  # the old run's worker stops at its next chunk
+            s.playing = False  # the old run's worker thread stops at its next chunk
+            if s.remote is not None:
+                s.remote.close()
         trainer = exp.make(cfg, seed=common.seed(), device=device)
         trainer.checkpoint_every_s = 1.0
         s = LiveState(trainer=trainer, fingerprint=fp, playing=autoplay and replay is None)
@@ -334,8 +396,10 @@ def loop(exp: Experiment, cfg: Any, draw: Callable[[Trainer], Callable[[], None]
     next steps run without restarting the run (e.g. the GAN's "train only D"): each is set as an
     attribute of the trainer before every burst."""
     _start_gc()
+    worker.prepare()  # a worker process ready for when Play is pressed
     s = ensure(exp, cfg, autoplay=autoplay, warm_steps=warm_steps)
-    for k, v in (runtime or {}).items():
+    s.runtime = dict(runtime or {})
+    for k, v in s.runtime.items():
         setattr(s.trainer, k, v)
     controls(exp, s)
     share.bar(exp, s, _key(exp))
@@ -350,17 +414,19 @@ def loop(exp: Experiment, cfg: Any, draw: Callable[[Trainer], Callable[[], None]
         cur.last_seen = time.monotonic()
         auto = st.session_state.get(_speed_key(exp), "auto") == "auto"
         if cur.playing and cur.error is None:
-            if not auto:  # a fixed number of steps per frame
+            if not auto:  # a fixed number of steps per frame, here
                 with cur.lock:
+                    _stop_remote(cur)
                     _train(cur, _steps_per_frame(exp, cur))
-            elif cur.worker is None or not cur.worker.is_alive():
-                with cur.lock:  # the first frame trains at once, then the worker takes over
-                    _train(cur, cur.burst)
-                _start_worker(cur)
-        if timed and not cur.playing:
-            st.rerun(scope="app")  # paused by divergence or idleness: stop the timer, show why
+            elif cur.remote is None:
+                _start_training(exp, cur)
         if cur.playing and auto and cur.frames:  # leave training its share of the time
             _pace(cur.frames[-1][0] + _playing_sessions() * cur.draw_seconds / DRAW_SHARE)
+        if cur.remote is not None:
+            with cur.lock:
+                _sync(cur)
+        if timed and not cur.playing:
+            st.rerun(scope="app")  # paused by divergence: stop the timer, show why
         # while playing, the slow figures (curves, side panels) redraw about once a second
         cpu0 = time.thread_time()  # the redraw's CPU time (its wall time grows with the GIL's queue)
         with common.playing(f"{id(cur)}" if cur.playing else None):

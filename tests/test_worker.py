@@ -1,0 +1,143 @@
+"""Runs moved between trainers, and trained in worker processes, continue exactly as they would have
+here (Trainer.export_state / import_state, dgm.worker)."""
+
+import os
+import pickle
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from dgm import experiments, userdata, worker
+from dgm.demo import DemoConfig
+from dgm.gan import GANConfig
+
+SMALL_GAN = GANConfig(g_width=16, d_width=16, batch=64)
+
+
+def tensors(t) -> torch.Tensor:
+    """Every floating-point tensor of every module, flattened."""
+    return torch.cat([v.detach().flatten() for m in t.modules().values() for v in m.state_dict().values()
+                      if v.is_floating_point()])
+
+
+def same_run(a, b) -> bool:
+    return (a.iteration == b.iteration and torch.equal(tensors(a), tensors(b))
+            and repr(a.history.merged()) == repr(b.history.merged()))
+
+
+def moved(state: dict) -> dict:
+    return pickle.loads(pickle.dumps(state))  # as between processes: nothing shared
+
+
+@pytest.mark.parametrize("name", experiments.names())
+def test_a_run_moved_to_another_trainer_continues_exactly(name):
+    exp = experiments.get(name)
+    a = exp.make(seed=3, device="cpu")
+    a.step(25)
+    b = exp.make(seed=3, device="cpu")
+    b.import_state(moved(a.export_state()))
+    assert same_run(a, b)
+    a.step(15)
+    b.step(15)
+    assert same_run(a, b)
+
+
+def test_a_light_state_updates_what_figures_read_and_nothing_else():
+    exp = experiments.get("gan")
+    a = exp.make(SMALL_GAN, seed=1, device="cpu")
+    a.step(30)
+    replica = exp.make(SMALL_GAN, seed=1, device="cpu")
+    replica.import_state(moved(a.export_state(full=False, last_good=False)))
+    assert same_run(a, replica)
+    assert replica.latest == a.latest
+    assert not replica.opt_g.state  # optimiser state is not sent with a light state
+    assert replica._last_good["iteration"] == 0
+
+
+# ---- worker processes ----------------------------------------------------------------------------
+
+def start(name, trainer, runtime=None) -> worker.RemoteRun:
+    """A run in a worker process (the first one starts the fork server: allow it time)."""
+    deadline = time.monotonic() + 120
+    while (run := worker.start(name, trainer, runtime or {})) is None:
+        assert time.monotonic() < deadline, "no worker process became ready"
+        time.sleep(0.05)
+    return run
+
+
+def train_there(run, trainer, runtime=None, until: int = 300) -> None:
+    deadline = time.monotonic() + 60
+    while trainer.iteration < until:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+        run.sync(trainer, runtime or {})
+
+
+def test_a_worker_trains_the_run_exactly_as_here_and_hands_it_back():
+    exp = experiments.get("gan")
+    t = exp.make(SMALL_GAN, seed=5, device="cpu")
+    t.step(7)
+    run = start("gan", t, {"mode": "both"})
+    train_there(run, t)
+    assert run.steps_per_s > 0 and run.error is None
+    run.stop(t)
+    assert not run.proc.alive()
+    ref = exp.make(SMALL_GAN, seed=5, device="cpu")
+    ref.step(t.iteration)
+    assert same_run(ref, t)
+    t.step(20)  # the whole state came back: the run goes on here, still the same
+    ref.step(20)
+    assert same_run(ref, t)
+
+
+def test_runtime_settings_reach_the_worker():
+    t = experiments.get("gan").make(SMALL_GAN, seed=2, device="cpu")
+    g0 = [p.detach().clone() for p in t.G.parameters()]
+    run = start("gan", t, {"mode": "d"})
+    train_there(run, t, {"mode": "d"}, until=100)
+    run.stop(t)
+    assert all(torch.equal(a, b) for a, b in zip(g0, t.G.parameters())), "'Only D' must leave G alone"
+
+
+def test_divergence_in_a_worker_comes_back_with_its_message_and_last_good_state():
+    t = experiments.get("demo").make(DemoConfig(optimizer="sgd", lr=100.0), seed=0, device="cpu")
+    run = start("demo", t)
+    deadline = time.monotonic() + 30
+    while run.error is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+        run.sync(t, {})
+    assert "diverged at step 2" in run.error  # as it does here (tests/test_train.py)
+    run.stop(t)
+    assert not torch.isfinite(torch.tensor(t.latest["nll"]))  # the state it diverged in came back
+    assert t._last_good["iteration"] < 2
+    t.restore_last_good()
+    assert torch.isfinite(tensors(t)).all()
+
+
+def test_a_worker_trains_the_users_own_data():
+    rng = np.random.default_rng(0)
+    dist, _ = userdata.make_distribution(rng.normal(size=(200, 2)) * [3.0, 0.5])
+    cfg = DemoConfig(data=dist.name)
+    t = experiments.get("demo").make(cfg, seed=4, device="cpu")
+    run = start("demo", t)
+    train_there(run, t, until=50)
+    run.stop(t)
+    ref = experiments.get("demo").make(cfg, seed=4, device="cpu")
+    ref.step(t.iteration)
+    assert same_run(ref, t)
+
+
+def test_a_lost_worker_is_reported_and_leaves_the_run_as_it_was():
+    t = experiments.get("gan").make(SMALL_GAN, seed=6, device="cpu")
+    run = start("gan", t)
+    train_there(run, t, until=50)
+    seen = t.iteration
+    os.kill(run.proc.proc.pid, signal.SIGKILL)
+    run.proc.proc.join(5)
+    with pytest.raises(worker.WorkerLost):
+        run.sync(t, {})
+    assert t.iteration == seen
