@@ -7,8 +7,9 @@
 Speed: training steps per second of ``GANTrainer`` (default config) and of a naive loop over the same
 networks, written the obvious way (a fresh sampler call per batch, BCE on sigmoid outputs, a full
 backward through D for the G step, per-step ``.item()`` logging, Adam's default implementation),
-measured alternately in the same process. Also the page's rate while playing: bursts of steps plus a
-snapshot and all figures serialised to JSON each frame (what Streamlit sends), and the frames per second.
+measured alternately in the same process. Also the page's rate while playing, simulated: the run
+trains in a worker process as on the live page, and each frame (at most 6 a second) syncs its state,
+takes a snapshot and serialises every figure to JSON (what Streamlit sends).
 
 Quality: for each seed, train the preset in chunks and check the DESIGN.md mode metrics on 2,500
 samples after each chunk; report the wall time (training only, not the checks) to reach the target
@@ -97,25 +98,35 @@ def bench_speed(rounds: int = 5, n: int = 400) -> None:
     print(f"  naive PyTorch loop        {med(r_naive):8.0f} steps/s")
     print(f"  GANTrainer                {med(r_ours):8.0f} steps/s   ({med(r_ours) / med(r_naive):.2f}x the naive loop)")
     print(f"  GANTrainer + evaluation   {med(r_eval):8.0f} steps/s   (evaluate() every {GANTrainer.eval_every} steps)")
-    # the page while playing: a burst of about 0.15 s, then a snapshot and every figure as JSON
+    # the page while playing: the run trains in a worker process (dgm.worker, as the live pages do);
+    # each frame syncs its state, takes a snapshot and serialises every figure, at most 6 frames/s
+    from dgm import worker
     from dgm.viz import gan as vg
 
-    burst = max(int(0.15 * med(r_ours)), 1)
-    frames, steps, t0 = 0, 0, time.perf_counter()
-    draw = 0.0
+    page = GANTrainer(cfg, seed=0, device="cpu")
+    deadline = time.perf_counter() + 120
+    while (run := worker.start("gan", page, {"mode": "both"})) is None:
+        if time.perf_counter() > deadline or not worker.enabled():
+            print("  page playing (simulated)  no worker process available")
+            return
+        time.sleep(0.05)
+    frames, draw, sync, it0, t0 = 0, 0.0, 0.0, page.iteration, time.perf_counter()
     while time.perf_counter() - t0 < 6.0:
-        ours.step(burst)
-        steps += burst
         t1 = time.perf_counter()
-        snap = ours.snapshot()
-        ours.timeline.add(ours.iteration, snap)
-        for fig in vg.main_figures(snap, ours.history.merged(), ours.data).values():
+        run.sync(page, {"mode": "both"})
+        t2 = time.perf_counter()
+        snap = page.snapshot()
+        page.timeline.add(page.iteration, snap)
+        for fig in vg.main_figures(snap, page.history.merged(), page.data).values():
             fig.to_json()
-        draw += time.perf_counter() - t1
-        frames += 1
+        t3 = time.perf_counter()
+        sync, draw, frames = sync + t2 - t1, draw + t3 - t2, frames + 1
+        time.sleep(max(0.0, 1 / 6 - (t3 - t1)))
     dt = time.perf_counter() - t0
-    print(f"  page playing (simulated)  {steps / dt:8.0f} steps/s   {frames / dt:.1f} frames/s "
-          f"(burst {burst} steps, {1000 * draw / frames:.0f} ms per redraw)")
+    run.stop(page)
+    print(f"  page playing (simulated)  {(page.iteration - it0) / dt:8.0f} steps/s   {frames / dt:.1f} frames/s "
+          f"(training in a worker process; per frame {1000 * sync / frames:.1f} ms to sync, "
+          f"{1000 * draw / frames:.0f} ms to draw)")
 
 
 def time_to_target(overrides: dict, seed: int, modes_needed: int, hq_needed: float, budget: float,

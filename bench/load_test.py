@@ -40,6 +40,23 @@ def rss_mb(pid: int) -> float:
     return total
 
 
+def workers() -> tuple[int, float]:
+    """The training worker processes (dgm.worker) and the zygote they fork from: how many,
+    and their memory as PSS in MB (pages they share are split among them, so the sum is what they
+    really take)."""
+    count, pss = 0, 0.0
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and b"dgm.worker" in (d / "cmdline").read_bytes():
+                for line in (d / "smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1]) / 1024
+                count += 1
+        except OSError:
+            pass
+    return count, pss
+
+
 def sessions_alive(server: AppServer) -> int:
     """Sessions the server still holds, from its metrics endpoint (one session-state stat each)."""
     import urllib.request
@@ -67,6 +84,7 @@ def _expected(message: str, render: bool) -> bool:
 
 def run(n: int, seconds: float, page_path: str, server: AppServer, browser, render: bool = True) -> dict:
     base = rss_mb(server.proc.pid)
+    w_base = workers()
     contexts, pages, errors = [], [], []
     for i in range(n):
         ctx = browser.new_context(viewport={"width": 1200, "height": 900})
@@ -83,10 +101,11 @@ def run(n: int, seconds: float, page_path: str, server: AppServer, browser, rend
     for pg in pages:
         pg.get_by_role("button", name="Play").click()
     t0 = time.time()
-    peak = base
+    peak, w_peak = base, w_base
     while time.time() - t0 < seconds:
         time.sleep(5)
         peak = max(peak, rss_mb(server.proc.pid))
+        w_peak = max(w_peak, workers(), key=lambda w: w[1])
     elapsed = time.time() - t0
     stats = [status(pg) for pg in pages]
     for i, pg in enumerate(pages):
@@ -101,6 +120,7 @@ def run(n: int, seconds: float, page_path: str, server: AppServer, browser, rend
         ctx.close()
     time.sleep(45)  # the server drops disconnected sessions after 30 s
     after = rss_mb(server.proc.pid)
+    w_after = workers()
     alive = sessions_alive(server)
     rates = [(s[0] - s0) / elapsed for s, s0 in zip(stats, start_iters)]
     return {
@@ -110,6 +130,8 @@ def run(n: int, seconds: float, page_path: str, server: AppServer, browser, rend
         "steps_per_s_per_session": {"min": round(min(rates), 1), "mean": round(sum(rates) / n, 1),
                                     "max": round(max(rates), 1)},
         "frames_per_s_shown": round(sum(s[2] for s in stats) / n, 2), "browser_renders_plots": render,
+        "worker_processes": {"before": w_base[0], "peak": w_peak[0], "after_close": w_after[0]},
+        "workers_pss_mb": {"before": round(w_base[1]), "peak": round(w_peak[1]), "after_close": round(w_after[1])},
     }
 
 

@@ -1,15 +1,22 @@
 """Redraws and training speed of one page while it plays in headless Chromium.
 
-    .venv/bin/python bench/page_fps.py gan        # or: divergences, flows, vae, demo
-    .venv/bin/python bench/page_fps.py gan --no-render
-    .venv/bin/python bench/page_fps.py gan --profile   # also py-spy the server (bench/out/*.txt)
+    .venv/bin/python bench/page_fps.py gan                # or: divergences, flows, vae, demo
+    .venv/bin/python bench/page_fps.py gan --no-render    # plotly.js kept out of the browser
+    .venv/bin/python bench/page_fps.py gan --split-cores  # the browser and server on core 0 only
+    .venv/bin/python bench/page_fps.py gan --profile      # also py-spy the server (bench/out/*.txt)
 
 Starts the app on a free loopback port, opens the page, presses Play, and reads the page's status
-line over 10 s: steps per second as the page achieves them (drawing included) and redraws per second.
-The browser shares this machine's CPU with the server; ``--no-render`` keeps plotly.js out of the
-page (the server still builds and sends every figure), as when the browser runs on another machine.
-``--profile`` samples the server with py-spy over the same 10 s and prints where each thread's time
-goes (the training worker, the redraws, Streamlit's own threads); py-spy must be installed.
+line over 10 s: steps per second as the page achieves them (drawing included) and redraws per second,
+and the CPU time that the server, its training workers and the browser used meanwhile. On the GAN
+page it also times the naive PyTorch loop of ``bench_gan.py`` (same networks, headless, in this
+process) before the server starts and after it stops: the issue's "same run" comparison.
+
+The browser shares this machine's CPU with the server and the training workers. Two ways to take it
+out, as when students' browsers run on their own machines: ``--no-render`` keeps plotly.js out of
+the page (the server still builds and sends every figure; Streamlit's own frontend still runs);
+``--split-cores`` confines the browser and the server to core 0 and the training workers to the
+other cores (needs two cores or more). ``--profile`` samples the server with py-spy over the
+measured seconds and prints where each thread holds the interpreter lock; py-spy must be installed.
 """
 
 from __future__ import annotations
@@ -43,11 +50,55 @@ def cpu_seconds() -> dict[str, float]:
             fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        kind = ("server" if "streamlit run" in cmd else "training workers" if "forkserver" in cmd
+        kind = ("server" if "streamlit run" in cmd else "training workers" if "dgm.worker" in cmd
                 else "browser" if "chromium" in cmd else None)
         if kind:
             out[kind] += (int(fields[11]) + int(fields[12])) / tick
     return out
+
+
+def _tasks(match: str) -> list[int]:
+    """Thread ids of every process whose command line contains ``match``."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if match in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    out += [int(t.name) for t in (d / "task").iterdir()]
+            except OSError:
+                pass
+    return out
+
+
+def split_cores() -> None:
+    """Browser and server on core 0, training workers (and the zygote they fork from) on the
+    others. Threads and processes started later inherit their parent's cores."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise SystemExit("--split-cores needs two cores or more")
+    for match, where in (("chromium", cores[:1]), ("streamlit run", cores[:1]), ("dgm.worker", cores[1:])):
+        for tid in _tasks(match):
+            try:
+                os.sched_setaffinity(tid, where)
+            except OSError:
+                pass  # a thread that has just ended
+
+
+def naive_rate(rounds: int = 3, n: int = 400) -> float:
+    """Steps per second of bench_gan's naive PyTorch loop over the default GAN, headless, here."""
+    import statistics
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_gan import NaiveGAN, rate
+
+    from dgm.gan import GANConfig
+
+    torch.set_num_threads(1)
+    naive = NaiveGAN(GANConfig(), seed=0)
+    naive.step(50)
+    return statistics.median(rate(naive.step, n) for _ in range(rounds))
 
 
 def summarise_profile(raw: Path, top: int = 12) -> None:
@@ -71,9 +122,11 @@ def summarise_profile(raw: Path, top: int = 12) -> None:
             print(f"      {m / n:5.1%}  {f}")
 
 
-def main(page_name: str = "gan", seconds: float = 10.0, render: bool = True, profile: bool = False) -> None:
+def main(page_name: str = "gan", seconds: float = 10.0, render: bool = True, profile: bool = False,
+         split: bool = False) -> None:
     from playwright.sync_api import sync_playwright
 
+    naive = [naive_rate()] if page_name == "gan" else []
     server = AppServer().start()
     try:
         with sync_playwright() as p:
@@ -106,6 +159,8 @@ def main(page_name: str = "gan", seconds: float = 10.0, render: bool = True, pro
                     const text = el ? el.textContent : null;
                     if (text !== null && text !== last) { window.__seen.push([performance.now(), text]); last = text; }
                 }, 20); }""")
+            if split:
+                split_cores()
             pg.wait_for_timeout(200)
             c0 = cpu_seconds()
             t0, s0 = time.time(), status()
@@ -114,7 +169,9 @@ def main(page_name: str = "gan", seconds: float = 10.0, render: bool = True, pro
             c1 = cpu_seconds()
             seen = pg.evaluate("() => window.__seen.filter(([t]) => t >= performance.now() - %d).length" % (1000 * (t1 - t0)))
             it = [int(ITER.search(s).group(1).replace(",", "")) for s in (s0, s1)]
-            print(f"{page_name}{'' if render else ' (no rendering)'}: {(it[1] - it[0]) / (t1 - t0):.0f} steps/s over {t1 - t0:.1f} s, "
+            how = ", ".join(["no rendering"] * (not render) + ["split cores"] * split)
+            page_rate = (it[1] - it[0]) / (t1 - t0)
+            print(f"{page_name}{f' ({how})' if how else ''}: {page_rate:.0f} steps/s over {t1 - t0:.1f} s, "
                   f"{seen / (t1 - t0):.1f} redraws/s; last status: {s1}")
             print("  CPU use (cores): " + ", ".join(f"{k} {(c1[k] - c0.get(k, 0)) / (t1 - t0):.2f}" for k in c1))
             browser.close()
@@ -123,8 +180,13 @@ def main(page_name: str = "gan", seconds: float = 10.0, render: bool = True, pro
                 summarise_profile(out)
     finally:
         server.stop()
+    if naive:
+        naive.append(naive_rate())
+        print(f"  naive PyTorch loop, headless, before and after: {naive[0]:.0f} and {naive[1]:.0f} steps/s; "
+              f"the page trained {page_rate / (sum(naive) / 2):.2f}x as fast")
 
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    main(args[0] if args else "gan", render="--no-render" not in sys.argv, profile="--profile" in sys.argv)
+    main(args[0] if args else "gan", render="--no-render" not in sys.argv, profile="--profile" in sys.argv,
+         split="--split-cores" in sys.argv)

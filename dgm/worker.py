@@ -10,26 +10,33 @@ figures held it about half the time, and the training thread trained at 0.6x its
 process of its own, a run trains at its full speed on a core of its own, and the page only copies
 its state (a few hundred kB) once per redraw.
 
-How: worker processes fork from a fork server that has imported torch and every model family and
-warmed them up (``dgm._preload``), so a worker starts in milliseconds and shares those pages with the
-others. One spare worker is kept ready. A worker receives the run (experiment, config, seed, the
-state from ``Trainer.export_state``, and the user's data set if the config names one), then trains
-in short bursts, answering ``sync`` between them with its state. It stops training when no sync has
-come for ``IDLE_STOP_SECONDS`` (a closed or hidden tab) and exits after ``EXIT_AFTER_SECONDS`` more,
-or at once if its server goes away. A run that diverges keeps the message and its state for the next
-sync, and stops. Training is deterministic whatever the process (``tests/test_worker.py``).
+How: worker processes fork from a "zygote", a process that has imported torch and every model
+family and warmed them up (``dgm._preload``), so a worker starts in milliseconds and shares those
+memory pages with the others. One spare worker is kept ready. A worker receives the run (experiment,
+config, seed, the state from ``Trainer.export_state``, and the user's data set if the config names
+one), then trains in short bursts, answering ``sync`` between them with its state (a light one:
+the modules' tensors, history and metrics, plus the full "last good" checkpoint when it is new). It
+stops training when no sync has come for ``IDLE_STOP_SECONDS`` (a closed or hidden tab) and exits
+after ``EXIT_AFTER_SECONDS`` more, or at once if its server goes away. A run that diverges keeps the
+message and its state for the next sync, and stops. Training is deterministic whatever the process
+(``tests/test_worker.py``).
 
-Only CPU runs move to a worker; ``DGM_WORKERS=0`` turns them off (the live loop then trains in a
-thread of the server, as it does while no worker is ready, for CUDA runs and where the platform has
-no fork server).
+Only CPU runs move to a worker, on Linux; ``DGM_WORKERS=0`` turns them off. The live loop then trains
+in a thread of the server, as it does while no worker is ready and beyond ``_max_workers()``.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
-import multiprocessing as mp
 import os
 import pickle
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import weakref
@@ -42,10 +49,21 @@ log = logging.getLogger(__name__)
 
 BURST_SECONDS = 0.005  # a worker answers a sync within about this long (plus an evaluation, if one is due)
 IDLE_STOP_SECONDS = 10.0  # a worker stops training when no sync came for this long
-EXIT_AFTER_SECONDS = 120.0  # ... and exits when nothing more came for this long after that
+EXIT_AFTER_SECONDS = 20.0  # ... and exits when nothing more came for this long after that (the
+# session's trainer then continues from the last checkpoint it received, at most a second older)
 REPLY_TIMEOUT = 20.0  # a worker that does not answer a sync in this time is given up
-#: at most this many worker processes (spare included); further runs train in the server's threads
-MAX_WORKERS = 2 * (os.cpu_count() or 1) + 1
+START_TIMEOUT = 120.0  # the zygote's warm-up (the first worker) takes a few seconds, more on a busy machine
+WORKER_MB = 150  # memory to allow per worker: about 50 MB of its own, plus its share of the fork server's
+
+
+def _max_workers() -> int:
+    """At most this many worker processes (spare included): 64, or fewer where the memory available
+    now would not hold them. Further runs train in threads of the server (slower, but they run)."""
+    try:
+        avail_mb = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (ValueError, OSError, AttributeError):
+        avail_mb = 4096
+    return int(max(2, min(64, avail_mb // WORKER_MB)))
 
 
 def _send(conn: Connection, obj: Any) -> None:
@@ -64,7 +82,9 @@ class WorkerLost(RuntimeError):
 
 
 def enabled() -> bool:
-    return os.environ.get("DGM_WORKERS", "1") != "0" and "forkserver" in mp.get_all_start_methods()
+    """Workers fork from a warmed-up process: Linux only (fork is unsafe after some macOS frameworks
+    have loaded, and Windows has none); ``DGM_WORKERS=0`` turns them off."""
+    return os.environ.get("DGM_WORKERS", "1") != "0" and sys.platform.startswith("linux")
 
 
 # ---- the worker process ------------------------------------------------------------------------
@@ -160,63 +180,117 @@ def _train_loop(conn: Connection, trainer: Trainer) -> None:
 
 # ---- the server's side ---------------------------------------------------------------------------
 
-class _Process:
-    """A worker process and our end of its pipe."""
+class _Zygote:
+    """The process that workers fork from: ``python -m dgm.worker SOCKET`` imports torch and every
+    family and warms them up (``dgm._preload``), then forks one worker per line it reads on stdin.
+    Each worker connects back to the server's Unix socket (in a private temporary folder).
 
-    def __init__(self, ctx):
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=serve, args=(child,), name="dgm-worker", daemon=True)
-        self.proc.start()  # with the fork server still importing, this waits for it
-        child.close()
-        if not self.conn.poll(60):
+    (multiprocessing's fork server would do this, but it re-runs the parent's main module in every
+    child, and under Streamlit that module is the page script being run.)"""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="dgm-workers-")  # mode 0700: only this user connects
+        self.path = os.path.join(self.dir, "socket")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(8)
+        self.sock.settimeout(START_TIMEOUT)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        self.proc = subprocess.Popen([sys.executable, "-m", "dgm.worker", self.path], stdin=subprocess.PIPE, env=env,
+                                     cwd=root, start_new_session=True)  # Ctrl-C reaches the server, which ends it
+
+    def fork(self) -> tuple[Connection, int]:
+        """A new worker: its connection and pid. Waits for the zygote's warm-up the first time."""
+        if self.proc.poll() is not None:
+            raise WorkerLost(f"the zygote exited ({self.proc.returncode})")
+        self.proc.stdin.write(b"fork\n")
+        self.proc.stdin.flush()
+        sock, _ = self.sock.accept()
+        sock.settimeout(None)
+        conn = Connection(sock.detach())
+        if not conn.poll(START_TIMEOUT):
             raise WorkerLost("the worker did not start")
-        _recv(self.conn)  # ("ready", pid)
+        _, pid = _recv(conn)
+        return conn, pid
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # its workers notice their connections close and exit
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def zygote_main(path: str) -> None:
+    """``python -m dgm.worker SOCKET``: see _Zygote."""
+    import dgm._preload  # noqa: F401  (the warm-up)
+
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers that exit are reaped at once
+    for _ in sys.stdin:  # until the server closes our stdin (or goes away)
+        if os.fork() == 0:
+            try:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(path)
+                serve(Connection(sock.detach()))
+            finally:
+                os._exit(0)
+
+
+class _Process:
+    """A worker process, seen from the server."""
+
+    def __init__(self, zygote: _Zygote):
+        self.conn, self.pid = zygote.fork()
 
     def alive(self) -> bool:
-        return self.proc.is_alive()
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return not self.conn.closed
 
     def close(self) -> None:
         try:
             self.conn.close()
         except OSError:
             pass
-        if self.proc.is_alive():
-            self.proc.terminate()
-        self.proc.join(timeout=2)
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 class _Pool:
-    """Starts worker processes, one spare ahead, at most MAX_WORKERS alive."""
+    """Starts worker processes, one spare ahead, at most ``max_workers`` alive."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.spare: _Process | None = None
         self.starting = False
         self.live: "weakref.WeakSet[RemoteRun]" = weakref.WeakSet()
-        self.ctx = None
-
-    def _context(self):
-        if self.ctx is None:
-            self.ctx = mp.get_context("forkserver")
-            self.ctx.set_forkserver_preload(["dgm._preload"])
-        return self.ctx
+        self.zygote: _Zygote | None = None
+        self.max_workers = _max_workers()
 
     def prepare(self) -> None:
-        """Start a spare worker in the background (the first one also starts the fork server)."""
+        """Start a spare worker in the background (the first one also starts the zygote)."""
         with self.lock:
             if self.spare is not None or self.starting or not enabled():
                 return
-            if sum(1 for r in list(self.live) if r.proc.alive()) + 1 > MAX_WORKERS:
+            if sum(1 for r in list(self.live) if r.proc.alive()) + 1 > self.max_workers:
                 return
             self.starting = True
         threading.Thread(target=self._start_spare, name="dgm-worker-start", daemon=True).start()
 
     def _start_spare(self) -> None:
+        p = None
         try:
-            p = _Process(self._context())
+            if self.zygote is None or self.zygote.proc.poll() is not None:
+                self.zygote = _Zygote()
+            p = _Process(self.zygote)
         except Exception:
             log.exception("could not start a worker process")
-            p = None
         with self.lock:
             self.spare, self.starting = p, False
 
@@ -228,8 +302,15 @@ class _Pool:
         self.prepare()
         return p
 
+    def close(self) -> None:
+        if self.spare is not None:
+            self.spare.close()
+        if self.zygote is not None:
+            self.zygote.close()
+
 
 _POOL = _Pool()
+atexit.register(_POOL.close)
 
 
 def prepare() -> None:
@@ -312,3 +393,7 @@ def start(exp_name: str, trainer: Trainer, runtime: dict[str, Any]) -> RemoteRun
     run = RemoteRun(proc)
     _POOL.live.add(run)
     return run
+
+
+if __name__ == "__main__":
+    zygote_main(sys.argv[1])

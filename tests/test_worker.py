@@ -136,8 +136,34 @@ def test_a_lost_worker_is_reported_and_leaves_the_run_as_it_was():
     run = start("gan", t)
     train_there(run, t, until=50)
     seen = t.iteration
-    os.kill(run.proc.proc.pid, signal.SIGKILL)
-    run.proc.proc.join(5)
+    os.kill(run.proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while run.proc.alive():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     with pytest.raises(worker.WorkerLost):
         run.sync(t, {})
     assert t.iteration == seen
+
+
+def test_workers_never_run_the_main_module(tmp_path, monkeypatch):
+    """Under Streamlit, sys.modules["__main__"] is the page script being run; multiprocessing would
+    re-run it in each child. A worker forks from the zygote and must not."""
+    import sys
+    import types
+
+    page = tmp_path / "page.py"
+    page.write_text("raise SystemExit('the page script ran in a worker')\n")
+    fake = types.ModuleType("__main__")
+    fake.__file__ = str(page)
+    monkeypatch.setitem(sys.modules, "__main__", fake)
+    zygote = worker._Zygote()
+    try:
+        proc = worker._Process(zygote)
+        t = experiments.get("demo").make(seed=0, device="cpu")
+        run = worker.RemoteRun(proc)
+        worker._send(proc.conn, ("start", "demo", t.config, 0, [], t.export_state(), {}))
+        train_there(run, t, until=20)
+        run.stop(t)
+    finally:
+        zygote.close()
