@@ -53,7 +53,7 @@ EXIT_AFTER_SECONDS = 20.0  # ... and exits when nothing more came for this long 
 # session's trainer then continues from the last checkpoint it received, at most a second older)
 REPLY_TIMEOUT = 20.0  # a worker that does not answer a sync in this time is given up
 START_TIMEOUT = 120.0  # the zygote's warm-up (the first worker) takes a few seconds, more on a busy machine
-WORKER_MB = 150  # memory to allow per worker: about 50 MB of its own, plus its share of the fork server's
+WORKER_MB = 150  # memory to allow per worker: about 50 MB of its own, plus its share of the zygote's
 
 
 def _max_workers() -> int:
@@ -92,7 +92,7 @@ def enabled() -> bool:
 def warm_up() -> None:
     """Build each model family once and train it a few steps: the imports, lazy torch kernels and data
     sets that every worker would otherwise load on its own are then shared by all of them (called once,
-    in the fork server)."""
+    in the zygote)."""
     from dgm import experiments
 
     for name in experiments.names():
@@ -106,7 +106,8 @@ def warm_up() -> None:
             log.exception("warming up %s failed", name)
 
 
-def _error_text(e: Exception) -> str:
+def error_text(e: Exception) -> str:
+    """What a page shows when training stops with ``e`` (never a traceback)."""
     return str(e) if isinstance(e, TrainingDiverged) else f"Training stopped with an error: {e}"
 
 
@@ -171,7 +172,7 @@ def _train_loop(conn: Connection, trainer: Trainer) -> None:
         except Exception as e:  # divergence, or any other failure: kept for the next sync
             if not isinstance(e, TrainingDiverged):
                 log.exception("training failed")
-            error = _error_text(e)
+            error = error_text(e)
             continue
         r = burst / max(time.perf_counter() - t0, 1e-6)
         rate = r if rate == 0 else 0.8 * rate + 0.2 * r

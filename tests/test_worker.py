@@ -60,7 +60,7 @@ def test_a_light_state_updates_what_figures_read_and_nothing_else():
 # ---- worker processes ----------------------------------------------------------------------------
 
 def start(name, trainer, runtime=None) -> worker.RemoteRun:
-    """A run in a worker process (the first one starts the fork server: allow it time)."""
+    """A run in a worker process (the first one starts the zygote: allow it time)."""
     deadline = time.monotonic() + 120
     while (run := worker.start(name, trainer, runtime or {})) is None:
         assert time.monotonic() < deadline, "no worker process became ready"

@@ -96,12 +96,10 @@ def _train(s: LiveState, n: int) -> None:
     t0 = time.perf_counter()
     try:
         s.trainer.step(n)
-    except TrainingDiverged as e:
-        s.error, s.playing = str(e), False
-        return
-    except Exception as e:  # any other failure is shown the same way, never as a traceback
-        log.exception("training failed")
-        s.error, s.playing = f"Training stopped with an error: {e}", False
+    except Exception as e:  # divergence, or any other failure: a message, never a traceback
+        if not isinstance(e, TrainingDiverged):
+            log.exception("training failed")
+        s.error, s.playing = worker.error_text(e), False
         return
     dt = max(time.perf_counter() - t0, 1e-6)
     rate = n / dt
