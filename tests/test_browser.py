@@ -76,3 +76,31 @@ def test_playing_updates_each_chart_in_place(app_server, page):
     same = page.evaluate("() => window.__svgs.every(s => s.isConnected)")
     assert same, "a chart's SVG was rebuilt instead of updated"
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_dense_traces_are_drawn_on_a_canvas_that_follows_the_legend_and_zoom(app_server, page):
+    """The GAN page's main view draws its 1,200 samples and its arrows on a canvas over the plot
+    (not as SVG elements): the points are there, a legend click hides them, and zooming redraws them."""
+    page.goto(app_server.url + "/gan?seed=0&steps=300")
+    wait_for_app(page, 180_000)
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=dgmPlot]')]"
+                           ".every(e => e.dataset.drawn === 'true')", timeout=60_000)
+    game = page.locator('[data-testid="stMain"] [data-testid="dgmPlot"]').first
+    game.evaluate("""(root) => { window.__orange = () => {  // orange (generated) pixels on the canvas
+        const cv = root.querySelector('canvas.dgm-dense');
+        const d = cv.getContext('2d').getImageData(0, 0, cv.width, cv.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i] > 150 && d[i + 1] < 140 && d[i + 2] < 80 && d[i + 3] > 100) n++;
+        return n;
+    }; }""")
+    assert game.evaluate("(root) => root.querySelectorAll('.scatterlayer .point').length") < 10
+    before = page.evaluate("() => window.__orange()")
+    assert before > 300, before
+    toggle = game.locator(".legend .traces", has_text="generated q").locator(".legendtoggle")
+    toggle.click()  # the legend entry hides the trace, and its points
+    page.wait_for_function(f"() => window.__orange() < {before / 20}", timeout=10_000)
+    toggle.click()
+    page.wait_for_function(f"() => window.__orange() == {before}", timeout=10_000)
+    game.evaluate("(root) => window.Plotly.relayout(root, {'xaxis.range': [0.5, 2.5], 'yaxis.range': [0.5, 2.5]})")
+    page.wait_for_function(f"() => window.__orange() != {before} && window.__orange() > 0", timeout=10_000)
+    assert page.locator('[data-testid="stException"]').count() == 0

@@ -77,3 +77,44 @@ def test_charts_fall_back_to_st_plotly_chart_when_plotly_js_cannot_be_served(mon
     at = open_page("pages/demo.py")
     assert not at.exception and not charts(at)
     assert len(at.get("plotly_chart")) == 2  # the fit and the loss curve, drawn the plain way
+
+
+def test_a_playing_page_sends_an_unchanged_chart_by_its_key_only():
+    """While a run plays, a chart whose figure is the one already sent goes to the browser as its key
+    (the browser keeps the figure); a new figure, or any frame while paused, goes whole."""
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    def script():
+        import plotly.graph_objects as go
+        import streamlit as st
+
+        from dgm.ui import plotly_live
+
+        specs = st.session_state.setdefault("specs", {})
+        name = st.session_state.get("figure", "a")
+        spec = specs.setdefault(name, go.Figure(layout={"title": {"text": name}}).to_json())
+        plotly_live.chart(spec, "fig", again=st.session_state.get("playing", False))
+
+    def sent(at):
+        (e,) = [e for e in at.get("bidi_component") if e.proto.component_name == "dgm.plotly_live"]
+        data = json.loads(e.proto.json)
+        assert data["key"] == "fig"
+        return json.loads(data["spec"])["layout"]["title"]["text"] if "spec" in data else None
+
+    at = AppTest.from_function(script).run()
+    assert sent(at) == "a"
+    at.run()
+    assert sent(at) == "a"  # paused: always the whole figure
+    at.session_state["playing"] = True
+    at.run()
+    assert sent(at) is None  # playing, the same figure: its key only
+    at.session_state["figure"] = "b"
+    at.run()
+    assert sent(at) == "b"  # a new figure
+    at.run()
+    assert sent(at) is None
+    at.session_state["figure"] = "a"
+    at.run()
+    assert sent(at) == "a"  # the browser holds only the last figure of each chart

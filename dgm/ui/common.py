@@ -175,7 +175,8 @@ def plot(fig: go.Figure | Callable[[], go.Figure], key: str | None = None, *, ev
     if key is None:
         st.plotly_chart(build(), config={"displaylogo": False}, theme=None)
     else:
-        plotly_live.chart(throttled(f"plot.{key}", every, lambda: build().to_json()), key)
+        plotly_live.chart(throttled(f"plot.{key}", every, lambda: build().to_json()), key,
+                          again=_PLAYING.get() is not None)
 
 
 def plot_row(figs: Mapping[str, go.Figure], names: list[str], prefix: str, *, every: float | None = None) -> None:

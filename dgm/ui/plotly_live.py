@@ -7,6 +7,13 @@ keeps one chart per key and hands each new figure to ``Plotly.react``, which upd
 changed; a figure identical to the one shown costs nothing. On the GAN page that halves the
 browser's work per frame (``bench/browser_figures.py`` times each figure's update).
 
+Dense traces (a scatter trace with many points drawn only as circles of one colour and size, or
+only as solid lines of one colour and width: the samples, arrows and warped grids of a live view) are
+drawn on a canvas laid over the plot, in their order, instead of by plotly as SVG (one element per
+marker): they keep their look and legend entries, and a frame of the GAN page's main view costs the
+browser less than half as much. Zooming, panning, resizing and the legend redraw the canvas; the
+points drawn there show no hover labels.
+
 plotly.js is the copy shipped with the plotly package (the same version that wrote the figure),
 served by Streamlit's static file serving from ``static/`` next to ``app.py`` and loaded once per
 page.
@@ -28,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "static"  # served at app/static/ (server.enableStaticServing in .streamlit/config.toml)
 PLOTLY_JS = "plotly.min.js"
 CLASS = "dgm-plot"  # the chart's container (screenshot tests select it)
+DENSE_MIN = 200  # a plain marker or line trace with this many points or more is drawn on the canvas
 
 
 def ensure_plotly_js() -> Path:
@@ -60,6 +68,133 @@ function loadPlotly() {
   return window.__dgmPlotly;
 }
 
+// -- dense traces, drawn on a canvas -------------------------------------------------------------
+const DENSE_MIN = %(dense_min)d;  // points from which a plain marker or line trace is drawn on the canvas
+const TYPED = { f4: Float32Array, f8: Float64Array, i1: Int8Array, u1: Uint8Array, i2: Int16Array,
+                u2: Uint16Array, i4: Int32Array, u4: Uint32Array };
+
+function values(a) {
+  // a plotly data array: a plain array, or plotly.py's binary form {dtype, bdata}
+  if (Array.isArray(a)) return a;
+  if (a && typeof a.bdata === "string" && TYPED[a.dtype]) {
+    const bin = atob(a.bdata), bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    return new TYPED[a.dtype](bytes.buffer);
+  }
+  return null;
+}
+
+function denseKind(t, layout) {
+  // "markers" for circles of one colour and size, "lines" for solid lines of one colour and width
+  // (gaps allowed), on linear axes, with nothing per point (text, selection, error bars); else null
+  const axis = (id, xy) => layout[xy + "axis" + (id && id.length > 1 ? id.slice(1) : "")] || {};
+  if ((t.type !== undefined && t.type !== "scatter") || t.visible === false || t.text !== undefined
+      || t.hovertext !== undefined || t.selectedpoints !== undefined || t.error_x !== undefined
+      || t.error_y !== undefined || (t.fill !== undefined && t.fill !== "none")
+      || (axis(t.xaxis, "x").type || "linear") !== "linear" || (axis(t.yaxis, "y").type || "linear") !== "linear")
+    return null;
+  const m = t.marker || {}, l = t.line || {};
+  if (t.mode === "markers" && (m.size === undefined || typeof m.size === "number") && typeof m.color === "string"
+      && (m.symbol === undefined || m.symbol === "circle") && !(m.line && m.line.width))
+    return "markers";
+  if (t.mode === "lines" && typeof l.color === "string" && (l.width === undefined || typeof l.width === "number")
+      && (l.dash === undefined || l.dash === "solid") && (l.shape === undefined || l.shape === "linear")
+      && !t.connectgaps)
+    return "lines";
+  return null;
+}
+
+function splitDense(fig) {
+  // take the last dense traces' points out of the figure, to be drawn on the canvas in the same
+  // order (the canvas lies above every trace plotly draws, so only traces that no plotly trace
+  // covers qualify); each keeps its first point, so that its legend entry stays (plotly leaves
+  // traces without points out of the legend)
+  const layers = [], layout = fig.layout || {}, data = fig.data || [];
+  let first = data.length;  // data[first:] are all dense
+  const xy = data.map((t) => {
+    const kind = denseKind(t, layout);
+    const x = kind && values(t.x), y = kind && values(t.y);
+    return x && y && Math.min(x.length, y.length) >= DENSE_MIN ? [kind, x, y] : null;
+  });
+  while (first > 0 && xy[first - 1]) first--;
+  fig.data = data.map((t, index) => {
+    if (index < first) return t;
+    const [kind, x, y] = xy[index];
+    const m = t.marker || {}, l = t.line || {};
+    const opacity = t.opacity === undefined ? 1 : t.opacity;
+    layers.push(kind === "markers"
+      ? { kind, index, x, y, color: m.color, radius: (m.size === undefined ? 6 : m.size) / 2,
+          alpha: opacity * (m.opacity === undefined ? 1 : m.opacity), xaxis: t.xaxis || "x", yaxis: t.yaxis || "y" }
+      : { kind, index, x, y, color: l.color, width: l.width === undefined ? 2 : l.width, alpha: opacity,
+          xaxis: t.xaxis || "x", yaxis: t.yaxis || "y" });
+    return Object.assign({}, t, { x: [x[0]], y: [y[0]], hoverinfo: "skip" });
+  });
+  return layers;
+}
+
+function drawDense(root) {
+  const layers = root.__dgmDense || [], fl = root._fullLayout;
+  let cv = root.__dgmCanvas;
+  if (!fl || !layers.length) {
+    if (cv) cv.getContext("2d").clearRect(0, 0, cv.width, cv.height);
+    return;
+  }
+  const main = root.querySelector(".svg-container > .main-svg");
+  if (!main) return;
+  if (!cv || cv.parentNode !== main.parentNode) {
+    cv = root.__dgmCanvas = document.createElement("canvas");
+    cv.className = "dgm-dense";
+    cv.style.cssText = "position:absolute;left:0;top:0;pointer-events:none;";
+    main.after(cv);  // above the plot's own layers, below the hover labels
+  }
+  const w = fl.width, h = fl.height, r = window.devicePixelRatio || 1;
+  if (cv.width !== Math.round(w * r) || cv.height !== Math.round(h * r)) {
+    cv.width = Math.round(w * r); cv.height = Math.round(h * r);
+    cv.style.width = w + "px"; cv.style.height = h + "px";
+  }
+  const ctx = cv.getContext("2d");
+  ctx.setTransform(r, 0, 0, r, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+  for (const L of layers) {
+    const shown = root.data && root.data[L.index];
+    if (!shown || shown.visible === false || shown.visible === "legendonly") continue;
+    const xa = fl["xaxis" + L.xaxis.slice(1)], ya = fl["yaxis" + L.yaxis.slice(1)];
+    if (!xa || !ya || !xa.c2p || !ya.c2p) continue;
+    const px = (i) => (L.x[i] === null ? NaN : xa._offset + xa.c2p(L.x[i]));
+    const py = (i) => (L.y[i] === null ? NaN : ya._offset + ya.c2p(L.y[i]));
+    const n = Math.min(L.x.length, L.y.length);
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(xa._offset, ya._offset, xa._length, ya._length);
+    ctx.clip();
+    ctx.globalAlpha = L.alpha;
+    if (L.kind === "markers") {
+      ctx.fillStyle = L.color;
+      for (let i = 1; i < n; i++) {  // point 0 stays in the figure
+        const u = px(i), v = py(i);
+        if (!isFinite(u) || !isFinite(v)) continue;
+        ctx.beginPath();  // one fill per point: overlapping points darken, as SVG markers do
+        ctx.arc(u, v, L.radius, 0, 2 * Math.PI);
+        ctx.fill();
+      }
+    } else {
+      ctx.strokeStyle = L.color;
+      ctx.lineWidth = L.width;
+      ctx.lineJoin = ctx.lineCap = "round";
+      ctx.beginPath();
+      let down = false;
+      for (let i = 0; i < n; i++) {  // a missing point lifts the pen, as plotly's gaps do
+        const u = px(i), v = py(i);
+        if (!isFinite(u) || !isFinite(v)) { down = false; continue; }
+        if (down) ctx.lineTo(u, v); else ctx.moveTo(u, v);
+        down = true;
+      }
+      ctx.stroke();
+    }
+    ctx.restore();
+  }
+}
+
 export default function (component) {
   const { data, parentElement } = component;
   let root = parentElement.querySelector(".%(cls)s");
@@ -71,7 +206,11 @@ export default function (component) {
   }
   // on unmount: once the chart has left the page, free plotly's state and its resize listener
   const cleanup = () => setTimeout(() => { if (!root.isConnected && window.Plotly) window.Plotly.purge(root); }, 0);
-  const spec = data && data.spec;
+  // a figure the page has already sent comes as its key only: take it from the page's cache
+  const cache = (window.__dgmSpecs = window.__dgmSpecs || new Map());
+  let spec = data && data.spec;
+  if (spec && data.key) cache.set(data.key, spec);
+  else if (!spec && data && data.key) spec = cache.get(data.key);
   if (!spec || root.__dgmSpec === spec) return cleanup;  // the same figure again: nothing to redraw
   root.__dgmSpec = spec;
   const fig = JSON.parse(spec);
@@ -84,9 +223,17 @@ export default function (component) {
       if (root.__dgmSpec !== spec) return;  // a newer figure came meanwhile: draw that one
       const layout = Object.assign({}, fig.layout, { autosize: true });
       delete layout.width;
+      root.__dgmDense = splitDense(fig);
       return Plotly.react(root, fig.data || [], layout, config);
     })
-    .then(() => root.setAttribute("data-drawn", "true"))
+    .then(() => {
+      if (!root.__dgmHooked) {  // zoom, pan, resize and legend clicks redraw the canvas too
+        root.__dgmHooked = true;
+        root.on("plotly_afterplot", () => drawDense(root));
+      }
+      drawDense(root);
+      root.setAttribute("data-drawn", "true");
+    })
     .catch((e) => {
       root.textContent = "This chart could not be drawn: " + e.message;
     });
@@ -108,16 +255,28 @@ def _get_component():
             _unavailable = True
             return None
         _component = st.components.v2.component(
-            "dgm.plotly_live", js=JS % {"js": PLOTLY_JS, "cls": CLASS}, isolate_styles=False,
+            "dgm.plotly_live", js=JS % {"js": PLOTLY_JS, "cls": CLASS, "dense_min": DENSE_MIN}, isolate_styles=False,
             css=f".{CLASS} {{ width: 100%; }}")
     return _component
 
 
-def chart(fig: go.Figure | str, key: str) -> None:
-    """Show ``fig`` (a figure or its plotly JSON), updating the chart with key ``key`` in place."""
+_SENT = "_plotly_live_sent"  # session_state: chart key -> the JSON spec last sent to the browser
+
+
+def chart(fig: go.Figure | str, key: str, *, again: bool = False) -> None:
+    """Show ``fig`` (a figure or its plotly JSON), updating the chart with key ``key`` in place.
+
+    With ``again`` (a live page's frame), a spec that is the very object sent last time for ``key``
+    is not sent again: the browser keeps every chart's last figure and redraws nothing. A live page
+    that rebuilds its curves once a second thus sends them once a second, not at every frame."""
     spec = fig if isinstance(fig, str) else fig.to_json()
     component = _get_component()
     if component is None:
         st.plotly_chart(go.Figure(json.loads(spec)), key=key, config={"displaylogo": False}, theme=None)
+        return
+    sent = st.session_state.setdefault(_SENT, {})
+    if again and sent.get(key) is spec:
+        component(key=key, data={"key": key}, width="stretch")
     else:
-        component(key=key, data={"spec": spec}, width="stretch")
+        sent[key] = spec
+        component(key=key, data={"key": key, "spec": spec}, width="stretch")
