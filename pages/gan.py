@@ -17,5 +17,5 @@ with left:
 with right:
     opts = ui.view_options()
 
-live.loop(exp, cfg, ui.drawer(exp, opts), runtime={"mode": mode})
+live.loop(exp, cfg, ui.GameView(exp, opts), runtime={"mode": mode})
 ui.theory()

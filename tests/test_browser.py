@@ -80,7 +80,8 @@ def test_playing_updates_each_chart_in_place(app_server, page):
 
 def test_dense_traces_are_drawn_on_a_canvas_that_follows_the_legend_and_zoom(app_server, page):
     """The GAN page's main view draws its 1,200 samples and its arrows on a canvas over the plot
-    (not as SVG elements): the points are there, a legend click hides them, and zooming redraws them."""
+    (not as SVG elements): the points are there, a legend click hides them, and zooming redraws them.
+    The loss curve, whose axes fit its data, keeps its lines in plotly."""
     page.goto(app_server.url + "/gan?seed=0&steps=300")
     wait_for_app(page, 180_000)
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=dgmPlot]')]"
@@ -94,6 +95,9 @@ def test_dense_traces_are_drawn_on_a_canvas_that_follows_the_legend_and_zoom(app
         return n;
     }; }""")
     assert game.evaluate("(root) => root.querySelectorAll('.scatterlayer .point').length") < 10
+    # a curve's axes fit its data (autorange): its lines stay with plotly, which must see every point
+    losses = page.locator('[data-testid="stMain"] [data-testid="dgmPlot"]', has_text="Losses")
+    assert losses.evaluate("(root) => root._fullLayout.xaxis.range[1]") > 250
     before = page.evaluate("() => window.__orange()")
     assert before > 300, before
     toggle = game.locator(".legend .traces", has_text="generated q").locator(".legendtoggle")
@@ -103,4 +107,30 @@ def test_dense_traces_are_drawn_on_a_canvas_that_follows_the_legend_and_zoom(app
     page.wait_for_function(f"() => window.__orange() == {before}", timeout=10_000)
     game.evaluate("(root) => window.Plotly.relayout(root, {'xaxis.range': [0.5, 2.5], 'yaxis.range': [0.5, 2.5]})")
     page.wait_for_function(f"() => window.__orange() != {before} && window.__orange() > 0", timeout=10_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_gan_page_redraws_its_main_view_every_frame_and_its_panels_once_a_second(app_server, page):
+    """The GAN page is a live.View: the game plane is its main view, redrawn at every frame; the
+    learned D, D* and the curves are its panels, a fragment of their own redrawn about once a second."""
+    page.goto(app_server.url + "/gan?seed=4")
+    wait_for_app(page, 180_000)
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=dgmPlot][data-drawn=true]').length >= 4")
+    page.evaluate("""() => {
+        window.__updates = {};
+        document.querySelectorAll('[data-testid=stMain] [data-testid=dgmPlot]').forEach((el) => {
+            const title = el.querySelector('.gtitle').textContent.split(':')[0].split('(')[0].trim();
+            const name = title.startsWith('Step') ? 'game' : title;
+            window.__updates[name] = 0;
+            el.on('plotly_afterplot', () => window.__updates[name]++);
+        });
+    }""")
+    page.get_by_role("button", name="Play").click()
+    page.wait_for_timeout(4000)
+    page.get_by_role("button", name="Pause").click()
+    wait_for_app(page)
+    updates = page.evaluate("() => window.__updates")
+    game, learned, losses = updates["game"], updates["Learned D"], updates["Losses"]
+    assert game >= 10, updates  # about six frames a second
+    assert 3 <= learned < game / 2 and 3 <= losses < game / 2, updates  # about once a second
     assert page.locator('[data-testid="stException"]').count() == 0

@@ -88,44 +88,73 @@ def _timeline_pick(exp: Experiment, trainer) -> dict[str, Any] | None:
     return None if pick == its[-1] else trainer.timeline.get(pick)
 
 
-def drawer(exp: Experiment, opts: dict[str, bool]) -> Callable:
-    from dgm.viz import gan as vg
+class GameView(live.View):
+    """The game plane at every frame; the learned D and D* beside it, the curves and the metrics
+    below it, about once a second while the run plays. While paused, a timeline above them scrubs
+    back through the run's snapshots, and every figure shows the one picked."""
 
-    def draw(trainer) -> Callable[[], None]:
-        """Under the run's lock, take what the figures need; the returned function builds and shows
-        them after the lock is released, while training goes on."""
-        snap = trainer.snapshot()
-        trainer.timeline.add(trainer.iteration, snap)
-        old = _timeline_pick(exp, trainer)
-        rows, data, has_evals = trainer.history.merged(), trainer.data, bool(trainer.history.evals)
-        caption = _metrics_caption(trainer)
+    def __init__(self, exp: Experiment, opts: dict[str, bool]):
+        self.exp, self.opts = exp, opts
+        self.live: dict[str, Any] | None = None  # the latest snapshot of the run
+        self.old: dict[str, Any] | None = None  # the snapshot picked on the timeline, if any
+
+    def _snapshot(self, trainer) -> dict[str, Any]:
+        """The run's snapshot at its current iteration (taken once per iteration, and recorded on
+        the timeline), or the one picked on the timeline."""
+        if self.live is None or self.live["iteration"] != trainer.iteration:
+            self.live = trainer.snapshot()
+            trainer.timeline.add(trainer.iteration, self.live)
+        return self.old or self.live
+
+    def layout(self, trainer) -> None:
+        self._snapshot(trainer)
+        self.old = _timeline_pick(self.exp, trainer)
+        self.side = self.opts["show_dstar"] and trainer.log_p_grid is not None
+        if self.side:
+            self.main_col, *self.side_cols = st.columns([1.25, 1, 1])
+        else:
+            self.main_col, _ = st.columns([1.4, 1])
+        self.below = st.container()
+
+    def main(self, trainer) -> Callable[[], None]:
+        """Under the run's lock, take what the figure needs; the returned function builds and shows
+        it after the lock is released, while training goes on."""
+        from dgm.viz import gan as vg
+
+        snap, box, opts = self._snapshot(trainer), trainer.data.box, self.opts
 
         def show() -> None:
-            figs = vg.main_figures(old or snap, rows, data, show_manifold=opts["show_manifold"],
-                                   show_arrows=opts["show_arrows"])
-            if old is not None:
-                st.caption(f"Showing the snapshot at iteration {old['iteration']:,} (the curves show the whole run).")
-            if opts["show_dstar"] and "dstar" in figs:
-                a, b, c = st.columns([1.25, 1, 1])
-                with b:
-                    common.plot(lambda: figs["learned_d"], key="gan.learned_d", every=common.PANELS_EVERY)
-                with c:
-                    common.plot(lambda: figs["dstar"], key="gan.dstar_fig", every=common.PANELS_EVERY)
-            else:
-                a, _ = st.columns([1.4, 1])
-            with a:
-                common.plot(figs["game"], key="gan.game")
-            names = ["losses"] + ([n for n in ("modes", "mode_kl", "mmd", "js") if n in figs] if has_evals else [])
-            for row in (names[:3], names[3:]):
-                cols = st.columns(3)
-                for col, n in zip(cols, row):
-                    with col:
-                        common.plot(lambda n=n: figs[n], key=f"gan.{n}", every=common.CURVES_EVERY)
-            st.caption(caption)
+            with self.main_col:
+                if self.old is not None:
+                    st.caption(f"Showing the snapshot at iteration {self.old['iteration']:,} (the curves show the "
+                               "whole run).")
+                common.plot(lambda: vg.game(snap, box, show_manifold=opts["show_manifold"],
+                                            show_arrows=opts["show_arrows"]), key="gan.game")
 
         return show
 
-    return draw
+    def panels(self, trainer) -> Callable[[], None]:
+        from dgm.viz import gan as vg
+
+        snap, data = self._snapshot(trainer), trainer.data
+        rows, has_evals = trainer.history.merged(), bool(trainer.history.evals)
+        caption = _metrics_caption(trainer)
+
+        def show() -> None:
+            figs = vg.main_figures(snap, rows, data)
+            if self.side:
+                for col, name, key in zip(self.side_cols, ("learned_d", "dstar"), ("gan.learned_d", "gan.dstar_fig")):
+                    with col:
+                        common.plot(lambda name=name: figs[name], key=key)
+            with self.below:
+                names = ["losses"] + ([n for n in ("modes", "mode_kl", "mmd", "js") if n in figs] if has_evals else [])
+                for row in (names[:3], names[3:]):
+                    for col, n in zip(st.columns(3), row):
+                        with col:
+                            common.plot(lambda n=n: figs[n], key=f"gan.{n}")
+                st.caption(caption)
+
+        return show
 
 
 def _metrics_caption(trainer) -> str:

@@ -1,23 +1,24 @@
 """The live training loop every page uses.
 
-    trainer = live.loop(exp, cfg, draw)
+    state = live.loop(exp, cfg, view)
 
 Play / Pause / Step / Reset are buttons with callbacks. While playing, a fragment with
-``run_every`` redraws up to six times a second. At the "auto" speed the run trains meanwhile in a
+``run_every`` redraws the main view up to six times a second; a page that is a ``View`` draws its
+panels (side figures, curves, captions) in a second fragment, once a second, so that a frame sends
+and re-renders only the main view (a page given as a plain ``draw`` function throttles its slow
+figures itself: ``common.plot(..., every=)``). At the "auto" speed the run trains meanwhile in a
 worker process (``dgm.worker``): each redraw first copies the run's current state into the
 session's trainer, which stays a replica that the figures read, and Pause brings the whole state
 back. Where no worker process is available (none ready yet, a CUDA run, ``DGM_WORKERS=0``) a thread
 of the session trains instead, in chunks of about 30 ms under a lock that the redraw also takes, so
-every figure sees a consistent model. Redraws are
-paced so that drawing takes at most ``DRAW_SHARE`` of the server's time, shared among the sessions
-playing at once; the main view redraws every frame and the curves about once a second
-(``common.plot(..., every=)``). The worker stops by itself when no redraw has come for 10 s (a
-closed or hidden tab), and the next redraw, if one comes, starts it again. At a
-fixed speed (1, 10, 100 or 1000 steps per frame) each redraw trains exactly that many steps first.
-The trainer lives in ``st.session_state`` under a per-page key, so every browser session has its
-own. A change of settings or seed starts a new run. A link with ``?steps=N`` replays: the page
-trains exactly N steps on the CPU and stops. Divergence (NaN) shows a message with Reset and
-"back to the last good state"; no traceback ever reaches the page.
+every figure sees a consistent model. Redraws are paced so that drawing takes at most
+``DRAW_SHARE`` of the server's time, shared among the sessions playing at once. The worker stops by
+itself when no redraw has come for 10 s (a closed or hidden tab), and the next redraw, if one comes,
+starts it again. At a fixed speed (1, 10, 100 or 1000 steps per frame) each redraw trains exactly
+that many steps first. The trainer lives in ``st.session_state`` under a per-page key, so every
+browser session has its own. A change of settings or seed starts a new run. A link with
+``?steps=N`` replays: the page trains exactly N steps on the CPU and stops. Divergence (NaN) shows
+a message with Reset and "back to the last good state"; no traceback ever reaches the page.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from dgm.ui.controls import STEPS
 log = logging.getLogger(__name__)
 
 CHUNK_SECONDS = 0.03  # the worker's training chunk: how long a redraw may wait for the lock
-FRAME_INTERVAL = 0.17  # seconds between redraws while playing, at most
+FRAME_INTERVAL = 0.17  # seconds between redraws of the main view while playing, at most
 # While the auto speed plays, redraws take at most this share of the server's time, so that training
 # keeps the rest: a page whose figures take 80 ms to draw redraws at most every 200 ms, and with ten
 # sessions playing at once, every two seconds each.
@@ -69,7 +70,8 @@ class LiveState:
     lock: threading.RLock = field(default_factory=threading.RLock)  # held while training or drawing
     worker: threading.Thread | None = None
     last_seen: float = 0.0  # time.monotonic() of the last redraw
-    draw_seconds: float = 0.0  # CPU seconds a redraw takes, smoothed
+    draw_seconds: float = 0.0  # CPU seconds a redraw of the main view takes, smoothed
+    panel_seconds: float = 0.0  # CPU seconds a redraw of the panels takes, smoothed
     remote: worker.RemoteRun | None = None  # the worker process training the run while it plays
     runtime: dict[str, Any] = field(default_factory=dict)  # settings applied before every burst
 
@@ -382,17 +384,42 @@ def _safely(fn: Callable, *args: Any) -> Any:
         return None
 
 
-def loop(exp: Experiment, cfg: Any, draw: Callable[[Trainer], Callable[[], None] | None], *, autoplay: bool = False,
-         warm_steps: int = 0, runtime: dict[str, Any] | None = None) -> LiveState:
+class View:
+    """What a page shows of its run, in parts drawn at different rates.
+
+    ``layout(trainer)`` runs in every full run of the page, before any figure: it places the
+    containers the other two fill (and any widget that changes what they show, e.g. a timeline).
+    ``main(trainer)`` draws the main view at every frame; ``panels(trainer)`` draws the rest (side
+    panels, curves, captions) about once a second while the run plays, in a fragment of its own, so
+    that a frame sends, and the browser re-renders, only the main view. Both run holding the run's
+    lock and may return a function that builds and shows the figures after the lock is released.
+    A plain function ``draw(trainer)`` given to ``loop`` is a view with only a main part."""
+
+    def layout(self, trainer: Trainer) -> None:
+        pass
+
+    def main(self, trainer: Trainer) -> Callable[[], None] | None:
+        raise NotImplementedError
+
+    def panels(self, trainer: Trainer) -> Callable[[], None] | None:
+        return None
+
+
+class _Plain(View):
+    def __init__(self, draw: Callable[[Trainer], Callable[[], None] | None]):
+        self.main = draw  # type: ignore[method-assign]
+
+
+def loop(exp: Experiment, cfg: Any, view: View | Callable[[Trainer], Callable[[], None] | None], *,
+         autoplay: bool = False, warm_steps: int = 0, runtime: dict[str, Any] | None = None) -> LiveState:
     """Controls, status line and the live figures for ``exp`` with config ``cfg``.
 
-    ``draw(trainer)`` renders the page's figures from ``trainer.snapshot()`` and ``history``;
-    it runs after every burst while playing, holding the run's lock (training waits). It may
-    instead take what it needs from the trainer and return a function that builds and shows the
-    figures: that runs after the lock is released, while training goes on. ``warm_steps`` trains
-    that many steps when a run starts, so the page opens on a fitted model. ``runtime`` holds settings that change how the
-    next steps run without restarting the run (e.g. the GAN's "train only D"): each is set as an
-    attribute of the trainer before every burst."""
+    ``view`` shows the run (see ``View``); a plain function ``draw(trainer)`` renders every figure
+    from ``trainer.snapshot()`` and ``history`` at every frame, throttling the slow ones itself
+    (``common.plot(..., every=)``). ``warm_steps`` trains that many steps when a run starts, so the
+    page opens on a fitted model. ``runtime`` holds settings that change how the next steps run
+    without restarting the run (e.g. the GAN's "train only D"): each is set as an attribute of the
+    trainer before every burst."""
     _start_gc()
     worker.prepare()  # a worker process ready for when Play is pressed
     s = ensure(exp, cfg, autoplay=autoplay, warm_steps=warm_steps)
@@ -401,6 +428,10 @@ def loop(exp: Experiment, cfg: Any, draw: Callable[[Trainer], Callable[[], None]
         setattr(s.trainer, k, v)
     controls(exp, s)
     share.bar(exp, s, _key(exp))
+    view = view if isinstance(view, View) else _Plain(view)
+    status = st.container()
+    with s.lock:
+        _safely(view.layout, s.trainer)
 
     timed = s.playing
 
@@ -419,26 +450,45 @@ def loop(exp: Experiment, cfg: Any, draw: Callable[[Trainer], Callable[[], None]
             elif cur.remote is None:
                 _start_training(exp, cur)
         if cur.playing and auto and cur.frames:  # leave training its share of the time
-            _pace(cur.frames[-1][0] + _playing_sessions() * cur.draw_seconds / DRAW_SHARE)
+            draw = cur.draw_seconds + cur.panel_seconds * FRAME_INTERVAL / common.PANELS_EVERY
+            _pace(cur.frames[-1][0] + _playing_sessions() * draw / DRAW_SHARE)
         if cur.remote is not None:
             with cur.lock:
                 _sync(cur)
         if timed and not cur.playing:
             st.rerun(scope="app")  # paused by divergence: stop the timer, show why
-        # while playing, the slow figures (curves, side panels) redraw about once a second
         cpu0 = time.thread_time()  # the redraw's CPU time (its wall time grows with the GIL's queue)
         with common.playing(f"{id(cur)}" if cur.playing else None):
             with cur.lock:  # a consistent model for the status line and every figure
                 if cur.playing:
                     cur.frames = (cur.frames + [(time.perf_counter(), cur.trainer.iteration)])[-20:]
-                if cur.error:
-                    _error_panel(exp, cur)
-                _status(cur)
-                show = _safely(draw, cur.trainer)
-            if callable(show):  # the figures, built from what draw took, while training goes on
+                with status:
+                    if cur.error:
+                        _error_panel(exp, cur)
+                    _status(cur)
+                show = _safely(view.main, cur.trainer)
+            if callable(show):  # the figures, built from what view.main took, while training goes on
                 _safely(show)
         dt = time.thread_time() - cpu0
         cur.draw_seconds = dt if cur.draw_seconds == 0 else 0.7 * cur.draw_seconds + 0.3 * dt
 
     frame()
+    if type(view).panels is View.panels:
+        return s
+
+    @st.fragment(run_every=common.PANELS_EVERY if timed else None)
+    def panels() -> None:
+        cur = state(exp)
+        if cur is None:
+            return
+        cpu0 = time.thread_time()
+        with common.playing(f"{id(cur)}" if cur.playing else None):
+            with cur.lock:
+                show = _safely(view.panels, cur.trainer)
+            if callable(show):
+                _safely(show)
+        dt = time.thread_time() - cpu0
+        cur.panel_seconds = dt if cur.panel_seconds == 0 else 0.7 * cur.panel_seconds + 0.3 * dt
+
+    panels()
     return s

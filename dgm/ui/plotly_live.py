@@ -8,8 +8,8 @@ changed; a figure identical to the one shown costs nothing. On the GAN page that
 browser's work per frame (``bench/browser_figures.py`` times each figure's update).
 
 Dense traces (a scatter trace with many points drawn only as circles of one colour and size, or
-only as solid lines of one colour and width: the samples, arrows and warped grids of a live view) are
-drawn on a canvas laid over the plot, in their order, instead of by plotly as SVG (one element per
+only as solid lines of one colour and width, on axes of fixed range: the samples, arrows and warped
+grids of a live view) are drawn on a canvas laid over the plot, in their order, instead of by plotly as SVG (one element per
 marker): they keep their look and legend entries, and a frame of the GAN page's main view costs the
 browser less than half as much. Zooming, panning, resizing and the legend redraw the canvas; the
 points drawn there show no hover labels.
@@ -84,14 +84,21 @@ function values(a) {
   return null;
 }
 
+function fixedLinear(a) {
+  // an axis whose range the figure sets (plotly's autorange would only see the points left to it)
+  return (a.type || "linear") === "linear" && Array.isArray(a.range) && a.range.length === 2
+    && a.range.every((v) => typeof v === "number" && isFinite(v)) && a.autorange !== true;
+}
+
 function denseKind(t, layout) {
   // "markers" for circles of one colour and size, "lines" for solid lines of one colour and width
-  // (gaps allowed), on linear axes, with nothing per point (text, selection, error bars); else null
+  // (gaps allowed), on linear axes of fixed range, with nothing per point (text, selection, error
+  // bars); else null
   const axis = (id, xy) => layout[xy + "axis" + (id && id.length > 1 ? id.slice(1) : "")] || {};
   if ((t.type !== undefined && t.type !== "scatter") || t.visible === false || t.text !== undefined
       || t.hovertext !== undefined || t.selectedpoints !== undefined || t.error_x !== undefined
       || t.error_y !== undefined || (t.fill !== undefined && t.fill !== "none")
-      || (axis(t.xaxis, "x").type || "linear") !== "linear" || (axis(t.yaxis, "y").type || "linear") !== "linear")
+      || !fixedLinear(axis(t.xaxis, "x")) || !fixedLinear(axis(t.yaxis, "y")))
     return null;
   const m = t.marker || {}, l = t.line || {};
   if (t.mode === "markers" && (m.size === undefined || typeof m.size === "number") && typeof m.color === "string"
