@@ -95,6 +95,16 @@ def test_dense_traces_are_drawn_on_a_canvas_that_follows_the_legend_and_zoom(app
         return n;
     }; }""")
     assert game.evaluate("(root) => root.querySelectorAll('.scatterlayer .point').length") < 10
+    # the heatmap of D is on the canvas too: it covers the plot area
+    covered = game.evaluate("""(root) => {
+        const cv = root.querySelector('canvas.dgm-dense'), xa = root._fullLayout.xaxis, ya = root._fullLayout.yaxis;
+        const r = cv.width / root._fullLayout.width;
+        const d = cv.getContext('2d').getImageData(r * xa._offset, r * ya._offset, r * xa._length, r * ya._length).data;
+        let n = 0;
+        for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+        return n / (d.length / 4);
+    }""")
+    assert covered > 0.95, covered
     # a curve's axes fit its data (autorange): its lines stay with plotly, which must see every point
     losses = page.locator('[data-testid="stMain"] [data-testid="dgmPlot"]', has_text="Losses")
     assert losses.evaluate("(root) => root._fullLayout.xaxis.range[1]") > 250
@@ -126,11 +136,21 @@ def test_gan_page_redraws_its_main_view_every_frame_and_its_panels_once_a_second
         });
     }""")
     page.get_by_role("button", name="Play").click()
-    page.wait_for_timeout(4000)
+    page.wait_for_timeout(2000)
+    game_chart = page.locator('[data-testid="stMain"] [data-testid="dgmPlot"]').first
+    game_chart.evaluate("(root) => window.Plotly.relayout(root, {'xaxis.range': [0.5, 2.5], 'yaxis.range': [0.5, 2.5]})")
+    losses_chart = page.locator('[data-testid="stMain"] [data-testid="dgmPlot"]', has_text="Losses")
+    losses_chart.locator(".legend .traces", has_text="G loss").locator(".legendtoggle").click()
+    page.wait_for_timeout(2500)
+    zoomed = game_chart.evaluate("(root) => [root._fullLayout.xaxis.range, root._fullLayout.yaxis.range]")
+    hidden = losses_chart.evaluate("(root) => root._fullData.map(t => t.visible)")
     page.get_by_role("button", name="Pause").click()
     wait_for_app(page)
     updates = page.evaluate("() => window.__updates")
     game, learned, losses = updates["game"], updates["Learned D"], updates["Losses"]
+    # a reader's zoom, or a trace hidden from the legend, survives the frames that follow
+    assert zoomed == [[0.5, 2.5], [0.5, 2.5]], zoomed
+    assert hidden == [True, "legendonly"], hidden
     assert game >= 10, updates  # about six frames a second
     assert 3 <= learned < game / 2 and 3 <= losses < game / 2, updates  # about once a second
     assert page.locator('[data-testid="stException"]').count() == 0

@@ -7,12 +7,16 @@ keeps one chart per key and hands each new figure to ``Plotly.react``, which upd
 changed; a figure identical to the one shown costs nothing. On the GAN page that halves the
 browser's work per frame (``bench/browser_figures.py`` times each figure's update).
 
-Dense traces (a scatter trace with many points drawn only as circles of one colour and size, or
-only as solid lines of one colour and width, on axes of fixed range: the samples, arrows and warped
-grids of a live view) are drawn on a canvas laid over the plot, in their order, instead of by plotly as SVG (one element per
-marker): they keep their look and legend entries, and a frame of the GAN page's main view costs the
-browser less than half as much. Zooming, panning, resizing and the legend redraw the canvas; the
-points drawn there show no hover labels.
+Dense traces are drawn on a canvas laid over the plot instead of by plotly as SVG: scatter traces of
+many points drawn only as circles of one colour and size, or only as solid lines of one colour and
+width, and heatmaps of evenly spaced cells with a set colour range, on axes of fixed range (the
+samples, arrows, warped grids and heatmaps of a live view). Only the last traces qualify, so that
+the order of drawing stays; each stays in the figure with one point far outside the plot, for its
+legend entry and colour bar. The rest of the figure then is often the same from one frame to the
+next but for its title, and ``Plotly.react`` has almost nothing to do: a frame of the GAN page's
+main view costs the browser a few milliseconds instead of some 40. Zooming, panning, resizing and
+the legend redraw the canvas (and ``uirevision`` keeps them from one frame to the next); points
+drawn there show no hover labels.
 
 plotly.js is the copy shipped with the plotly package (the same version that wrote the figure),
 served by Streamlit's static file serving from ``static/`` next to ``app.py`` and loaded once per
@@ -35,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "static"  # served at app/static/ (server.enableStaticServing in .streamlit/config.toml)
 PLOTLY_JS = "plotly.min.js"
 CLASS = "dgm-plot"  # the chart's container (screenshot tests select it)
-DENSE_MIN = 200  # a plain marker or line trace with this many points or more is drawn on the canvas
+DENSE_MIN = 200  # a trace with this many points (or heatmap cells) or more may be drawn on the canvas
 
 
 def ensure_plotly_js() -> Path:
@@ -69,13 +73,13 @@ function loadPlotly() {
 }
 
 // -- dense traces, drawn on a canvas -------------------------------------------------------------
-const DENSE_MIN = %(dense_min)d;  // points from which a plain marker or line trace is drawn on the canvas
+const DENSE_MIN = %(dense_min)d;  // points (or heatmap cells) from which a trace is drawn on the canvas
 const TYPED = { f4: Float32Array, f8: Float64Array, i1: Int8Array, u1: Uint8Array, i2: Int16Array,
                 u2: Uint16Array, i4: Int32Array, u4: Uint32Array };
 
 function values(a) {
-  // a plotly data array: a plain array, or plotly.py's binary form {dtype, bdata}
-  if (Array.isArray(a)) return a;
+  // a plotly data array, flat: a plain array, or plotly.py's binary form {dtype, bdata[, shape]}
+  if (Array.isArray(a)) return a.flat ? a.flat() : a;
   if (a && typeof a.bdata === "string" && TYPED[a.dtype]) {
     const bin = atob(a.bdata), bytes = new Uint8Array(bin.length);
     for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
@@ -84,57 +88,114 @@ function values(a) {
   return null;
 }
 
-function fixedLinear(a) {
-  // an axis whose range the figure sets (plotly's autorange would only see the points left to it)
-  return (a.type || "linear") === "linear" && Array.isArray(a.range) && a.range.length === 2
-    && a.range.every((v) => typeof v === "number" && isFinite(v)) && a.autorange !== true;
+function shape2d(a) {
+  // [rows, columns] of a 2D plotly array, or null
+  if (Array.isArray(a)) return Array.isArray(a[0]) ? [a.length, a[0].length] : null;
+  const s = a && typeof a.shape === "string" ? a.shape.split(",").map(Number) : null;
+  return s && s.length === 2 ? s : null;
 }
 
-function denseKind(t, layout) {
-  // "markers" for circles of one colour and size, "lines" for solid lines of one colour and width
-  // (gaps allowed), on linear axes of fixed range, with nothing per point (text, selection, error
-  // bars); else null
+function fixedRange(a) {
+  // a linear axis whose range the figure sets (plotly's autorange would not see the points moved
+  // to the canvas), or null
+  const ok = (a.type || "linear") === "linear" && Array.isArray(a.range) && a.range.length === 2
+    && a.range.every((v) => typeof v === "number" && isFinite(v)) && a.autorange !== true;
+  return ok ? a.range : null;
+}
+
+let rgbaCtx = null;
+function rgba(color) {
+  // any CSS colour as [r, g, b, a] (0..255)
+  if (!rgbaCtx) rgbaCtx = document.createElement("canvas").getContext("2d", { willReadFrequently: true });
+  rgbaCtx.clearRect(0, 0, 1, 1);
+  rgbaCtx.fillStyle = color;
+  rgbaCtx.fillRect(0, 0, 1, 1);
+  return rgbaCtx.getImageData(0, 0, 1, 1).data;
+}
+
+function heatImage(t, nx, ny) {
+  // the heatmap's cells as an nx x ny image (top row: the largest y), coloured by its colorscale
+  const z = values(t.z), scale = t.colorscale.map(([p, c]) => [p, rgba(c)]);
+  const lo = t.zmin, span = t.zmax - t.zmin || 1;
+  const img = document.createElement("canvas");
+  img.width = nx; img.height = ny;
+  const ctx = img.getContext("2d"), out = ctx.createImageData(nx, ny);
+  for (let j = 0; j < ny; j++) {
+    for (let i = 0; i < nx; i++) {
+      const v = z[j * nx + i], o = 4 * ((ny - 1 - j) * nx + i);
+      if (v === null || !isFinite(v)) continue;  // a missing value: no colour, as plotly leaves it
+      const f = Math.min(1, Math.max(0, (v - lo) / span));
+      let k = 1;
+      while (k < scale.length - 1 && scale[k][0] < f) k++;
+      const [p0, c0] = scale[k - 1], [p1, c1] = scale[k], w = p1 > p0 ? (f - p0) / (p1 - p0) : 0;
+      for (let c = 0; c < 4; c++) out.data[o + c] = c0[c] + w * (c1[c] - c0[c]);
+    }
+  }
+  ctx.putImageData(out, 0, 0);
+  return img;
+}
+
+function uniformEdges(c) {
+  // cell edges [first, last] of evenly spaced cell centres c, or null
+  const n = c && c.length;
+  if (!n || n < 2) return null;
+  const d = (c[n - 1] - c[0]) / (n - 1);
+  for (let i = 1; i < n; i++) if (Math.abs(c[i] - c[i - 1] - d) > 1e-3 * Math.abs(d)) return null;
+  return [c[0] - d / 2, c[n - 1] + d / 2];
+}
+
+function denseLayer(t, layout) {
+  // what the canvas draws for trace t, or null: circles of one colour and size ("markers"), solid
+  // lines of one colour and width, gaps allowed ("lines"), or a heatmap of evenly spaced cells with
+  // a given colour range ("heatmap"); with many points, on linear axes of fixed range, with nothing
+  // per point (text, selection, error bars)
   const axis = (id, xy) => layout[xy + "axis" + (id && id.length > 1 ? id.slice(1) : "")] || {};
-  if ((t.type !== undefined && t.type !== "scatter") || t.visible === false || t.text !== undefined
-      || t.hovertext !== undefined || t.selectedpoints !== undefined || t.error_x !== undefined
-      || t.error_y !== undefined || (t.fill !== undefined && t.fill !== "none")
-      || !fixedLinear(axis(t.xaxis, "x")) || !fixedLinear(axis(t.yaxis, "y")))
+  const xr = fixedRange(axis(t.xaxis, "x")), yr = fixedRange(axis(t.yaxis, "y"));
+  if (!xr || !yr || t.visible === false || t.text !== undefined || t.hovertext !== undefined
+      || t.selectedpoints !== undefined || t.error_x !== undefined || t.error_y !== undefined
+      || (t.fill !== undefined && t.fill !== "none"))
     return null;
+  // the trace stays in the figure with one point (or cell) far outside the plot: its legend entry
+  // and colour bar stay, and it is the same at every frame
+  const far = (r) => r[1] + 10 * (r[1] - r[0]);
+  const base = { xaxis: t.xaxis || "x", yaxis: t.yaxis || "y", alpha: t.opacity === undefined ? 1 : t.opacity,
+                 stub: Object.assign({}, t, { x: [far(xr)], y: [far(yr)], hoverinfo: "skip" }) };
+  if (t.type === "heatmap") {
+    const sh = shape2d(t.z), x = values(t.x), y = values(t.y);
+    const ex = uniformEdges(x), ey = uniformEdges(y);
+    if (!sh || !ex || !ey || x.length !== sh[1] || y.length !== sh[0] || sh[0] * sh[1] < DENSE_MIN
+        || typeof t.zmin !== "number" || typeof t.zmax !== "number" || !Array.isArray(t.colorscale)
+        || (t.zsmooth && t.zsmooth !== "false"))
+      return null;
+    base.stub.z = [[t.zmin]];
+    return Object.assign(base, { kind: "heatmap", image: heatImage(t, sh[1], sh[0]), ex, ey });
+  }
+  if (t.type !== undefined && t.type !== "scatter") return null;
+  const x = values(t.x), y = values(t.y);
+  if (!x || !y || Math.min(x.length, y.length) < DENSE_MIN) return null;
   const m = t.marker || {}, l = t.line || {};
   if (t.mode === "markers" && (m.size === undefined || typeof m.size === "number") && typeof m.color === "string"
       && (m.symbol === undefined || m.symbol === "circle") && !(m.line && m.line.width))
-    return "markers";
+    return Object.assign(base, { kind: "markers", x, y, color: m.color, radius: (m.size === undefined ? 6 : m.size) / 2,
+                                 alpha: base.alpha * (m.opacity === undefined ? 1 : m.opacity) });
   if (t.mode === "lines" && typeof l.color === "string" && (l.width === undefined || typeof l.width === "number")
       && (l.dash === undefined || l.dash === "solid") && (l.shape === undefined || l.shape === "linear")
       && !t.connectgaps)
-    return "lines";
+    return Object.assign(base, { kind: "lines", x, y, color: l.color, width: l.width === undefined ? 2 : l.width });
   return null;
 }
 
 function splitDense(fig) {
-  // take the last dense traces' points out of the figure, to be drawn on the canvas in the same
-  // order (the canvas lies above every trace plotly draws, so only traces that no plotly trace
-  // covers qualify); each keeps its first point, so that its legend entry stays (plotly leaves
-  // traces without points out of the legend)
-  const layers = [], layout = fig.layout || {}, data = fig.data || [];
+  // take the last dense traces out of the figure, to be drawn on the canvas in the same order (the
+  // canvas lies above every trace plotly draws, so only traces that no plotly trace covers qualify)
+  const layout = fig.layout || {}, data = fig.data || [], found = data.map((t) => denseLayer(t, layout));
   let first = data.length;  // data[first:] are all dense
-  const xy = data.map((t) => {
-    const kind = denseKind(t, layout);
-    const x = kind && values(t.x), y = kind && values(t.y);
-    return x && y && Math.min(x.length, y.length) >= DENSE_MIN ? [kind, x, y] : null;
-  });
-  while (first > 0 && xy[first - 1]) first--;
+  while (first > 0 && found[first - 1]) first--;
+  const layers = [];
   fig.data = data.map((t, index) => {
     if (index < first) return t;
-    const [kind, x, y] = xy[index];
-    const m = t.marker || {}, l = t.line || {};
-    const opacity = t.opacity === undefined ? 1 : t.opacity;
-    layers.push(kind === "markers"
-      ? { kind, index, x, y, color: m.color, radius: (m.size === undefined ? 6 : m.size) / 2,
-          alpha: opacity * (m.opacity === undefined ? 1 : m.opacity), xaxis: t.xaxis || "x", yaxis: t.yaxis || "y" }
-      : { kind, index, x, y, color: l.color, width: l.width === undefined ? 2 : l.width, alpha: opacity,
-          xaxis: t.xaxis || "x", yaxis: t.yaxis || "y" });
-    return Object.assign({}, t, { x: [x[0]], y: [y[0]], hoverinfo: "skip" });
+    layers.push(Object.assign(found[index], { index }));
+    return found[index].stub;
   });
   return layers;
 }
@@ -167,18 +228,22 @@ function drawDense(root) {
     if (!shown || shown.visible === false || shown.visible === "legendonly") continue;
     const xa = fl["xaxis" + L.xaxis.slice(1)], ya = fl["yaxis" + L.yaxis.slice(1)];
     if (!xa || !ya || !xa.c2p || !ya.c2p) continue;
-    const px = (i) => (L.x[i] === null ? NaN : xa._offset + xa.c2p(L.x[i]));
-    const py = (i) => (L.y[i] === null ? NaN : ya._offset + ya.c2p(L.y[i]));
-    const n = Math.min(L.x.length, L.y.length);
+    const px = (v) => (v === null ? NaN : xa._offset + xa.c2p(v));
+    const py = (v) => (v === null ? NaN : ya._offset + ya.c2p(v));
     ctx.save();
     ctx.beginPath();
     ctx.rect(xa._offset, ya._offset, xa._length, ya._length);
     ctx.clip();
     ctx.globalAlpha = L.alpha;
-    if (L.kind === "markers") {
+    if (L.kind === "heatmap") {
+      const x0 = px(L.ex[0]), x1 = px(L.ex[1]), y0 = py(L.ey[1]), y1 = py(L.ey[0]);
+      ctx.imageSmoothingEnabled = false;  // cells, as plotly draws them
+      ctx.drawImage(L.image, Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0));
+    } else if (L.kind === "markers") {
       ctx.fillStyle = L.color;
-      for (let i = 1; i < n; i++) {  // point 0 stays in the figure
-        const u = px(i), v = py(i);
+      const n = Math.min(L.x.length, L.y.length);
+      for (let i = 0; i < n; i++) {
+        const u = px(L.x[i]), v = py(L.y[i]);
         if (!isFinite(u) || !isFinite(v)) continue;
         ctx.beginPath();  // one fill per point: overlapping points darken, as SVG markers do
         ctx.arc(u, v, L.radius, 0, 2 * Math.PI);
@@ -190,8 +255,9 @@ function drawDense(root) {
       ctx.lineJoin = ctx.lineCap = "round";
       ctx.beginPath();
       let down = false;
+      const n = Math.min(L.x.length, L.y.length);
       for (let i = 0; i < n; i++) {  // a missing point lifts the pen, as plotly's gaps do
-        const u = px(i), v = py(i);
+        const u = px(L.x[i]), v = py(L.y[i]);
         if (!isFinite(u) || !isFinite(v)) { down = false; continue; }
         if (down) ctx.lineTo(u, v); else ctx.moveTo(u, v);
         down = true;
@@ -228,10 +294,25 @@ export default function (component) {
     .then(loadPlotly)
     .then((Plotly) => {
       if (root.__dgmSpec !== spec) return;  // a newer figure came meanwhile: draw that one
-      const layout = Object.assign({}, fig.layout, { autosize: true });
+      // uirevision: a zoom, pan or legend choice of the reader survives the next frames
+      const layout = Object.assign({ uirevision: "dgm" }, fig.layout, { autosize: true });
       delete layout.width;
       root.__dgmDense = splitDense(fig);
-      return Plotly.react(root, fig.data || [], layout, config);
+      // traces the same as last time are handed over as the same objects: plotly then sees no
+      // change in them, and redraws only what did change (on a live view often only the title)
+      const key = JSON.stringify(fig.data);
+      const data = key === root.__dgmDataKey && root.data ? root.data : fig.data;
+      root.__dgmDataKey = key;
+      // so are the parts of the layout (plotly compares some, the template among them, by identity:
+      // a new template object alone makes it draw everything anew)
+      const prev = root.__dgmLayout || {}, json = {};
+      for (const [k, v] of Object.entries(layout)) {
+        if (v === null || typeof v !== "object") continue;
+        json[k] = JSON.stringify(v);
+        if (prev[k] && prev[k].json === json[k]) layout[k] = prev[k].value;
+      }
+      root.__dgmLayout = Object.fromEntries(Object.keys(json).map((k) => [k, { json: json[k], value: layout[k] }]));
+      return Plotly.react(root, data, layout, config);
     })
     .then(() => {
       if (!root.__dgmHooked) {  // zoom, pan, resize and legend clicks redraw the canvas too
