@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import streamlit as st
 
 from dgm import flows
-from dgm.ui import common
+from dgm.ui import common, live
 from dgm.viz import flows as fviz
 
 LAYER_KEY = "flow.layer"
@@ -77,37 +78,61 @@ def _metrics_line(trainer) -> None:
         st.caption(" · ".join(parts) + f" (evaluated every {trainer.eval_every} steps)")
 
 
-def draw(trainer) -> None:
-    n_layers = len(trainer.model.layers)
-    linear = st.session_state.get(LINEAR_KEY, False)
-    layer = st.session_state.get(LAYER_KEY, n_layers)
-    layer = layer if isinstance(layer, int) and 1 <= layer <= n_layers else n_layers
-    figs = fviz.figures(trainer, layer=layer, log=not linear)
-    _metrics_line(trainer)
-    common.plot_row(figs, ["target", "density", "samples"], "flow")
-    st.toggle("Show densities on a linear scale", key=LINEAR_KEY, bind="query-params")
+class FlowView(live.View):
+    """The fit (density and samples) at every frame; the target beside them, the metrics, the
+    layer-by-layer panels and the curves about once a second while the run plays."""
 
-    st.subheader("Layer by layer")
-    st.caption("From the base Gaussian (left) to the model's samples (right). Points keep the colour of their "
-               "angle in the base space, so you can follow each region; the grey lines are a square grid in the "
-               "base space pushed through the same layers. Each panel's axes are fitted to its points (layers often "
-               "stretch one axis far more than the other): read the scale off the axes below." +
-               (" With many layers, evenly spaced layers are shown." if n_layers + 1 > fviz.MAX_PANELS else ""))
-    common.plot(lambda: figs["layers"], key="flow.layers", every=common.CURVES_EVERY)
-    _layer_slider(n_layers)
-    common.plot_row(figs, ["logdet", "stage"], "flow", every=common.PANELS_EVERY)
+    def layout(self, trainer) -> None:
+        n_layers = len(trainer.model.layers)
+        self.linear = bool(st.session_state.get(LINEAR_KEY, False))
+        self.metrics = st.container()
+        self.fit = st.columns(3)  # the target (static: a panel), the density and the samples
+        st.toggle("Show densities on a linear scale", key=LINEAR_KEY, bind="query-params")
+        st.subheader("Layer by layer")
+        st.caption("From the base Gaussian (left) to the model's samples (right). Points keep the colour of their "
+                   "angle in the base space, so you can follow each region; the grey lines are a square grid in the "
+                   "base space pushed through the same layers. Each panel's axes are fitted to its points (layers "
+                   "often stretch one axis far more than the other): read the scale off the axes below." +
+                   (" With many layers, evenly spaced layers are shown." if n_layers + 1 > fviz.MAX_PANELS else ""))
+        self.layers = st.container()
+        self.layer = _layer_slider(n_layers)
+        self.stage = st.container()
+        st.subheader("Curves")
+        self.curves = st.container()
+        self.figs = None
 
-    st.subheader("Curves")
-    a, b = st.columns(2)
-    with a:
-        common.plot(lambda: figs["nll"], key="flow.nll", every=common.CURVES_EVERY)
-    with b:
-        if "kl" in figs:
-            common.plot(lambda: figs["kl"], key="flow.kl", every=common.CURVES_EVERY)
-        else:
-            st.info(f"**{trainer.data.name}** is known only through samples, so KL(p‖q) and KL(q‖p) cannot be "
-                    "computed exactly; the held-out NLL still measures the fit (it equals KL(p‖q) plus the "
-                    "unknown entropy of p).", icon=":material/info:")
+    def main(self, trainer) -> Callable[[], None]:
+        figs = self.figs = fviz.figures(trainer, layer=self.layer, log=not self.linear)
+
+        def show() -> None:  # built from the snapshot alone
+            for col, name in zip(self.fit[1:], ["density", "samples"]):
+                with col:
+                    common.plot(lambda name=name: figs[name], key=f"flow.{name}")
+
+        return show
+
+    def panels(self, trainer) -> None:
+        """Under the run's lock: the layer panels ask the model itself."""
+        figs = self.figs or fviz.figures(trainer, layer=self.layer, log=not self.linear)
+        with self.metrics:
+            _metrics_line(trainer)
+        with self.fit[0]:
+            common.plot(lambda: figs["target"], key="flow.target")
+        with self.layers:
+            common.plot(lambda: figs["layers"], key="flow.layers")
+        with self.stage:
+            common.plot_row(figs, ["logdet", "stage"], "flow")
+        with self.curves:
+            a, b = st.columns(2)
+            with a:
+                common.plot(lambda: figs["nll"], key="flow.nll")
+            with b:
+                if "kl" in figs:
+                    common.plot(lambda: figs["kl"], key="flow.kl")
+                else:
+                    st.info(f"**{trainer.data.name}** is known only through samples, so KL(p‖q) and KL(q‖p) cannot "
+                            "be computed exactly; the held-out NLL still measures the fit (it equals KL(p‖q) plus "
+                            "the unknown entropy of p).", icon=":material/info:")
 
 
 def theory() -> None:
