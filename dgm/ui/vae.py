@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -102,36 +103,65 @@ def _summary(trainer) -> None:
                 help="the step with the best validation ELBO so far; the test figures come from it")
 
 
-def draw(trainer, pair: tuple[int, int] | None = None) -> None:
-    s = trainer.snapshot(interp=pair)
-    dist = trainer.dist
-    entropy = dist.entropy if dist is not None and dist.has_density else None
-    figs = vviz.figures(s, trainer.history.merged(), trainer.config, entropy)
-    _summary(trainer)
-    a, b = st.columns([1, 1.1])
-    with a:
-        common.plot(lambda: figs["manifold"], key="vae.manifold")
-    with b:
-        common.plot(lambda: figs["latent"], key="vae.latent")
-    if s["images"]:
-        c, d = st.columns([1.35, 1])
-        with c:
-            common.plot(lambda: figs["recon"], key="vae.recon", every=common.PANELS_EVERY)
-            common.plot(lambda: figs["interp"], key="vae.interp", every=common.PANELS_EVERY)
-        with d:
-            common.plot(lambda: figs["samples"], key="vae.samples", every=common.PANELS_EVERY)
-    if not s["analysis"]:
-        st.info(f"The held-out curves, the IWAE bound, the ELBO surgery and the KL per dimension appear after the "
-                f"first evaluation, at step {trainer.eval_every}.", icon=":material/hourglass_top:")
-        return
-    common.plot_row(figs, ["elbo", "terms"], "vae", every=common.CURVES_EVERY)
-    common.plot_row(figs, ["iwae", "surgery", "kl_dims"], "vae", every=common.CURVES_EVERY)
-    step = s["analysis"].get("step")
-    if step is not None:
-        st.caption(f"IWAE(k), ELBO surgery and the KL per dimension are of the current model on test data, "
-                   f"updated every {trainer.eval_every} steps (last: step {step:,}). The train/validation "
-                   "curves are of the current model; the dashed test curve and the numbers above, of the best "
-                   "validation checkpoint.")
+class VaeView(live.View):
+    """The latent manifold and the latent space at every frame; the summary numbers, the image grids
+    and the curves about once a second while the run plays."""
+
+    def __init__(self, pair: tuple[int, int] | None = None):
+        self.pair = pair  # the two test digits of the interpolation
+        self.snap: dict[str, Any] | None = None
+
+    def layout(self, trainer) -> None:
+        self.summary = st.container()
+        self.top = st.columns([1, 1.1])
+        self.images, self.curves = st.container(), st.container()
+
+    def _figures(self, trainer, s: dict[str, Any]) -> Any:
+        dist = trainer.dist
+        entropy = dist.entropy if dist is not None and dist.has_density else None
+        return vviz.figures(s, trainer.history.merged(), trainer.config, entropy)
+
+    def main(self, trainer) -> Callable[[], None]:
+        s = self.snap = trainer.snapshot(interp=self.pair)
+        figs = self._figures(trainer, s)
+
+        def show() -> None:  # built from the snapshot alone
+            for col, name in zip(self.top, ("manifold", "latent")):
+                with col:
+                    common.plot(lambda name=name: figs[name], key=f"vae.{name}")
+
+        return show
+
+    def panels(self, trainer) -> Callable[[], None]:
+        s = self.snap or trainer.snapshot(interp=self.pair)
+        figs, eval_every = self._figures(trainer, s), trainer.eval_every
+        with self.summary:
+            _summary(trainer)
+
+        def show() -> None:
+            if s["images"]:
+                with self.images:
+                    c, d = st.columns([1.35, 1])
+                    with c:
+                        common.plot(lambda: figs["recon"], key="vae.recon")
+                        common.plot(lambda: figs["interp"], key="vae.interp")
+                    with d:
+                        common.plot(lambda: figs["samples"], key="vae.samples")
+            with self.curves:
+                if not s["analysis"]:
+                    st.info(f"The held-out curves, the IWAE bound, the ELBO surgery and the KL per dimension appear "
+                            f"after the first evaluation, at step {eval_every}.", icon=":material/hourglass_top:")
+                    return
+                common.plot_row(figs, ["elbo", "terms"], "vae")
+                common.plot_row(figs, ["iwae", "surgery", "kl_dims"], "vae")
+                step = s["analysis"].get("step")
+                if step is not None:
+                    st.caption(f"IWAE(k), ELBO surgery and the KL per dimension are of the current model on test "
+                               f"data, updated every {eval_every} steps (last: step {step:,}). The train/validation "
+                               "curves are of the current model; the dashed test curve and the numbers above, of "
+                               "the best validation checkpoint.")
+
+        return show
 
 
 def _measure_gradients(exp) -> None:
