@@ -16,13 +16,21 @@ common.header(
 )
 
 
-def draw(trainer):
-    figs = exp.figures(trainer)
-    a, b = st.columns(2)
-    with a:
-        common.plot(lambda: figs["fit"], key="demo.fit")
-    with b:
-        common.plot(lambda: figs["loss"], key="demo.loss", every=common.CURVES_EVERY)
+class DemoView(live.View):
+    """The fit at every frame, the loss curve once a second."""
+
+    def layout(self, trainer):
+        self.fit, self.loss = st.columns(2)
+
+    def main(self, trainer):
+        fig = exp.figures(trainer)["fit"]
+        with self.fit:
+            common.plot(fig, key="demo.fit")
+
+    def panels(self, trainer):
+        fig = exp.figures(trainer)["loss"]
+        with self.loss:
+            common.plot(fig, key="demo.loss")
 
 
-live.loop(exp, cfg, draw)
+live.loop(exp, cfg, DemoView())

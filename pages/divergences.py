@@ -10,7 +10,7 @@ exp = get("divergence")
 cfg = controls.config_sidebar(exp)
 common.header("Divergences: mode covering vs mode seeking", ui.INTRO)
 
-state = live.loop(exp, cfg, lambda trainer: ui.draw(trainer, cfg), warm_steps=ui.WARM_STEPS)
+state = live.loop(exp, cfg, ui.DivergenceView(cfg), warm_steps=ui.WARM_STEPS)
 
 st.divider()
 ui.restarts_panel(cfg, state.trainer)

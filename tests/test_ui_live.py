@@ -1,4 +1,4 @@
-"""The live pages' drawing helpers: lazy figure sets and figures throttled while a run plays."""
+"""The live pages' drawing helpers: lazy figure sets, and charts where plotly.js cannot be served."""
 
 import plotly.graph_objects as go
 
@@ -23,47 +23,6 @@ def test_figures_are_built_once_and_only_when_used():
     assert built == ["a", "b"]
 
 
-def test_throttled_reuses_a_value_only_while_the_same_run_plays(monkeypatch):
-    import types
-
-    from streamlit.testing.v1 import AppTest
-
-    from dgm.ui import common
-
-    clock = [100.0]
-    monkeypatch.setattr(common, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
-
-    def script():
-        import streamlit as st
-
-        from dgm.ui import common
-
-        calls = st.session_state.setdefault("calls", [0])
-        run = st.session_state.get("run")
-
-        def build():
-            calls[0] += 1
-            return calls[0]
-
-        with common.playing(run):
-            st.write(f"value {common.throttled('k', 1.0, build)}")
-
-    at = AppTest.from_function(script).run()
-    assert at.markdown[0].value == "value 1"
-    at.run()
-    assert at.markdown[0].value == "value 2"  # not playing: always rebuilt
-    at.session_state["run"] = "r1"
-    at.run()
-    at.run()
-    assert at.markdown[0].value == "value 3"  # playing: the value of 3 is reused within a second
-    clock[0] += 1.5
-    at.run()
-    assert at.markdown[0].value == "value 4"  # a second later: rebuilt
-    at.session_state["run"] = "r2"
-    at.run()
-    assert at.markdown[0].value == "value 5"  # another run: rebuilt
-
-
 def test_charts_fall_back_to_st_plotly_chart_when_plotly_js_cannot_be_served(monkeypatch):
     from conftest import charts, open_page
     from dgm.ui import plotly_live
@@ -79,42 +38,46 @@ def test_charts_fall_back_to_st_plotly_chart_when_plotly_js_cannot_be_served(mon
     assert len(at.get("plotly_chart")) == 2  # the fit and the loss curve, drawn the plain way
 
 
-def test_a_playing_page_sends_an_unchanged_chart_by_its_key_only():
-    """While a run plays, a chart whose figure is the one already sent goes to the browser as its key
-    (the browser keeps the figure); a new figure, or any frame while paused, goes whole."""
-    import json
-
+def test_a_view_fills_the_containers_its_layout_placed():
+    """live.loop calls layout, then main and panels, each under the run's lock; what main and panels
+    write lands in the containers layout placed (here in reverse order of writing), after the status
+    line."""
     from streamlit.testing.v1 import AppTest
 
     def script():
-        import plotly.graph_objects as go
         import streamlit as st
 
-        from dgm.ui import plotly_live
+        from dgm.experiments import get
+        from dgm.ui import live
 
-        specs = st.session_state.setdefault("specs", {})
-        name = st.session_state.get("figure", "a")
-        spec = specs.setdefault(name, go.Figure(layout={"title": {"text": name}}).to_json())
-        plotly_live.chart(spec, "fig", again=st.session_state.get("playing", False))
+        calls = st.session_state.setdefault("calls", [])
 
-    def sent(at):
-        (e,) = [e for e in at.get("bidi_component") if e.proto.component_name == "dgm.plotly_live"]
-        data = json.loads(e.proto.json)
-        assert data["key"] == "fig"
-        return json.loads(data["spec"])["layout"]["title"]["text"] if "spec" in data else None
+        class Probe(live.View):
+            def layout(self, trainer):
+                calls.append("layout")
+                self.first, self.second = st.container(), st.container()
+                st.markdown("after the view")
 
-    at = AppTest.from_function(script).run()
-    assert sent(at) == "a"
-    at.run()
-    assert sent(at) == "a"  # paused: always the whole figure
-    at.session_state["playing"] = True
-    at.run()
-    assert sent(at) is None  # playing, the same figure: its key only
-    at.session_state["figure"] = "b"
-    at.run()
-    assert sent(at) == "b"  # a new figure
-    at.run()
-    assert sent(at) is None
-    at.session_state["figure"] = "a"
-    at.run()
-    assert sent(at) == "a"  # the browser holds only the last figure of each chart
+            def main(self, trainer):
+                calls.append(("main", live.state(exp).lock._is_owned()))
+                with self.second:
+                    st.markdown("main view")
+
+            def panels(self, trainer):
+                calls.append(("panels", live.state(exp).lock._is_owned()))
+
+                def show():
+                    with self.first:
+                        st.markdown(f"panels at {trainer.iteration}")
+                return show
+
+        exp = get("demo")
+        live.loop(exp, exp.config(), Probe())
+
+    at = AppTest.from_function(script, default_timeout=60).run()
+    assert not at.exception
+    assert at.session_state["calls"] == ["layout", ("main", True), ("panels", True)]
+    texts = [m.value for m in at.markdown]
+    assert texts.index("panels at 0") < texts.index("main view") < texts.index("after the view"), texts
+    status = [c.value for c in at.caption if "Iteration" in c.value]
+    assert status and "Iteration 0" in status[0]

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -127,60 +123,25 @@ def header(title: str, intro: str) -> None:
     show_notes()
 
 
-#: while a run plays, curves and side panels are rebuilt at most this often (seconds); the main view
-#: of each page redraws every frame
-CURVES_EVERY, PANELS_EVERY = 1.0, 1.0
-
-# While a run plays, the token of that run (see ``playing``); None otherwise.
-_PLAYING: ContextVar[str | None] = ContextVar("dgm_playing", default=None)
-_CACHE = "_throttled"  # session_state: key -> ((run token, presenter), time built, value)
-T = TypeVar("T")
+#: while a run plays, a live.View's panels (curves, side panels) redraw this often (seconds); its main
+#: view redraws every frame
+PANELS_EVERY = 1.0
 
 
-@contextmanager
-def playing(run: str | None) -> Iterator[None]:
-    """Figures drawn inside belong to a frame of the playing run ``run`` (None: not playing); those
-    drawn with ``every`` are rebuilt at most that often (see ``plot``)."""
-    token = _PLAYING.set(run)
-    try:
-        yield
-    finally:
-        _PLAYING.reset(token)
-
-
-def throttled(key: str, every: float | None, build: Callable[[], T]) -> T:
-    """``build()``, or while a run plays, the value built for ``key`` less than ``every`` seconds ago."""
-    run, big = _PLAYING.get(), presenter()
-    cache = st.session_state.setdefault(_CACHE, {})
-    hit, now = cache.get(key), time.monotonic()
-    if every is not None and run is not None and hit is not None and hit[0] == (run, big) and now - hit[1] < every:
-        return hit[2]
-    value = build()
-    cache[key] = ((run, big), now, value)
-    return value
-
-
-def plot(fig: go.Figure | Callable[[], go.Figure], key: str | None = None, *, every: float | None = None) -> None:
-    """Show a plotly figure with the session's style (presenter mode scales it).
-
-    ``fig`` may be a function that builds the figure. With ``every`` (seconds) and while a run
-    plays, the figure is rebuilt at most that often; in between the same figure is sent again,
-    which the browser recognises and does not redraw. Redrawing charts in the browser is what
-    limits a live page's frame rate, so the main view redraws every frame and the curves and side
-    panels about once a second. A paused page always draws everything afresh."""
-    def build() -> go.Figure:
-        out = fig() if callable(fig) else fig
-        return viz.presenter(go.Figure(out)) if presenter() else out
-
+def plot(fig: go.Figure | Callable[[], go.Figure], key: str | None = None) -> None:
+    """Show a plotly figure with the session's style (presenter mode scales it); ``fig`` may be a
+    function that builds it. With a ``key`` the chart updates in place (``plotly_live``)."""
+    out = fig() if callable(fig) else fig
+    if presenter():
+        out = viz.presenter(go.Figure(out))
     if key is None:
-        st.plotly_chart(build(), config={"displaylogo": False}, theme=None)
+        st.plotly_chart(out, config={"displaylogo": False}, theme=None)
     else:
-        plotly_live.chart(throttled(f"plot.{key}", every, lambda: build().to_json()), key,
-                          again=_PLAYING.get() is not None)
+        plotly_live.chart(out, key)
 
 
-def plot_row(figs: Mapping[str, go.Figure], names: list[str], prefix: str, *, every: float | None = None) -> None:
+def plot_row(figs: Mapping[str, go.Figure], names: list[str], prefix: str) -> None:
     """Figures side by side in equal columns, keyed ``prefix.name`` (built only when drawn)."""
     for col, name in zip(st.columns(len(names)), names):
         with col:
-            plot(lambda name=name: figs[name], key=f"{prefix}.{name}", every=every)
+            plot(lambda name=name: figs[name], key=f"{prefix}.{name}")

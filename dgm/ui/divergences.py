@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ import streamlit as st
 
 from dgm import config as cfglib
 from dgm.divergences import LABELS, OBJECTIVES, SHORT_LABELS, restarts
-from dgm.ui import common
+from dgm.ui import common, live
 from dgm.viz import divergences as vd
 
 TIE = 1e-3  # values within this relative distance of a column's minimum count as tied for best
@@ -48,7 +49,7 @@ def table_frame(table: dict[str, dict[str, float]], alpha: float) -> pd.DataFram
 
 def styled_table(df: pd.DataFrame):
     """Column minima in green (the best q under that divergence; ties within TIE), each fit's own
-    objective boxed in bold. One vectorised style pass (this redraws at every frame)."""
+    objective boxed in bold. One vectorised style pass."""
     v = df.to_numpy()
     m = v.min(0, keepdims=True)
     best = v <= m + TIE * np.abs(m) + 1e-12
@@ -77,30 +78,49 @@ def notes(snap: dict[str, Any], cfg) -> None:
     st.caption(" ".join(msg))
 
 
-def draw(trainer, cfg) -> None:
-    """The live figures: the fits over p, side by side, the values against steps and the cross table."""
-    snap = trainer.snapshot()
-    a, b = st.columns([1.25, 1])
-    with a:
-        common.plot(vd.overlay(snap), key="div.overlay")
-    with b:
-        common.plot(lambda: vd.values(trainer.history.merged(), snap["objectives"], snap["alpha"], height=440),
-                    key="div.values", every=common.CURVES_EVERY)
-    notes(snap, cfg)
-    if snap["target"]["dim"] == 2:
-        st.markdown("**Side by side**: each objective's q alone on p (2-sd ellipses solid, 1-sd dotted; mixture "
-                    "components fade with their weight), and its own value in the title.")
-    else:
-        st.markdown("**Side by side**: each objective's q alone on p, and its own value in the title.")
-    common.plot(lambda: vd.side_by_side(snap), key="div.side", every=common.PANELS_EVERY)
-    st.markdown("**The cross table**: every divergence (columns) between p and each fitted q (rows). Green marks "
-                "the smallest value in each column (ties within 0.1% included); the boxed diagonal is each fit "
-                "under its own objective. "
-                "When every green cell sits on the diagonal, each fit is the best of the seven under its own "
-                "objective. A green cell off the diagonal means a fit stopped in a local optimum, or has not "
-                "converged yet.")
-    st.dataframe(common.throttled("div.table", common.CURVES_EVERY,
-                                  lambda: styled_table(table_frame(snap["table"], snap["alpha"]))), width="stretch")
+class DivergenceView(live.View):
+    """The fits over p at every frame; the values against steps, the notes, the side-by-side panels
+    and the cross table about once a second while the run plays."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.snap: dict[str, Any] | None = None
+
+    def layout(self, trainer) -> None:
+        self.top = st.columns([1.25, 1])
+        self.below = st.container()
+
+    def main(self, trainer) -> Callable[[], None]:
+        snap = self.snap = trainer.snapshot()
+
+        def show() -> None:
+            with self.top[0]:
+                common.plot(lambda: vd.overlay(snap), key="div.overlay")
+
+        return show
+
+    def panels(self, trainer) -> Callable[[], None]:
+        snap, rows = self.snap or trainer.snapshot(), trainer.history.merged()
+
+        def show() -> None:
+            with self.top[1]:
+                common.plot(lambda: vd.values(rows, snap["objectives"], snap["alpha"], height=440), key="div.values")
+            with self.below:
+                notes(snap, self.cfg)
+                if snap["target"]["dim"] == 2:
+                    st.markdown("**Side by side**: each objective's q alone on p (2-sd ellipses solid, 1-sd dotted; "
+                                "mixture components fade with their weight), and its own value in the title.")
+                else:
+                    st.markdown("**Side by side**: each objective's q alone on p, and its own value in the title.")
+                common.plot(lambda: vd.side_by_side(snap), key="div.side")
+                st.markdown("**The cross table**: every divergence (columns) between p and each fitted q (rows). Green "
+                            "marks the smallest value in each column (ties within 0.1% included); the boxed diagonal "
+                            "is each fit under its own objective. When every green cell sits on the diagonal, each "
+                            "fit is the best of the seven under its own objective. A green cell off the diagonal "
+                            "means a fit stopped in a local optimum, or has not converged yet.")
+                st.dataframe(styled_table(table_frame(snap["table"], snap["alpha"])), width="stretch")
+
+        return show
 
 
 def _fingerprint(cfg, n: int, steps: int) -> str:

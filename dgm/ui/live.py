@@ -3,10 +3,9 @@
     state = live.loop(exp, cfg, view)
 
 Play / Pause / Step / Reset are buttons with callbacks. While playing, a fragment with
-``run_every`` redraws the main view up to six times a second; a page that is a ``View`` draws its
-panels (side figures, curves, captions) in a second fragment, once a second, so that a frame sends
-and re-renders only the main view (a page given as a plain ``draw`` function throttles its slow
-figures itself: ``common.plot(..., every=)``). At the "auto" speed the run trains meanwhile in a
+``run_every`` redraws the page's main view (see ``View``) up to six times a second, and a second
+fragment its panels (side figures, curves, captions) once a second, so that a frame sends and
+re-renders only the main view. At the "auto" speed the run trains meanwhile in a
 worker process (``dgm.worker``): each redraw first copies the run's current state into the
 session's trainer, which stays a replica that the figures read, and Pause brings the whole state
 back. Where no worker process is available (none ready yet, a CUDA run, ``DGM_WORKERS=0``) a thread
@@ -392,8 +391,7 @@ class View:
     ``main(trainer)`` draws the main view at every frame; ``panels(trainer)`` draws the rest (side
     panels, curves, captions) about once a second while the run plays, in a fragment of its own, so
     that a frame sends, and the browser re-renders, only the main view. Both run holding the run's
-    lock and may return a function that builds and shows the figures after the lock is released.
-    A plain function ``draw(trainer)`` given to ``loop`` is a view with only a main part."""
+    lock and may return a function that builds and shows the figures after the lock is released."""
 
     def layout(self, trainer: Trainer) -> None:
         pass
@@ -405,18 +403,10 @@ class View:
         return None
 
 
-class _Plain(View):
-    def __init__(self, draw: Callable[[Trainer], Callable[[], None] | None]):
-        self.main = draw  # type: ignore[method-assign]
-
-
-def loop(exp: Experiment, cfg: Any, view: View | Callable[[Trainer], Callable[[], None] | None], *,
-         autoplay: bool = False, warm_steps: int = 0, runtime: dict[str, Any] | None = None) -> LiveState:
-    """Controls, status line and the live figures for ``exp`` with config ``cfg``.
-
-    ``view`` shows the run (see ``View``); a plain function ``draw(trainer)`` renders every figure
-    from ``trainer.snapshot()`` and ``history`` at every frame, throttling the slow ones itself
-    (``common.plot(..., every=)``). ``warm_steps`` trains that many steps when a run starts, so the
+def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_steps: int = 0,
+         runtime: dict[str, Any] | None = None) -> LiveState:
+    """Controls, status line and the live figures for ``exp`` with config ``cfg``, shown by ``view``
+    (see ``View``). ``warm_steps`` trains that many steps when a run starts, so the
     page opens on a fitted model. ``runtime`` holds settings that change how the next steps run
     without restarting the run (e.g. the GAN's "train only D"): each is set as an attribute of the
     trainer before every burst."""
@@ -428,7 +418,6 @@ def loop(exp: Experiment, cfg: Any, view: View | Callable[[Trainer], Callable[[]
         setattr(s.trainer, k, v)
     controls(exp, s)
     share.bar(exp, s, _key(exp))
-    view = view if isinstance(view, View) else _Plain(view)
     status = st.container()
     with s.lock:
         _safely(view.layout, s.trainer)
@@ -458,17 +447,16 @@ def loop(exp: Experiment, cfg: Any, view: View | Callable[[Trainer], Callable[[]
         if timed and not cur.playing:
             st.rerun(scope="app")  # paused by divergence: stop the timer, show why
         cpu0 = time.thread_time()  # the redraw's CPU time (its wall time grows with the GIL's queue)
-        with common.playing(f"{id(cur)}" if cur.playing else None):
-            with cur.lock:  # a consistent model for the status line and every figure
-                if cur.playing:
-                    cur.frames = (cur.frames + [(time.perf_counter(), cur.trainer.iteration)])[-20:]
-                with status:
-                    if cur.error:
-                        _error_panel(exp, cur)
-                    _status(cur)
-                show = _safely(view.main, cur.trainer)
-            if callable(show):  # the figures, built from what view.main took, while training goes on
-                _safely(show)
+        with cur.lock:  # a consistent model for the status line and every figure
+            if cur.playing:
+                cur.frames = (cur.frames + [(time.perf_counter(), cur.trainer.iteration)])[-20:]
+            with status:
+                if cur.error:
+                    _error_panel(exp, cur)
+                _status(cur)
+            show = _safely(view.main, cur.trainer)
+        if callable(show):  # the figures, built from what view.main took, while training goes on
+            _safely(show)
         dt = time.thread_time() - cpu0
         cur.draw_seconds = dt if cur.draw_seconds == 0 else 0.7 * cur.draw_seconds + 0.3 * dt
 
@@ -482,11 +470,10 @@ def loop(exp: Experiment, cfg: Any, view: View | Callable[[Trainer], Callable[[]
         if cur is None:
             return
         cpu0 = time.thread_time()
-        with common.playing(f"{id(cur)}" if cur.playing else None):
-            with cur.lock:
-                show = _safely(view.panels, cur.trainer)
-            if callable(show):
-                _safely(show)
+        with cur.lock:
+            show = _safely(view.panels, cur.trainer)
+        if callable(show):
+            _safely(show)
         dt = time.thread_time() - cpu0
         cur.panel_seconds = dt if cur.panel_seconds == 0 else 0.7 * cur.panel_seconds + 0.3 * dt
 

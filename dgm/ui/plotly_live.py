@@ -279,11 +279,7 @@ export default function (component) {
   }
   // on unmount: once the chart has left the page, free plotly's state and its resize listener
   const cleanup = () => setTimeout(() => { if (!root.isConnected && window.Plotly) window.Plotly.purge(root); }, 0);
-  // a figure the page has already sent comes as its key only: take it from the page's cache
-  const cache = (window.__dgmSpecs = window.__dgmSpecs || new Map());
-  let spec = data && data.spec;
-  if (spec && data.key) cache.set(data.key, spec);
-  else if (!spec && data && data.key) spec = cache.get(data.key);
+  const spec = data && data.spec;
   if (!spec || root.__dgmSpec === spec) return cleanup;  // the same figure again: nothing to redraw
   root.__dgmSpec = spec;
   const fig = JSON.parse(spec);
@@ -348,23 +344,11 @@ def _get_component():
     return _component
 
 
-_SENT = "_plotly_live_sent"  # session_state: chart key -> the JSON spec last sent to the browser
-
-
-def chart(fig: go.Figure | str, key: str, *, again: bool = False) -> None:
-    """Show ``fig`` (a figure or its plotly JSON), updating the chart with key ``key`` in place.
-
-    With ``again`` (a live page's frame), a spec that is the very object sent last time for ``key``
-    is not sent again: the browser keeps every chart's last figure and redraws nothing. A live page
-    that rebuilds its curves once a second thus sends them once a second, not at every frame."""
+def chart(fig: go.Figure | str, key: str) -> None:
+    """Show ``fig`` (a figure or its plotly JSON), updating the chart with key ``key`` in place."""
     spec = fig if isinstance(fig, str) else fig.to_json()
     component = _get_component()
     if component is None:
         st.plotly_chart(go.Figure(json.loads(spec)), key=key, config={"displaylogo": False}, theme=None)
-        return
-    sent = st.session_state.setdefault(_SENT, {})
-    if again and sent.get(key) is spec:
-        component(key=key, data={"key": key}, width="stretch")
     else:
-        sent[key] = spec
-        component(key=key, data={"key": key, "spec": spec}, width="stretch")
+        component(key=key, data={"spec": spec}, width="stretch")
