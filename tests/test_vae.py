@@ -61,6 +61,18 @@ def _digits_batch(n=16):
     return torch.randint(0, LEVELS, (n, 64), generator=gen(3)).float()
 
 
+def test_latent_plots_mixture_density_matches_torch():
+    """The latent-space figure's aggregated posterior and prior: a diagonal Gaussian mixture's density."""
+    from dgm.viz.vae import _mixture_density_2d
+
+    g = torch.Generator().manual_seed(0)
+    pts, means = torch.randn(50, 2, generator=g, dtype=torch.float64) * 2, torch.randn(7, 2, generator=g, dtype=torch.float64)
+    logvars, logw = torch.randn(7, 2, generator=g, dtype=torch.float64) - 1, torch.log_softmax(torch.randn(7, generator=g, dtype=torch.float64), 0)
+    mix = D.MixtureSameFamily(D.Categorical(logits=logw), D.Independent(D.Normal(means, (0.5 * logvars).exp()), 1))
+    got = _mixture_density_2d(pts.numpy(), means.numpy(), logvars.numpy(), logw.numpy())
+    np.testing.assert_allclose(got, mix.log_prob(pts).exp().numpy(), rtol=1e-9)
+
+
 def test_categorical_decoder_matches_torch():
     m = VAE(64, 2, 32, decoder="categorical17")
     x = _digits_batch()
