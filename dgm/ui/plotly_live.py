@@ -79,7 +79,7 @@ const TYPED = { f4: Float32Array, f8: Float64Array, i1: Int8Array, u1: Uint8Arra
 
 function values(a) {
   // a plotly data array, flat: a plain array, or plotly.py's binary form {dtype, bdata[, shape]}
-  if (Array.isArray(a)) return a.flat ? a.flat() : a;
+  if (Array.isArray(a)) return a.flat();
   if (a && typeof a.bdata === "string" && TYPED[a.dtype]) {
     const bin = atob(a.bdata), bytes = new Uint8Array(bin.length);
     for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);

@@ -35,8 +35,8 @@ def _np(x) -> np.ndarray:
 class Figures(Mapping):
     """Named figures, each built on first access.
 
-    A live page redraws only the figures that are due in a frame (see ``dgm.ui.common.plot``), so
-    it builds only those; iterating (the CLI's ``--png``, the export zip) builds them all."""
+    A live page draws some figures every frame and others once a second (``dgm.ui.live.View``), so
+    it builds only those it draws; iterating (the CLI's ``--png``, the export zip) builds them all."""
 
     def __init__(self, builders: dict[str, Callable[[], go.Figure]]):
         self._builders = builders
@@ -61,15 +61,11 @@ _AXIS = dict(gridcolor="#ebf0f8", zerolinecolor="#dfe6f2", linecolor="#ebf0f8", 
 
 
 def base_layout(fig: go.Figure, title: str | None = None, height: int = 380) -> go.Figure:
-    """The shared look (white, light grid, compact margins), set directly rather than through a
-    named plotly template: applying a template deep-copies it, tens of ms per figure, too slow for
-    pages that redraw several figures several times a second."""
-    fig.update_layout(
-        template={}, title=dict(text=title, x=0.02, xanchor="left", font=dict(size=14)) if title else None,
-        height=height, margin=dict(l=40, r=10, t=40 if title else 10, b=35), font=FONT,
-        paper_bgcolor="white", plot_bgcolor="white", colorway=PALETTE, hovermode="closest",
-        legend=dict(orientation="h", y=-0.12, x=0, font=dict(size=11)),
-    )
+    """The shared look (white, light grid, compact margins) on an existing figure, on every pair of
+    axes it has. A figure built from scratch is cheaper made with ``layout`` (one validation)."""
+    shared = layout(title, height)
+    del shared["xaxis"], shared["yaxis"]
+    fig.update_layout(**shared)
     fig.update_xaxes(**_AXIS)
     fig.update_yaxes(**_AXIS)
     return fig
@@ -77,9 +73,9 @@ def base_layout(fig: go.Figure, title: str | None = None, height: int = 380) -> 
 
 def layout(title: str | None = None, height: int = 380, *, xaxis: dict | None = None, yaxis: dict | None = None,
            **extra) -> dict:
-    """base_layout's look for a figure with one pair of axes, as a layout dict to build the figure
-    with: a figure's layout given in one piece is validated once, where each update_layout or
-    update_axes call afterwards costs several ms. ``xaxis``, ``yaxis`` and ``extra`` add to it."""
+    """The shared look for a figure with one pair of axes, as a layout dict to build the figure with:
+    a layout given in one piece is validated once, where each update_layout or update_axes call
+    afterwards costs several ms. ``xaxis``, ``yaxis`` and ``extra`` add to it."""
     return dict(title=dict(text=title, x=0.02, xanchor="left", font=dict(size=14)) if title else None,
                 height=height, margin=dict(l=40, r=10, t=40 if title else 10, b=35), font=FONT,
                 paper_bgcolor="white", plot_bgcolor="white", colorway=PALETTE, hovermode="closest",
