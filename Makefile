@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
+TEST_WORKERS ?= 2  # pytest-xdist processes; the browser tests share one of them (tests/conftest.py)
 export PYTHONDONTWRITEBYTECODE := 1
 # fewer malloc arenas: the server's session threads then hand freed memory back (load test: +1 MB
 # per session instead of +5 MB, measured with bench/load_test.py)
@@ -34,7 +35,7 @@ run: setup
 
 test: setup-test
 	$(PY) -m ruff check --select F,E9 --quiet app.py pages dgm tests bench
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 ## rewrite the screenshot baselines in tests/screenshots/
 screenshots: setup-test

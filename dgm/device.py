@@ -10,7 +10,11 @@ import contextlib
 import os
 from typing import Iterator
 
+import warnings
+
 import torch
+
+from dgm import kernels
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -20,6 +24,10 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 # 800 steps/s with 1; the cores serve more sessions instead. (dgm.train imports this module, so
 # every trainer runs under it.)
 torch.set_num_threads(max(1, int(os.environ.get("DGM_THREADS", "1"))))
+# the same operations in the same order, wherever a kernel offers a choice (GPU kernels mostly)
+torch.use_deterministic_algorithms(True, warn_only=True)
+if (_mismatch := kernels.check()) is not None:
+    warnings.warn(_mismatch, RuntimeWarning, stacklevel=2)
 
 
 def cuda_available() -> bool:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import dgm  # noqa: F401  (first: pins the CPU kernels before any test runs a torch op; dgm/kernels.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("DGM_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -146,3 +148,32 @@ def wait_for_app(pg, timeout_ms: int = 60_000) -> None:
         timeout=timeout_ms,
     )
     pg.wait_for_timeout(500)
+
+
+# ---- running in parallel, and what is slow ---------------------------------------------------------
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), every browser test goes to one
+    worker, so they share one app server and one Chromium; the other tests spread over the rest."""
+    for item in items:
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.xdist_group("browser"))
+
+
+_FILE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    path = report.nodeid.split("::")[0]
+    _FILE_SECONDS[path] = _FILE_SECONDS.get(path, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Seconds spent per test file (setup, call and teardown; summed over workers), slowest first."""
+    if not _FILE_SECONDS:
+        return
+    terminalreporter.section("seconds per test file")
+    total = sum(_FILE_SECONDS.values())
+    for path, sec in sorted(_FILE_SECONDS.items(), key=lambda kv: -kv[1])[:12]:
+        terminalreporter.write_line(f"{sec:7.1f} s  {100 * sec / total:4.1f}%  {path}")
+    terminalreporter.write_line(f"{total:7.1f} s  in all (the wall time is less with several workers)")

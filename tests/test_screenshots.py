@@ -1,15 +1,26 @@
 """Screenshot regression: every model page in replay mode (?seed=0&steps=N), its figures compared
 with the baselines in tests/screenshots/. Rewrite them with `make screenshots`
-(pytest tests/test_screenshots.py --update-screenshots)."""
+(pytest tests/test_screenshots.py --update-screenshots).
+
+The CPU kernels are pinned (dgm/kernels.py), so on any machine of the baseline's kernel tier (every
+x86-64 with AVX2) the replay's numbers are the same to the last bit and the pictures match. On another
+tier (ARM, or x86-64 without AVX2) the numbers can only agree to within a tolerance: the baseline also
+records how far the same replay moves under the other x86 tier (``spread``, measured when the
+baselines are written), each number must lie within 3 spreads of the baseline, and the pictures are
+not compared."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import wait_for_app
-from dgm import experiments
+from dgm import experiments, kernels
 from dgm.ui.pages import all_pages
 from screenshots import BASELINES, ScreenshotMismatch, compare
 
@@ -39,7 +50,7 @@ def _flat(prefix: str, v) -> dict:
         return {k2: v2 for i, x in enumerate(v) for k2, v2 in _flat(f"{prefix}[{i}]", x).items()}
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return {}
-    return {prefix: round(float(v), 6)}
+    return {prefix: float(v)}
 
 
 def replay_final(exp_name: str, steps: int, seed: int = 0) -> dict:
@@ -48,6 +59,29 @@ def replay_final(exp_name: str, steps: int, seed: int = 0) -> dict:
     t = exp.make(exp.config(), seed=seed, device="cpu")
     t.step(steps)
     return {k2: v2 for k, v in t.final().items() for k2, v2 in _flat(k, v).items()}
+
+
+def other_tier_final(exp_name: str, steps: int) -> dict:
+    """The same replay on the other x86 kernel tier, in a subprocess (a tier is chosen per process)."""
+    other = "sse2" if kernels.tier() == "avx2" else "avx2"
+    code = ("import json, sys; sys.path.insert(0, 'tests'); from test_screenshots import replay_final;"
+            f"print(json.dumps(replay_final({exp_name!r}, {steps})))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                       text=True, timeout=600, env=kernels.unpinned_env(os.environ, **{kernels.ENV: other}))
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def check_numbers(final: dict, expected: dict) -> bool:
+    """Exact on the baseline's tier (True: compare the pictures too); else within 3 measured spreads."""
+    same_tier = expected.get("kernels") == kernels.tier()
+    for k, v in expected["final"].items():
+        if same_tier:
+            assert final[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+        else:
+            tol = 3 * expected["spread"][k] + 1e-9
+            assert abs(final[k] - v) <= tol, f"{k}: {final[k]} vs {v} (tolerance {tol:.3g}, another kernel tier)"
+    return same_tier
 
 
 @pytest.mark.parametrize("info,steps", CASES, ids=[c[0].url for c in CASES])
@@ -59,11 +93,15 @@ def test_page_figures_match_baselines(app_server, page, update_screenshots, info
     # the figures' data: the same replay, headless, must give the same numbers
     final = replay_final(info.experiment, steps)
     if update_screenshots:
-        counts.write_text(json.dumps({"figures": len(pngs), "final": final}, indent=1, sort_keys=True))
+        other = other_tier_final(info.experiment, steps)
+        spread = {k: abs(v - other[k]) for k, v in final.items()}
+        counts.write_text(json.dumps({"figures": len(pngs), "kernels": kernels.tier(), "final": final,
+                                      "spread": spread}, indent=1, sort_keys=True))
     expected = json.loads(counts.read_text())
     assert len(pngs) == expected["figures"]
-    for k, v in expected["final"].items():
-        assert final[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
+    if not check_numbers(final, expected):
+        pytest.skip(f"numbers agree within the measured spread; pictures are compared on the {expected['kernels']} "
+                    f"kernel tier only (this machine: {kernels.tier()})")
     for i, png in enumerate(pngs):
         compare(png, f"{info.url}_{i}", update_screenshots)
 
