@@ -45,4 +45,4 @@ bench: setup-test
 	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache bench/out static
+	rm -rf $(VENV) .pytest_cache bench/out

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from dgm.divergences import OBJECTIVES, DivergenceConfig, DivergenceTrainer  # noqa: E402
+from dgm.families.divergences.trainer import OBJECTIVES, DivergenceConfig, DivergenceTrainer  # noqa: E402
 
 TOL, WINDOW, MAX_STEPS = 1e-4, 10, 1500
 

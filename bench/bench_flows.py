@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch
 
-from dgm import flows
+from dgm.families.flows import trainer as flows
+from dgm.families.flows.lessons import EXPERIMENT
 
 OUT = ROOT / "bench" / "out"
 
@@ -50,7 +51,7 @@ def train_until(cfg, target: float | None, budget: float, seed: int = 0, chunk: 
 
 
 def part_default(budget: float) -> None:
-    cfg = flows.FlowConfig(**flows.PRESETS["RealNVP learns 8gaussians"])
+    cfg = flows.FlowConfig(**EXPERIMENT.presets["RealNVP learns 8gaussians"])
     h = flows.true_entropy(cfg.data)
     steps, secs, final, reached = train_until(cfg, h + 0.1, budget)
     print(f"\n## default preset: RealNVP learns 8gaussians ({cfg.layers} layers, hidden {cfg.hidden}, "
@@ -73,7 +74,7 @@ def part_table(steps: int, which: tuple[str, ...] = ("realnvp", "spline")) -> No
         for flow, extra in (("realnvp", {}), ("spline", {"layers": 6})):
             if flow not in which:
                 continue
-            cfg = flows.FlowConfig(**{**flows.PRESETS["RealNVP learns 8gaussians"], "data": data, "flow": flow,
+            cfg = flows.FlowConfig(**{**EXPERIMENT.presets["RealNVP learns 8gaussians"], "data": data, "flow": flow,
                                       **extra})
             h = flows.true_entropy(data)
             t = flows.FlowTrainer(cfg, seed=0)

@@ -11,7 +11,7 @@ measured alternately in the same process. Also the page's rate while playing, si
 trains in a worker process as on the live page, and each frame (at most 6 a second) syncs its state,
 takes a snapshot and serialises every figure to JSON (what Streamlit sends).
 
-Quality: for each seed, train the preset in chunks and check the DESIGN.md mode metrics on 2,500
+Quality: for each seed, train the preset in chunks and check the mode metrics (docs/ARCHITECTURE.md) on 2,500
 samples after each chunk; report the wall time (training only, not the checks) to reach the target
 (ring8: 8/8 modes and >= 90% high quality; grid25: >= 24/25 modes and >= 80%), and the metrics at the end.
 """
@@ -29,12 +29,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import dgm.data
-from dgm import nets
-from dgm.config import knob_map
-from dgm.device import seeded
-from dgm.gan import PRESETS, GANConfig, GANTrainer
-from dgm.metrics import mode_stats
+import dgm.core.data
+from dgm.core import nets
+from dgm.core.config import knob_map
+from dgm.core.device import seeded
+from dgm.families.gan.lessons import EXPERIMENT
+from dgm.families.gan.trainer import GANConfig, GANTrainer
+from dgm.core.metrics import mode_stats
 
 
 class NaiveGAN:
@@ -42,7 +43,7 @@ class NaiveGAN:
 
     def __init__(self, cfg: GANConfig, seed: int = 0):
         self.cfg = cfg
-        self.data = dgm.data.get(cfg.data)
+        self.data = dgm.core.data.get(cfg.data)
         with seeded(seed):
             self.G = nets.mlp(cfg.z_dim, 2, cfg.g_width, cfg.g_depth, act="leaky_relu")
             self.D = nn.Sequential(nets.mlp(2, 1, cfg.d_width, cfg.d_depth, act="leaky_relu"), nn.Sigmoid())
@@ -98,13 +99,14 @@ def bench_speed(rounds: int = 5, n: int = 400) -> None:
     print(f"  naive PyTorch loop        {med(r_naive):8.0f} steps/s")
     print(f"  GANTrainer                {med(r_ours):8.0f} steps/s   ({med(r_ours) / med(r_naive):.2f}x the naive loop)")
     print(f"  GANTrainer + evaluation   {med(r_eval):8.0f} steps/s   (evaluate() every {GANTrainer.eval_every} steps)")
-    # the page while playing: the run trains in a worker process (dgm.worker, as the live pages do);
+    # the page while playing: the run trains in a worker process (dgm.core.worker, as the live pages do);
     # each frame syncs its state, takes a snapshot and serialises the game plane, at most 6 frames/s,
     # and once a second the other figures too (the page's panels, dgm.ui.gan.GameView)
-    from dgm import worker
-    from dgm.viz import gan as vg
+    from dgm.core import worker
+    from dgm.families.gan import figures as vg
+    from dgm.ui.gan import Timeline
 
-    page = GANTrainer(cfg, seed=0, device="cpu")
+    page, timeline = GANTrainer(cfg, seed=0, device="cpu"), Timeline()
     deadline = time.perf_counter() + 120
     while (run := worker.start("gan", page, {"mode": "both"})) is None:
         if time.perf_counter() > deadline or not worker.enabled():
@@ -117,8 +119,8 @@ def bench_speed(rounds: int = 5, n: int = 400) -> None:
         t1 = time.perf_counter()
         run.sync(page, {"mode": "both"})
         t2 = time.perf_counter()
-        snap = page.snapshot()
-        page.timeline.add(page.iteration, snap)
+        snap = vg.snapshot(page)
+        timeline.add(page.iteration, snap)
         figs = vg.main_figures(snap, page.history.merged(), page.data)
         figs["game"].to_json()
         if t2 >= panels_at:
@@ -193,7 +195,7 @@ def main() -> None:
     if a.only in (None, "ring8"):
         bench_quality("ring8 (default preset)", extra, a.seeds, a.budget, 8, 0.90, a.max_steps, a.first_seed)
     if a.only in (None, "grid25"):
-        bench_quality("grid25 (preset 'grid25')", PRESETS["grid25"] | extra, a.seeds, 2 * a.budget, 24, 0.80, a.max_steps,
+        bench_quality("grid25 (preset 'grid25')", EXPERIMENT.presets["grid25"] | extra, a.seeds, 2 * a.budget, 24, 0.80, a.max_steps,
                       a.first_seed)
 
 

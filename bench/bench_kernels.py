@@ -1,4 +1,4 @@
-"""What pinning the CPU kernels costs (dgm/kernels.py): training steps per second of every experiment
+"""What pinning the CPU kernels costs (dgm/core/kernels.py): training steps per second of every experiment
 under each kernel tier, as a ratio to the processor's own (unpinned, "native") kernels, measured in
 one run with the tiers interleaved (the host's speed drifts).
 
@@ -18,15 +18,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dgm import experiments, kernels  # noqa: E402
+from dgm.core import registry, kernels  # noqa: E402
 
 CHILD = """
 import json, sys, time
-from dgm import experiments
+from dgm.core import registry
 import torch
 out = {"capability": torch.backends.cpu.get_cpu_capability()}
 for name in json.loads(sys.argv[1]):
-    t = experiments.get(name).make(seed=0, device="cpu")
+    t = registry.get(name).make(seed=0, device="cpu")
     t.step(5)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < float(sys.argv[2]):
@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=2.0, help="per experiment and tier, each round")
     args = ap.parse_args()
-    names = experiments.names()
+    names = registry.names()
     tiers = ["native", "avx2", "sse2"] if kernels.is_x86() else ["native"]
     totals: dict[str, dict[str, float]] = {t: {n: 0.0 for n in names} for t in tiers}
     caps = {}

@@ -30,14 +30,17 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from dgm import vae  # noqa: E402
-from dgm import viz  # noqa: E402
+from dgm.families.vae import figures as vae_figures  # noqa: E402
+from dgm.families.vae import trainer as vae  # noqa: E402
+from dgm.families.vae.lessons import EXPERIMENT  # noqa: E402
+from dgm.families.vae.model import ACTIVE_THRESHOLD  # noqa: E402
+from dgm.core import viz  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 
 
 def train(cfg: vae.VAEConfig, seconds: float | None = None, steps: int | None = None, seed: int = 0):
-    t = vae.EXPERIMENT.make(cfg, seed=seed, device="cpu")
+    t = EXPERIMENT.make(cfg, seed=seed, device="cpu")
     start = time.perf_counter()
     t.run(steps=steps, seconds=seconds)
     wall = time.perf_counter() - start
@@ -52,7 +55,7 @@ def report(label: str, t, f: dict, wall: float) -> None:
 
 
 def pngs(t, prefix: str) -> None:
-    figs = vae.figures(t)
+    figs = vae_figures.figures(t)
     for name in ("manifold", "latent", "samples", "elbo"):
         path = OUT / f"{prefix}_{name}.png"
         viz.write_png(figs[name], str(path))
@@ -83,11 +86,11 @@ def part_overfit(steps: int) -> None:
 
 def part_collapse(steps: int) -> None:
     for name in ("posterior collapse", "warm-up fixes it"):
-        cfg = vae.VAEConfig(**vae.PRESETS[name])
+        cfg = vae.VAEConfig(**EXPERIMENT.presets[name])
         t, f, wall = train(cfg, steps=steps)
         act = t.analysis["activity"]
         report(f"## preset {name!r}, {steps} steps", t, f, wall)
-        print(f"  current model: active units {(act > vae.ACTIVE_THRESHOLD).sum()}/{cfg.latent}, "
+        print(f"  current model: active units {(act > ACTIVE_THRESHOLD).sum()}/{cfg.latent}, "
               f"validation KL {t.latest_eval['val_kl']:.2f}, validation ELBO {t.latest_eval['val_elbo']:.2f}")
 
 

@@ -28,9 +28,9 @@ REPEATS = 12
 
 def figure_pairs(name: str) -> dict[str, tuple[str, str]]:
     """The page's figures as plotly JSON at two points of one run."""
-    from dgm import experiments
+    from dgm.core import registry
 
-    exp = experiments.get(name)
+    exp = registry.get(name)
     trainer = exp.make(exp.config(), seed=0, device="cpu")
     trainer.step(STEPS[name])
     a = {k: f.to_json() for k, f in exp.figures(trainer).items()}

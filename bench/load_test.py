@@ -41,13 +41,13 @@ def rss_mb(pid: int) -> float:
 
 
 def workers() -> tuple[int, float]:
-    """The training worker processes (dgm.worker) and the zygote they fork from: how many,
+    """The training worker processes (dgm.core.worker) and the zygote they fork from: how many,
     and their memory as PSS in MB (pages they share are split among them, so the sum is what they
     really take)."""
     count, pss = 0, 0.0
     for d in Path("/proc").iterdir():
         try:
-            if d.name.isdigit() and b"dgm.worker" in (d / "cmdline").read_bytes():
+            if d.name.isdigit() and b"dgm.core.worker" in (d / "cmdline").read_bytes():
                 for line in (d / "smaps_rollup").read_text().splitlines():
                     if line.startswith("Pss:"):
                         pss += int(line.split()[1]) / 1024

@@ -39,7 +39,7 @@ ITER = re.compile(r"Iteration ([\d,]+)")
 
 def cpu_seconds() -> dict[str, float]:
     """CPU seconds used so far by each process of interest, by kind: the server, its training workers
-    (dgm.worker), the browser (every chromium process)."""
+    (dgm.core.worker), the browser (every chromium process)."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = collections.defaultdict(float)
     for d in Path("/proc").iterdir():
@@ -50,7 +50,7 @@ def cpu_seconds() -> dict[str, float]:
             fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        kind = ("server" if "streamlit run" in cmd else "training workers" if "dgm.worker" in cmd
+        kind = ("server" if "streamlit run" in cmd else "training workers" if "dgm.core.worker" in cmd
                 else "browser" if "chromium" in cmd else None)
         if kind:
             out[kind] += (int(fields[11]) + int(fields[12])) / tick
@@ -76,7 +76,7 @@ def split_cores() -> None:
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         raise SystemExit("--split-cores needs two cores or more")
-    for match, where in (("chromium", cores[:1]), ("streamlit run", cores[:1]), ("dgm.worker", cores[1:])):
+    for match, where in (("chromium", cores[:1]), ("streamlit run", cores[:1]), ("dgm.core.worker", cores[1:])):
         for tid in _tasks(match):
             try:
                 os.sched_setaffinity(tid, where)
@@ -93,7 +93,7 @@ def naive_rate(rounds: int = 3, n: int = 400) -> float:
     sys.path.insert(0, str(ROOT / "bench"))
     from bench_gan import NaiveGAN, rate
 
-    from dgm.gan import GANConfig
+    from dgm.families.gan.trainer import GANConfig
 
     torch.set_num_threads(1)
     naive = NaiveGAN(GANConfig(), seed=0)

@@ -7,7 +7,7 @@ milliseconds of a server start (see app.py).
 
 __version__ = "0.1.0"
 
-from dgm import kernels as _kernels
+from dgm.core import kernels as _kernels
 
-# before torch runs its first op: the CPU kernels a seed's numbers depend on (see dgm/kernels.py)
+# before torch runs its first op: the CPU kernels a seed's numbers depend on (see dgm/core/kernels.py)
 _kernels.pin()

@@ -1,5 +1,5 @@
 import sys
 
-from dgm.cli import main
+from dgm.core.cli import main
 
 sys.exit(main())

@@ -2,21 +2,15 @@
 
 import streamlit as st
 
-from dgm.experiments import get
-from dgm.ui import common, controls, live
+from dgm.core.registry import get
+from dgm.ui import common, controls, view
 
 exp = get("demo")
 cfg = controls.config_sidebar(exp)
-common.header(
-    "Live loop demo",
-    "The smallest model in the app: a full-covariance Gaussian **q** fitted to samples of **p** by "
-    "maximum likelihood with the optimiser below. Its optimum is known in closed form (the mean and "
-    "covariance of p), so it shows the training controls at work on a model whose answer you can check. "
-    "Try a learning rate of 100 with SGD to see what divergence looks like.",
-)
+common.page_header(exp)
 
 
-class DemoView(live.View):
+class DemoView(view.View):
     """The fit at every frame, the loss curve once a second."""
 
     def layout(self, trainer):
@@ -33,4 +27,4 @@ class DemoView(live.View):
             common.plot(fig, key="demo.loss")
 
 
-live.loop(exp, cfg, DemoView())
+view.loop(exp, cfg, DemoView())

@@ -2,16 +2,16 @@
 
 import streamlit as st
 
-from dgm.experiments import get
-from dgm.ui import common, controls, live
+from dgm.core.registry import get
+from dgm.ui import common, controls, view
 from dgm.ui import divergences as ui
 
 exp = get("divergence")
 cfg = controls.config_sidebar(exp)
-common.header("Divergences: mode covering vs mode seeking", ui.INTRO)
+common.page_header(exp)
 
-state = live.loop(exp, cfg, ui.DivergenceView(cfg), warm_steps=ui.WARM_STEPS)
+state = view.loop(exp, cfg, ui.DivergenceView(cfg), warm_steps=ui.WARM_STEPS)
 
 st.divider()
 ui.restarts_panel(cfg, state.trainer)
-ui.theory()
+common.theory(exp)

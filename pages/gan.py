@@ -1,15 +1,14 @@
-"""GAN dynamics: the two-player game made visible, mode collapse measured (issue 4)."""
+"""GAN dynamics: the two-player game made visible, mode collapse measured."""
 
 import streamlit as st
 
-from dgm.experiments import get
-from dgm.ui import common, controls, live
+from dgm.core.registry import get
+from dgm.ui import common, controls, view
 from dgm.ui import gan as ui
 
 exp = get("gan")
 cfg = controls.config_sidebar(exp)
-common.header("GAN dynamics", ui.INTRO)
-ui.lesson_note(exp)
+common.page_header(exp)
 
 left, right = st.columns([1, 1.6], vertical_alignment="bottom")
 with left:
@@ -17,5 +16,5 @@ with left:
 with right:
     opts = ui.view_options()
 
-live.loop(exp, cfg, ui.GameView(exp, opts), runtime={"mode": mode})
-ui.theory()
+view.loop(exp, cfg, ui.GameView(exp, opts), runtime={"mode": mode})
+common.theory(exp)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dgm.experiments import get, names
+from dgm.core.registry import get, names
 from dgm.ui import common
 from dgm.ui.pages import HOME, all_pages
 
@@ -37,15 +37,14 @@ for info in all_pages():
     st.page_link(info.path, label=f"**{info.title}**: {info.blurb}", icon=info.icon)
 
 lessons = [(info, get(info.experiment)) for info in all_pages()
-           if info.experiment in names() and get(info.experiment).presets]
+           if info.experiment in names() and get(info.experiment).lessons]
 if lessons:
     st.subheader("Lessons")
     st.markdown("Each link opens a page with every knob set to show one phenomenon.")
     for info, exp in lessons:
         st.markdown(f"**{info.title}**")
-        for name, values in exp.presets.items():
-            blurb = (exp.lessons or {}).get(name, "")
-            st.page_link(info.path, label=f"{name}" + (f": {blurb}" if blurb else ""), icon=":material/school:",
-                         query_params={"preset": name})
+        for les in exp.lessons:
+            st.page_link(info.path, label=f"{les.name}" + (f": {les.blurb}" if les.blurb else ""),
+                         icon=":material/school:", query_params={"preset": les.name})
 
 st.caption("Device, seed and presenter mode are in the sidebar and apply to every page.")

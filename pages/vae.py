@@ -1,13 +1,13 @@
-"""VAE: the ELBO taken apart, the 2D latent manifold, posterior collapse (issue 6)."""
+"""VAE: the ELBO taken apart, the 2D latent manifold, posterior collapse."""
 
-from dgm.experiments import get
-from dgm.ui import common, controls, live
+from dgm.core.registry import get
+from dgm.ui import common, controls, view
 from dgm.ui import vae as vui
 
 exp = get("vae")
 cfg = controls.config_sidebar(exp)
-common.header("VAE", vui.INTRO)
-vui.theory()
+common.page_header(exp)
+common.theory(exp)
 pair = vui.pair_picker(cfg)
-live.loop(exp, cfg, vui.VaeView(pair))
+view.loop(exp, cfg, vui.VaeView(pair))
 vui.gradient_panel(exp)

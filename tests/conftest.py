@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import dgm  # noqa: F401  (first: pins the CPU kernels before any test runs a torch op; dgm/kernels.py)
+import dgm  # noqa: F401  (first: pins the CPU kernels before any test runs a torch op; dgm/core/kernels.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("DGM_CHROMIUM", "/usr/bin/chromium")

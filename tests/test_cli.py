@@ -21,7 +21,7 @@ def cli(*args, check=True):
     import contextlib
     import io
 
-    from dgm.cli import main
+    from dgm.core.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from dgm import config as C
+from dgm.core import config as C
 
 
 @dataclass

@@ -1,12 +1,13 @@
-"""The data sets: shapes, seeds, exact densities and the mixture geometry of DESIGN.md."""
+"""The data sets: shapes, seeds, exact densities and the mixture geometry of docs/ARCHITECTURE.md."""
 
 import math
 
 import pytest
 import torch
 
-import dgm.data as data
-from dgm.metrics import Grid
+import dgm.core.data as data
+from dgm.core.digits import digits
+from dgm.core.metrics import Grid
 
 ALL = data.names()
 
@@ -134,7 +135,7 @@ def test_sampled_distributions_say_they_have_no_density():
 
 
 def test_digits_split_is_fixed_and_scaled():
-    d = data.digits()
+    d = digits()
     assert (len(d.train), len(d.val), len(d.test)) == (1197, 300, 300)
     assert d.train.x.shape == (1197, 64) and d.train.x.dtype == torch.float32
     levels = torch.unique(torch.cat([d.train.x, d.val.x, d.test.x]))

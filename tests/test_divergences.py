@@ -10,11 +10,14 @@ import pytest
 import torch
 from torch import distributions as D
 
-import dgm.data
-from dgm import cli
-from dgm.divergences import (OBJECTIVES, DivergenceConfig, DivergenceTrainer, QBatch, QuadGrid, all_divergences,
-                             amari, gauss_log_prob, gaussian_kl, grid_mmd2, hellinger2, kl, make_target,
-                             mixture_moments, restarts, sample_mmd2)
+import dgm.core.data
+from dgm.core import cli
+from dgm.families.divergences import figures as vd
+from dgm.families.divergences.model import (
+    QBatch, all_divergences, amari, gaussian_kl, grid_mmd2, hellinger2, kl, sample_mmd2,
+)
+from dgm.families.divergences.targets import QuadGrid, gauss_log_prob, make_target, mixture_moments
+from dgm.families.divergences.trainer import OBJECTIVES, DivergenceConfig, DivergenceTrainer, restarts
 
 
 def _lq(grid: QuadGrid, mean, cov) -> torch.Tensor:
@@ -153,7 +156,7 @@ def test_gauss_log_prob_matches_torch_distributions():
 def test_target_is_the_data_set_and_its_moments_match_quadrature(name):
     t = make_target(name)
     x = t.sample(500, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(t.log_prob(x), dgm.data.get(name).log_prob(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(t.log_prob(x), dgm.core.data.get(name).log_prob(x), rtol=1e-5, atol=1e-5)
     wide = make_target(name, width=10.0) if name == "ring8" else t  # quadrature needs modes wider than a cell
     grid = QuadGrid.over((-12, 12, -12, 12), 600, dtype=torch.float64)
     p = torch.softmax(wide.log_prob(grid.points), 0)  # (N,) cell probabilities
@@ -281,7 +284,7 @@ def test_cli_prints_the_fit_and_every_divergence():
         assert isinstance(final[name], float) and final[name] >= 0
     assert final["reverse_kl"] == final["table.reverse_kl.reverse_kl"]
     # the reported fit sits on one of the two modes
-    centers = dgm.data.get("bimodal").means.numpy()
+    centers = dgm.core.data.get("bimodal").means.numpy()
     assert np.linalg.norm(centers - np.array(final["mean"]), axis=1).min() < 0.2
 
 
@@ -298,10 +301,10 @@ def test_mixture_moments_against_sampling():
 
 
 def test_every_preset_is_a_valid_config_and_trains():
-    from dgm import config as cfglib
-    from dgm.divergences import EXPERIMENT
+    from dgm.core import config as cfglib
+    from dgm.families.divergences.lessons import EXPERIMENT
 
-    assert set(EXPERIMENT.presets) == set(EXPERIMENT.lessons)
+    assert all(les.blurb for les in EXPERIMENT.lessons)
     for name, values in EXPERIMENT.presets.items():
         cfg, notes = cfglib.from_raw(DivergenceConfig, {**values, "res": 32}, strict=True)
         assert not notes, name
@@ -314,8 +317,7 @@ def test_every_preset_is_a_valid_config_and_trains():
 def test_figures_build_from_a_snapshot(kw):
     import plotly.graph_objects as go
 
-    from dgm.divergences import EXPERIMENT
-    from dgm.viz import divergences as vd
+    from dgm.families.divergences.lessons import EXPERIMENT
 
     t = DivergenceTrainer(DivergenceConfig(res=32, **kw), seed=0, device="cpu")
     t.step(5)
@@ -323,6 +325,6 @@ def test_figures_build_from_a_snapshot(kw):
     assert set(figs) == {"fit", "side_by_side", "values", "table"}
     assert all(isinstance(f, go.Figure) and len(f.data) > 0 for f in figs.values())
     assert not any(type(tr).__name__ in ("Scattergl", "Heatmapgl") for f in figs.values() for tr in f.data)
-    snap = t.snapshot()
+    snap = vd.snapshot(t)
     res = restarts(t.config, n=4, steps=5)
     assert len(vd.restarts(res, snap).data) > 0 and len(vd.restart_counts(res).data) == 1

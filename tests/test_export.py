@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dgm import export as X
-from dgm.demo import EXPERIMENT, DemoConfig, DemoTrainer
+from dgm.core import export as X
+from dgm.families.demo.lessons import EXPERIMENT
+from dgm.families.demo.trainer import DemoConfig, DemoTrainer
 
 
 def trained(cfg=None, steps=30, seed=0):

@@ -7,8 +7,11 @@ import math
 import pytest
 import torch
 
-from dgm import flows as F
-from dgm.metrics import Grid
+from dgm.families.flows import layers as L
+from dgm.families.flows import model as M
+from dgm.families.flows import trainer as T
+from dgm.families.flows.lessons import EXPERIMENT
+from dgm.core.metrics import Grid
 
 
 def randomize(module: torch.nn.Module, scale: float = 0.5, seed: int = 0) -> torch.nn.Module:
@@ -21,18 +24,18 @@ def randomize(module: torch.nn.Module, scale: float = 0.5, seed: int = 0) -> tor
 
 
 LAYERS = {
-    "planar": lambda d: F.Planar(d),
-    "radial": lambda d: F.Radial(d),
-    "nice": lambda d: F.AffineCoupling(d, additive=True),
-    "realnvp": lambda d: F.AffineCoupling(d),
-    "spline": lambda d: F.SplineCoupling(d, bound=3.0),
-    "maf": lambda d: F.MAF(d),
-    "iaf": lambda d: F.IAF(d),
-    "actnorm": lambda d: F.ActNorm(d),
-    "swap": lambda d: F.Permute(torch.arange(d - 1, -1, -1)),
-    "rotation": lambda d: F.Rotation(d),
-    "lu": lambda d: F.LULinear(d),
-    "block": lambda d: F.Block([F.AffineCoupling(d), F.ActNorm(d), F.LULinear(d)]),
+    "planar": lambda d: L.Planar(d),
+    "radial": lambda d: L.Radial(d),
+    "nice": lambda d: L.AffineCoupling(d, additive=True),
+    "realnvp": lambda d: L.AffineCoupling(d),
+    "spline": lambda d: L.SplineCoupling(d, bound=3.0),
+    "maf": lambda d: L.MAF(d),
+    "iaf": lambda d: L.IAF(d),
+    "actnorm": lambda d: L.ActNorm(d),
+    "swap": lambda d: L.Permute(torch.arange(d - 1, -1, -1)),
+    "rotation": lambda d: L.Rotation(d),
+    "lu": lambda d: L.LULinear(d),
+    "block": lambda d: M.Block([L.AffineCoupling(d), L.ActNorm(d), L.LULinear(d)]),
 }
 
 
@@ -82,14 +85,14 @@ def test_spline_is_monotone_maps_the_interval_onto_itself_and_starts_as_identity
     x = torch.linspace(-3.5, 3.5, n, dtype=torch.float64)
     uw, uh, ud = (torch.randn(n, m, generator=g, dtype=torch.float64).expand(n, m) * 0 +
                   torch.randn(1, m, generator=g, dtype=torch.float64) for m in (k, k, k - 1))
-    y, lad = F.rq_spline(x, uw, uh, ud, bound=3.0)
+    y, lad = L.rq_spline(x, uw, uh, ud, bound=3.0)
     assert (y[1:] > y[:-1]).all()
-    edge = F.rq_spline(torch.tensor([-3.0, 3.0], dtype=torch.float64), uw[:2], uh[:2], ud[:2], bound=3.0)[0]
+    edge = L.rq_spline(torch.tensor([-3.0, 3.0], dtype=torch.float64), uw[:2], uh[:2], ud[:2], bound=3.0)[0]
     assert torch.allclose(edge, torch.tensor([-3.0, 3.0], dtype=torch.float64), atol=1e-9)
     outside = x.abs() > 3
     assert torch.equal(y[outside], x[outside]) and (lad[outside] == 0).all()
     zero = torch.zeros(n, k, dtype=torch.float64)
-    y0, lad0 = F.rq_spline(x, zero, zero, zero[:, :-1], bound=3.0)
+    y0, lad0 = L.rq_spline(x, zero, zero, zero[:, :-1], bound=3.0)
     assert torch.allclose(y0, x, atol=1e-9) and lad0.abs().max() < 1e-9
 
 
@@ -97,7 +100,7 @@ def test_made_is_autoregressive_by_gradients():
     """Output i and its twin D+i have zero gradient with respect to inputs j >= i, and a nonzero one
     with respect to every j < i (karpathy/pytorch-made's check)."""
     d = 5
-    made = randomize(F.MADE(d, hidden=32).double(), scale=0.7)
+    made = randomize(L.MADE(d, hidden=32).double(), scale=0.7)
     x = _points(1, d)[0]
     jac = torch.autograd.functional.jacobian(lambda v: made(v[None])[0], x)  # (2D, D)
     for out in range(2 * d):
@@ -109,7 +112,7 @@ def test_made_is_autoregressive_by_gradients():
                 assert jac[out, j] != 0, (out, j)
 
 
-@pytest.mark.parametrize("cls", [F.MAF, F.IAF])
+@pytest.mark.parametrize("cls", [L.MAF, L.IAF])
 def test_autoregressive_layers_have_triangular_jacobians(cls):
     d = 4
     layer = randomize(cls(d, hidden=16).double(), scale=0.7)
@@ -120,39 +123,39 @@ def test_autoregressive_layers_have_triangular_jacobians(cls):
         assert (torch.tril(jac, -1) != 0).any()
 
 
-@pytest.mark.parametrize("flow", F.FLOWS)
+@pytest.mark.parametrize("flow", T.FLOWS)
 def test_flow_log_prob_integrates_to_one(flow):
-    cfg = F.FlowConfig(flow=flow, layers=3, hidden=16, mixing="lu")
+    cfg = T.FlowConfig(flow=flow, layers=3, hidden=16, mixing="lu")
     torch.manual_seed(0)
-    model = randomize(F.build_flow(cfg).double(), scale=0.3)
+    model = randomize(T.build_flow(cfg).double(), scale=0.3)
     grid = Grid.over((-20.0, 20.0, -20.0, 20.0), 600, dtype=torch.float64)  # heavy tails: a wide box
     with torch.no_grad():
         total = grid.integral(model.log_prob(grid.points, chunk=50_000).exp())
     assert abs(total - 1) < 1e-2, (flow, total)
 
 
-@pytest.mark.parametrize("flow", F.FLOWS)
+@pytest.mark.parametrize("flow", T.FLOWS)
 def test_sample_log_prob_agrees_with_log_prob(flow):
-    cfg = F.FlowConfig(flow=flow, layers=3, hidden=16, mixing="rotation")
+    cfg = T.FlowConfig(flow=flow, layers=3, hidden=16, mixing="rotation")
     torch.manual_seed(1)
-    model = randomize(F.build_flow(cfg).double(), scale=0.3)
+    model = randomize(T.build_flow(cfg).double(), scale=0.3)
     x, log_q = model.sample_with_log_prob(200, torch.Generator().manual_seed(0))
     assert torch.allclose(model.log_prob(x), log_q, atol=1e-6)
 
 
 def test_actnorm_flow_is_a_diagonal_gaussian():
-    an = F.ActNorm(2).double()
+    an = L.ActNorm(2).double()
     with torch.no_grad():
         an.loc.copy_(torch.tensor([1.0, -2.0]))
         an.log_scale.copy_(torch.tensor([0.3, -0.7]))
-    model = F.Flow([an])
+    model = M.Flow([an])
     x = _points(50)
     ref = torch.distributions.Normal(an.loc.detach(), an.log_scale.detach().exp()).log_prob(x).sum(1)
     assert torch.allclose(model.log_prob(x), ref, atol=1e-10)
 
 
 def test_identity_flow_has_zero_reverse_kl_to_its_base():
-    model = F.build_flow(F.FlowConfig(flow="realnvp", layers=4)).double()  # zero-initialised: the identity
+    model = T.build_flow(T.FlowConfig(flow="realnvp", layers=4)).double()  # zero-initialised: the identity
     kl = model.reverse_kld(model.base_log_prob, 256, torch.Generator().manual_seed(0))
     assert abs(kl.detach().item()) < 1e-10
     x = _points(100)
@@ -161,12 +164,12 @@ def test_identity_flow_has_zero_reverse_kl_to_its_base():
 
 def test_radial_and_planar_stay_invertible_with_adversarial_parameters():
     # planar: w.u_hat > -1 whatever u; radial: beta >= -alpha whatever its raw parameters
-    p = F.Planar(2).double()
+    p = L.Planar(2).double()
     with torch.no_grad():
         p.w.copy_(torch.tensor([1.0, 0.5]))
         p.u.copy_(torch.tensor([-10.0, -5.0]))
     assert (p.u_hat() @ p.w).detach().item() > -1
-    r = F.Radial(2).double()
+    r = L.Radial(2).double()
     with torch.no_grad():
         r.beta_raw.fill_(-30.0)
     for layer in (p, r):
@@ -180,12 +183,12 @@ def test_radial_and_planar_stay_invertible_with_adversarial_parameters():
 def small(**kw):
     base = {"layers": 2, "hidden": 16, "batch": 64}
     base.update(kw)
-    return F.FlowConfig(**base)
+    return T.FlowConfig(**base)
 
 
 def test_trainer_is_deterministic_whatever_the_bursts():
-    a = F.FlowTrainer(small(), seed=3)
-    b = F.FlowTrainer(small(), seed=3)
+    a = T.FlowTrainer(small(), seed=3)
+    b = T.FlowTrainer(small(), seed=3)
     a.step(30)
     for _ in range(3):
         b.step(10)
@@ -194,29 +197,29 @@ def test_trainer_is_deterministic_whatever_the_bursts():
 
 
 def test_evaluate_names_and_exact_kls():
-    t = F.FlowTrainer(small(data="bimodal"), seed=0)
+    t = T.FlowTrainer(small(data="bimodal"), seed=0)
     t.step(20)
     f = t.final()
     assert {"nll", "forward_kl", "reverse_kl", "train_nll"} <= set(f)
     assert f["forward_kl"] >= 0 and f["reverse_kl"] >= 0
     # the grid KL of q to itself is zero, and the NLL is bounded below by the true entropy minus noise
     assert t.entropy is not None and f["nll"] > t.entropy - 0.2
-    t2 = F.FlowTrainer(small(data="moons"), seed=0)
+    t2 = T.FlowTrainer(small(data="moons"), seed=0)
     t2.step(5)
     assert "forward_kl" not in t2.final() and "nll" in t2.final()
 
 
 def test_reverse_kl_needs_a_density():
     with pytest.raises(ValueError, match="reverse KL"):
-        F.FlowTrainer(small(data="moons", objective="reverse_kl"))
-    t = F.FlowTrainer(small(data="U2", objective="reverse_kl", flow="planar", anneal_steps=100), seed=0)
+        T.FlowTrainer(small(data="moons", objective="reverse_kl"))
+    t = T.FlowTrainer(small(data="U2", objective="reverse_kl", flow="planar", anneal_steps=100), seed=0)
     t.step(10)
     assert 0.01 <= t.latest["beta"] < 0.2
     assert {"loss", "nll", "forward_kl", "reverse_kl"} <= set(t.final())
 
 
 def test_forward_kl_learns_quickly():
-    t = F.FlowTrainer(F.FlowConfig(data="bimodal", layers=4, hidden=32, batch=256), seed=0)
+    t = T.FlowTrainer(T.FlowConfig(data="bimodal", layers=4, hidden=32, batch=256), seed=0)
     before = t.final()["nll"]
     t.step(200)
     after = t.final()["nll"]
@@ -224,20 +227,20 @@ def test_forward_kl_learns_quickly():
 
 
 def test_true_entropy_of_an_energy_is_finite():
-    h = F.true_entropy("U1")
+    h = T.true_entropy("U1")
     assert h is not None and math.isfinite(h) and 1.0 < h < 4.0
 
 
 def test_presets_are_valid_configs():
-    for name, values in F.PRESETS.items():
-        cfg = F.FlowConfig(**values)
+    for les in EXPERIMENT.lessons:
+        cfg = T.FlowConfig(**les.values)
         if cfg.objective == "reverse_kl":
-            assert F.reverse_ok(cfg.data), name
-        assert name in F.LESSONS
+            assert T.reverse_ok(cfg.data), les.name
+        assert les.blurb
 
 
 def test_cli_prints_nll_and_kls(capsys):
-    from dgm import cli
+    from dgm.core import cli
 
     assert cli.main(["flow", "--data", "8gaussians", "--flow", "realnvp", "--layers", "2", "--hidden", "16",
                      "--objective", "forward_kl", "--seed", "1", "--steps", "20"]) == 0
@@ -246,10 +249,10 @@ def test_cli_prints_nll_and_kls(capsys):
 
 
 def test_figures_build_for_every_layer_type():
-    from dgm.viz import flows as V
+    from dgm.families.flows import figures as V
 
     for flow in ("planar", "maf", "iaf", "spline"):
-        t = F.FlowTrainer(small(flow=flow, layers=3), seed=0)
+        t = T.FlowTrainer(small(flow=flow, layers=3), seed=0)
         t.step(2)
         figs = V.figures(t, layer=2)
         assert {"target", "density", "samples", "layers", "logdet", "stage", "nll", "kl"} <= set(figs)

@@ -8,25 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-import dgm.data
-from dgm import cli
-from dgm.config import from_raw
-from dgm.gan import (
-    EXPERIMENT,
-    LOSSES,
-    MMD,
-    PRESETS,
-    GANConfig,
-    GANTrainer,
-    Timeline,
-    binned_kde,
-    cfg_move,
-    clip_,
-    d_loss,
-    g_loss,
-    gradient_penalty,
-)
-from dgm.metrics import Grid, kde_log_prob, mmd2
+import dgm.core.data
+from dgm.core import cli
+from dgm.core.config import from_raw
+from dgm.core.metrics import MMD, Grid, binned_kde, kde_log_prob, mmd2
+from dgm.families.gan import figures as gf
+from dgm.families.gan.lessons import EXPERIMENT
+from dgm.families.gan.model import LOSSES, cfg_move, clip_, d_loss, g_loss, gradient_penalty
+from dgm.families.gan.trainer import GANConfig, GANTrainer
+from dgm.ui.gan import Timeline
+
+PRESETS = EXPERIMENT.presets
 
 TINY = {"g_width": 16, "d_width": 16, "g_depth": 2, "d_depth": 2, "batch": 32}
 ln = math.log
@@ -162,12 +154,12 @@ def test_step_modes_freeze_the_other_player():
     t.step(2)
     g0 = [p.clone() for p in t.G.parameters()]
     d0 = [p.clone() for p in t.D.parameters()]
-    t.mode = "d"
+    t.set_runtime(mode="d")
     t.step(3)
     assert all(torch.equal(a, b) for a, b in zip(g0, t.G.parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(d0, t.D.parameters()))
     d1 = [p.clone() for p in t.D.parameters()]
-    t.mode = "g"
+    t.set_runtime(mode="g")
     t.step(3)
     assert all(torch.equal(a, b) for a, b in zip(d1, t.D.parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(g0, t.G.parameters()))
@@ -179,7 +171,7 @@ def test_snapshot_and_evaluate_do_not_change_state():
     t.step(3)
     before = {k: v.clone() for k, v in t.D.state_dict().items()}
     gstate = t.gen.get_state()
-    snap = t.snapshot()
+    snap = gf.snapshot(t)
     t.evaluate()
     for k, v in t.D.state_dict().items():
         assert torch.equal(v, before[k]), k  # includes spectral norm's power-iteration vectors
@@ -198,7 +190,7 @@ def test_evaluate_names_and_ranges_on_ring8():
 
 def test_fast_mmd_equals_the_shared_mmd2():
     g = torch.Generator().manual_seed(0)
-    y = dgm.data.get("ring8").sample(300, g)
+    y = dgm.core.data.get("ring8").sample(300, g)
     x = y[:200] + 0.05 * torch.randn(200, 2, generator=g)
     assert MMD(y).mmd2(x) == pytest.approx(mmd2(x, y), abs=1e-7)
 
@@ -207,7 +199,7 @@ def test_js_is_near_zero_for_samples_of_p_and_large_for_a_collapsed_q():
     t = GANTrainer(GANConfig(data="bimodal", **TINY), seed=0, device="cpu")
     good = t.data.sample(2500, torch.Generator().manual_seed(1))
     q, _ = t.q_grid(good)
-    from dgm.metrics import grid_js
+    from dgm.core.metrics import grid_js
     js_good = grid_js(t.js_grid, t.log_p_grid, q.log())
     q_bad, _ = t.q_grid(good[good[:, 0] > 0])  # only one of the two modes
     js_bad = grid_js(t.js_grid, t.log_p_grid, q_bad.log())
@@ -239,10 +231,10 @@ def test_timeline_is_bounded_and_spans_the_run():
 def test_presets_are_valid_configs_with_lessons():
     assert set(PRESETS) == {"vanilla GAN collapses", "saturating loss stalls early", "WGAN-GP covers every mode",
                             "CFG particles", "grid25"}
-    assert set(EXPERIMENT.lessons) == set(PRESETS)
+    assert all(les.blurb and les.text for les in EXPERIMENT.lessons)
     for values in PRESETS.values():
         cfg, notes = from_raw(GANConfig, {k: str(v) for k, v in values.items()}, strict=True)
-        assert not notes and dataclasses.asdict(cfg)["data"] in dgm.data.names()
+        assert not notes and dataclasses.asdict(cfg)["data"] in dgm.core.data.names()
 
 
 def test_figures_build_for_every_loss_and_a_density_free_data_set():

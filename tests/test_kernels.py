@@ -1,5 +1,5 @@
 """A replay gives the same numbers whatever CPU kernels the caller's environment asks for
-(dgm/kernels.py): the same command-line runs in subprocesses under several kernel settings, pinned
+(dgm/core/kernels.py): the same command-line runs in subprocesses under several kernel settings, pinned
 and not. Pinned, every run agrees exactly; unpinned (DGM_KERNELS=native), the same settings give
 different numbers, which shows that this test would fail if the pinning were removed."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dgm import kernels
+from dgm.core import kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not kernels.is_x86(), reason="the pinned tiers are x86-64 ones")
@@ -40,9 +40,9 @@ RUNS = (("gan", "--seed", "3", "--steps", "100"), ("vae", "--seed", "3", "--step
 def replay(tmp: Path, extra: dict[str, str], runs=RUNS) -> tuple[list[dict], str]:
     """Each of ``runs`` as ``python -m dgm ARGS --out DIR``, in one subprocess under the ``extra``
     environment: their final.json numbers, and the capability torch reported in that process."""
-    code = ("import json, sys, dgm.cli, torch\n"
+    code = ("import json, sys, dgm.core.cli, torch\n"
             "for i, args in enumerate(json.loads(sys.argv[1])):\n"
-            "    assert dgm.cli.main([*args, '--out', f'{sys.argv[2]}/{i}']) == 0\n"
+            "    assert dgm.core.cli.main([*args, '--out', f'{sys.argv[2]}/{i}']) == 0\n"
             "print(torch.backends.cpu.get_cpu_capability())")
     out = Path(tempfile.mkdtemp(dir=tmp))
     r = subprocess.run([sys.executable, "-c", code, json.dumps(runs), str(out)], cwd=ROOT, env=_env(extra),

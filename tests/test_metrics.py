@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import distributions as D
 
-import dgm.data as data
-from dgm import metrics as M
+import dgm.core.data as data
+from dgm.core import metrics as M
 
 
 def _on_modes(centers, counts, std=0.0, seed=0):

@@ -43,13 +43,13 @@ def test_step_modes_do_not_reset_the_run():
     g0 = [p.clone() for p in trainer.G.parameters()]
     at.radio(key="gan.mode").set_value("d").run()
     _clean(at)
-    assert _state(at).trainer is trainer and trainer.iteration == 10 and trainer.mode == "d"
+    assert _state(at).trainer is trainer and trainer.iteration == 10 and trainer.runtime.mode == "d"
     at.button(key="gan.step").click().run()
     _clean(at)
     assert trainer.iteration == 20
     assert all((a == b).all() for a, b in zip(g0, trainer.G.parameters())), "only D trains in 'Only D' mode"
     at.radio(key="gan.mode").set_value("both").run()
-    assert _state(at).trainer is trainer and trainer.mode == "both"
+    assert _state(at).trainer is trainer and trainer.runtime.mode == "both"
 
 
 def test_preset_link_sets_its_knobs():

@@ -57,9 +57,9 @@ def test_step_and_play_advance_the_trainer_and_metrics_appear():
 def test_preset_link_sets_its_knobs():
     at = open_page("pages/vae.py", {"preset": "posterior collapse"})
     _ok(at)
-    from dgm.vae import PRESETS
+    from dgm.families.vae.lessons import EXPERIMENT
 
-    for k, v in PRESETS["posterior collapse"].items():
+    for k, v in EXPERIMENT.presets["posterior collapse"].items():
         value = None
         for kind in ("selectbox", "select_slider", "slider", "toggle"):
             found = [x for x in getattr(at, kind) if x.key == k]

@@ -2,7 +2,7 @@
 with the baselines in tests/screenshots/. Rewrite them with `make screenshots`
 (pytest tests/test_screenshots.py --update-screenshots).
 
-The CPU kernels are pinned (dgm/kernels.py), so on any machine of the baseline's kernel tier (every
+The CPU kernels are pinned (dgm/core/kernels.py), so on any machine of the baseline's kernel tier (every
 x86-64 with AVX2) the replay's numbers are the same to the last bit and the pictures match. On another
 tier (ARM, or x86-64 without AVX2) the numbers can only agree to within a tolerance: the baseline also
 records how far the same replay moves under the other x86 tier (``spread``, measured when the
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for_app
-from dgm import experiments, kernels
+from dgm.core import registry, kernels
 from dgm.ui.pages import all_pages
 from screenshots import BASELINES, ScreenshotMismatch, compare
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.browser
 
 #: replay length per page: enough to show the phenomenon, short enough for CI
 STEPS = {"demo": 60, "divergences": 150, "gan": 300, "flows": 200, "vae": 150}
-CASES = [(p, STEPS[p.url]) for p in all_pages() if p.experiment in experiments.names() and p.url in STEPS]
+CASES = [(p, STEPS[p.url]) for p in all_pages() if p.experiment in registry.names() and p.url in STEPS]
 
 
 def chart_pngs(page, url: str) -> list[bytes]:
@@ -55,7 +55,7 @@ def _flat(prefix: str, v) -> dict:
 
 def replay_final(exp_name: str, steps: int, seed: int = 0) -> dict:
     """Every number in the replayed run's final metrics, flattened (name, name.key, name[i])."""
-    exp = experiments.get(exp_name)
+    exp = registry.get(exp_name)
     t = exp.make(exp.config(), seed=seed, device="cpu")
     t.step(steps)
     return {k2: v2 for k, v in t.final().items() for k2, v2 in _flat(k, v).items()}

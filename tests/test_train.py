@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
-import dgm.data as data
-from dgm.demo import DemoConfig, DemoTrainer
-from dgm.train import History, TrainingDiverged
+import dgm.core.data as data
+from dgm.families.demo.figures import snapshot
+from dgm.families.demo.trainer import DemoConfig, DemoTrainer
+from dgm.core.train import History, TrainingDiverged
 
 
 def params(t):
@@ -28,7 +29,7 @@ def test_converges_to_moment_matching():
     w, m, c = p.weights, p.means, p.covs
     mean = (w[:, None] * m).sum(0)
     cov = (w[:, None, None] * (c + m[:, :, None] * m[:, None, :])).sum(0) - mean[:, None] * mean[None, :]
-    s = t.snapshot()
+    s = snapshot(t)
     assert torch.allclose(s["mean"], mean, atol=0.03)  # stochastic gradients, batch 2048
     assert torch.allclose(s["cov"], cov, atol=0.08)
 
@@ -105,7 +106,7 @@ def test_snapshot_does_not_change_state():
     t = DemoTrainer(DemoConfig(), seed=0)
     t.step(10)
     before, gen = params(t).clone(), t.gen.get_state().clone()
-    t.snapshot()
+    snapshot(t)
     t.final()
     assert torch.equal(before, params(t)) and torch.equal(gen, t.gen.get_state())
 

@@ -2,7 +2,7 @@
 
 import plotly.graph_objects as go
 
-from dgm import viz
+from dgm.core import viz
 
 
 def test_figures_are_built_once_and_only_when_used():
@@ -23,23 +23,23 @@ def test_figures_are_built_once_and_only_when_used():
     assert built == ["a", "b"]
 
 
-def test_charts_fall_back_to_st_plotly_chart_when_plotly_js_cannot_be_served(monkeypatch):
+def test_charts_fall_back_to_st_plotly_chart_when_the_assets_cannot_be_served(monkeypatch):
     from conftest import charts, open_page
     from dgm.ui import plotly_live
 
-    def read_only():
-        raise PermissionError("read-only checkout")
+    def unavailable():
+        raise RuntimeError("Streamlit changed")
 
     monkeypatch.setattr(plotly_live, "_component", None)
     monkeypatch.setattr(plotly_live, "_unavailable", False)
-    monkeypatch.setattr(plotly_live, "ensure_plotly_js", read_only)
+    monkeypatch.setattr(plotly_live, "_register_assets", unavailable)
     at = open_page("pages/demo.py")
     assert not at.exception and not charts(at)
     assert len(at.get("plotly_chart")) == 2  # the fit and the loss curve, drawn the plain way
 
 
 def test_a_view_fills_the_containers_its_layout_placed():
-    """live.loop calls layout, then main and panels, each under the run's lock; what main and panels
+    """view.loop calls layout, then main and panels, each under the run's lock; what main and panels
     write lands in the containers layout placed (here in reverse order of writing), after the status
     line."""
     from streamlit.testing.v1 import AppTest
@@ -47,24 +47,24 @@ def test_a_view_fills_the_containers_its_layout_placed():
     def script():
         import streamlit as st
 
-        from dgm.experiments import get
-        from dgm.ui import live
+        from dgm.core.registry import get
+        from dgm.ui import session, view
 
         calls = st.session_state.setdefault("calls", [])
 
-        class Probe(live.View):
+        class Probe(view.View):
             def layout(self, trainer):
                 calls.append("layout")
                 self.first, self.second = st.container(), st.container()
                 st.markdown("after the view")
 
             def main(self, trainer):
-                calls.append(("main", live.state(exp).lock._is_owned()))
+                calls.append(("main", session.state(exp).lock._is_owned()))
                 with self.second:
                     st.markdown("main view")
 
             def panels(self, trainer):
-                calls.append(("panels", live.state(exp).lock._is_owned()))
+                calls.append(("panels", session.state(exp).lock._is_owned()))
 
                 def show():
                     with self.first:
@@ -72,7 +72,7 @@ def test_a_view_fills_the_containers_its_layout_placed():
                 return show
 
         exp = get("demo")
-        live.loop(exp, exp.config(), Probe())
+        view.loop(exp, exp.config(), Probe())
 
     at = AppTest.from_function(script, default_timeout=60).run()
     assert not at.exception

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import dgm.data
-from dgm import userdata as U
-from dgm.metrics import Grid
+import dgm.core.data
+from dgm.core import userdata as U
+from dgm.core.metrics import Grid
 
 
 def csv_bytes(rows, header=None):
@@ -77,7 +77,7 @@ def test_distribution_is_standardised_and_registered():
     rng = np.random.default_rng(0)
     pts = rng.normal(size=(400, 2)) * [50, 5] + [1000, -20]
     dist, scaling = U.make_distribution(pts)
-    assert dist.name.startswith("custom:") and dgm.data.get(dist.name) is dist
+    assert dist.name.startswith("custom:") and dgm.core.data.get(dist.name) is dist
     assert scaling.center == pytest.approx(tuple(pts.mean(0)))
     std = dist.points.std(0, correction=0)
     assert float(std.max()) == pytest.approx(U.TARGET_STD, rel=1e-3)

@@ -9,10 +9,14 @@ import pytest
 import torch
 from torch import distributions as D
 
-from dgm import cli
-from dgm.vae import (EXPERIMENT, IWAE_FINAL_K, LEVELS, VAE, VAEConfig, diag_normal_log_prob, elbo_parts,
-                     elbo_surgery, gaussian_kl, gradient_variance, heldout_metrics, log_mean_exp,
-                     mixture_log_prob, reparameterize)
+from dgm.core import cli
+from dgm.families.vae import figures as vviz
+from dgm.families.vae.lessons import EXPERIMENT
+from dgm.families.vae.model import (
+    LEVELS, VAE, diag_normal_log_prob, elbo_parts, elbo_surgery, gaussian_kl, gradient_variance, heldout_metrics,
+    log_mean_exp, mixture_log_prob, reparameterize,
+)
+from dgm.families.vae.trainer import IWAE_FINAL_K, VAEConfig
 
 
 def gen(seed=0):
@@ -63,7 +67,7 @@ def _digits_batch(n=16):
 
 def test_latent_plots_mixture_density_matches_torch():
     """The latent-space figure's aggregated posterior and prior: a diagonal Gaussian mixture's density."""
-    from dgm.viz.vae import _mixture_density_2d
+    from dgm.families.vae.figures import _mixture_density_2d
 
     g = torch.Generator().manual_seed(0)
     pts, means = torch.randn(50, 2, generator=g, dtype=torch.float64) * 2, torch.randn(7, 2, generator=g, dtype=torch.float64)
@@ -263,10 +267,9 @@ def test_a_restored_state_redraws_its_panels():
     a = small()
     a.step(100)
     b = small()
-    b._last_good = a._last_good
-    b.restore_last_good()
+    b.restore(a.last_good)
     assert b.iteration == 100 and b.latest_eval == a.latest_eval
-    s = b.snapshot()
+    s = vviz.snapshot(b)
     assert s["analysis"]["step"] == 100
     np.testing.assert_allclose(s["analysis"]["kl_dim"], a.analysis["kl_dim"], rtol=1e-5)
     assert b.final()["elbo"] == a.final()["elbo"]
@@ -286,11 +289,11 @@ def test_variants_train_and_draw(cfg):
 
 
 def test_presets_are_valid_configs():
-    from dgm.config import from_raw
+    from dgm.core.config import from_raw
 
     for name, values in EXPERIMENT.presets.items():
         from_raw(VAEConfig, values, strict=True)
-        assert name in EXPERIMENT.lessons
+        assert EXPERIMENT.lesson(name).blurb
 
 
 def test_cli_prints_the_issue_metrics(capsys):

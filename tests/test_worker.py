@@ -1,5 +1,5 @@
 """Runs moved between trainers, and trained in worker processes, continue exactly as they would have
-here (Trainer.export_state / import_state, dgm.worker)."""
+here (Trainer.export_state / import_state, dgm.core.worker)."""
 
 import os
 import pickle
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from dgm import experiments, userdata, worker
-from dgm.demo import DemoConfig
-from dgm.gan import GANConfig
+from dgm.core import registry, userdata, worker
+from dgm.families.demo.trainer import DemoConfig
+from dgm.families.gan.trainer import GANConfig
 
 SMALL_GAN = GANConfig(g_width=16, d_width=16, batch=64)
 
@@ -32,9 +32,9 @@ def moved(state: dict) -> dict:
     return pickle.loads(pickle.dumps(state))  # as between processes: nothing shared
 
 
-@pytest.mark.parametrize("name", experiments.names())
+@pytest.mark.parametrize("name", registry.names())
 def test_a_run_moved_to_another_trainer_continues_exactly(name):
-    exp = experiments.get(name)
+    exp = registry.get(name)
     a = exp.make(seed=3, device="cpu")
     a.step(25)
     b = exp.make(seed=3, device="cpu")
@@ -46,7 +46,7 @@ def test_a_run_moved_to_another_trainer_continues_exactly(name):
 
 
 def test_a_light_state_updates_what_figures_read_and_nothing_else():
-    exp = experiments.get("gan")
+    exp = registry.get("gan")
     a = exp.make(SMALL_GAN, seed=1, device="cpu")
     a.step(30)
     replica = exp.make(SMALL_GAN, seed=1, device="cpu")
@@ -54,7 +54,7 @@ def test_a_light_state_updates_what_figures_read_and_nothing_else():
     assert same_run(a, replica)
     assert replica.latest == a.latest
     assert not replica.opt_g.state  # optimiser state is not sent with a light state
-    assert replica._last_good["iteration"] == 0
+    assert replica.last_good["iteration"] == 0
 
 
 # ---- worker processes ----------------------------------------------------------------------------
@@ -77,7 +77,7 @@ def train_there(run, trainer, runtime=None, until: int = 300) -> None:
 
 
 def test_a_worker_trains_the_run_exactly_as_here_and_hands_it_back():
-    exp = experiments.get("gan")
+    exp = registry.get("gan")
     t = exp.make(SMALL_GAN, seed=5, device="cpu")
     t.step(7)
     run = start("gan", t, {"mode": "both"})
@@ -94,7 +94,7 @@ def test_a_worker_trains_the_run_exactly_as_here_and_hands_it_back():
 
 
 def test_runtime_settings_reach_the_worker():
-    t = experiments.get("gan").make(SMALL_GAN, seed=2, device="cpu")
+    t = registry.get("gan").make(SMALL_GAN, seed=2, device="cpu")
     g0 = [p.detach().clone() for p in t.G.parameters()]
     run = start("gan", t, {"mode": "d"})
     train_there(run, t, {"mode": "d"}, until=100)
@@ -103,7 +103,7 @@ def test_runtime_settings_reach_the_worker():
 
 
 def test_divergence_in_a_worker_comes_back_with_its_message_and_last_good_state():
-    t = experiments.get("demo").make(DemoConfig(optimizer="sgd", lr=100.0), seed=0, device="cpu")
+    t = registry.get("demo").make(DemoConfig(optimizer="sgd", lr=100.0), seed=0, device="cpu")
     run = start("demo", t)
     deadline = time.monotonic() + 30
     while run.error is None:
@@ -113,7 +113,7 @@ def test_divergence_in_a_worker_comes_back_with_its_message_and_last_good_state(
     assert "diverged at step 2" in run.error  # as it does here (tests/test_train.py)
     run.stop(t)
     assert not torch.isfinite(torch.tensor(t.latest["nll"]))  # the state it diverged in came back
-    assert t._last_good["iteration"] < 2
+    assert t.last_good["iteration"] < 2
     t.restore_last_good()
     assert torch.isfinite(tensors(t)).all()
 
@@ -122,17 +122,17 @@ def test_a_worker_trains_the_users_own_data():
     rng = np.random.default_rng(0)
     dist, _ = userdata.make_distribution(rng.normal(size=(200, 2)) * [3.0, 0.5])
     cfg = DemoConfig(data=dist.name)
-    t = experiments.get("demo").make(cfg, seed=4, device="cpu")
+    t = registry.get("demo").make(cfg, seed=4, device="cpu")
     run = start("demo", t)
     train_there(run, t, until=50)
     run.stop(t)
-    ref = experiments.get("demo").make(cfg, seed=4, device="cpu")
+    ref = registry.get("demo").make(cfg, seed=4, device="cpu")
     ref.step(t.iteration)
     assert same_run(ref, t)
 
 
 def test_a_lost_worker_is_reported_and_leaves_the_run_as_it_was():
-    t = experiments.get("gan").make(SMALL_GAN, seed=6, device="cpu")
+    t = registry.get("gan").make(SMALL_GAN, seed=6, device="cpu")
     run = start("gan", t)
     train_there(run, t, until=50)
     seen = t.iteration
@@ -160,7 +160,7 @@ def test_workers_never_run_the_main_module(tmp_path, monkeypatch):
     zygote = worker._Zygote()
     try:
         proc = worker._Process(zygote)
-        t = experiments.get("demo").make(seed=0, device="cpu")
+        t = registry.get("demo").make(seed=0, device="cpu")
         run = worker.RemoteRun(proc)
         worker._send(proc.conn, ("start", "demo", t.config, 0, [], t.export_state(), {}))
         train_there(run, t, until=20)

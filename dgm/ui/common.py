@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
 
-from dgm import device as devlib
-from dgm import viz
+from dgm.core import device as devlib
+from dgm.core import viz
+from dgm.core.registry import Experiment
 from dgm.ui import plotly_live
 from dgm.ui.pages import ensure_app
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
 SEED_MAX = 2**31 - 1
 
 # widget keys of the shared sidebar (also their URL parameter names)
@@ -121,6 +120,33 @@ def header(title: str, intro: str) -> None:
     st.title(title)
     st.markdown(intro)
     show_notes()
+
+
+def page_header(exp: Experiment) -> None:
+    """The page's title and introduction (``exp.text``), the notes about its link, and the note of the
+    lesson the link opened, if any."""
+    header(exp.text.title, exp.text.intro)
+    lesson_note(exp)
+
+
+def lesson_note(exp: Experiment) -> None:
+    """What the open lesson shows and what to look at."""
+    les = exp.lesson(st.query_params.get("preset") or st.session_state.get("preset"))
+    if les is not None and les.text:
+        st.info(f"**Lesson: {les.name}.** {les.text}", icon=":material/school:")
+
+
+def theory(exp: Experiment) -> None:
+    """The page's theory section, folded (``exp.text.theory``: markdown, and "$$" formulas)."""
+    text = exp.text
+    if text is None or not text.theory:
+        return
+    with st.expander(text.theory_title or "Theory"):
+        for part in text.theory:
+            if part.startswith("$$"):
+                st.latex(part[2:])
+            else:
+                st.markdown(part)
 
 
 #: while a run plays, a live.View's panels (curves, side panels) redraw this often (seconds); its main

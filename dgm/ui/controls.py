@@ -15,10 +15,10 @@ from typing import Any
 
 import streamlit as st
 
-from dgm import config as cfglib
-from dgm.config import Knob
-from dgm.experiments import Experiment
-from dgm.userdata import CUSTOM
+from dgm.core import config as cfglib
+from dgm.core.config import Knob
+from dgm.core.registry import Experiment
+from dgm.core.userdata import CUSTOM
 from dgm.ui import common
 from dgm.ui.pages import ensure_app
 
@@ -61,26 +61,18 @@ def sanitize(exp: Experiment) -> None:
         notes.append(f"there is no lesson called {qp[PRESET]!r} on this page")
         fix[PRESET] = None
     common.check_int_param(STEPS, 0, STEPS_MAX, notes, fix)
-    for name in list(qp.keys()):
-        if name in GLOBAL_PARAMS or "." in name:
-            continue  # "page.view" settings: their widgets check their own values
-        k = kmap.get(name)
-        if k is None:
-            notes.append(f"unknown setting {name!r} ignored")
+    raw = {name: qp[name] for name in qp.keys() if name not in GLOBAL_PARAMS and "." not in name}
+    values, problems = cfglib.check(exp.config, raw)  # "page.view" settings: their widgets check their own
+    for name, r in raw.items():
+        if name not in values:  # unknown, or not a usable value
+            k = kmap.get(name)
+            notes.append(f"{problems[name]}; ignored" if k is None else f"{problems[name]}; using {k.default!r}")
             fix[name] = None
             continue
-        raw = qp[name]
-        try:
-            v = k.parse(raw)
-        except ValueError as e:
-            notes.append(f"{e}; using {k.default!r}")
-            fix[name] = None
-            continue
-        c, changed = k.clamp(v)
-        c = _snap(k, c)
-        if changed:
-            notes.append(f"{name}={raw} is outside the allowed range; set to {c}")
-        if _fmt(k, c) != raw:
+        k, c = kmap[name], _snap(kmap[name], values[name])
+        if name in problems:
+            notes.append(f"{name}={r} is outside the allowed range; set to {c}")
+        if _fmt(k, c) != r:
             fix[name] = _fmt(k, c)
     common.fix_url(fix)
     common.add_notes(notes)

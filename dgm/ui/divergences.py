@@ -1,4 +1,5 @@
-"""The Divergences page's drawing code, restarts panel and theory text (Streamlit)."""
+"""The Divergences page's Streamlit parts: the live view with its cross table, and the restarts panel.
+The text is in dgm/families/divergences/lessons.py."""
 
 from __future__ import annotations
 
@@ -10,25 +11,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dgm import config as cfglib
-from dgm.divergences import LABELS, OBJECTIVES, SHORT_LABELS, restarts
-from dgm.ui import common, live
-from dgm.viz import divergences as vd
+from dgm.core import config as cfglib
+from dgm.families.divergences import figures as vd
+from dgm.families.divergences.figures import LABELS, SHORT_LABELS
+from dgm.families.divergences.trainer import OBJECTIVES, restarts
+from dgm.ui import common, view
 
 TIE = 1e-3  # values within this relative distance of a column's minimum count as tied for best
 RESTARTS_KEY = "_divergence.restarts"  # session state: the last restarts result (no widget has this key)
 REQUEST_KEY = "_divergence.restarts_requested"  # set by the button's callback
 WARM_STEPS = 200  # the page opens on fitted q's
-
-INTRO = (
-    "A fixed mixture **p** and a simpler **q** (one Gaussian, or a few) fitted to it by minimising a "
-    "divergence, one q per divergence, all at once. Minimising the forward KL(p‖q), which is maximum "
-    "likelihood, stretches q over every mode; the reverse KL(q‖p) pulls it onto a single mode; the others "
-    "fall in between. All values are exact up to a quadrature on a grid (stated below the figures); MMD is "
-    "fitted from samples, as an integral probability metric would be. Press **Play** to watch, move the "
-    "modes in the sidebar, or try a lesson preset."
-)
-
 
 def _label(o: str, alpha: float) -> str:
     return f"Amari α={alpha:g}" if o == "alpha" else LABELS[o]
@@ -78,7 +70,7 @@ def notes(snap: dict[str, Any], cfg) -> None:
     st.caption(" ".join(msg))
 
 
-class DivergenceView(live.View):
+class DivergenceView(view.View):
     """The fits over p at every frame; the values against steps, the notes, the side-by-side panels
     and the cross table about once a second while the run plays."""
 
@@ -91,7 +83,7 @@ class DivergenceView(live.View):
         self.below = st.container()
 
     def main(self, trainer) -> Callable[[], None]:
-        snap = self.snap = trainer.snapshot()
+        snap = self.snap = vd.snapshot(trainer)
 
         def show() -> None:
             with self.top[0]:
@@ -100,7 +92,7 @@ class DivergenceView(live.View):
         return show
 
     def panels(self, trainer) -> Callable[[], None]:
-        snap, rows = self.snap or trainer.snapshot(), trainer.history.merged()
+        snap, rows = self.snap or vd.snapshot(trainer), trainer.history.merged()
 
         def show() -> None:
             with self.top[1]:
@@ -153,7 +145,7 @@ def restarts_panel(cfg, trainer) -> None:
         st.caption("The settings changed since the last restarts; press the button to run them again.")
         return
     res = saved["res"]
-    snap = trainer.snapshot()
+    snap = vd.snapshot(trainer)
     a, b = st.columns([1.3, 1])
     with a:
         common.plot(vd.restarts(res, snap), key="div.restarts")
@@ -166,48 +158,3 @@ def restarts_panel(cfg, trainer) -> None:
                        "apart, a fit on a mode of weight w ends with a reverse KL of about −log w, so the "
                        "heavier mode is the better optimum; but which one a run reaches is decided by where it "
                        "starts, and the basins follow the geometry of p, not its weights.")
-
-
-def theory() -> None:
-    with st.expander("Theory: the divergences, and why they cover or seek modes"):
-        st.markdown("For densities p (the target) and q (the model) on the same space:")
-        st.latex(r"\mathrm{KL}(p\,\|\,q)=\int p(x)\log\frac{p(x)}{q(x)}\,dx \quad\text{(forward)}\qquad "
-                 r"\mathrm{KL}(q\,\|\,p)=\int q(x)\log\frac{q(x)}{p(x)}\,dx \quad\text{(reverse)}")
-        st.latex(r"\mathrm{JS}(p,q)=\tfrac12\,\mathrm{KL}\!\left(p\,\middle\|\,m\right)+\tfrac12\,"
-                 r"\mathrm{KL}\!\left(q\,\middle\|\,m\right),\quad m=\tfrac12(p+q),\qquad 0\le \mathrm{JS}\le\log 2")
-        st.latex(r"D_\alpha(p\,\|\,q)=\frac{1-\int p(x)^{\alpha}\,q(x)^{1-\alpha}\,dx}{\alpha(1-\alpha)},\qquad "
-                 r"\lim_{\alpha\to1}D_\alpha=\mathrm{KL}(p\|q),\ \ \lim_{\alpha\to0}D_\alpha=\mathrm{KL}(q\|p)")
-        st.latex(r"H^2(p,q)=1-\int\sqrt{p(x)\,q(x)}\,dx=\tfrac14 D_{1/2},\qquad "
-                 r"\mathrm{TV}(p,q)=\tfrac12\int|p(x)-q(x)|\,dx")
-        st.latex(r"\mathrm{MMD}^2(p,q)=\mathbb{E}\,k(x,x')+\mathbb{E}\,k(y,y')-2\,\mathbb{E}\,k(x,y),\quad "
-                 r"x,x'\sim p,\ y,y'\sim q,\quad k(a,b)=e^{-\|a-b\|^2/2h^2}")
-        st.markdown(
-            "**Why forward KL covers.** The forward KL averages log(p/q) over *p*. Wherever p has mass and q is "
-            "tiny, the log ratio is huge, so any mode that q leaves out costs without limit. The cheapest "
-            "answer for a single Gaussian is to be wide enough to reach every mode, even if it puts mass in "
-            "the empty space between them. For a Gaussian q the optimum is exact moment matching: q takes p's "
-            "mean and covariance.\n\n"
-            "**Why reverse KL seeks.** The reverse KL averages log(q/p) over *q*. Now q pays for mass it puts "
-            "where p is nearly zero, and pays nothing for the modes it ignores. So q shrinks onto one mode "
-            "(which one depends on where it starts; see the restarts) and fits that mode snugly. This is the "
-            "direction of variational inference, which is why a variational posterior is often too narrow.\n\n"
-            "**In between.** The Amari α-divergence moves from reverse KL (α = 0) to forward KL (α = 1) as α "
-            "grows: small α seeks, large α covers, and α = ½ is four times the squared Hellinger distance. JS, "
-            "Hellinger and total variation are bounded, so an ignored mode costs only a finite amount: they "
-            "tend to side with one mode when the modes are far apart and cover when they overlap. MMD compares "
-            "the two distributions through a kernel of bandwidth h, from samples only: a wide kernel sees "
-            "mostly the mean and the spread, a narrow one sees the modes.\n\n"
-            "**The link to GANs.** For a fixed generator density q, the discriminator that maximises "
-            "E_p[log D] + E_q[log(1 − D)] is D*(x) = p(x) / (p(x) + q(x)). Putting it back in gives")
-        st.latex(r"\max_D\ \mathbb{E}_{p}\log D(x)+\mathbb{E}_{q}\log\bigl(1-D(x)\bigr)"
-                 r"=2\,\mathrm{JS}(p,q)-\log 4")
-        st.markdown(
-            "so a generator trained against an optimal discriminator minimises the Jensen-Shannon divergence; "
-            "its JS column in the table is what such a GAN would see. Replacing JS by another f-divergence or "
-            "by an integral probability metric (MMD, Wasserstein) gives the f-GAN, MMD-GAN and WGAN families.\n\n"
-            "**How this page computes.** p and every q are evaluated at the cell centres of a grid over a box "
-            "wider than the plot, normalised to cell probabilities on that grid, and compared there: so every "
-            "value is the divergence between the two discretised distributions, ≥ 0 and exactly 0 when they "
-            "agree. Adam follows the exact gradient of that sum. The reverse KL can instead be estimated from "
-            "reparameterised samples x = μ + Lε of q, as variational inference does in high dimension, to show "
-            "the noise this brings.")

@@ -6,9 +6,9 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import streamlit as st
 
-from dgm import export as X
-from dgm.experiments import Experiment
-from dgm.ui import common
+from dgm.core import export as X
+from dgm.core.registry import Experiment
+from dgm.ui import common, session
 
 WEIGHTS_UPLOAD = "weights_upload"
 
@@ -24,9 +24,9 @@ def page_link(extra: dict[str, str] | None = None, drop: tuple[str, ...] = ()) -
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(params), ""))
 
 
-def _load_weights(exp: Experiment, state_key: str) -> None:
+def _load_weights(exp: Experiment) -> None:
     f = st.session_state.get(WEIGHTS_UPLOAD)
-    s = st.session_state.get(state_key)
+    s = session.state(exp)
     if f is None or s is None:
         return
     s.playing = False
@@ -40,7 +40,7 @@ def _load_weights(exp: Experiment, state_key: str) -> None:
     st.session_state["_weights.msg"] = ("ok", f"Resumed from {f.name} at step {it:,} (the optimiser starts afresh).")
 
 
-def bar(exp: Experiment, s, state_key: str) -> None:
+def bar(exp: Experiment, s: session.LiveState) -> None:
     """Share / export / resume, in popovers on one row."""
     t = s.trainer
     a, b, c, _ = st.columns([1, 1, 1, 3])
@@ -69,7 +69,7 @@ def bar(exp: Experiment, s, state_key: str) -> None:
                            on_click="ignore", use_container_width=True)
     with c.popover("Resume", icon=":material/upload:", use_container_width=True):
         st.file_uploader("Model weights (.safetensors) saved from this page with the same settings",
-                         type=["safetensors"], key=WEIGHTS_UPLOAD, on_change=_load_weights, args=(exp, state_key))
+                         type=["safetensors"], key=WEIGHTS_UPLOAD, on_change=_load_weights, args=(exp,))
     msg = st.session_state.pop("_weights.msg", None)
     if msg:
         (st.success if msg[0] == "ok" else st.error)(msg[1])

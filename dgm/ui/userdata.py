@@ -10,8 +10,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from dgm import userdata as U
-from dgm import viz
+import dgm.core.data
+from dgm.core import userdata as U
+from dgm.core import viz
 
 NAME, SCALING, ERROR, DRAWING = "_custom.name", "_custom.scaling", "_custom.error", "_custom.drawing"
 UPLOAD, BRUSH, NOISE, PER_CLICK = "custom_upload", "custom_brush", "custom_noise", "custom_per_click"
@@ -22,7 +23,7 @@ _GRID = np.stack(np.meshgrid(np.linspace(-3.9, 3.9, 40), np.linspace(-3.9, 3.9, 
 def active() -> str | None:
     """The registered name of the session's data, if it has any that is still registered."""
     name = st.session_state.get(NAME)
-    return name if name and U.lookup(name) is not None else None
+    return name if name and dgm.core.data.lookup(name) is not None else None
 
 
 def _use(points: np.ndarray, description: str) -> None:
@@ -118,7 +119,7 @@ def panel() -> str | None:
     name = active()
     if name:
         scaling = st.session_state.get(SCALING)
-        st.caption(f"**Using your data** ({U.lookup(name).description}): {scaling.describe() if scaling else ''} "
+        st.caption(f"**Using your data** ({dgm.core.data.lookup(name).description}): {scaling.describe() if scaling else ''} "
                    "Its density is a kernel density estimate.")
     else:
         st.info("No data of your own yet: upload a CSV or draw points. Until then the page uses its default data.",

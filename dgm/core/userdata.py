@@ -1,0 +1,176 @@
+"""Your own 2D data: a CSV upload or a drawing, turned into a distribution every 2D page can use.
+
+    points = parse_csv(raw_bytes)           # (N, 2) float64, or UserDataError naming the problem
+    dist, scaling = make_distribution(points)
+    dgm.core.data.get(dist.name)                  # "custom:1a2b3c4d", usable by any trainer
+
+The points are standardised (centred, and scaled so that the larger per-axis std is 1.3) to fit
+the plotting box the built-in data sets use; ``Scaling`` records what was done so pages can show it.
+The distribution is the Gaussian kernel density estimate of the points (Scott's bandwidth):
+``sample`` draws from it exactly (a point, then Gaussian jitter) and ``log_prob`` is its density,
+which pages present as an *estimate* of the data's density (``estimated = True``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import dgm.core.data
+from dgm.core.data import Distribution2D
+from dgm.core.metrics import kde_log_prob
+
+MAX_BYTES = 20 * 1024 * 1024  # larger uploads are refused before parsing
+MAX_ROWS = 100_000  # more rows are refused (a plot of 10^5 points is already dense)
+MIN_POINTS = 10
+MAX_ABS = 1e6  # coordinates beyond this are refused (1e300 would overflow every computation)
+TARGET_STD = 1.3
+CUSTOM = "custom"  # the choice that selects the session's own data in a page's data knob
+
+
+class UserDataError(ValueError):
+    """Bad user data; the message names the problem in words a student understands."""
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """x_model = (x_raw - center) / scale"""
+
+    center: tuple[float, float]
+    scale: float
+    n_points: int
+
+    def describe(self) -> str:
+        cx, cy = self.center
+        return (f"{self.n_points:,} points, centred by subtracting ({cx:.4g}, {cy:.4g}) and divided by "
+                f"{self.scale:.4g} so that the wider axis has standard deviation {TARGET_STD}.")
+
+
+def parse_csv(raw: bytes) -> np.ndarray:
+    """Two numeric columns, with or without a header row -> (N, 2) float64."""
+    if raw is None or len(raw) == 0:
+        raise UserDataError("The file is empty.")
+    if len(raw) > MAX_BYTES:
+        raise UserDataError(f"The file is {len(raw) / 1e6:.1f} MB; the limit is {MAX_BYTES / 1e6:.0f} MB.")
+    if b"\x00" in raw[:8192]:
+        raise UserDataError("This is not a text file (it contains binary data). Upload a CSV with two numeric columns.")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserDataError("The file is not UTF-8 text. Save it as a UTF-8 CSV and upload it again.") from None
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise UserDataError("The file has no rows.")
+    if len(lines) > MAX_ROWS + 1:
+        raise UserDataError(f"The file has {len(lines):,} rows; the limit is {MAX_ROWS:,}. Subsample it first.")
+    try:
+        dialect = csv.Sniffer().sniff(lines[0], delimiters=",;\t ")
+        delim = dialect.delimiter
+    except csv.Error:
+        delim = ","
+    rows = list(csv.reader(lines, delimiter=delim, skipinitialspace=True))
+    rows = [[c.strip() for c in r if c.strip() != ""] for r in rows]
+    widths = {len(r) for r in rows}
+    if widths != {2}:
+        bad = next(i for i, r in enumerate(rows) if len(r) != 2)
+        raise UserDataError(f"Every row needs exactly two columns (x and y); row {bad + 1} has {len(rows[bad])}.")
+    start = 0
+    if not _numeric_row(rows[0]):
+        start = 1  # a header
+    if len(rows) - start == 0:
+        raise UserDataError("The file has a header but no data rows.")
+    values = np.empty((len(rows) - start, 2))
+    for i, r in enumerate(rows[start:], start=start):
+        for j, cell in enumerate(r):
+            try:
+                v = float(cell)
+            except ValueError:
+                raise UserDataError(f"Row {i + 1}, column {j + 1} is {cell[:30]!r}, not a number.") from None
+            if not math.isfinite(v):
+                raise UserDataError(f"Row {i + 1}, column {j + 1} is {cell!r}; NaN and infinity are not allowed.")
+            if abs(v) > MAX_ABS:
+                raise UserDataError(f"Row {i + 1}, column {j + 1} is {cell}; values must lie within ±{MAX_ABS:g}.")
+            values[i - start, j] = v
+    return check_points(values)
+
+
+def _numeric_row(row: list[str]) -> bool:
+    try:
+        [float(c) for c in row]
+        return True
+    except ValueError:
+        return False
+
+
+def check_points(points: np.ndarray) -> np.ndarray:
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise UserDataError("Points must have two coordinates each.")
+    if len(pts) < MIN_POINTS:
+        raise UserDataError(f"There are {len(pts)} points; at least {MIN_POINTS} are needed.")
+    if not np.isfinite(pts).all():
+        raise UserDataError("Some coordinates are NaN or infinite.")
+    if (pts.std(0) == 0).all():
+        raise UserDataError("All the points are the same; there is no distribution to learn.")
+    return pts
+
+
+def standardise(points: np.ndarray) -> tuple[np.ndarray, Scaling]:
+    center = points.mean(0)
+    scale = float(points.std(0).max()) / TARGET_STD
+    return (points - center) / scale, Scaling((float(center[0]), float(center[1])), scale, len(points))
+
+
+class EmpiricalKDE(Distribution2D):
+    """The Gaussian KDE of a point set: sample exactly from it, evaluate its density."""
+
+    estimated = True
+    has_density = True
+
+    def __init__(self, name: str, points: np.ndarray, description: str = "your data"):
+        self.name, self.description = name, description
+        self.points = torch.as_tensor(points, dtype=torch.float32)  # (N, 2)
+        n = len(points)
+        self.bandwidth = max(float(self.points.std(0).mean()) * n ** (-1.0 / 6.0), 0.02)
+        lo, hi = self.points.min(0).values, self.points.max(0).values
+        pad = 3 * self.bandwidth + 0.5
+        half = float(max(hi[0] - lo[0], hi[1] - lo[1])) / 2 + pad
+        cx, cy = float(lo[0] + hi[0]) / 2, float(lo[1] + hi[1]) / 2
+        self.box = (cx - half, cx + half, cy - half, cy + half)
+
+    def _sample(self, n, g, device):
+        idx = torch.randint(0, len(self.points), (n,), generator=g, device=device)
+        return self.points.to(device)[idx] + self.bandwidth * torch.randn(n, 2, generator=g, device=device)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        return kde_log_prob(self.points.to(x.device, x.dtype), x, bandwidth=self.bandwidth)
+
+
+def make_distribution(points: np.ndarray, description: str = "your data") -> tuple[EmpiricalKDE, Scaling]:
+    """Standardise the points and register their KDE under a content-addressed name."""
+    pts = check_points(points)
+    std_pts, scaling = standardise(pts)
+    digest = hashlib.sha256(np.ascontiguousarray(std_pts, dtype=np.float32).tobytes()).hexdigest()[:10]
+    name = f"{CUSTOM}:{digest}"
+    dist = dgm.core.data.lookup(name)
+    if dist is None:
+        dist = EmpiricalKDE(name, std_pts, description)
+        dgm.core.data.register(dist)
+    return dist, scaling
+
+
+def spray(centers: np.ndarray, per_point: int, width: float, noise: float, seed: int = 0) -> np.ndarray:
+    """Points for a drawing: around each brushed location, ``per_point`` points spread uniformly
+    in a disc of radius ``width``, plus Gaussian ``noise``."""
+    rng = np.random.default_rng(seed)
+    c = np.repeat(np.asarray(centers, dtype=np.float64).reshape(-1, 2), per_point, axis=0)
+    r = width * np.sqrt(rng.random(len(c)))
+    t = 2 * math.pi * rng.random(len(c))
+    return c + np.stack([r * np.cos(t), r * np.sin(t)], 1) + noise * rng.standard_normal(c.shape)
+

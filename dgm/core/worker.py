@@ -1,0 +1,403 @@
+"""Training runs in worker processes, so that a live page's training never waits for its drawing.
+
+    run = worker.start("gan", trainer, runtime={"mode": "both"})  # None: no worker ready yet
+    run.sync(trainer, runtime)    # the trainer (a replica) takes the worker's current state
+    run.stop(trainer)             # the same, and the worker stops; the trainer can go on in-process
+
+Why: the Streamlit server runs every session's redraws in Python threads of one process. A training
+thread beside them shares one interpreter lock with them: on the GAN page, building and sending the
+figures held it about half the time, and the training thread trained at 0.6x its own speed. In a
+process of its own, a run trains at its full speed on a core of its own, and the page only copies
+its state (a few hundred kB) once per redraw.
+
+How: worker processes fork from a "zygote", a process that has imported torch and every model
+family and warmed them up (``warm_up``), so a worker starts in milliseconds and shares those
+memory pages with the others. One spare worker is kept ready. A worker receives the run (experiment,
+config, seed, the state from ``Trainer.export_state``, and the user's data set if the config names
+one), then trains in short bursts, answering ``sync`` between them with its state (a light one:
+the modules' tensors, history and metrics, plus the full "last good" checkpoint when it is new). It
+stops training when no sync has come for ``IDLE_STOP_SECONDS`` (a closed or hidden tab) and exits
+after ``EXIT_AFTER_SECONDS`` more, or at once if its server goes away. A run that diverges keeps the
+message and its state for the next sync, and stops. Training is deterministic whatever the process
+(``tests/test_worker.py``).
+
+Only CPU runs move to a worker, on Linux; ``DGM_WORKERS=0`` turns them off. The live loop then trains
+in a thread of the server, as it does while no worker is ready and beyond ``_max_workers()``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import logging
+import os
+import pickle
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from multiprocessing.connection import Connection
+from typing import Any
+
+from dgm.core.train import Trainer, TrainingDiverged
+
+log = logging.getLogger(__name__)
+
+BURST_SECONDS = 0.005  # a worker answers a sync within about this long (plus an evaluation, if one is due)
+IDLE_STOP_SECONDS = 10.0  # a worker stops training when no sync came for this long
+EXIT_AFTER_SECONDS = 20.0  # ... and exits when nothing more came for this long after that (the
+# session's trainer then continues from the last checkpoint it received, at most a second older)
+REPLY_TIMEOUT = 20.0  # a worker that does not answer a sync in this time is given up
+START_TIMEOUT = 120.0  # the zygote's warm-up (the first worker) takes a few seconds, more on a busy machine
+WORKER_MB = 150  # memory to allow per worker: about 50 MB of its own, plus its share of the zygote's
+
+
+def _max_workers() -> int:
+    """At most this many worker processes (spare included): 64, or fewer where the memory available
+    now would not hold them. Further runs train in threads of the server (slower, but they run)."""
+    try:
+        avail_mb = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (ValueError, OSError, AttributeError):
+        avail_mb = 4096
+    return int(max(2, min(64, avail_mb // WORKER_MB)))
+
+
+def _send(conn: Connection, obj: Any) -> None:
+    """Plain pickle, tensors copied into the message. (Connection.send would use torch's reductions
+    for multiprocessing, which move every tensor into shared memory: slower for small tensors, and
+    the memory vanishes when the sender exits first.)"""
+    conn.send_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _recv(conn: Connection) -> Any:
+    return pickle.loads(conn.recv_bytes())
+
+
+class WorkerLost(RuntimeError):
+    """The worker process died or stopped answering; the run goes on from the last synced state."""
+
+
+def enabled() -> bool:
+    """Workers fork from a warmed-up process: Linux only (fork is unsafe after some macOS frameworks
+    have loaded, and Windows has none); ``DGM_WORKERS=0`` turns them off."""
+    return os.environ.get("DGM_WORKERS", "1") != "0" and sys.platform.startswith("linux")
+
+
+# ---- the worker process ------------------------------------------------------------------------
+
+def warm_up() -> None:
+    """Build each model family once and train it a few steps: the imports, lazy torch kernels and data
+    sets that every worker would otherwise load on its own are then shared by all of them (called once,
+    in the zygote)."""
+    from dgm.core import registry
+
+    for name in registry.names():
+        try:
+            t = registry.get(name).make(seed=0, device="cpu")
+            t.step(3)
+            t.final()
+            t.import_state(t.export_state())
+        except Exception:  # a warm-up is an optimisation only
+            log.exception("warming up %s failed", name)
+
+
+def error_text(e: Exception) -> str:
+    """What a page shows when training stops with ``e`` (never a traceback)."""
+    return str(e) if isinstance(e, TrainingDiverged) else f"Training stopped with an error: {e}"
+
+
+def serve(conn: Connection) -> None:
+    """A worker's life: say it is ready, wait for a run, train it while someone syncs."""
+    _send(conn, ("ready", os.getpid()))
+    try:
+        msg = _recv(conn)
+    except (EOFError, OSError):
+        return
+    try:
+        _, exp_name, config, seed, datasets, state, runtime = msg
+        import dgm.core.data
+        from dgm.core import registry
+
+        for dist in datasets:
+            dgm.core.data.register(dist)
+        trainer = registry.get(exp_name).make(config, seed=seed, device="cpu")
+        trainer.import_state(state)
+        trainer.checkpoint_every_s = 1.0
+        trainer.set_runtime(runtime)
+    except Exception as e:
+        log.exception("worker could not start the run")
+        _send(conn, ("failed", repr(e)))
+        return
+    _train_loop(conn, trainer)
+
+
+def _train_loop(conn: Connection, trainer: Trainer) -> None:
+    error: str | None = None
+    burst, rate = 1, 0.0
+    sent_last_good = None
+    last_msg = time.monotonic()
+    while True:
+        idle = error is not None or time.monotonic() - last_msg > IDLE_STOP_SECONDS
+        try:
+            ready = conn.poll(EXIT_AFTER_SECONDS if idle else 0)
+            msg = _recv(conn) if ready else None
+        except (EOFError, OSError):
+            return  # the server went away
+        if ready:
+            kind = msg[0]
+            if kind == "sync":
+                trainer.set_runtime(msg[1])
+            # a sync gets what the figures need (and the checkpoint when it is new); a stop, everything
+            fresh = trainer.last_good is not sent_last_good
+            try:
+                _send(conn, ("state", trainer.export_state(full=kind == "stop", last_good=fresh), rate, error))
+            except (BrokenPipeError, OSError):
+                return
+            sent_last_good = trainer.last_good
+            last_msg = time.monotonic()
+            if kind == "stop":
+                return
+            continue
+        if idle:
+            return  # nobody has asked for this run for a long while
+        t0 = time.perf_counter()
+        try:
+            trainer.step(burst)
+        except Exception as e:  # divergence, or any other failure: kept for the next sync
+            if not isinstance(e, TrainingDiverged):
+                log.exception("training failed")
+            error = error_text(e)
+            continue
+        r = burst / max(time.perf_counter() - t0, 1e-6)
+        rate = r if rate == 0 else 0.8 * rate + 0.2 * r
+        burst = int(min(max(BURST_SECONDS * rate, 1), 1000))
+
+
+# ---- the server's side ---------------------------------------------------------------------------
+
+class _Zygote:
+    """The process that workers fork from: ``python -m dgm.core.worker SOCKET`` imports torch and every
+    family and warms them up (``warm_up``), then forks one worker per line it reads on stdin.
+    Each worker connects back to the server's Unix socket (in a private temporary folder).
+
+    (multiprocessing's fork server would do this, but it re-runs the parent's main module in every
+    child, and under Streamlit that module is the page script being run.)"""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="dgm-workers-")  # mode 0700: only this user connects
+        self.path = os.path.join(self.dir, "socket")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(8)
+        self.sock.settimeout(START_TIMEOUT)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        self.proc = subprocess.Popen([sys.executable, "-m", "dgm.core.worker", self.path], stdin=subprocess.PIPE, env=env,
+                                     cwd=root, start_new_session=True)  # Ctrl-C reaches the server, which ends it
+
+    def fork(self) -> tuple[Connection, int]:
+        """A new worker: its connection and pid. Waits for the zygote's warm-up the first time."""
+        if self.proc.poll() is not None:
+            raise WorkerLost(f"the zygote exited ({self.proc.returncode})")
+        self.proc.stdin.write(b"fork\n")
+        self.proc.stdin.flush()
+        sock, _ = self.sock.accept()
+        sock.settimeout(None)
+        conn = Connection(sock.detach())
+        if not conn.poll(START_TIMEOUT):
+            raise WorkerLost("the worker did not start")
+        _, pid = _recv(conn)
+        return conn, pid
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # its workers notice their connections close and exit
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def zygote_main(path: str) -> None:
+    """``python -m dgm.core.worker SOCKET``: see _Zygote. The objects made by the warm-up are then
+    frozen out of the garbage collector's passes, which would otherwise touch (and so copy into every
+    worker) all of their memory pages."""
+    warm_up()
+    gc.collect()
+    gc.freeze()
+
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers that exit are reaped at once
+    for _ in sys.stdin:  # until the server closes our stdin (or goes away)
+        if os.fork() == 0:
+            try:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(path)
+                serve(Connection(sock.detach()))
+            finally:
+                os._exit(0)
+
+
+class _Process:
+    """A worker process, seen from the server."""
+
+    def __init__(self, zygote: _Zygote):
+        self.conn, self.pid = zygote.fork()
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return not self.conn.closed
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class _Pool:
+    """Starts worker processes, one spare ahead, at most ``max_workers`` alive."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.spare: _Process | None = None
+        self.starting = False
+        self.live: "weakref.WeakSet[RemoteRun]" = weakref.WeakSet()
+        self.zygote: _Zygote | None = None
+        self.max_workers = _max_workers()
+
+    def prepare(self) -> None:
+        """Start a spare worker in the background (the first one also starts the zygote)."""
+        with self.lock:
+            if self.spare is not None or self.starting or not enabled():
+                return
+            if sum(1 for r in list(self.live) if r.proc.alive()) + 1 > self.max_workers:
+                return
+            self.starting = True
+        threading.Thread(target=self._start_spare, name="dgm-worker-start", daemon=True).start()
+
+    def _start_spare(self) -> None:
+        p = None
+        try:
+            if self.zygote is None or self.zygote.proc.poll() is not None:
+                self.zygote = _Zygote()
+            p = _Process(self.zygote)
+        except Exception:
+            log.exception("could not start a worker process")
+        with self.lock:
+            self.spare, self.starting = p, False
+
+    def take(self) -> _Process | None:
+        with self.lock:
+            p, self.spare = self.spare, None
+        if p is not None and not p.alive():
+            p = None
+        self.prepare()
+        return p
+
+    def close(self) -> None:
+        if self.spare is not None:
+            self.spare.close()
+        if self.zygote is not None:
+            self.zygote.close()
+
+
+_POOL = _Pool()
+atexit.register(_POOL.close)
+
+
+def prepare() -> None:
+    """Have a worker ready for the next run (non-blocking)."""
+    _POOL.prepare()
+
+
+def _datasets(trainer: Trainer) -> list:
+    """The user's data sets that the config names ("custom:<hash>"): workers do not have them."""
+    import dgm.core.data
+
+    out = []
+    for v in vars(trainer.config).values():
+        if isinstance(v, str) and ":" in v:
+            try:
+                out.append(dgm.core.data.get(v))
+            except Exception:
+                pass
+    return out
+
+
+class RemoteRun:
+    """A run training in a worker process; see the module docstring."""
+
+    def __init__(self, proc: _Process):
+        self.proc = proc
+        self.steps_per_s = 0.0
+        self.error: str | None = None
+        weakref.finalize(self, proc.close)
+
+    def _ask(self, kind: str, runtime: dict[str, Any], trainer: Trainer) -> None:
+        try:
+            _send(self.proc.conn, (kind, runtime))
+            if not self.proc.conn.poll(REPLY_TIMEOUT):
+                raise WorkerLost("the worker did not answer")
+            reply = _recv(self.proc.conn)
+        except (EOFError, OSError) as e:
+            self.close()
+            raise WorkerLost(f"the worker is gone ({e!r})") from None
+        except WorkerLost:
+            self.close()
+            raise
+        if reply[0] != "state":  # ("failed", why): the run could not be started there
+            self.close()
+            raise WorkerLost(f"the worker could not start the run: {reply[1]}")
+        _, state, self.steps_per_s, self.error = reply
+        trainer.import_state(state)
+
+    def sync(self, trainer: Trainer, runtime: dict[str, Any]) -> None:
+        """``trainer`` takes the run's current state; ``runtime`` settings apply from now on.
+        Raises WorkerLost (the trainer is then unchanged)."""
+        self._ask("sync", runtime, trainer)
+
+    def stop(self, trainer: Trainer) -> None:
+        """The last state, and the worker exits."""
+        try:
+            self._ask("stop", {}, trainer)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Drop the run without its state."""
+        self.proc.close()
+
+
+def start(exp_name: str, trainer: Trainer, runtime: dict[str, Any]) -> RemoteRun | None:
+    """Continue ``trainer``'s run in a worker; None when none is ready (or workers are off, or
+    the run is not on the CPU). The trainer then stays the replica that ``sync`` updates."""
+    if not enabled() or trainer.device.type != "cpu":
+        return None
+    proc = _POOL.take()
+    if proc is None:
+        return None
+    try:
+        _send(proc.conn, ("start", exp_name, trainer.config, trainer.seed, _datasets(trainer),
+                        trainer.export_state(), runtime))
+    except (OSError, ValueError):
+        proc.close()
+        return None
+    run = RemoteRun(proc)
+    _POOL.live.add(run)
+    return run
+
+
+if __name__ == "__main__":
+    zygote_main(sys.argv[1])

@@ -1,0 +1,1 @@
+"""The live-loop demonstration: a full-covariance Gaussian fitted by maximum likelihood."""

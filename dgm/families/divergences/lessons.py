@@ -1,0 +1,103 @@
+"""The Divergences page's text, its lessons and the Experiment record."""
+
+from __future__ import annotations
+
+from dgm.core.registry import Experiment, Lesson, PageText
+from dgm.families.divergences.figures import figures
+from dgm.families.divergences.trainer import DivergenceConfig, DivergenceTrainer
+
+INTRO = (
+    "A fixed mixture **p** and a simpler **q** (one Gaussian, or a few) fitted to it by minimising a "
+    "divergence, one q per divergence, all at once. Minimising the forward KL(p‖q), which is maximum "
+    "likelihood, stretches q over every mode; the reverse KL(q‖p) pulls it onto a single mode; the "
+    "others fall in between. All values are exact up to a quadrature on a grid (stated below the "
+    "figures); MMD is fitted from samples, as an integral probability metric would be. Press **Play**"
+    " to watch, move the modes in the sidebar, or try a lesson preset."
+)
+
+THEORY_TITLE = "Theory: the divergences, and why they cover or seek modes"
+THEORY = (
+    "For densities p (the target) and q (the model) on the same space:",
+    r"$$\mathrm{KL}(p\,\|\,q)=\int p(x)\log\frac{p(x)}{q(x)}\,dx \quad\text{(forward)}\qquad "
+    r"\mathrm{KL}(q\,\|\,p)=\int q(x)\log\frac{q(x)}{p(x)}\,dx \quad\text{(reverse)}",
+    r"$$\mathrm{JS}(p,q)=\tfrac12\,\mathrm{KL}\!\left(p\,\middle\|\,m\right)+\tfrac12\,\mathrm{KL}\!\left(q\,\middle\|\,m\right),\quad"
+    r" m=\tfrac12(p+q),\qquad 0\le \mathrm{JS}\le\log 2",
+    r"$$D_\alpha(p\,\|\,q)=\frac{1-\int p(x)^{\alpha}\,q(x)^{1-\alpha}\,dx}{\alpha(1-\alpha)},\qquad "
+    r"\lim_{\alpha\to1}D_\alpha=\mathrm{KL}(p\|q),\ \ \lim_{\alpha\to0}D_\alpha=\mathrm{KL}(q\|p)",
+    r"$$H^2(p,q)=1-\int\sqrt{p(x)\,q(x)}\,dx=\tfrac14 D_{1/2},\qquad "
+    r"\mathrm{TV}(p,q)=\tfrac12\int|p(x)-q(x)|\,dx",
+    r"$$\mathrm{MMD}^2(p,q)=\mathbb{E}\,k(x,x')+\mathbb{E}\,k(y,y')-2\,\mathbb{E}\,k(x,y),\quad "
+    r"x,x'\sim p,\ y,y'\sim q,\quad k(a,b)=e^{-\|a-b\|^2/2h^2}",
+    "**Why forward KL covers.** The forward KL averages log(p/q) over *p*. Wherever p has mass and q "
+    "is tiny, the log ratio is huge, so any mode that q leaves out costs without limit. The cheapest "
+    "answer for a single Gaussian is to be wide enough to reach every mode, even if it puts mass in "
+    "the empty space between them. For a Gaussian q the optimum is exact moment matching: q takes p's"
+    " mean and covariance.\n\n**Why reverse KL seeks.** The reverse KL averages log(q/p) over *q*. Now "
+    "q pays for mass it puts where p is nearly zero, and pays nothing for the modes it ignores. So q "
+    "shrinks onto one mode (which one depends on where it starts; see the restarts) and fits that "
+    "mode snugly. This is the direction of variational inference, which is why a variational "
+    "posterior is often too narrow.\n\n**In between.** The Amari α-divergence moves from reverse KL (α "
+    "= 0) to forward KL (α = 1) as α grows: small α seeks, large α covers, and α = ½ is four times "
+    "the squared Hellinger distance. JS, Hellinger and total variation are bounded, so an ignored "
+    "mode costs only a finite amount: they tend to side with one mode when the modes are far apart "
+    "and cover when they overlap. MMD compares the two distributions through a kernel of bandwidth h,"
+    " from samples only: a wide kernel sees mostly the mean and the spread, a narrow one sees the "
+    "modes.\n\n**The link to GANs.** For a fixed generator density q, the discriminator that maximises "
+    "E_p[log D] + E_q[log(1 − D)] is D*(x) = p(x) / (p(x) + q(x)). Putting it back in gives",
+    r"$$\max_D\ \mathbb{E}_{p}\log D(x)+\mathbb{E}_{q}\log\bigl(1-D(x)\bigr)=2\,\mathrm{JS}(p,q)-\log "
+    r"4",
+    "so a generator trained against an optimal discriminator minimises the Jensen-Shannon divergence;"
+    " its JS column in the table is what such a GAN would see. Replacing JS by another f-divergence "
+    "or by an integral probability metric (MMD, Wasserstein) gives the f-GAN, MMD-GAN and WGAN "
+    "families.\n\n**How this page computes.** p and every q are evaluated at the cell centres of a grid"
+    " over a box wider than the plot, normalised to cell probabilities on that grid, and compared "
+    "there: so every value is the divergence between the two discretised distributions, ≥ 0 and "
+    "exactly 0 when they agree. Adam follows the exact gradient of that sum. The reverse KL can "
+    "instead be estimated from reparameterised samples x = μ + Lε of q, as variational inference does"
+    " in high dimension, to show the noise this brings.",
+)
+
+LESSONS = (
+    Lesson(
+        "mode covering vs seeking",
+        {"target": "bimodal", "family": "gaussian"},
+        "forward KL spreads one Gaussian over both modes; reverse KL locks onto one",
+    ),
+    Lesson(
+        "1D: two humps, one Gaussian",
+        {"target": "mix1d", "sep": 5.0, "sd1": 0.6, "sd2": 0.6, "w1": 0.5},
+        "the lecture's picture: p and every fitted q as curves on one axis",
+    ),
+    Lesson(
+        "merging modes",
+        {"target": "mix1d", "sep": 1.5, "sd1": 0.6, "sd2": 0.6, "w1": 0.5},
+        "when the modes overlap, every divergence agrees on a single broad Gaussian",
+    ),
+    Lesson(
+        "three modes, two components",
+        {"target": "trimodal", "family": "mixture", "k": 2},
+        "a two-component q facing three modes must choose which mode to drop; the table shows which fits "
+        "stop in a local optimum",
+    ),
+    Lesson(
+        "ring of eight",
+        {"target": "ring8", "width": 5.0},
+        "eight modes, one Gaussian: reverse KL picks one mode, forward KL fills the ring",
+    ),
+    Lesson(
+        "noisy reverse KL",
+        {"target": "bimodal", "mc": True, "mc_n": 2},
+        "reverse KL from 2 reparameterised samples per step: the same target, a noisy path",
+    ),
+)
+
+EXPERIMENT = Experiment(
+    name="divergence",
+    help="fit a Gaussian (or a small mixture) q to a fixed mixture p under forward KL, reverse KL, JS, "
+         "alpha, Hellinger, TV and MMD at once",
+    config=DivergenceConfig,
+    trainer=DivergenceTrainer,
+    figures=figures,
+    lessons=LESSONS,
+    text=PageText("Divergences: mode covering vs mode seeking", INTRO, THEORY_TITLE, THEORY),
+)

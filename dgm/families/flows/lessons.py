@@ -1,0 +1,102 @@
+"""The flows page's text, its lessons and the Experiment record."""
+
+from __future__ import annotations
+
+from dgm.core.registry import Experiment, Lesson, PageText
+from dgm.families.flows.figures import figures
+from dgm.families.flows.trainer import FlowConfig, FlowTrainer
+
+INTRO = (
+    "A flow turns a standard Gaussian into the target by a chain of **invertible** maps. Because "
+    "every map can be undone, the model's density at any point is exact: pull the point back to the "
+    "Gaussian and correct for how much each layer stretched or squeezed space on the way (its "
+    "**log-determinant**). Below, the learned density sits beside the target; the row of small panels"
+    " follows the Gaussian through every layer, with a square grid bent along; pick a layer to see "
+    "where it expands (red) or compresses (blue) space. Press **Play**."
+)
+
+THEORY_TITLE = "Theory: change of variables, log-determinants, couplings, MAF and IAF"
+THEORY = (
+    "**Change of variables.** Draw z from a simple base density (here a standard 2D Gaussian) and set"
+    " x = f(z) with f invertible. The probability in a small patch around z is carried to the image "
+    "patch around x, whose area is |det J| times larger, so the density divides by it:",
+    r"$$\log q(x) = \log p_Z\big(f^{-1}(x)\big) + \log\left|\det \frac{\partial f^{-1}(x)}{\partial "
+    r"x}\right| = \log p_Z(z) - \log\left|\det \frac{\partial f(z)}{\partial z}\right|",
+    "**Stacking layers.** For f = f_K ∘ … ∘ f_1 the Jacobian is a product, so the log-determinants "
+    "add up along the chain z₀ → z₁ → … → z_K = x:",
+    r"$$\log q(x) = \log p_Z(z_0) - \sum_{k=1}^{K} \log\left|\det \frac{\partial z_k}{\partial "
+    r"z_{k-1}}\right|",
+    "The heatmap of one layer shows the k-th term: where it is positive the layer spreads mass out "
+    "(density drops), where negative it piles mass up.",
+    "**Planar and radial layers** (Rezende & Mohamed) bend space along one direction or around one "
+    "point; the matrix determinant lemma gives their determinant in closed form:",
+    r"$$x = z + u\,h(w^\top z + b),\qquad \det J = 1 + h'(w^\top z + b)\, u^\top w",
+    "They are easy to run forwards but have no closed-form inverse, so evaluating q at given data "
+    "needs a numerical solve in every layer.",
+    "**Coupling layers** (NICE, RealNVP, splines) leave half the coordinates alone and transform the "
+    "other half with parameters computed from the untouched half. The Jacobian is triangular, so its "
+    "determinant is the product of its diagonal, and inverting only needs the same network once more:",
+    r"$$x_a = z_a,\quad x_b = z_b \odot e^{s(z_a)} + t(z_a),\qquad J = \begin{pmatrix} I & 0 \\ \ast &"
+    r" \operatorname{diag}(e^{s(z_a)}) \end{pmatrix},\quad \log|\det J| = \textstyle\sum_i s_i(z_a)",
+    "NICE is the case s = 0 (volume-preserving, with one scaling at the end); a rational-quadratic "
+    "spline replaces the affine map of x_b by a flexible monotone curve. The swap or rotation between"
+    " layers lets every coordinate be transformed in turn.",
+    "**Autoregressive layers.** MAF computes each coordinate's shift and scale from the *data* "
+    "coordinates before it; IAF from the *noise* coordinates before it:",
+    r"$$\text{MAF: } z_i = \big(x_i - \mu_i(x_{<i})\big)\, e^{-\alpha_i(x_{<i})}\qquad\text{IAF: } x_i"
+    r" = z_i\, e^{\alpha_i(z_{<i})} + \mu_i(z_{<i})",
+    "Both have triangular Jacobians. MAF gets z from x in one masked-network pass (cheap likelihood, "
+    "so cheap **forward KL** = maximum likelihood on data), but sampling must build x one coordinate "
+    "at a time. IAF is the mirror image: one pass to sample x together with its log q (cheap "
+    "**reverse KL**), but the density of a given data point needs the sequential inversion. In 2D "
+    "'one coordinate at a time' is only two passes; in an image it is thousands.",
+    "**The two objectives.**",
+    r"$$\mathrm{KL}(p\,\|\,q) = -H(p) - \mathbb{E}_{x\sim p}[\log q(x)]\qquad\mathrm{KL}(q\,\|\,p) = "
+    r"\mathbb{E}_{x\sim q}[\log q(x) - \log \tilde p(x)] + \log Z",
+    "Forward KL only needs samples of p, and the held-out NLL can approach the entropy H(p) but never"
+    " go below it; missing a mode is expensive, so q spreads to cover all of them. Reverse KL needs "
+    "p's density up to its constant Z, and samples of q; q is punished for putting mass where p has "
+    "none, but not for ignoring a mode, so it tends to lock onto some modes. Annealing (weighting log"
+    " p̃ by β rising from 0.01 to 1) lets q spread before the target's full sharpness kicks in.",
+)
+
+LESSONS = (
+    Lesson(
+        "RealNVP learns 8gaussians",
+        {},
+        "eight affine coupling layers pull a Gaussian apart into 8 blobs; the held-out NLL falls to the "
+        "entropy line",
+    ),
+    Lesson(
+        "planar flow on U1-U4",
+        {"data": "U3", "objective": "reverse_kl", "flow": "planar", "layers": 32, "lr": 0.01, "batch": 512, "halflife": 0, "anneal": True, "anneal_steps": 2000},
+        "32 planar layers fitted by reverse KL to Rezende & Mohamed's U3; switch the target among U1-U4",
+    ),
+    Lesson(
+        "reverse KL misses a mode, forward KL covers it",
+        {"data": "8gaussians", "objective": "reverse_kl", "flow": "realnvp", "layers": 8, "hidden": 64, "batch": 512, "lr": 0.005, "halflife": 0, "anneal": False},
+        "fitted through its own samples, q settles on a few modes; switch the objective to forward_kl",
+    ),
+    Lesson(
+        "too few layers",
+        {"data": "8gaussians", "flow": "realnvp", "layers": 2},
+        "two coupling layers cannot separate 8 modes: bridges of mass remain",
+    ),
+    Lesson(
+        "spline flow on checkerboard",
+        {"data": "checkerboard", "flow": "spline", "layers": 6},
+        "monotone spline couplings carve sharp-edged squares that affine couplings blur; switch the flow "
+        "layer to realnvp to compare",
+    ),
+)
+
+EXPERIMENT = Experiment(
+    name="flow",
+    help="fit a normalizing flow (planar, radial, NICE, RealNVP, spline, MAF, IAF) to a 2D target",
+    config=FlowConfig,
+    trainer=FlowTrainer,
+    figures=figures,
+    samples=lambda t, n: t.model.sample(n, t.eval_generator(2)).detach().cpu().numpy(),
+    lessons=LESSONS,
+    text=PageText("Normalizing flows", INTRO, THEORY_TITLE, THEORY),
+)

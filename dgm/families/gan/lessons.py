@@ -1,0 +1,128 @@
+"""The GAN page's text, its lessons and the Experiment record."""
+
+from __future__ import annotations
+
+from dgm.core.registry import Experiment, Lesson, PageText
+from dgm.families.gan.figures import figures
+from dgm.families.gan.trainer import GANConfig, GANTrainer
+
+INTRO = (
+    "Two networks play a game on 2D data. The **discriminator** D learns to tell data points (black) "
+    "from the generator's samples (orange); the **generator** G moves its samples wherever D says "
+    "they look real. The heatmap is D's current opinion, the arrows show where G's loss pushes each "
+    "sample, and the grey lines are a square grid of latent codes after G has warped it. Below, mode "
+    "collapse is *measured*: how many of the modes G hits, how many of its samples are close to a "
+    "mode, and how unevenly it spreads over them."
+)
+
+THEORY_TITLE = "Theory: the game, the optimal D, the log D trick, Lipschitz critics, mode collapse"
+THEORY = (
+    "**The minimax game.** D outputs the probability that x is real; G maps noise z to points. D "
+    "maximises, and G minimises, the same value:",
+    r"$$\min_G \max_D \; V(G,D) = \mathbb{E}_{x\sim p}\,[\log D(x)] + \mathbb{E}_{z\sim "
+    r"p(z)}\,[\log(1-D(G(z)))]",
+    "**The optimal discriminator.** For a fixed G with sample density q, maximising the integrand "
+    "point by point gives",
+    r"$$D^*(x) = \frac{p(x)}{p(x)+q(x)}",
+    "which is the right-hand panel. Putting D* back into V turns the game into a divergence:",
+    r"$$V(G, D^*) = 2\,\mathrm{JS}(p\,\|\,q) - \log 4, \qquad \mathrm{JS}(p\|q) = \tfrac12 "
+    r"\mathrm{KL}\!\left(p \,\middle\|\, \tfrac{p+q}{2}\right) + \tfrac12 \mathrm{KL}\!\left(q "
+    r"\,\middle\|\, \tfrac{p+q}{2}\right)",
+    "so a generator facing a perfect discriminator minimises JS, which is 0 only when q = p (and then"
+    " D* = 1/2 everywhere). The JS curve on this page is that quantity, measured.",
+    "**Why the log D trick.** Write D = σ(l) with l the logit. The saturating generator loss and its "
+    "gradient are",
+    r"$$\log(1-\sigma(l)),\quad \frac{\partial}{\partial l} = -\sigma(l) \qquad\text{vs.}\qquad -\log "
+    r"\sigma(l),\quad \frac{\partial}{\partial l} = -(1-\sigma(l))",
+    "Early on D rejects the samples easily, so σ(l) ≈ 0: the saturating gradient vanishes exactly "
+    "when G most needs a signal, while the non-saturating one is close to its largest value. Both "
+    "push in the same direction (∇l); only the weight differs (Johnson & Zhang read this as a "
+    "step-size factor s(x) in front of ∇D).",
+    "**Wasserstein critics need a Lipschitz bound.** WGAN replaces the classifier by a critic f and "
+    "the game by the Kantorovich–Rubinstein dual of the earth mover's distance:",
+    r"$$W(p,q) = \sup_{\|f\|_L \le 1} \mathbb{E}_{p}[f(x)] - \mathbb{E}_{q}[f(x)]",
+    "Without the constraint the supremum is infinite. *Weight clipping* keeps every weight in [−c, "
+    "c]; a network of bounded weights has a bounded slope, so f is K-Lipschitz for some K (crude: it "
+    "also limits what f can express). The *gradient penalty* adds λ E(‖∇f(x̂)‖ − 1)² at points "
+    "between data and samples, where an optimal 1-Lipschitz critic has slope exactly 1. *Spectral "
+    "normalisation* divides each layer by its largest singular value, so each layer, and with "
+    "1-Lipschitz activations the whole net, is at most 1-Lipschitz.",
+    "**Composite functional gradient (CFG).** Trained by logistic regression, D(x) ≈ log p(x)/q(x). "
+    "Moving every sample a little uphill,",
+    r"$$x \leftarrow x + \eta\, \nabla D(x)",
+    "decreases KL(p‖q) to first order (Johnson & Zhang, 2018). Repeating it T times builds a deeper "
+    "and deeper generator; xICFG keeps G a fixed network by regressing it onto the moved points, "
+    "½‖G(z) − x_T‖². That is what the CFG loss here does, with one discriminator per outer step.",
+    "**Mode collapse.** G is rewarded for samples D cannot reject, not for covering p. If all samples"
+    " sit on one mode, D learns to reject that mode, and G can jump to another one instead of "
+    "spreading out: the pair chases each other from mode to mode. The symptom is measurable: few "
+    "modes captured, a high mode KL, while each sample still looks sharp (high quality).",
+)
+
+LESSONS = (
+    Lesson(
+        "vanilla GAN collapses",
+        {"loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0001, "lr_g": 0.001, "decay": 1.0},
+        "a plain GAN whose G learns faster than D: all samples move as one blob, mode to mode",
+        "A plain GAN (the log D trick, one D step per G step) whose generator learns ten times faster "
+        "than its discriminator. Press Play and watch the orange cloud: instead of spreading over the "
+        "ring it stays one tight blob that D keeps rejecting, so it jumps from one place to the next. The"
+        " **modes** curve stays near 0 or 1 and the **mode KL** stays near its maximum, log 8. Set the "
+        "two learning rates equal, or use WGAN-GP, to see the blob spread out.",
+    ),
+    Lesson(
+        "saturating loss stalls early",
+        {"loss": "minimax", "d_steps": 5, "lr_d": 0.001, "lr_g": 0.0001, "decay": 1.0},
+        "log(1 - D(G(z))) is flat where D easily rejects fakes, so G barely moves",
+        "Here D trains five times per G step, so it quickly rejects the generator's first samples with "
+        "great confidence. With the saturating loss log(1 − D(G(z))) that is exactly where the loss is "
+        "flat: the arrows are tiny and the orange cloud hardly moves, although it is nowhere near the "
+        "data. Switch the loss to *nonsaturating* (the log D trick) and the arrows come back at once.",
+    ),
+    Lesson(
+        "WGAN-GP covers every mode",
+        {"loss": "wgan_gp", "gp": 0.1, "d_steps": 5, "lr_d": 0.001, "lr_g": 0.001, "beta1": 0.0, "beta2": 0.9},
+        "a critic kept 1-Lipschitz by a gradient penalty pulls G onto all eight modes",
+        "The critic is no longer a classifier: it scores points, and a gradient penalty keeps its slope "
+        "near 1 everywhere between data and samples. Its gradient therefore never vanishes, even far from"
+        " the data, so every part of the generated cloud keeps being pulled towards some mode. Watch all "
+        "eight modes fill in.",
+    ),
+    Lesson(
+        "CFG particles",
+        {"loss": "cfg", "eta": 0.1, "T": 5},
+        "Johnson & Zhang's functional gradient: generated points flow up grad D, then G follows",
+        "Johnson & Zhang's composite functional gradient. The purple paths are generated points moved T "
+        "times uphill on D (D estimates log p/q, so uphill means 'towards the data, away from the "
+        "samples'); then G is fitted by least squares to land on the moved points. The generator follows "
+        "its own particles.",
+    ),
+    Lesson(
+        "grid25",
+        {"data": "grid25", "loss": "wgan_gp", "gp": 0.1, "d_steps": 2, "lr_d": 0.003, "lr_g": 0.003, "beta1": 0.0, "beta2": 0.9, "g_width": 128, "d_width": 128, "decay": 0.8, "ema": 0.999},
+        "25 narrow modes on a grid: a wider WGAN-GP finds all of them, then sharpens as its rates decay; "
+        "the samples come from an average of G's recent weights, which sits tighter on the modes",
+        "Twenty-five narrow modes on a square grid, 2 apart. A WGAN-GP with wider networks (128 units) "
+        "and a learning-rate decay: watch *modes captured* climb to 25 first (the critic's gradient "
+        "reaches every empty mode), then the high-quality fraction rise as the decaying rates let G "
+        "settle onto them. The orange samples come from a running average of G's weights (*G weight "
+        "average* in the sidebar): G itself keeps circling the equilibrium a little, and its average sits"
+        " tighter on the modes. Set it to 0 to compare.",
+    ),
+)
+
+
+def _samples(trainer: GANTrainer, n: int):
+    return trainer.generate(n).cpu().numpy()
+
+
+EXPERIMENT = Experiment(
+    name="gan",
+    help="train a GAN (7 losses, incl. WGAN-GP and CFG) on 2D data; mode coverage, MMD and JS measured",
+    config=GANConfig,
+    trainer=GANTrainer,
+    figures=figures,
+    samples=_samples,
+    lessons=LESSONS,
+    text=PageText("GAN dynamics", INTRO, THEORY_TITLE, THEORY),
+)

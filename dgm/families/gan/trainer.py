@@ -1,0 +1,315 @@
+"""The GAN's config and its stepped trainer: alternating D and G updates for every loss, and CFG.
+
+    from dgm.families.gan.trainer import GANConfig, GANTrainer
+    t = GANTrainer(GANConfig(data="ring8", loss="wgan_gp"), seed=0)
+    t.step(2000); t.final()   # {"d_loss", "g_loss", "modes", "high_quality", "mode_kl", "mmd", "js"}
+
+Speed: real samples and latent codes are drawn for many steps at once (one call to the sampler per
+``POOL`` batches, from ``self.gen``); the generator's forward pass is shared by the last D step and the G
+step; the G step back-propagates to G's parameters only (D's weight gradients are not computed); Adam
+runs fused; nothing syncs with the host inside a step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+import dgm.core.data
+from dgm.core import nets
+from dgm.core.config import knob
+from dgm.core.metrics import EVAL_SAMPLES, MMD, Grid, binned_kde, grid_js, mode_stats
+from dgm.core.train import Trainer
+from dgm.families.gan.model import (
+    LOSSES, PROB_LOSSES, cfg_move, clip_, d_loss, g_loss, gradient_penalty, sample_prior,
+)
+
+JS_RESOLUTION = 200  # grid for JS and D*: 200 x 200 cells over the data's box
+POOL = 32  # batches of real samples / latent codes drawn per call to the sampler
+
+
+def _is(*names):
+    return lambda c: c.loss in names
+
+
+@dataclass
+class GANConfig:
+    data: str = knob("ring8", "the 2D data set (p)", choices=(*dgm.core.data.names(), "custom"), group="Data")
+    loss: str = knob("nonsaturating", "the game the two players play", choices=LOSSES, group="Loss",
+                     label="loss")
+    clip: float = knob(0.01, "WGAN: clip every D parameter to [-c, c] after each D step", lo=0.001, hi=1.0,
+                       log=True, group="Loss", label="clip c", show=_is("wgan"))
+    gp: float = knob(0.1, "WGAN-GP: weight of the gradient penalty (||grad D|| - 1)^2", lo=0.01, hi=100.0,
+                     log=True, group="Loss", label="gradient penalty λ", show=_is("wgan_gp"))
+    eta: float = knob(0.1, "CFG: particle step size, x <- x + eta grad D(x)", lo=0.01, hi=5.0, log=True,
+                      group="Loss", label="CFG step η", show=_is("cfg"))
+    T: int = knob(5, "CFG: particle steps per generator update", lo=1, hi=50, group="Loss",
+                  label="CFG particle steps T", show=_is("cfg"))
+    sn: bool = knob(False, "spectral normalisation of every layer of D (bounds its Lipschitz constant)",
+                    group="Loss", label="spectral norm on D")
+    d_steps: int = knob(2, "discriminator steps per generator step", lo=1, hi=10, group="Training",
+                        label="D steps per G step (k)")
+    lr_d: float = knob(1e-3, "discriminator learning rate", lo=1e-5, hi=1e-1, log=True, group="Training",
+                       label="D learning rate")
+    lr_g: float = knob(1e-3, "generator learning rate", lo=1e-5, hi=1e-1, log=True, group="Training",
+                       label="G learning rate")
+    optimizer: str = knob("adam", "optimiser of both players", choices=("adam", "sgd", "rmsprop"),
+                          group="Training")
+    beta1: float = knob(0.5, "Adam's beta1 (momentum)", lo=0.0, hi=0.99, step=0.01, group="Training",
+                        label="Adam β1", show=lambda c: c.optimizer == "adam")
+    beta2: float = knob(0.9, "Adam's beta2", lo=0.5, hi=0.999, step=0.001, group="Training", label="Adam β2",
+                        show=lambda c: c.optimizer == "adam")
+    batch: int = knob(256, "real and generated samples per step", lo=16, hi=2048, step=16, group="Training")
+    decay: float = knob(0.85, "learning rates are multiplied by this every 1,000 steps (1: no decay); a decay "
+                        "lets G settle precisely on narrow modes", lo=0.5,
+                        hi=1.0, step=0.01, group="Training", label="LR decay per 1k steps")
+    ema: float = knob(0.0, "the samples shown and measured come from an exponential moving average of G's weights "
+                      "with this decay (0: G itself; 0.999 averages over about the last 1,000 steps). Averaging "
+                      "smooths out G's oscillation around the equilibrium, so the samples sit tighter on the modes",
+                      choices=(0.0, 0.99, 0.999, 0.9999), group="Training", label="G weight average (EMA)")
+    g_width: int = knob(64, "hidden units per layer of G", lo=8, hi=512, step=8, group="Networks",
+                        label="G width")
+    g_depth: int = knob(4, "hidden layers of G", lo=1, hi=6, group="Networks", label="G depth")
+    d_width: int = knob(64, "hidden units per layer of D", lo=8, hi=512, step=8, group="Networks",
+                        label="D width")
+    d_depth: int = knob(3, "hidden layers of D", lo=1, hi=6, group="Networks", label="D depth")
+    z_dim: int = knob(2, "latent dimension", lo=1, hi=16, group="Networks", label="latent dim")
+    prior: str = knob("gaussian", "latent prior: N(0, I) or uniform on [-1, 1]^d", choices=("gaussian", "uniform"),
+                      group="Networks")
+
+
+
+def make_optimizer(name: str, params, lr: float, betas: tuple[float, float]):
+    params = list(params)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, fused=True)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, foreach=True)
+    raise ValueError(f"unknown optimiser {name!r}")
+
+
+@dataclass
+class GANRuntime:
+    """How the next steps run, without restarting the run: "both" trains k D steps then one G step;
+    "d" trains only D; "g" only G (as in GAN Lab)."""
+
+    mode: str = "both"
+
+
+class GANTrainer(Trainer):
+    """Alternating GAN training on a 2D distribution (or CFG, with ``loss="cfg"``); the step mode is a
+    runtime setting (``GANRuntime``)."""
+
+    Runtime = GANRuntime
+    eval_every = 1000
+
+    def build(self):
+        c = self.config
+        dev = self.device
+        self.data = dgm.core.data.get(c.data)
+        self.G = nets.mlp(c.z_dim, 2, c.g_width, c.g_depth, act="leaky_relu").to(dev)
+        self.D = nets.mlp(2, 1, c.d_width, c.d_depth, act="leaky_relu", spectral_norm=c.sn).to(dev)
+        # the weight average that samples are drawn from (None: G itself)
+        self.G_avg = copy.deepcopy(self.G).requires_grad_(False) if c.ema > 0 else None
+        betas = (c.beta1, c.beta2)
+        self.opt_g = make_optimizer(c.optimizer, self.G.parameters(), c.lr_g, betas)
+        self.opt_d = make_optimizer(c.optimizer, self.D.parameters(), c.lr_d, betas)
+        if c.decay < 1.0:
+            gamma = c.decay ** (1 / 1000)
+            self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma)
+            self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma)
+        self._g_params = list(self.G.parameters())
+        self._real_pool: Tensor | None = None
+        self._z_pool: Tensor | None = None
+        self._real_i = self._z_i = POOL
+        # fixed evaluation material, drawn once from the evaluation stream
+        ge = self.eval_generator()
+        self.real_eval = self.data.sample(EVAL_SAMPLES, ge, device=dev)  # (N, 2)
+        self.z_eval = sample_prior(c.prior, EVAL_SAMPLES, c.z_dim, ge, dev)  # (N, z)
+        self._mmd = MMD(self.real_eval)
+        self.js_grid = Grid.over(self.data.box, JS_RESOLUTION, device=dev)
+        self.log_p_grid = None
+        if self.data.has_unnormalized:
+            with torch.no_grad():
+                self.log_p_grid = self.js_grid.normalize(self.data.unnormalized_log_prob(self.js_grid.points))
+
+    # -- batches: drawn POOL steps at a time, from self.gen ---------------------------------------
+    def _real(self) -> Tensor:
+        if self._real_i >= POOL:
+            b = self.config.batch
+            self._real_pool = self.data.sample(POOL * b, self.gen).view(POOL, b, 2)
+            self._real_i = 0
+        x = self._real_pool[self._real_i]
+        self._real_i += 1
+        return x
+
+    def _z(self) -> Tensor:
+        if self._z_i >= POOL:
+            c = self.config
+            self._z_pool = sample_prior(c.prior, POOL * c.batch, c.z_dim, self.gen, self.device).view(
+                POOL, c.batch, c.z_dim)
+            self._z_i = 0
+        z = self._z_pool[self._z_i]
+        self._z_i += 1
+        return z
+
+    def extra_state(self):
+        return {"pools": (self._real_pool, self._real_i, self._z_pool, self._z_i)}
+
+    def load_extra_state(self, extra):
+        self._real_pool, self._real_i, self._z_pool, self._z_i = extra["pools"]
+
+    # -- one step --------------------------------------------------------------------------------
+    def _d_step(self, x: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+        """One D update on real x (B, 2) and generated ``fake`` (B, 2, detached); returns
+        (D loss, D's outputs on the generated points, detached)."""
+        c = self.config
+        out = self.D(torch.cat([x, fake]))[:, 0]  # (2B,)
+        real_out, fake_out = out[: x.shape[0]], out[x.shape[0]:]
+        loss = d_loss(c.loss, real_out, fake_out)
+        total = loss
+        if c.loss == "wgan_gp":
+            eps = torch.rand(x.shape[0], 1, generator=self.gen, device=self.device)
+            total = loss + c.gp * gradient_penalty(self.D, x, fake, eps)
+        self.opt_d.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_d.step()
+        if c.loss == "wgan":
+            clip_(self.D, c.clip)
+        return loss.detach(), fake_out.detach()
+
+    def train_step(self) -> dict[str, Tensor]:
+        c = self.config
+        train_d, train_g = self.runtime.mode != "g", self.runtime.mode != "d"
+        if c.loss == "cfg":
+            return self._cfg_step(train_d, train_g)
+        # D steps; the last one shares the generator's forward pass with the G step
+        dl = fake_out = None
+        for i in range(c.d_steps if train_d else 0):
+            last = i == c.d_steps - 1
+            z = self._z()
+            if last and train_g:
+                fake = self.G(z)  # (B, 2), keeps its graph for the G step
+            else:
+                with torch.no_grad():
+                    fake = self.G(z)
+            dl, fake_out = self._d_step(self._real(), fake.detach())
+        if train_g:
+            if not train_d:
+                fake = self.G(self._z())
+            gl = g_loss(c.loss, self.D(fake)[:, 0])
+            self.opt_g.zero_grad(set_to_none=True)
+            gl.backward(inputs=self._g_params)  # G's gradients only: D's weight gradients are not needed
+            self.opt_g.step()
+            gl = gl.detach()
+            if dl is None:  # G only: report D's loss on this batch without training it
+                with torch.no_grad():
+                    x = self._real()
+                    dl = d_loss(c.loss, self.D(x)[:, 0], self.D(fake.detach())[:, 0])
+        else:
+            gl = g_loss(c.loss, fake_out)  # D only: the generator's loss at the current D
+        self._decay()
+        return {"d_loss": dl, "g_loss": gl}
+
+    def _cfg_step(self, train_d: bool, train_g: bool) -> dict[str, Tensor]:
+        """xICFG, simplified: k logistic-regression steps of D (real vs G(z)); then move the generated
+        points along grad D for T steps; then fit G to the moved points by one regression step."""
+        c = self.config
+        dl = None
+        for _ in range(c.d_steps if train_d else 0):
+            with torch.no_grad():
+                fake = self.G(self._z())
+            dl, _ = self._d_step(self._real(), fake)
+        if train_g:
+            z = self._z()
+            fake = self.G(z)
+            target = cfg_move(self.D, fake.detach(), c.eta, c.T)  # (B, 2)
+            gl = 0.5 * (fake - target).pow(2).sum(1).mean()
+            self.opt_g.zero_grad(set_to_none=True)
+            gl.backward()
+            self.opt_g.step()
+            gl = gl.detach()
+            if dl is None:
+                with torch.no_grad():
+                    dl = d_loss(c.loss, self.D(self._real())[:, 0], self.D(fake.detach())[:, 0])
+        else:
+            gl = torch.zeros((), device=self.device)
+        self._decay()
+        return {"d_loss": dl, "g_loss": gl}
+
+    def _decay(self) -> None:
+        """End of a step: learning-rate decay, and G's weight average."""
+        if self.config.decay < 1.0:
+            self.sched_d.step()
+            self.sched_g.step()
+        if self.G_avg is not None:
+            # the decay ramps up from 0.1, so the average does not hold on to the initial weights
+            beta = min(self.config.ema, (1 + self.iteration) / (10 + self.iteration))
+            with torch.no_grad():
+                torch._foreach_lerp_(list(self.G_avg.parameters()), self._g_params, 1 - beta)
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator whose samples are shown and measured: G's weight average, or G."""
+        return self.G if self.G_avg is None else self.G_avg
+
+    # -- evaluation and figures --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def frozen(self):
+        """Evaluation mode for G and D (spectral norm must not advance its power iteration)."""
+        modes = (self.G.training, self.D.training)
+        self.G.eval()
+        self.D.eval()
+        try:
+            yield
+        finally:
+            self.G.train(modes[0])
+            self.D.train(modes[1])
+
+    @torch.no_grad()
+    def generate(self, n: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Samples of G: the fixed evaluation codes (default) or n fresh ones."""
+        with self.frozen():
+            if n is None:
+                return self.sampler(self.z_eval)
+            z = sample_prior(self.config.prior, n, self.config.z_dim, generator or self.eval_generator(2), self.device)
+            return self.sampler(z)
+
+    def kde_bandwidth(self, samples: Tensor) -> float:
+        """The KDE bandwidth for q: the modes' std for mixtures with one, else Scott's rule;
+        never below one grid cell."""
+        cell = (self.data.box[1] - self.data.box[0]) / JS_RESOLUTION
+        if self.data.std is not None:
+            h = float(self.data.std)
+        else:
+            s = samples[torch.isfinite(samples).all(1)]
+            h = float(s.std(0).mean()) * s.shape[0] ** (-1 / 6) if s.shape[0] > 1 else 1.0
+        return max(h, cell)
+
+    def q_grid(self, samples: Tensor) -> tuple[Tensor, float]:
+        h = self.kde_bandwidth(samples)
+        return binned_kde(samples, self.js_grid, h), h
+
+    def evaluate(self) -> dict[str, float]:
+        x = self.generate()  # (N, 2)
+        out: dict[str, float] = {}
+        if self.data.centers is not None and self.data.std is not None:
+            out.update(mode_stats(x, self.data.centers, self.data.std))
+        finite = x[torch.isfinite(x).all(1)]
+        out["mmd"] = self._mmd.mmd2(finite) if finite.shape[0] > 1 else float("nan")
+        if self.log_p_grid is not None:
+            q, _ = self.q_grid(x)
+            out["js"] = grid_js(self.js_grid, self.log_p_grid, q.log())
+        return out
+
+    def d_output(self, x: Tensor) -> Tensor:
+        """What the heatmap shows: sigmoid(l) for the classifier losses, else D's raw output."""
+        with torch.no_grad(), self.frozen():
+            out = self.D(x)[:, 0]
+        return torch.sigmoid(out) if self.config.loss in PROB_LOSSES else out

@@ -1,0 +1,181 @@
+"""A page's live run in a browser session: its state, the buttons that drive it and the status line.
+
+The trainer lives in ``st.session_state`` under a per-page key, so every browser session has its own.
+A change of settings, seed or device starts a new run. A link with ``?steps=N`` replays: the page
+trains exactly N steps on the CPU and stops. Play / Pause / Step / Reset are buttons with callbacks
+(they run before the script reruns). Divergence (NaN) shows a message with Reset and "back to the last
+good state"; no traceback ever reaches the page.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import streamlit as st
+
+from dgm.core import config as cfglib
+from dgm.core import registry, worker
+from dgm.core.registry import Experiment
+from dgm.core.train import Trainer, TrainingDiverged
+from dgm.ui import common, scheduling
+from dgm.ui.controls import STEPS
+
+SPEEDS = ["auto", 1, 10, 100, 1000]
+
+
+@dataclass(eq=False)  # identity semantics: held in a WeakSet
+class LiveState:
+    trainer: Trainer
+    fingerprint: str
+    playing: bool = False
+    error: str | None = None
+    steps_per_s: float = 0.0  # training rate while training (per chunk), smoothed
+    burst: int = 1  # steps per chunk in a thread, adapted to scheduling.CHUNK_SECONDS
+    frames: list[tuple[float, int]] = field(default_factory=list)  # recent (time, iteration) of redraws
+    lock: threading.RLock = field(default_factory=threading.RLock)  # held while training or drawing
+    thread: threading.Thread | None = None  # the thread training the run, if any
+    last_seen: float = 0.0  # time.monotonic() of the last redraw
+    draw_seconds: float = 0.0  # CPU seconds a redraw of the main view takes, smoothed
+    panel_seconds: float = 0.0  # CPU seconds a redraw of the panels takes, smoothed
+    remote: worker.RemoteRun | None = None  # the worker process training the run while it plays
+    view_state: dict[str, Any] = field(default_factory=dict)  # what a page's view keeps over the run
+
+
+def _key(exp: Experiment) -> str:
+    return f"_live.{exp.name}"
+
+
+def state(exp: Experiment) -> LiveState | None:
+    return st.session_state.get(_key(exp))
+
+
+def _fingerprint(cfg: Any, seed: int, device: str, replay: int | None) -> str:
+    return json.dumps([cfglib.to_dict(cfg), seed, device, replay], sort_keys=True, default=str)
+
+
+def replay_steps() -> int | None:
+    raw = st.query_params.get(STEPS)
+    return int(float(raw)) if raw is not None else None
+
+
+def speed(exp: Experiment) -> str | int:
+    return st.session_state.get(_speed_key(exp), "auto")
+
+
+def _speed_key(exp: Experiment) -> str:
+    return f"{exp.name}.speed"
+
+
+# -- button callbacks (they run before the script reruns) -----------------------------------------
+
+def _play(exp: Experiment) -> None:
+    s = state(exp)
+    s.playing = not s.playing and s.error is None
+    if not s.playing:
+        with s.lock:
+            scheduling.stop_remote(s)
+
+
+def _step(exp: Experiment) -> None:
+    s = state(exp)
+    s.playing = False
+    v = speed(exp)
+    with s.lock:
+        scheduling.stop_remote(s)
+        scheduling.train(s, 10 if v == "auto" else int(v))
+
+
+def _reset(exp: Experiment) -> None:
+    s = state(exp)
+    s.playing = False
+    with s.lock:
+        scheduling.drop_remote(s)
+        s.trainer.reset()
+        s.error, s.frames, s.view_state = None, [], {}
+
+
+def _restore(exp: Experiment) -> None:
+    s = state(exp)
+    with s.lock:
+        scheduling.stop_remote(s)
+        s.trainer.restore_last_good()
+        s.error = None
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _pretrained(exp_name: str, cfg_json: str, seed: int, steps: int) -> dict:
+    """The checkpoint after ``steps`` steps of a run, shared read-only by every session that opens the
+    same lesson or replay link: thirty students opening one link cost one training. Sessions restore a
+    copy of it, so nothing mutable is shared."""
+    exp = registry.get(exp_name)
+    trainer = exp.make(exp.config(**json.loads(cfg_json)), seed=seed, device="cpu")
+    trainer.step(steps)
+    return trainer.last_good
+
+
+def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int = 0) -> LiveState:
+    """The page's LiveState, built anew when the settings, seed or device change."""
+    replay = replay_steps()
+    device = "cpu" if replay is not None else common.device()
+    fp = _fingerprint(cfg, common.seed(), device, replay)
+    s = state(exp)
+    if s is None or s.fingerprint != fp:
+        if s is not None:
+            s.playing = False  # the old run's training thread stops at its next chunk
+            scheduling.drop_remote(s)
+        trainer = exp.make(cfg, seed=common.seed(), device=device)
+        trainer.checkpoint_every_s = 1.0
+        s = LiveState(trainer=trainer, fingerprint=fp, playing=autoplay and replay is None)
+        st.session_state[_key(exp)] = s
+        n = replay if replay is not None else warm_steps
+        if n and trainer.device.type != "cpu":
+            scheduling.train(s, n)  # the shared cache holds CPU runs only
+        elif n:
+            cfg_json = json.dumps(cfglib.to_dict(cfg), sort_keys=True)
+            t0 = time.perf_counter()
+            try:
+                with st.spinner(f"Training {n:,} steps…"):
+                    good = _pretrained(exp.name, cfg_json, common.seed(), n)
+            except TrainingDiverged as e:
+                s.error = str(e)
+                return s
+            trainer.restore(good)  # a copy: this session owns its state
+            trainer.mark_good()
+            s.steps_per_s = 0.0 if time.perf_counter() - t0 < 1e-2 else n / (time.perf_counter() - t0)
+    return s
+
+
+def controls(exp: Experiment, s: LiveState) -> None:
+    c1, c2, c3, c4, _ = st.columns([1, 1, 1, 1.4, 3], vertical_alignment="bottom")
+    c1.button("⏸ Pause" if s.playing else "▶ Play", key=f"{exp.name}.play", on_click=_play, args=(exp,),
+              type="primary", use_container_width=True, disabled=s.error is not None)
+    v = speed(exp)
+    c2.button(f"Step ×{10 if v == 'auto' else v}", key=f"{exp.name}.step", on_click=_step, args=(exp,),
+              use_container_width=True, disabled=s.error is not None)
+    c3.button("↺ Reset", key=f"{exp.name}.reset", on_click=_reset, args=(exp,), use_container_width=True)
+    c4.selectbox("Steps per frame", SPEEDS, key=_speed_key(exp), bind="query-params",
+                 help="auto: as many steps as fit in about 0.1 s; Step does this many (10 in auto).")
+
+
+def status(s: LiveState) -> None:
+    fps, rate = "", f" · {s.steps_per_s:,.0f} steps/s" if s.steps_per_s else ""
+    if s.playing and len(s.frames) > 2:
+        (t0, i0), (t1, i1) = s.frames[0], s.frames[-1]
+        if t1 > t0:  # what the page really achieves, drawing included
+            fps = f" · {(len(s.frames) - 1) / (t1 - t0):.1f} frames/s"
+            rate = f" · {(i1 - i0) / (t1 - t0):,.0f} steps/s"
+    st.caption(f"**Iteration {s.trainer.iteration:,}**{rate}{fps} · {'playing' if s.playing else 'paused'}"
+               f" · {s.trainer.device.type.upper()}")
+
+
+def error_panel(exp: Experiment, s: LiveState) -> None:
+    st.error(s.error, icon=":material/warning:")
+    a, b, _ = st.columns([1, 2, 3])
+    a.button("↺ Reset", key=f"{exp.name}.reset_err", on_click=_reset, args=(exp,), type="primary")
+    last = s.trainer.last_good["iteration"]
+    b.button(f"Back to the last good state (step {last:,})", key=f"{exp.name}.restore", on_click=_restore,
+             args=(exp,))

@@ -1,0 +1,134 @@
+"""The live loop every page uses, and the ``View`` API that says what a page draws of its run.
+
+    state = view.loop(exp, cfg, MyView())
+
+While playing, a fragment with ``run_every`` redraws the page's main view up to six times a second,
+and a second fragment its panels (side figures, curves, captions) once a second, so that a frame sends
+and re-renders only the main view. Training goes on meanwhile (``dgm.ui.scheduling``). At a fixed speed
+(1, 10, 100 or 1000 steps per frame) each redraw trains exactly that many steps first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import streamlit as st
+
+from dgm.core import worker
+from dgm.core.registry import Experiment
+from dgm.core.train import Trainer
+from dgm.ui import common, scheduling, session, share
+from dgm.ui.session import LiveState
+
+log = logging.getLogger(__name__)
+
+
+def _safely(fn: Callable, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as e:  # a figure must never take the page down
+        log.exception("drawing failed")
+        st.error(f"Could not draw the figures: {e}", icon=":material/warning:")
+        return None
+
+
+class View:
+    """What a page shows of its run, in parts drawn at different rates.
+
+    ``layout(trainer)`` runs in every full run of the page, before any figure: it places the
+    containers the other two fill (and any widget that changes what they show, e.g. a timeline).
+    ``main(trainer)`` draws the main view at every frame; ``panels(trainer)`` draws the rest (side
+    panels, curves, captions) about once a second while the run plays, in a fragment of its own, so
+    that a frame sends, and the browser re-renders, only the main view. Both run holding the run's
+    lock and may return a function that builds and shows the figures after the lock is released.
+    ``self.state`` is the page's LiveState (set by ``loop`` before ``layout``)."""
+
+    state: LiveState
+
+    def layout(self, trainer: Trainer) -> None:
+        pass
+
+    def main(self, trainer: Trainer) -> Callable[[], None] | None:
+        raise NotImplementedError
+
+    def panels(self, trainer: Trainer) -> Callable[[], None] | None:
+        return None
+
+
+def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_steps: int = 0,
+         runtime: dict[str, Any] | None = None) -> LiveState:
+    """Controls, status line and the live figures for ``exp`` with config ``cfg``, shown by ``view``
+    (see ``View``). ``warm_steps`` trains that many steps when a run starts, so the page opens on a
+    fitted model. ``runtime`` holds the trainer's runtime settings (e.g. the GAN's "train only D"),
+    which change how the next steps run without restarting the run."""
+    scheduling.start_gc()
+    worker.prepare()  # a worker process ready for when Play is pressed
+    s = session.ensure(exp, cfg, autoplay=autoplay, warm_steps=warm_steps)
+    if runtime:
+        s.trainer.set_runtime(runtime)
+    session.controls(exp, s)
+    share.bar(exp, s)
+    status = st.container()
+    view.state = s
+    with s.lock:
+        _safely(view.layout, s.trainer)
+
+    timed = s.playing
+
+    @st.fragment(run_every=scheduling.FRAME_INTERVAL if timed else None)
+    def frame() -> None:
+        cur = session.state(exp)
+        if cur is None:
+            return
+        cur.last_seen = time.monotonic()
+        speed = session.speed(exp)
+        if cur.playing and cur.error is None:
+            if speed != "auto":  # a fixed number of steps per frame, here
+                with cur.lock:
+                    scheduling.stop_remote(cur)
+                    scheduling.train(cur, int(speed))
+            elif cur.remote is None:
+                scheduling.start(exp, cur)
+        if cur.playing and speed == "auto" and cur.frames:  # leave training its share of the time
+            draw = cur.draw_seconds + cur.panel_seconds * scheduling.FRAME_INTERVAL / common.PANELS_EVERY
+            scheduling.pace(cur.frames[-1][0] + scheduling.playing_sessions() * draw / scheduling.DRAW_SHARE)
+        if cur.remote is not None:
+            with cur.lock:
+                scheduling.sync(cur)
+        if timed and not cur.playing:
+            st.rerun(scope="app")  # paused by divergence: stop the timer, show why
+        cpu0 = time.thread_time()  # the redraw's CPU time (its wall time grows with the GIL's queue)
+        with cur.lock:  # a consistent model for the status line and every figure
+            if cur.playing:
+                cur.frames = (cur.frames + [(time.perf_counter(), cur.trainer.iteration)])[-20:]
+            with status:
+                if cur.error:
+                    session.error_panel(exp, cur)
+                session.status(cur)
+            show = _safely(view.main, cur.trainer)
+        if callable(show):  # the figures, built from what view.main took, while training goes on
+            _safely(show)
+        dt = time.thread_time() - cpu0
+        cur.draw_seconds = dt if cur.draw_seconds == 0 else 0.7 * cur.draw_seconds + 0.3 * dt
+
+    frame()
+    if type(view).panels is View.panels:
+        return s
+
+    @st.fragment(run_every=common.PANELS_EVERY if timed else None)
+    def panels() -> None:
+        cur = session.state(exp)
+        if cur is None:
+            return
+        cpu0 = time.thread_time()
+        with cur.lock:
+            show = _safely(view.panels, cur.trainer)
+        if callable(show):
+            _safely(show)
+        dt = time.thread_time() - cpu0
+        cur.panel_seconds = dt if cur.panel_seconds == 0 else 0.7 * cur.panel_seconds + 0.3 * dt
+
+    panels()
+    return s

@@ -1,0 +1,122 @@
+"""The architecture's arrows (docs/ARCHITECTURE.md), read from the code: pages -> ui -> families -> core,
+a family's rooms point down (lessons -> figures -> trainer -> model), no family reaches into another,
+Streamlit only in the ui layer, and no import circles."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+#: a family's rooms, from the bottom: a module may import rooms of its own rank or lower only
+ROOMS = {"model": 0, "layers": 0, "targets": 0, "trainer": 1, "figures": 2, "elbo_figures": 2, "lessons": 3}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """The modules ``path`` imports (``from a import b`` counts as ``a.b`` where that is a module), leaving
+    out imports only made for type checkers (under ``if TYPE_CHECKING:``)."""
+    tree = ast.parse(path.read_text())
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            skip.update(id(n) for n in ast.walk(node))
+    out = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+    return out
+
+
+def _graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    files = [*ROOT.glob("dgm/**/*.py"), *ROOT.glob("pages/*.py"), ROOT / "app.py"]
+    mods = {_module_name(p): p for p in files}
+    return {m: {i for i in _imports(p) if i in mods} for m, p in mods.items()}, {m: _imports(p) for m, p in mods.items()}
+
+
+GRAPH, ALL_IMPORTS = _graph()
+
+
+def _layer(m: str) -> int:
+    if m.startswith("dgm.core") or m in ("dgm", "dgm.__main__"):
+        return 0
+    if m.startswith("dgm.families"):
+        return 1
+    if m.startswith("dgm.ui"):
+        return 2
+    return 3  # pages, app.py
+
+
+def test_arrows_point_from_pages_to_ui_to_families_to_core():
+    bad = [f"{a} -> {b}" for a, bs in GRAPH.items() for b in bs if _layer(b) > _layer(a)]
+    assert not bad, "imports against the layers: " + ", ".join(sorted(bad))
+
+
+def test_families_keep_to_their_own_folder_and_their_rooms_point_down():
+    bad = []
+    for a, bs in GRAPH.items():
+        if not a.startswith("dgm.families.") or a.count(".") < 3:
+            continue
+        family, room = a.split(".")[2], a.split(".")[3]
+        assert room in ROOMS, f"{a}: a family module must be one of the rooms {sorted(ROOMS)} (docs/ARCHITECTURE.md)"
+        for b in bs:
+            if not b.startswith("dgm.families."):
+                continue
+            if b.split(".")[2] != family:
+                bad.append(f"{a} -> {b} (another family)")
+            elif b.count(".") >= 3 and ROOMS[b.split(".")[3]] > ROOMS[room]:
+                bad.append(f"{a} -> {b} (up from {room})")
+    assert not bad, ", ".join(bad)
+
+
+def test_only_the_ui_layer_imports_streamlit():
+    bad = [m for m, imps in ALL_IMPORTS.items()
+           if _layer(m) < 2 and any(i == "streamlit" or i.startswith("streamlit.") for i in imps)]
+    assert not bad
+
+
+def test_no_import_circles():
+    seen, stack, on_stack, cycles = {}, [], set(), []
+
+    def visit(m):  # Tarjan's strongly connected components
+        seen[m] = low = len(seen)
+        stack.append(m)
+        on_stack.add(m)
+        for n in GRAPH.get(m, ()):
+            if n not in seen:
+                low = min(low, visit(n))
+            elif n in on_stack:
+                low = min(low, seen[n])
+        if low == seen[m]:
+            comp = []
+            while True:
+                n = stack.pop()
+                on_stack.discard(n)
+                comp.append(n)
+                if n == m:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+        return low
+
+    for m in GRAPH:
+        if m not in seen:
+            visit(m)
+    assert not cycles, cycles
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("dgm/**/*.py")))
+def test_modules_stay_small(path):
+    n = len((ROOT / path).read_text().splitlines())
+    assert n <= 420, f"{path} has {n} lines; split it by job (docs/ARCHITECTURE.md)"

@@ -1,0 +1,65 @@
+"""The few Streamlit internals the app relies on, where no documented API does the job. Each test
+names the place that uses it; when a Streamlit upgrade changes one of them, the test fails here, loudly,
+rather than the feature degrading in silence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def test_component_assets_are_registered_and_served_from_where_they_lie():
+    """dgm/ui/plotly_live.py registers two asset folders on the runtime's component registry."""
+    from streamlit.testing.v1 import AppTest
+
+    def script():
+        import plotly.graph_objects as go
+        import streamlit as st
+        from streamlit.runtime import Runtime
+
+        from dgm.ui import plotly_live
+
+        plotly_live.chart(go.Figure(), key="probe")
+        registry = Runtime.instance().bidi_component_registry
+        st.session_state["paths"] = [registry.get_component_path(n) for n in ("dgm.plotly_live", "dgm.plotlyjs")]
+
+    at = AppTest.from_function(script, default_timeout=60).run()
+    assert not at.exception
+    live, plotlyjs = at.session_state["paths"]
+    assert live and (Path(live) / "plotly_live.js").is_file()
+    assert plotlyjs and (Path(plotlyjs) / "plotly.min.js").is_file()
+    (element,) = at.get("bidi_component")
+    assert element.proto.component_name == "dgm.plotly_live"
+    assert element.proto.js_source_path == "plotly_live.js" and not element.proto.js_content, "served, not inlined"
+    assert not (Path(__file__).resolve().parents[1] / "static").exists(), "nothing is written into the checkout"
+
+
+def test_the_request_queue_shows_a_pending_click():
+    """dgm/ui/scheduling.py _interaction_pending reads ScriptRequests._state and _rerun_data."""
+    from streamlit.runtime.scriptrunner_utils.script_requests import RerunData, ScriptRequests, ScriptRequestType
+
+    req = ScriptRequests()
+    assert req._state == ScriptRequestType.CONTINUE
+    req.request_rerun(RerunData(fragment_id_queue=["frame"]))
+    assert req._state == ScriptRequestType.RERUN and req._rerun_data.fragment_id_queue == ["frame"]
+    req.request_rerun(RerunData())
+    assert req._state == ScriptRequestType.RERUN and not req._rerun_data.fragment_id_queue  # a full rerun
+    req.request_stop()
+    assert req._state == ScriptRequestType.STOP
+
+
+def test_url_corrections_reach_the_widgets_bound_to_them():
+    """dgm/ui/common.py fix_url refreshes the load-time copy of the query parameters."""
+    from streamlit.runtime.state.query_params import QueryParams
+    from streamlit.runtime.state.session_state_proxy import get_session_state
+
+    assert callable(get_session_state)
+    assert hasattr(QueryParams, "set_initial_query_params_from_current")
+
+
+def test_a_page_opened_first_can_switch_the_legacy_pages_mode_off():
+    """dgm/ui/pages.py ensure_app sets PagesManager.uses_pages_directory and raises StopException."""
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    assert hasattr(PagesManager, "uses_pages_directory")
+    assert issubclass(StopException, BaseException)
