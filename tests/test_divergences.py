@@ -17,9 +17,8 @@ from dgm.families.divergences.model import (
     QBatch, alpha_finite, divergence, gaussian_kl, integrand, mixture_kernel_mean, sample_mmd2,
 )
 from dgm.families.divergences.targets import QuadGrid, Target, gauss_log_prob, make_target, mixture_moments
-from dgm.families.divergences.trainer import (
-    OBJECTIVES, DivergenceConfig, DivergenceTrainer, p_kernel_mean, quad_grid, restarts,
-)
+from dgm.families.divergences.fits import restarts
+from dgm.families.divergences.trainer import OBJECTIVES, DivergenceConfig, DivergenceTrainer, p_kernel_mean, quad_grid
 
 F64 = torch.float64
 
@@ -419,7 +418,7 @@ def test_bounded_divergences_cover_until_the_modes_are_far_apart():
     and Hellinger fits cover both modes while reverse KL seeks; at 12 stds apart they seek too; forward KL always
     covers. The theory text used to say they "tend to side with one mode when the modes are far apart"."""
     from dgm.families.divergences.lessons import THEORY
-    from dgm.families.divergences.trainer import separation_scan
+    from dgm.families.divergences.fits import separation_scan
 
     scan = separation_scan(DivergenceConfig(target="mix1d", sd1=0.6, sd2=0.6, w1=0.5), seps=(5.0, 8.0, 12.0),
                            objectives=("forward_kl", "reverse_kl", "js", "hellinger"))

@@ -14,7 +14,8 @@ import streamlit as st
 from dgm.core import config as cfglib
 from dgm.families.divergences import figures as vd
 from dgm.families.divergences.figures import LABELS, SHORT_LABELS
-from dgm.families.divergences.trainer import OBJECTIVES, W1_N, DivergenceTrainer, restarts, separation_scan
+from dgm.families.divergences.fits import restarts, separation_scan
+from dgm.families.divergences.trainer import OBJECTIVES, W1_N, DivergenceTrainer
 from dgm.ui import common, view
 
 TIE = 1e-3  # values within this relative distance of a column's minimum count as tied for best
