@@ -283,5 +283,5 @@ def w1_curves(rows, height: int = 300):
     value that true samples of p get (the floor of this estimate)."""
     last = next((r for r in reversed(rows) if "w1_floor" in r), {})
     hl = {"true samples of p": last["w1_floor"]} if last else None
-    return viz.curves(rows, ["w1"], title="W1(p, q): exact OT on 1,000 + 1,000 points", labels={"w1": "W1"},
+    return viz.curves(rows, ["w1"], title="W1(p, q) by exact OT (1,000 points)", labels={"w1": "W1"},
                       hlines=hl, height=height)

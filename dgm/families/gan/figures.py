@@ -247,12 +247,12 @@ def main_figures(snap: dict[str, Any], rows: Sequence[dict], data, *, show_manif
     b["mmd"] = lambda: curves(rows, ["mmd"], title="MMD² (biased) to 2,500 data points", labels={"mmd": "MMD²"},
                               log_y=True, hlines=floor("mmd_floor"))
     if any("js" in r for r in rows):
-        b["js"] = lambda: curves(rows, ["js"], title="JS(p, q) in nats, p and q smoothed by one kernel",
+        b["js"] = lambda: curves(rows, ["js"], title="JS(p, q) in nats (smoothed p, q)",
                                  labels={"js": "JS (mean of 4 draws)"}, bands={"js": "js_sd"},
                                  hlines={"log 2 (maximum)": math.log(2), **floor("js_floor")})
     if any("w1" in r for r in rows):
         keys = ["w1", "critic_w1"] if any("critic_w1" in r for r in rows) else ["w1"]
-        b["w1"] = lambda: curves(rows, keys, title="W1(p, q): exact OT on 1,000 + 1,000 points",
+        b["w1"] = lambda: curves(rows, keys, title="W1(p, q) by exact OT",
                                  labels={"w1": "W1 (exact OT)", "critic_w1": "critic: E_p f − E_q f"},
                                  hlines=floor("w1_floor"))
     return viz.Figures(b)
