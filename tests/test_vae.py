@@ -367,3 +367,12 @@ def test_the_iwae_text_says_which_k_the_page_reports():
     assert f"page reports it on the test digits with k = {IWAE_LIVE_K}" in text
     assert f"final figure with k = {IWAE_FINAL_K}" in text and "We report it with k = 100" not in text
     assert "f at the posterior mean" in GRADIENT_NOTE
+
+
+def test_heldout_bounds_carry_their_standard_errors():
+    m = VAE(64, 2, 16)
+    x = _digits_batch()
+    out = heldout_metrics(m, x, gen(12), k=5)
+    per = elbo_parts(m, x, gen(12), samples=4)["elbo"]
+    assert out["elbo_se"] == pytest.approx(float(per.std() / math.sqrt(len(per))), rel=1e-6)
+    assert 0 < out["iwae_se"] < 10 * out["elbo_se"]

@@ -39,9 +39,11 @@ def _summary(trainer) -> None:
     if not e:
         return
     unit, data = per_example(trainer.config), data_label(trainer.config)
+    se = (f" Monte Carlo estimates on the {trainer.test_x.shape[0]:,} test examples: ELBO ± {e['elbo_se']:.2f}, IWAE ± "
+          f"{e['iwae_se']:.2f} (standard errors, sd / √N of the per-example values)." if "elbo_se" in e else "")
     st.caption(f"Held-out figures on **{data}**, in {unit}"
                + (": a different data set, not comparable with the grey-level digits' figures." if
-                  trainer.config.data == BINARISED else "."))
+                  trainer.config.data == BINARISED else ".") + se)
     c = st.columns(6)
     c[0].metric("test ELBO", f"{e['elbo']:.1f}", help=f"{unit}, best validation checkpoint")
     c[1].metric(f"test IWAE (k={int(e['iwae_k'])})", f"{e['iwae']:.1f}",

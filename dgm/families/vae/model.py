@@ -279,11 +279,14 @@ def unit_activity(mu: Tensor) -> Tensor:
 @torch.no_grad()
 def heldout_metrics(model: VAE, x: Tensor, gen: torch.Generator, k: int, samples: int = 4) -> dict[str, float]:
     """The reported held-out figures (nats per example): elbo, iwae (k samples), recon, kl,
-    active_units."""
+    active_units; and elbo_se, iwae_se: the standard errors of the two Monte Carlo means, sd / sqrt(N) of the
+    per-example estimates (their spread over the held-out examples and the draws of z together)."""
     parts = elbo_parts(model, x, gen, samples)
     act = unit_activity(parts["mu"])
-    return {"elbo": float(parts["elbo"].mean()), "iwae": float(iwae_bound(model, x, k, gen).mean()),
-            "recon": float(parts["recon"].mean()), "kl": float(parts["kl"].mean()),
+    iw = iwae_bound(model, x, k, gen)
+    se = lambda v: float(v.std() / math.sqrt(v.shape[0])) if v.shape[0] > 1 else float("nan")  # noqa: E731
+    return {"elbo": float(parts["elbo"].mean()), "iwae": float(iw.mean()), "elbo_se": se(parts["elbo"]),
+            "iwae_se": se(iw), "recon": float(parts["recon"].mean()), "kl": float(parts["kl"].mean()),
             "active_units": int((act > ACTIVE_THRESHOLD).sum())}
 
 
