@@ -41,6 +41,13 @@ def charts(at) -> list[dict]:
             if e.proto.component_name == "dgm.plotly_live"]
 
 
+def text(markdown: str) -> str:
+    """What a markdown source with backslash escapes (``dgm.ui.common.plain``) shows as text."""
+    import re
+
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def open_page(page: str | None = None, params: dict[str, str] | None = None, timeout: float = 120):
     """Run app.py in AppTest, then switch to ``page`` (e.g. "pages/gan.py") with URL ``params``."""
     from streamlit.testing.v1 import AppTest

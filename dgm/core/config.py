@@ -148,7 +148,7 @@ def check(cls: type, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str
             continue
         c, changed = k.clamp(v)
         if changed:
-            notes[name] = f"{name}={shown(r, quote=False)} is outside {k.limits()}"
+            notes[name] = f"{name}={shown(r, quote=False)} is {'not' if k.choices else 'outside'} {k.limits()}"
         values[name] = c
     return values, notes
 
