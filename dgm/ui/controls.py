@@ -44,7 +44,8 @@ def is_bool(raw: str) -> bool:
 
 def _check_view_params(exp: Experiment, notes: list[str], fix: dict[str, str | None]) -> None:
     qp = st.query_params
-    tests = {name.format(exp=exp.name): test for name, test in VIEW_PARAMS.items()}
+    mine = f"{exp.name}."  # another page's controls are unknown here
+    tests = {n: test for name, test in VIEW_PARAMS.items() if (n := name.format(exp=exp.name)).startswith(mine)}
     for name in [n for n in qp.keys() if "." in n]:
         test = tests.get(name)
         if test is None:
