@@ -18,16 +18,19 @@ from dgm.ui.pages import ensure_app
 SEED_MAX = cfglib.SEED_MAX
 PLAIN_CHARS = 400  # user text shown on a page is cut to this many characters
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation mark: each may start markdown
+_AUTOLINK = re.compile(r"(?i)([:@]|www(?=\.))")  # where GitHub markdown would start a link of bare text
+WORD_JOINER = "\u2060"  # invisible; it breaks "https://", "www." and "a@b.c" for the autolinker
 
 
 def plain(text: object, limit: int = PLAIN_CHARS) -> str:
     """Text that includes a user's words (a link's value, a file name, a file's metadata) as markdown that
     shows it literally: every punctuation mark escaped (no link, image, HTML, formula, colour or icon can
-    start), line breaks flattened, and cut to ``limit`` characters."""
+    start), an invisible word joiner after ":" and "@" and in "www." (Streamlit's markdown turns bare
+    addresses into links, escaped or not), line breaks flattened, and cut to ``limit`` characters."""
     s = " ".join(str(text).split())
     if len(s) > limit:
         s = s[:limit] + "…"
-    return _PUNCTUATION.sub(r"\\\1", s)
+    return _PUNCTUATION.sub(r"\\\1", _AUTOLINK.sub("\\1" + WORD_JOINER, s))
 
 # widget keys of the shared sidebar (also their URL parameter names)
 SEED, DEVICE, PRESENTER = "seed", "device", "presenter"

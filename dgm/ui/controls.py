@@ -107,6 +107,15 @@ def sanitize(exp: Experiment) -> None:
     common.add_notes(notes)
 
 
+def sanitize_page_without_knobs() -> None:
+    """A page without knobs (the home page): the link's parameters it does not know are dropped with a
+    note, as on every other page."""
+    qp = st.query_params
+    unknown = [n for n in qp.keys() if n not in (common.SEED, common.DEVICE, common.PRESENTER)]
+    common.add_notes([f"unknown setting {cfglib.shown(n)} for this page; ignored" for n in unknown])
+    common.fix_url({n: None for n in unknown})
+
+
 def _fmt(k: Knob, v: Any) -> str:
     """The knob's value as its widget writes it in the URL (select sliders use their labels)."""
     if k.type is bool:

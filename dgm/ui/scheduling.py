@@ -47,7 +47,8 @@ IDLE_STOP_SECONDS = 10.0  # the thread stops when no redraw came for this long (
 GC_EVERY_SECONDS = 30.0
 MAX_TRAIN_SECONDS = 10.0  # a Step, or a frame at a fixed speed, trains at most this long
 REPLAY_SECONDS = 120.0  # a replay link trains at most this long in the server
-EXIT_WAIT_SECONDS = 5.0  # at exit, how long to wait for training in the server to reach a burst's end
+EXIT_WAIT_SECONDS = 20.0  # at exit, how long to wait for training in the server to reach a burst's end (a
+# burst is at least one step: about 3 s for the largest GAN the controls allow, more on a busy laptop)
 # At most one training chunk per core at a time, across all sessions of the server: many threads
 # all running small torch ops would spend their time handing the GIL to one another.
 _CPU_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
@@ -139,22 +140,32 @@ class ReplayCut(Exception):
 
 def replay(trainer, steps: int) -> None:
     """Train a replay link's ``steps`` from the start, here (the session's script thread), in bursts. Raises
-    ReplayCut with the state reached when the whole would take longer than REPLAY_SECONDS (judged after a
-    second of training), or when the session or the server stops."""
+    ReplayCut with the state reached when the whole would take longer than REPLAY_SECONDS (judged by the
+    rate after the first burst, which carries one-time costs such as the first evaluation, over at least
+    half a second), or when the session or the server stops."""
     t0 = time.perf_counter()
+    first: list[tuple[float, int]] = []  # (time, steps) after the first burst
+    rate = [0.0]
 
     def over() -> bool:
-        el, done = time.perf_counter() - t0, trainer.iteration
-        return cancelled() or el > REPLAY_SECONDS or (el > 1.0 and done > 0 and el * steps / done > REPLAY_SECONDS)
+        now, done = time.perf_counter(), trainer.iteration
+        if cancelled() or now - t0 > REPLAY_SECONDS:
+            return True
+        if done and not first:
+            first.append((now, done))
+        elif first and now - first[0][0] > 0.5 and done > first[0][1]:
+            rate[0] = (done - first[0][1]) / (now - first[0][0])
+            return now - t0 + (steps - done) / rate[0] > REPLAY_SECONDS
+        return False
 
     with _Busy():
         done = trainer.run(steps=steps, burst=None, should_stop=over)
     if done < steps:
-        rate = done / max(time.perf_counter() - t0, 1e-6)
-        eta = steps / max(rate, 1e-9)
+        r = rate[0] or done / max(time.perf_counter() - t0, 1e-6)
+        eta = steps / max(r, 1e-9)
         took = f"{eta / 3600:,.1f} hours" if eta > 5400 else f"{eta / 60:,.0f} minutes"
         raise ReplayCut(trainer.checkpoint(), (
-            f"This link replays {steps:,} steps: at {rate:,.1f} steps/s here that would take about {took}, and a "
+            f"This link replays {steps:,} steps: at {r:,.1f} steps/s here that would take about {took}, and a "
             f"replay trains at most {REPLAY_SECONDS / 60:g} minutes in the server. It stopped at step {done:,}: "
             "press Play to go on from there, or open the link with fewer steps or a smaller model."))
 
@@ -244,7 +255,13 @@ def _stop_threads() -> None:
         if s.thread is not None:
             s.thread.join(timeout=max(0.0, deadline - time.monotonic()))
     with _BUSY_LOCK:
-        _BUSY_LOCK.wait_for(lambda: _BUSY[0] == 0, timeout=max(0.0, deadline - time.monotonic()))
+        idle = _BUSY_LOCK.wait_for(lambda: _BUSY[0] == 0, timeout=max(0.0, deadline - time.monotonic()))
+    if not idle or any(s.thread is not None and s.thread.is_alive() for s in list(_PLAYED)):
+        # a thread still inside a torch op when the interpreter finalises would abort the process:
+        # end it now instead (the worker processes and the zygote clean up after themselves)
+        log.warning("training in the server did not stop within %g s; exiting now", EXIT_WAIT_SECONDS)
+        logging.shutdown()
+        os._exit(0)
 
 
 # ---- pacing ----------------------------------------------------------------------------------------
