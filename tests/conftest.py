@@ -49,18 +49,23 @@ def text(markdown: str) -> str:
     return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")
 
 
+SIDEBAR_PARAMS = {"seed", "device", "presenter"}  # read by the shared sidebar, on every page
+
+
 def open_page(page: str | None = None, params: dict[str, str] | None = None, timeout: float = 120):
-    """Run app.py in AppTest, then switch to ``page`` (e.g. "pages/gan.py") with URL ``params`` (set after
-    the first run, which shows the home page: it would drop a model page's parameters as unknown)."""
+    """Run app.py in AppTest, then switch to ``page`` (e.g. "pages/gan.py") with URL ``params``. The first
+    run shows the home page, which would drop a model page's parameters as unknown: those are set after
+    it, the sidebar's before."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
-    if page is None:
-        for k, v in (params or {}).items():
+    params = params or {}
+    for k, v in params.items():
+        if page is None or k in SIDEBAR_PARAMS:
             at.query_params[k] = v
     at.run()
     if page is not None:
-        for k, v in (params or {}).items():
+        for k, v in params.items():
             at.query_params[k] = v
         at.switch_page(page).run()
     return at

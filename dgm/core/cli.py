@@ -34,7 +34,7 @@ MESSAGE_CHARS = 300  # a message is one line of at most about this many characte
 DEFAULT_STEPS = 1000
 
 
-class Refused(Exception):
+class Refused(ValueError):
     """A flag or its value cannot be used; the message says which and why (one line, exit code 2)."""
 
 
@@ -273,6 +273,16 @@ def _train(exp, cfg, seed, steps, seconds, args, outputs, signals) -> tuple[dict
     if message and written:
         message += f" (written: {', '.join(written)})"
     return result, code, message
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The run that ``argv`` describes, as the dict ``main`` prints (for scripts and tests); its "status"
+    says how it ended. A refused flag raises ``Refused``."""
+    args, exp, cfg, seed, steps, seconds, outputs = _prepare(build_parser().parse_args(argv))
+    try:
+        return _train(exp, cfg, seed, steps, seconds, args, outputs, _Signals())[0]
+    finally:
+        outputs.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
