@@ -174,6 +174,8 @@ def test_a_gif_of_absurd_length_is_refused_at_once_and_a_stop_ends_one():
     assert not calls, "refused before any training"
     with pytest.raises(X.ExportStopped, match="stopping"):
         X.animation_gif(make, lambda t: None, steps=1000, should_stop=lambda: True)
+    with pytest.raises(X.ExportStopped, match="took longer than 0 s"):
+        X.animation_gif(make, lambda t: None, steps=1000, max_seconds=0.0)
 
 
 def _chromium_children() -> list[int]:

@@ -181,30 +181,73 @@ def _processes_naming(path: Path) -> list[int]:
     return found
 
 
+GOOD_CSV = ("x,y\n" + "\n".join(f"{i * 0.37 % 5:.3f},{(i * 1.13) % 3:.3f}" for i in range(200))).encode()
+
+
+def _using(at) -> str:
+    return next((text(c.value) for c in at.caption if "Using your data" in c.value), "")
+
+
 def test_no_number_of_other_sessions_evicts_a_sessions_data():
-    """Defect 1: one tab uploading 64 small CSVs wiped every other session's data."""
-    from streamlit.testing.v1 import AppTest
-
-    def tab_a():
-        import numpy as np
-        import streamlit as st
-
-        from dgm.ui import userdata as ud
-
-        if "started" not in st.session_state:
-            st.session_state["started"] = True
-            ud._use(np.random.default_rng(0).normal(size=(80, 2)), "mine")
-        st.session_state["active"] = ud.active()
-
-    a = AppTest.from_function(tab_a, default_timeout=60).run()
-    name = a.session_state["active"]
-    assert name and name.startswith("custom:")
+    """Defect 1: tab A uploads a CSV; another tab uploads many distinct small CSVs; A keeps its data."""
+    a = open_page("pages/demo.py", {"data": "custom"})
+    a.file_uploader(key="custom_upload").upload("mine.csv", GOOD_CSV, "text/csv").run()
+    assert "200 points" in _using(a)
+    name = a.session_state[session._key(registry.get("demo"))].trainer.config.data
     rng = np.random.default_rng(1)
     for i in range(2 * 64 + 1):  # tab B, or a class of 65, uploading distinct data sets
         userdata.make_distribution(rng.normal(size=(10, 2)) + i)
     gc.collect()
-    a.run()
-    assert not a.exception and a.session_state["active"] == name
+    a.button(key="demo.step").click().run()
+    assert not a.exception and not a.error, [e.value for e in a.error]
+    assert "200 points" in _using(a) and "No data of your own" not in " ".join(i.value for i in a.info)
+    state = a.session_state[session._key(registry.get("demo"))]
+    assert state.trainer.config.data == name and state.trainer.iteration == 10
+
+
+def test_file_names_are_shown_as_text():
+    """Defect 6: an uploaded file's name was rendered as markdown."""
+    at = open_page("pages/demo.py", {"data": "custom"})
+    up = at.file_uploader(key="custom_upload")
+    up.upload("[x](https://evil.example) **b**.csv", GOOD_CSV, "text/csv").run()
+    assert "(uploaded [x](https://evil.example) **b**.csv)" in _using(at)
+    source = next(c.value for c in at.caption if "Using your data" in c.value)
+    assert "\\[x\\]\\(https" in source and "\\*\\*b\\*\\*" in source, source
+    at.file_uploader(key="custom_upload").upload("![i](http://127.0.0.1:9/i.png).csv", b"1,2,3\n", "text/csv").run()
+    (err,) = [e.value for e in at.error]
+    assert text(err).startswith("![i](http://127.0.0.1:9/i.png).csv: Every row needs exactly two columns")
+    assert not re.search(r"(?<!\\)[\[\]()!*]", err) and "Your previous data is still in use" in err
+    assert "(uploaded [x](https://evil.example) **b**.csv)" in _using(at)
+
+
+def test_crafted_weights_on_the_page_give_a_message_and_keep_the_run():
+    """Defect 5: crafted metadata raised TypeError in the page; NaN weights loaded with a success message."""
+    from safetensors.torch import save
+
+    at = open_page("pages/demo.py")
+    at.button(key="demo.step").click().run()
+    good = registry.get("demo").make(seed=0, device="cpu")
+    tensors = {f"model.{k}": v.clone() for k, v in good.model.state_dict().items()}
+    nan = {k: torch.full_like(v, float("nan")) for k, v in tensors.items()}
+    for name, raw, fragment in [
+        ("null.safetensors", save(tensors, metadata={"experiment": "demo", "config": "null"}), "not a table of settings"),
+        ("list.safetensors", save(tensors, metadata={"experiment": "demo", "config": "[1]"}), "not a table of settings"),
+        ("abc.safetensors", save(tensors, metadata={"experiment": "demo", "iteration": "abc"}), "iteration: expected a number"),
+        ("neg.safetensors", save(tensors, metadata={"experiment": "demo", "iteration": "-500"}), "is outside"),
+        ("huge.safetensors", save(tensors, metadata={"experiment": "demo", "iteration": "1e26"}), "is outside"),
+        ("nan.safetensors", save(nan, metadata={"experiment": "demo"}), "NaN or infinite"),
+        ("[x](https://evil.example).safetensors", b"junk", "not a safetensors weights file"),
+    ]:
+        at.file_uploader(key="weights_upload").upload(name, raw, "application/octet-stream").run()
+        assert not at.exception, (name, [e.message for e in at.exception])
+        errors = [text(e.value) for e in at.error]
+        assert any(e.startswith(name) and fragment in e and "The run is as it was" in e for e in errors), errors
+        assert not at.success
+        status = next(c.value for c in at.caption if "Iteration" in c.value)
+        assert "Iteration 10" in status, (name, status)
+    at.file_uploader(key="weights_upload").upload("ok.safetensors", export.weights_bytes(good, "demo"),
+                                                  "application/octet-stream").run()
+    assert "Resumed from ok.safetensors at step 0" in text(at.success[0].value)
 
 
 def test_a_replay_too_long_for_the_server_stops_at_once_and_says_so():

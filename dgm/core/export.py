@@ -15,6 +15,7 @@ import io
 import json
 import os
 import threading
+import time
 import zipfile
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator
@@ -203,10 +204,12 @@ def figures_zip(figures: Mapping[str, Any], prefix: str, svg: bool = True) -> by
 
 
 def animation_gif(make: Callable[[], Trainer], figure: Callable[[Trainer], Any], steps: int, frames: int = 16,
-                  ms_per_frame: int = 300, *, should_stop: Callable[[], bool] | None = None) -> bytes:
+                  ms_per_frame: int = 300, *, should_stop: Callable[[], bool] | None = None,
+                  max_seconds: float | None = None) -> bytes:
     """Replay a run from its seed (training is deterministic) and render ``frames`` snapshots of it,
     evenly spaced from step 0 to ``steps``, as an animated GIF. Raises ExportStopped for more than
-    ``GIF_MAX_STEPS`` steps, and when ``should_stop()`` turns true between bursts."""
+    ``GIF_MAX_STEPS`` steps, when the replay takes longer than ``max_seconds``, and when
+    ``should_stop()`` turns true between bursts."""
     from PIL import Image
 
     from dgm.core import viz
@@ -214,6 +217,10 @@ def animation_gif(make: Callable[[], Trainer], figure: Callable[[Trainer], Any],
     if not (isinstance(steps, int) and 0 <= steps <= GIF_MAX_STEPS) or not 1 <= frames <= 100:
         raise ExportStopped(f"A GIF replays at most {GIF_MAX_STEPS:,} steps in 1..100 frames; asked for "
                             f"{cfglib.shown(steps)} steps.")
+    t0 = time.monotonic()
+    late = lambda: max_seconds is not None and time.monotonic() - t0 > max_seconds  # noqa: E731
+    asked = should_stop or (lambda: False)
+    should_stop = lambda: asked() or late()  # noqa: E731
     trainer = make()
     marks = sorted({round(i * steps / max(frames - 1, 1)) for i in range(frames)})
     images_ = []
@@ -221,8 +228,9 @@ def animation_gif(make: Callable[[], Trainer], figure: Callable[[Trainer], Any],
         for m in marks:
             if m > trainer.iteration:
                 trainer.run(steps=m - trainer.iteration, burst=None, should_stop=should_stop)
-            if should_stop is not None and should_stop():
-                raise ExportStopped("The GIF was not finished: the server is stopping.")
+            if should_stop():
+                raise ExportStopped(f"The GIF was not finished: it took longer than {max_seconds:g} s."
+                                    if late() else "The GIF was not finished: the server is stopping.")
             png = viz.to_image(figure(trainer), "png", scale=1.0)
             images_.append(Image.open(io.BytesIO(png)).convert("P", palette=Image.Palette.ADAPTIVE))
     out = io.BytesIO()

@@ -48,10 +48,15 @@ def _load_weights(exp: Experiment) -> None:
 
 
 def _gif_unavailable(s: session.LiveState) -> str | None:
+    """Why the GIF (a replay of the run from its seed) is not offered, or None."""
+    limit = scheduling.REPLAY_SECONDS
     if s.resumed:
         return "A GIF replays the run from its seed; this run was resumed from a weights file."
     if s.trainer.iteration > X.GIF_MAX_STEPS:
         return f"A GIF replays the run from its seed: at most {X.GIF_MAX_STEPS:,} steps."
+    if s.steps_per_s and s.trainer.iteration / s.steps_per_s > limit:
+        return (f"A GIF replays the run from its seed: at {s.steps_per_s:,.1f} steps/s that would take over "
+                f"{limit / 60:g} minutes here.")
     return None
 
 
@@ -78,7 +83,8 @@ def bar(exp: Experiment, s: session.LiveState) -> None:
             steps, why = max(t.iteration, 1), _gif_unavailable(s)
             st.download_button("The run as an animated GIF", file_name=f"{exp.name}_run.gif", mime="image/gif",
                                data=lambda: X.animation_gif(make, lambda tr: next(iter(exp.figures(tr).values())),
-                                                            steps=steps, should_stop=scheduling.stopping),
+                                                            steps=steps, should_stop=scheduling.stopping,
+                                                            max_seconds=scheduling.REPLAY_SECONDS),
                                on_click="ignore", use_container_width=True, disabled=why is not None,
                                help=why or "Replays this run from its seed and draws 16 frames from step 0 to now.")
         st.download_button("Model weights (safetensors)", data=lambda: X.weights_bytes(t, exp.name),

@@ -19,6 +19,7 @@ from dgm.ui.common import plain
 
 NAME, SCALING, ERROR, DRAWING = "_custom.name", "_custom.scaling", "_custom.error", "_custom.drawing"
 DIST = "_custom.dist"  # the data set itself: holding it keeps it registered
+ORIGIN = "_custom.origin"  # where this session's data came from (the same data may come from other sessions)
 UPLOAD, BRUSH, NOISE, PER_CLICK = "custom_upload", "custom_brush", "custom_noise", "custom_per_click"
 DRAW_BOX = (-4.0, 4.0, -4.0, 4.0)
 _GRID = np.stack(np.meshgrid(np.linspace(-3.9, 3.9, 40), np.linspace(-3.9, 3.9, 40)), -1).reshape(-1, 2)
@@ -45,7 +46,7 @@ def _use(points: np.ndarray, description: str) -> None:
         st.session_state[ERROR] = str(e)
         return
     st.session_state[NAME], st.session_state[SCALING], st.session_state[ERROR] = dist.name, scaling, None
-    st.session_state[DIST] = dist
+    st.session_state[DIST], st.session_state[ORIGIN] = dist, description
 
 
 def _on_upload() -> None:
@@ -134,7 +135,8 @@ def panel() -> str | None:
         st.error(plain(st.session_state[ERROR]) + kept, icon=":material/error:")
     if name:
         scaling = st.session_state.get(SCALING)
-        st.caption(f"**Using your data** ({plain(dgm.core.data.lookup(name).description, 120)}): "
+        origin = st.session_state.get(ORIGIN) or "your data"
+        st.caption(f"**Using your data** ({plain(origin, 120)}): "
                    f"{plain(scaling.describe()) if scaling else ''} Its density is a kernel density estimate.")
     else:
         st.info("No data of your own yet: upload a CSV or draw points. Until then the page uses its default data.",
