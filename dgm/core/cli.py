@@ -31,7 +31,7 @@ from dgm.core import registry
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_DIVERGED, EXIT_STOPPED = 0, 1, 2, 3, 130
 PROG = "python -m dgm"
 MESSAGE_CHARS = 300  # a message is one line of at most about this many characters
-DEFAULT_STEPS = 1000
+DEFAULT_STEPS = cfglib.knob_map(cfglib.RunSettings)["steps"].default
 
 
 class Refused(ValueError):
@@ -287,13 +287,13 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit code. Nothing but one line per problem reaches stderr."""
-    name = PROG
+    given = list(sys.argv[1:] if argv is None else argv)
+    name = f"{PROG} {given[0]}" if given and given[0] in registry.names() else PROG
     outputs = None
     try:
         with _Signals() as signals:
             try:
-                args = build_parser().parse_args(argv)
-                name = f"{PROG} {args.experiment}"
+                args = build_parser().parse_args(given)
                 args, exp, cfg, seed, steps, seconds, outputs = _prepare(args)
                 signals.check()
                 result, code, message = _train(exp, cfg, seed, steps, seconds, args, outputs, signals)
