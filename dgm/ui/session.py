@@ -165,7 +165,8 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
                 s.notice, good = str(e), e.state
             trainer.restore(good)  # a copy: this session owns its state
             trainer.mark_good()
-            s.steps_per_s = 0.0 if time.perf_counter() - t0 < 1e-2 else n / (time.perf_counter() - t0)
+            dt = time.perf_counter() - t0
+            s.steps_per_s = 0.0 if dt < 1e-2 else good["iteration"] / dt
     return s
 
 
