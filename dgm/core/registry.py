@@ -34,6 +34,7 @@ class Lesson:
     values: dict[str, Any]  # knob values (knobs not named keep their defaults)
     blurb: str  # one line: what it shows (home page, lesson list)
     text: str = ""  # the page's note: what to do and what to look at
+    look: str = ""  # the one thing to look at, one short line (shown above the figure)
 
 
 @dataclass(frozen=True)

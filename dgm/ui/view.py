@@ -68,9 +68,10 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
     s = session.ensure(exp, cfg, autoplay=autoplay, warm_steps=warm_steps)
     if runtime:
         s.trainer.set_runtime(runtime)
-    session.controls(exp, s)
-    share.bar(exp, s)
-    status = st.container()
+    bar = st.columns([0.9, 0.9, 0.9, 0.9, 0.9, 1.0, 1.05, 2.4], vertical_alignment="center", gap="small")
+    session.controls(exp, s, bar[:4])  # one compact control bar, the status line at its end: the figure next
+    share.bar(exp, s, bar[4:7])
+    line, status = bar[7].empty(), st.container()
     view.state = s
     with s.lock:
         _safely(view.layout, s.trainer)
@@ -106,7 +107,7 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
             with status:
                 if cur.error:
                     session.error_panel(exp, cur)
-                session.status(cur)
+                session.status(cur, line)
             show = _safely(view.main, cur.trainer)
         if callable(show):  # the figures, built from what view.main took, while training goes on
             _safely(show)

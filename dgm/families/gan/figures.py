@@ -178,9 +178,8 @@ def game(snap: dict[str, Any], box, *, show_manifold: bool = True, show_arrows: 
         starts, ends, gmax = arrow_geometry(*snap["arrows"], box)
         xs, ys = segments(starts, ends)
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", line={"color": ARROW_COLOR, "width": 1.3},
-                                 name="−∇ₓ G loss (length ~ log |∇|)"))
-        fig.layout.title.text = f"{fig.layout.title.text} · max |∇| {gmax:.0e}"
-    return fig
+                                 name=f"−∇ₓ G loss (length ~ log |∇|, max {gmax:.0e})"))
+    return viz.follow(fig, box, snap["fake"])
 
 
 def dstar(snap: dict[str, Any], box, height: int = 460) -> go.Figure | None:
@@ -188,7 +187,7 @@ def dstar(snap: dict[str, Any], box, height: int = 460) -> go.Figure | None:
     if snap.get("dstar") is None:
         return None
     xs, ys, values, h = snap["dstar"]
-    fig = plane(box, title=f"Optimal D*(x) = p/(p+q), p and q smoothed (h = {h:.2g})", height=height)
+    fig = plane(box, title=f"Optimal D* = p/(p+q), smoothed (h = {h:.2g})", height=height)
     heatmap(fig, xs, ys, values, zmin=0, zmax=1, label="D*")
     points(fig, snap["fake"], name="generated q", color=FAKE_COLOR, size=3, opacity=0.5)
     return fig
@@ -205,7 +204,7 @@ def _d_heatmap(fig: go.Figure, snap: dict[str, Any]) -> tuple[float, float, str]
 def learned_d(snap: dict[str, Any], box, height: int = 460) -> go.Figure:
     """The learned D alone (next to D*), on the same colour scale when it is a probability."""
     kind = snap["d_kind"]
-    fig = plane(box, title="Learned D(x)" if kind == "probability" else f"Learned D(x) (a {kind}, not a probability)",
+    fig = plane(box, title="Learned D(x)" if kind == "probability" else f"Learned D(x): a {kind}",
                 height=height)
     _d_heatmap(fig, snap)
     points(fig, snap["fake"], name="generated q", color=FAKE_COLOR, size=3, opacity=0.5)
