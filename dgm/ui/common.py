@@ -196,7 +196,7 @@ PANELS_EVERY = 1.0
 
 #: a chart's title is broken into lines longer than this many characters (normal, presenter mode): a third of
 #: the page's width at 1280 px holds about that many
-TITLE_CHARS = (44, 30)
+TITLE_CHARS = (34, 28)
 
 
 def plot(fig: go.Figure | Callable[[], go.Figure], key: str | None = None) -> None:

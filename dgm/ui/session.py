@@ -145,7 +145,8 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
         if s is not None:
             s.playing = False  # the old run's training thread stops at its next chunk
             scheduling.drop_remote(s)
-        trainer = exp.make(cfg, seed=common.seed(), device=device)
+        with st.spinner("Preparing the data and the model…"):  # a new data set can take a moment
+            trainer = exp.make(cfg, seed=common.seed(), device=device)
         trainer.checkpoint_every_s = 1.0
         s = LiveState(trainer=trainer, fingerprint=fp, playing=autoplay and replay is None)
         st.session_state[_key(exp)] = s
@@ -184,8 +185,9 @@ def controls(exp: Experiment, s: LiveState, cols=None) -> None:
                  help="Steps per frame. auto: as many steps as fit in about 0.1 s; Step does this many (10 in auto).")
 
 
-def status(s: LiveState, line=None) -> None:
-    """The status line (in ``line``, a slot of the control bar, if given) and the run's notice, if any."""
+def status(s: LiveState, line=None, extra: str = "") -> None:
+    """The status line (in ``line``, a slot of the control bar, if given; ``extra`` ends it) and the run's
+    notice, if any."""
     fps, rate = "", f" · {s.steps_per_s:,.0f} steps/s" if s.steps_per_s else ""
     if s.playing and len(s.frames) > 2:
         (t0, i0), (t1, i1) = s.frames[0], s.frames[-1]
@@ -193,7 +195,7 @@ def status(s: LiveState, line=None) -> None:
             fps = f" · {(len(s.frames) - 1) / (t1 - t0):.1f} frames/s"
             rate = f" · {(i1 - i0) / (t1 - t0):,.0f} steps/s"
     (line or st).caption(f"**Iteration {s.trainer.iteration:,}**{rate}{fps} · {'playing' if s.playing else 'paused'}"
-               f" · {s.trainer.device.type.upper()}")
+               f" · {s.trainer.device.type.upper()}{extra}")
     if s.notice:
         st.warning(common.plain(s.notice), icon=":material/info:")
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dgm.core import viz
-from dgm.core.metrics import Grid
+from dgm.core.metrics import Grid, mode_stats
 from dgm.families.gan.model import PROB_LOSSES, cfg_move, g_loss_per_sample
 from dgm.families.gan.trainer import JS_RESOLUTION, GANTrainer
 
@@ -238,8 +238,11 @@ def main_figures(snap: dict[str, Any], rows: Sequence[dict], data, *, show_manif
     b["losses"] = lambda: curves(rows, ["d_loss", "g_loss"], title="Losses",
                                  labels={"d_loss": "D loss", "g_loss": "G loss"})
     if data.centers is not None and data.std is not None:
-        b["modes"] = lambda: modes_curve(rows, len(data.centers))
-        b["mode_kl"] = lambda: curves(rows, ["mode_kl"], title="Mode KL (0: every mode equally often)",
+        now = snap.get("modes_now")
+        mrows = list(rows) + [now] if now and not any(r.get("step") == now["step"] and "modes" in r for r in rows) \
+            else rows
+        b["modes"] = lambda: modes_curve(mrows, len(data.centers))
+        b["mode_kl"] = lambda: curves(mrows, ["mode_kl"], title="Mode KL (0: every mode equally often)",
                                       labels={"mode_kl": "mode KL"})
     last = next((r for r in reversed(rows) if "mmd_floor" in r), {})
     floor = lambda k: {"true samples of p": last[k]} if k in last else {}  # noqa: E731
@@ -298,9 +301,14 @@ def snapshot(trainer: GANTrainer, n_points: int = 600, n_arrows: int = 150, reso
             snap["particles"] = cfg_move(trainer.D, pts, c.eta, c.T, trajectory=True).cpu()  # (T+1, n, 2)
     snap["manifold"] = manifold(trainer).cpu()
     # the optimal discriminator for the current generator, D* = p / (p + q), on the JS grid
+    samples = trainer.generate() if trainer.log_p_smooth is not None or trainer.data.centers is not None else None
     if trainer.log_p_smooth is not None:
-        xs, ys, dstar, _ = dstar_grid(trainer, trainer.generate())
+        xs, ys, dstar, _ = dstar_grid(trainer, samples)
         snap["dstar"] = (xs.cpu(), ys.cpu(), dstar.float().cpu().numpy(), trainer.kde_h)
+    if trainer.data.centers is not None and trainer.data.std is not None:
+        # the mode metrics now, on the evaluation's own samples: the panels agree with the picture between
+        # evaluations (which also measure MMD, JS and W1, and so come only every eval_every steps)
+        snap["modes_now"] = {"step": trainer.iteration, **mode_stats(samples, trainer.data.centers, trainer.data.std)}
     return snap
 
 
