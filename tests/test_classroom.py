@@ -101,3 +101,10 @@ def test_a_lesson_page_states_its_point_and_opens_at_its_fast_forward(monkeypatc
     assert any(les.text[:40] in m.value for m in at.markdown)  # the whole note, under "About"
     assert at.session_state["_live.vae"].trainer.iteration == 20
     assert any("active units" in c.value and "the point: ≤ 2" in c.value for c in at.caption)
+
+
+def test_log_axes_over_decades_are_labelled_at_powers_of_ten_only():
+    wide = viz.curves([{"step": i, "v": 10.0 ** -i} for i in range(5)], ["v"], title="t", log_y=True)
+    narrow = viz.curves([{"step": i, "v": 1 + 0.1 * i} for i in range(5)], ["v"], title="t", log_y=True)
+    assert viz.tidy_axes(wide).layout.yaxis.dtick == 1
+    assert viz.tidy_axes(narrow).layout.yaxis.dtick is None and narrow.layout.yaxis.automargin

@@ -222,6 +222,24 @@ def wrap_title(fig: go.Figure, chars: int) -> go.Figure:
     return fig
 
 
+def tidy_axes(fig: go.Figure) -> go.Figure:
+    """Readable axes: each axis makes room for its own tick labels and title (no overlap when fonts grow), and
+    a log axis that spans more than a decade is labelled at powers of ten only (no 2s and 5s between)."""
+    for name in [k for k in fig.layout.to_plotly_json() if k.startswith(("xaxis", "yaxis"))]:
+        ax = fig.layout[name]
+        ax.automargin = True
+        if ax.type != "log" or ax.dtick is not None or not name.startswith("yaxis"):
+            continue
+        ref = "y" + name[5:]
+        ys = [np.asarray(tr.y, dtype=np.float64) for tr in fig.data
+              if getattr(tr, "y", None) is not None and (getattr(tr, "yaxis", None) or "y") == ref]
+        ys = np.concatenate(ys) if ys else np.array([])
+        ys = ys[np.isfinite(ys) & (ys > 0)]
+        if len(ys) and ys.max() / ys.min() >= 10:
+            ax.dtick = 1
+    return fig
+
+
 #: in presenter mode a figure is at most this tall, so that a 1280x720 projector shows a page's main figure whole
 PRESENTER_HEIGHT = 420
 

@@ -102,6 +102,7 @@ def _reset(exp: Experiment) -> None:
         scheduling.drop_remote(s)
         s.trainer.reset()
         s.error, s.frames, s.view_state, s.notice, s.resumed = None, [], {}, None, False
+        s.steps_per_s = 0.0  # the old run's rate is not this one's
 
 
 def _restore(exp: Experiment) -> None:
