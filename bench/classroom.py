@@ -120,7 +120,7 @@ CLICK_JS = """async ([label, until, limit]) => {
   });
 }""" % STATUS_JS
 
-ITERATION = "(parseInt((status().match(/Iteration ([\\\\d,]+)/) || [0, '-1'])[1].replace(/,/g, '')))"
+ITERATION = "(parseInt((status().match(/Iteration ([\\d,]+)/) || [0, '-1'])[1].replace(/,/g, '')))"
 
 
 def _ms(v: float) -> str:
@@ -190,8 +190,10 @@ def controls(browser, url: str, has_data: bool, warm_s: float = 5.0) -> dict:
     return out
 
 
-def lesson_time(browser, url: str, target: int, seconds: float) -> dict:
-    """Open a lesson, press Play, and time it to the lesson's point (``target``: its step)."""
+def lesson_time(browser, url: str, target: int, seconds: float, label: str) -> dict:
+    """Open a lesson, press Play, and time it to the lesson's point: until the page's status line says the point
+    is reached, or, on a page that does not show the lesson's number (``label``), until its iteration reaches
+    ``target``, the step at which the point is reached headless."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
     pg = ctx.new_page()
     t0 = time.perf_counter()
@@ -199,8 +201,8 @@ def lesson_time(browser, url: str, target: int, seconds: float) -> dict:
     wait_for_app(pg, 300_000)
     opened = time.perf_counter() - t0
     start = pg.evaluate(f"() => {{ const status = {STATUS_JS}; return {ITERATION}; }}")
-    reached = ("(document.querySelector('[data-dgm-watch=reached]') !== null) || "
-               f"({ITERATION} >= {target} && !document.querySelector('[data-dgm-watch]'))")
+    reached = ("status().includes(\"the lesson's point\") || "
+               f"({ITERATION} >= {target} && !status().includes(' · {label}'))")
     ms = pg.evaluate(CLICK_JS, ["Play", reached, seconds * 1000])
     last = pg.evaluate(f"() => {{ const status = {STATUS_JS}; return {ITERATION}; }}")
     ctx.close()
@@ -276,7 +278,8 @@ def main() -> None:
                     continue
                 from urllib.parse import quote
 
-                r = lesson_time(browser, f"{server.url}/{url}?preset={quote(name)}", step, args.seconds)
+                les = next(x for i in infos if i.url == url for x in registry.get(i.experiment).lessons if x.name == name)
+                r = lesson_time(browser, f"{server.url}/{url}?preset={quote(name)}", step, args.seconds, les.watch.label)
                 results["lessons"][f"{url}/{name}"] = {"step": step, **r}
                 to = (_ms(r["play_to_point"]) if r["play_to_point"] >= 0 else
                       f"> {args.seconds:.0f} s (step {r['last']:,})")
