@@ -94,7 +94,7 @@ def test_pause_step_and_reset_take_effect_during_play(app_server, page, info):
                            timeout=60_000)
     page.get_by_role("button", name="Play").click()
     page.wait_for_timeout(1500)
-    page.get_by_role("button", name="Reset").click()
+    page.get_by_role("button", name="↺ Reset").click()
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
                            ".some(e => e.textContent.includes('Iteration 0 ') && e.textContent.includes('paused'))",
                            timeout=60_000)
