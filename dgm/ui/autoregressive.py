@@ -192,7 +192,7 @@ class ARView(view.View):
 
             def show_plane() -> None:
                 with self.top[1]:
-                    common.plot(lambda: plf.learned(s, self.state.view_state.get("slices")), key="ar.density")
+                    common.plot(lambda: plf.learned(s), key="ar.density")
                 with self.bottom[0]:
                     common.plot(lambda: plf.samples(s), key="ar.samples")
 
@@ -222,7 +222,6 @@ class ARView(view.View):
             _summary(trainer)
         if not trainer.images:
             s, sl = plf.plane(trainer), plf.slices(trainer)
-            vs["slices"] = sl
             entropy = trainer.dist.entropy
 
             def show_plane() -> None:

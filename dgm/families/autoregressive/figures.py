@@ -47,7 +47,7 @@ def figures(trainer: ARTrainer, digits: Sequence[int] | None = None, pixel: int 
     if not trainer.images:
         s, sl = functools.cache(lambda: plf.plane(trainer)), functools.cache(lambda: plf.slices(trainer))
         return viz.Figures({
-            "density": lambda: plf.learned(s(), sl()), "target": lambda: plf.target(s()),
+            "density": lambda: plf.learned(s()), "target": lambda: plf.target(s()),
             "samples": lambda: plf.samples(s()), "conditionals": lambda: plf.conditionals(sl()),
             "nll": lambda: nll_curves(rows, entropy=trainer.dist.entropy, per="point")})
     idx = list(digits) if digits is not None else imf.default_digits(trainer.test_y.tolist())

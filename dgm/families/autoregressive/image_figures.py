@@ -23,7 +23,7 @@ from dgm.families.autoregressive.trainer import SIDE, ARTrainer, timed_sample
 GREY = [[0.0, "#000000"], [1.0, "#ffffff"]]
 GAP = 0.3  # grey level of the lines between tiles
 UNDRAWN = "#9ecae1"  # the background: pixels not drawn yet
-SEEN, BLIND, LATER, SELF, WRONG = "#08519c", "#fd8d3c", "#e0e0e0", "#d62728", "#000000"
+SEEN, BLIND, LATER, SELF, WRONG = "#4292c6", "#fd8d3c", "#e0e0e0", "#d62728", "#000000"
 PROBES = 4  # random images whose gradients the dependency check averages
 DEFAULT_DIGITS = (0, 2, 3, 5, 7, 8)  # labels of the test digits shown by default (their first example each)
 
@@ -108,12 +108,12 @@ def pixel_nll_figure(d: dict[str, Any]) -> go.Figure:
     top = float(max(np.quantile(nll, 0.99), 1e-3))
     xa, ya = _image_axes((0.5, 0.98))
     xb, yb = _image_axes((0.0, 0.46), anchor="x2")
-    lay = viz.layout("-log p(xᵢ | x before i) of each pixel (nats; first ordering)", 330, xaxis=xa, yaxis=ya,
+    lay = viz.layout("-log p(xᵢ | x before i) of each pixel, and their sum (nats)", 330, xaxis=xa, yaxis=ya,
                      xaxis2=dict(xb, anchor="y2"), yaxis2=dict(yb, anchor="x2"))
     lay["margin"] = dict(l=10, r=10, t=40, b=10)
     w = SIDE + 1
     lay["annotations"] = [dict(x=1 + i * w + (SIDE - 1) / 2, y=0.5, xref="x", yref="paper", showarrow=False,
-                               text=f"#{d['idx'][i]} ({int(d['labels'][i])}): {d['nll'][i].sum():.1f}",
+                               text=f"{d['nll'][i].sum():.1f}",
                                font=dict(size=11), yanchor="middle") for i in range(n)]
     return go.Figure([go.Heatmap(z=tile(imgs, n), colorscale=GREY, zmin=0, zmax=1, showscale=False, hoverinfo="skip"),
                       go.Heatmap(z=tile(nll, n, fill=np.nan), xaxis="x2", yaxis="y2", colorscale="YlOrRd", zmin=0, zmax=top,
@@ -159,18 +159,19 @@ def dependency_figure(dep: np.ndarray, pos: np.ndarray, pixel: int) -> go.Figure
 
 
 def matrix_figure(dep: np.ndarray, pos: np.ndarray) -> go.Figure:
-    """Every conditional's gradients with respect to every input, both in the ordering's steps: the lower
-    triangle is what an autoregressive model may use; holes in it are blind spots."""
+    """Every conditional's gradients with respect to every input, both in the ordering's steps: an
+    autoregressive model may only fill the triangle above the diagonal (input step < output step);
+    holes in it are blind spots."""
     order = np.argsort(pos)
     m = dep[np.ix_(order, order)]
     with np.errstate(divide="ignore"):
         z = np.where(m > 0, np.log10(np.where(m > 0, m, 1.0)), np.nan)
     later, blind, pairs = dependency_counts(dep, pos)
     d = len(pos)
-    lay = viz.layout(f"All conditionals: {later} uses of later pixels, {blind:,} of {pairs:,} earlier pairs unseen",
-                     330, xaxis=dict(showgrid=False, zeroline=False, range=[-0.5, d - 0.5], title="input step",
-                                     constrain="domain"),
-                     yaxis=dict(showgrid=False, zeroline=False, range=[d - 0.5, -0.5], title="output step",
+    lay = viz.layout(f"All pairs: {later} later inputs used, {blind:,} of {pairs:,} earlier unseen", 330,
+                     xaxis=dict(showgrid=False, zeroline=False, range=[-0.5, d - 0.5], title="input step",
+                                constrain="domain"),
+                     yaxis=dict(showgrid=False, zeroline=False, range=[-0.5, d - 0.5], title="output step",
                                 scaleanchor="x", constrain="domain"),
                      shapes=[dict(type="line", x0=-0.5, y0=-0.5, x1=d - 0.5, y1=d - 0.5,
                                   line=dict(color=SELF, width=1, dash="dot"))])
@@ -195,7 +196,7 @@ def sampling_figure(rec: dict[str, Any], cursor: int | None = None, ncols: int =
             shapes.append(dict(type="rect", x0=cx - 0.5, x1=cx + 0.5, y0=cy - 0.5, y1=cy + 0.5,
                                line=dict(color=SELF, width=2)))
     title = (f"Sampling one pixel at a time: step {t + 1} of {d}" if t < d else
-             f"{x.shape[0]} samples, each drawn in {d} steps (model at step {rec['step']:,})")
+             f"{x.shape[0]} samples, {d} steps each (model at step {rec['step']:,})")
     return image_grid(shown, ncols, title, height=380, shapes=shapes, bg=UNDRAWN)
 
 

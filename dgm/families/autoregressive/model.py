@@ -236,7 +236,7 @@ class MDN2D(nn.Module):
         super().__init__()
         self.a, self.b, self.scale, self.K = first, 1 - first, scale, components
         self.logits = nn.Parameter(torch.zeros(components))
-        self.means = nn.Parameter(torch.linspace(-1, 1, components) * 0.5 * scale if components > 1
+        self.means = nn.Parameter(torch.linspace(-1.5, 1.5, components) * scale if components > 1
                                   else torch.zeros(1))
         self.raw_stds = nn.Parameter(torch.full((components,), math.log(0.3 * scale)))
         self.net = mlp(1, 3 * components, hidden, depth=2, act="tanh")

@@ -36,7 +36,13 @@ def plane(trainer: ARTrainer, resolution: int = 120, n: int = 1000) -> dict[str,
     log_p = dist.log_prob(grid.points) if dist.has_density else None
     return {"grid": _cpu_grid(grid), "log_q": log_q.cpu(), "log_p": None if log_p is None else log_p.cpu(),
             "samples": m.sample(n, trainer.eval_generator(7)).cpu().numpy(), "data": trainer.test_x[:n].cpu().numpy(),
-            "a": m.a, "box": dist.box, "name": dist.name}
+            "a": m.a, "box": dist.box, "name": dist.name, "slices": slice_values(trainer).numpy()}
+
+
+def slice_values(trainer: ARTrainer) -> torch.Tensor:
+    """Where the slices are: the SLICE_QUANTILES of the test data's first coordinate (CPU)."""
+    xa = trainer.test_x[:, trainer.model.a].double().cpu()
+    return torch.quantile(xa, torch.tensor(SLICE_QUANTILES, dtype=torch.float64)).float()
 
 
 @torch.no_grad()
@@ -47,7 +53,7 @@ def slices(trainer: ARTrainer, resolution: int = 300) -> dict[str, Any]:
     a, b = m.a, m.b
     box = dist.box
     lo_a, hi_a, lo_b, hi_b = box[2 * a], box[2 * a + 1], box[2 * b], box[2 * b + 1]
-    va = torch.quantile(trainer.test_x[:, a].double(), torch.tensor(SLICE_QUANTILES, dtype=torch.float64)).float()
+    va = slice_values(trainer)
     ua = torch.linspace(lo_a, hi_a, resolution)
     vb = torch.linspace(lo_b, hi_b, resolution)
     dev = trainer.device
@@ -93,9 +99,10 @@ def target(s: dict[str, Any], height: int = 360) -> go.Figure:
     return fig
 
 
-def learned(s: dict[str, Any], sl: dict[str, Any] | None = None, height: int = 360) -> go.Figure:
+def learned(s: dict[str, Any], height: int = 360) -> go.Figure:
+    """The model's log density, the slices of ``conditionals`` marked."""
     a, b = NAMES[s["a"]], NAMES[1 - s["a"]]
-    lines = {"a": s["a"], "v": sl["va"]} if sl is not None else None
+    lines = {"a": s["a"], "v": s["slices"]}
     return density(s["grid"], s["log_q"], s["box"], f"model: log p({a}) + log p({b} | {a}), exact", lines, height)
 
 
