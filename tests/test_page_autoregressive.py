@@ -39,8 +39,8 @@ def test_page_loads_with_its_figures_and_the_measured_sampling_time():
     assert at.selectbox(key="model").value == "made" and at.selectbox(key="data").value == "digits"
     titles = _titles(at)
     assert len(titles) == 5, titles  # samples, per-pixel -log p, dependency map and matrix, curves
-    assert titles[0].startswith("36 samples, each drawn in 64 steps")
-    assert any(t.startswith("All conditionals: 0 uses of later pixels") for t in titles)
+    assert titles[0].startswith("36 samples, 64 steps each")
+    assert any(t.startswith("All pairs: 0 later inputs used") for t in titles)
     timing = next(c.value for c in at.caption if c.value.startswith("Measured here"))
     assert "64 passes" in timing and "VAE decoder" in timing and "RealNVP flow" in timing
     assert any("Theory" in e.label for e in at.expander)
@@ -68,11 +68,11 @@ def test_the_blind_spot_lesson_and_the_gated_fix():
     at = open_page("pages/autoregressive.py", {"preset": "the blind spot"})
     _ok(at)
     assert at.selectbox(key="model").value == "pixelcnn" and at.select_slider(key="kernel").value == 5
-    assert "210 of 2,016 earlier pairs unseen" in _chart(at, "All conditionals")["layout"]["title"]["text"]
+    assert "210 of 2,016 earlier unseen" in _chart(at, "All pairs")["layout"]["title"]["text"]
     assert any("Lesson: the blind spot" in i.value for i in at.info)
     at.selectbox(key="stack").set_value("gated").run()
     _ok(at)
-    assert "0 of 2,016 earlier pairs unseen" in _chart(at, "All conditionals")["layout"]["title"]["text"]
+    assert "0 of 2,016 earlier unseen" in _chart(at, "All pairs")["layout"]["title"]["text"]
 
 
 def test_the_vae_pages_bounds_become_reference_lines():
