@@ -236,3 +236,17 @@ def test_cli_final_has_the_issues_metrics(capsys):
     assert {"nll", "val_nll", "bits_per_dim", "sample_seconds"} <= set(final)
     with pytest.raises(SystemExit):
         main(["autoregressive", "--model", "nope"])
+
+
+def test_weights_carry_their_orderings_to_a_run_of_another_seed():
+    from dgm.core import export as X
+
+    cfg = ARConfig(model="made", hidden=32, orderings=2, ordering="random")
+    a = ARTrainer(cfg, seed=1, device="cpu")
+    a.step(20)
+    b = ARTrainer(cfg, seed=2, device="cpu")  # other random orderings and connectivities
+    assert not torch.equal(a.model.orders, b.model.orders)
+    with torch.no_grad():
+        b.model.log_prob(a.test_x[:5])  # caches b's own masks
+        X.load_weights(b, X.weights_bytes(a, "autoregressive"), "autoregressive")
+        assert torch.equal(a.model.log_prob(a.test_x), b.model.log_prob(a.test_x))

@@ -198,7 +198,7 @@ class ARView(view.View):
 
             return show_plane
         vs = self.state.view_state
-        if not self.state.playing and vs.get("rec", {}).get("step") != trainer.iteration:
+        if "rec" not in vs or (not self.state.playing and vs["rec"]["step"] != trainer.iteration):
             self._new_record(trainer)  # paused: samples of the model shown
         cursor = None
         if self.state.playing:

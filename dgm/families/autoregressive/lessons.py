@@ -66,10 +66,10 @@ LESSONS = (
     Lesson(
         "an ordering matters",
         {"model": "made", "ordering": "random", "orderings": 8},
-        "one MADE trained over 8 orderings: their ensemble beats every single ordering of the same weights",
+        "one MADE trained over 8 orderings: their ensemble beats one ordering of the same weights",
         "One network learns 8 chains, one per batch in turn. Play for 20 s and compare the validation "
-        "curve of the ensemble (red) with the dotted one of its first ordering alone: the mixture of the "
-        "8 exact likelihoods is lower (better) than any of them. In the samples each digit is drawn in "
+        "curve of the ensemble (red) with the dotted one of its first ordering alone: the NLL of the "
+        "mixture of the 8 exact likelihoods is lower (better). In the samples each digit is drawn in "
         "its own order. Then set MADE orderings to 1 and compare the natural and random orderings.",
     ),
     Lesson(
