@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
+import weakref
 from collections import OrderedDict
 from typing import Callable
 
@@ -65,6 +67,12 @@ class Distribution2D:
     def unnormalized_log_prob(self, x: Tensor) -> Tensor:
         """log density up to an additive constant; equals log_prob where that exists."""
         return self.log_prob(x)
+
+    def smoothed_log_prob(self, x: Tensor, s: float) -> Tensor:
+        """log of the density convolved with N(0, s^2 I) at x (N, 2): exact, where the class knows it
+        (every Gaussian mixture and the checkerboard); what a Gaussian kernel density estimate of
+        bandwidth s converges to with many samples."""
+        raise NotImplementedError(f"{self.name}: no closed form for its smoothed density")
 
     @property
     def has_unnormalized(self) -> bool:
@@ -130,6 +138,14 @@ class GaussianMixture2D(Distribution2D):
     def log_prob(self, x: Tensor) -> Tensor:
         return self.dist(x.device).log_prob(x)
 
+    def smoothed_log_prob(self, x: Tensor, s: float) -> Tensor:
+        """The convolution with N(0, s^2 I) is the mixture with every covariance increased by s^2 I."""
+        dev = x.device
+        covs = self.covs.to(dev, torch.float64) + s * s * torch.eye(2, device=dev, dtype=torch.float64)
+        comp = D.MultivariateNormal(self.means.to(dev, torch.float64), covariance_matrix=covs)
+        mix = D.MixtureSameFamily(D.Categorical(probs=self.weights.to(dev, torch.float64)), comp)
+        return mix.log_prob(x.double())
+
     def _sample(self, n, g, device):
         # torch.distributions cannot take a generator, so sample by hand: component, then Gaussian.
         idx = torch.multinomial(self.weights.to(device), n, replacement=True, generator=g)  # (n,)
@@ -169,6 +185,19 @@ class Checkerboard(Distribution2D):
         inside_y = ((v >= 0) & (v < 1)) | ((v >= -2) & (v < -1))
         lp = torch.full_like(x[:, 0], -math.log(32.0))
         return torch.where(inside_x & inside_y, lp, torch.full_like(lp, -math.inf))
+
+    #: the 8 black squares of side 2: (x lower corner, y lower corner)
+    SQUARES = tuple((2 * i, 2 * (i % 2) + dy) for i in (-2, -1, 0, 1) for dy in (0, -4))
+
+    def smoothed_log_prob(self, x: Tensor, s: float) -> Tensor:
+        """1/32 times the sum over the black squares of the Gaussian mass of the square around x:
+        a product of normal CDF differences per axis."""
+        x = x.double()
+        phi = lambda t: 0.5 * torch.erfc(-t / (s * math.sqrt(2)))  # noqa: E731  (the N(0, s^2) CDF)
+        total = torch.zeros_like(x[:, 0])
+        for a, b in self.SQUARES:
+            total = total + (phi(a + 2 - x[:, 0]) - phi(a - x[:, 0])) * (phi(b + 2 - x[:, 1]) - phi(b - x[:, 1]))
+        return torch.log(total / 32.0)
 
 
 class Energy(Distribution2D):
@@ -294,28 +323,36 @@ def _builtin(name: str) -> Distribution2D:
     return _FACTORIES[name]()
 
 
-#: data sets made at run time (your own data, dgm.core.userdata), by name: content-addressed, so sessions
-#: may share them; the oldest go beyond MAX_EXTRA
-_EXTRA: "OrderedDict[str, Distribution2D]" = OrderedDict()
-MAX_EXTRA = 64
+#: data sets made at run time (your own data, dgm.core.userdata), by name. Their names are content
+#: addresses, so sessions with the same data share one. A data set stays while anything holds it (a
+#: session, a trainer): ``_HELD`` sees only those, weakly, so no number of other uploads can evict it. Of
+#: those nobody holds any longer, the KEEP_UNHELD used last stay too (a link or a cache may name them).
+_HELD: "weakref.WeakValueDictionary[str, Distribution2D]" = weakref.WeakValueDictionary()
+_RECENT: "OrderedDict[str, Distribution2D]" = OrderedDict()
+KEEP_UNHELD = 64
+_LOCK = threading.Lock()
 
 
 def register(dist: Distribution2D) -> None:
-    """Make a data set built at run time resolvable by ``get(dist.name)`` (names contain a colon)."""
+    """Make a data set built at run time resolvable by ``get(dist.name)`` (names contain a colon) for as
+    long as something holds ``dist``, and a while after (see ``KEEP_UNHELD``)."""
     if ":" not in dist.name:
         raise ValueError(f"run-time data sets are named 'kind:id', not {dist.name!r}")
-    _EXTRA[dist.name] = dist
-    _EXTRA.move_to_end(dist.name)
-    while len(_EXTRA) > MAX_EXTRA:
-        _EXTRA.popitem(last=False)
+    with _LOCK:
+        _HELD[dist.name] = dist
+        _RECENT[dist.name] = dist
+        _RECENT.move_to_end(dist.name)
+        while len(_RECENT) > KEEP_UNHELD:
+            _RECENT.popitem(last=False)  # still resolvable if someone holds it (it is in _HELD)
 
 
 def lookup(name: str) -> Distribution2D | None:
     """A run-time data set, or None."""
-    d = _EXTRA.get(name)
-    if d is not None:
-        _EXTRA.move_to_end(name)
-    return d
+    with _LOCK:
+        d = _HELD.get(name)
+        if d is not None and name in _RECENT:
+            _RECENT.move_to_end(name)
+        return d
 
 
 def get(name: str) -> Distribution2D:

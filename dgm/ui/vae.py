@@ -3,6 +3,7 @@ panel. The text is in dgm/families/vae/lessons.py."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -12,19 +13,31 @@ import dgm.core.digits
 from dgm.families.vae import elbo_figures
 from dgm.families.vae import figures as vviz
 from dgm.families.vae.lessons import GRADIENT_NOTE
+from dgm.families.vae.trainer import BINARISED, IWAE_FINAL_K, data_label, per_example
 from dgm.ui import common, session, view
+from dgm.ui.controls import view_param
 
 PAIR_A, PAIR_B = "vae.pair_a", "vae.pair_b"
 GRADVAR = "_vae.gradvar"
 
 
+@functools.cache
+def _pair_labels() -> tuple[str, ...]:
+    """The interpolation picker's options as a link holds them."""
+    return tuple(f"test #{i}: a {d}" for i, d in enumerate(dgm.core.digits.digits().test.y.tolist()))
+
+
+view_param(PAIR_A, lambda raw: raw in _pair_labels())
+view_param(PAIR_B, lambda raw: raw in _pair_labels())
+
+
 def pair_picker(cfg: Any) -> tuple[int, int] | None:
     """Two test digits for the interpolation (digits only)."""
-    if cfg.data != "digits":
+    if cfg.data not in ("digits", BINARISED):
         return None
     y = dgm.core.digits.digits().test.y.tolist()
     opts = list(range(len(y)))
-    fmt = lambda i: f"test #{i}: a {y[i]}"  # noqa: E731
+    fmt = _pair_labels().__getitem__
     a0, b0 = (y.index(4) if 4 in y else 0), (y.index(0) if 0 in y else 1)
     with st.expander("Interpolation endpoints", expanded=False):
         c1, c2 = st.columns(2)
@@ -37,10 +50,17 @@ def _summary(trainer) -> None:
     e = trainer.latest_eval
     if not e:
         return
+    unit, data = per_example(trainer.config), data_label(trainer.config)
+    se = (f" Monte Carlo estimates on the {trainer.test_x.shape[0]:,} test examples: ELBO ± {e['elbo_se']:.2f}, IWAE ± "
+          f"{e['iwae_se']:.2f} (standard errors, sd / √N of the per-example values)." if "elbo_se" in e else "")
+    st.caption(f"Held-out figures on **{data}**, in {unit}"
+               + (": a different data set, not comparable with the grey-level digits' figures." if
+                  trainer.config.data == BINARISED else ".") + se)
     c = st.columns(6)
-    c[0].metric("test ELBO", f"{e['elbo']:.1f}", help="nats per example, best validation checkpoint")
+    c[0].metric("test ELBO", f"{e['elbo']:.1f}", help=f"{unit}, best validation checkpoint")
     c[1].metric(f"test IWAE (k={int(e['iwae_k'])})", f"{e['iwae']:.1f}",
-                help="importance-weighted bound; the CLI's final figure uses k = 100")
+                help=f"importance-weighted bound with k = {int(e['iwae_k'])} samples, {unit}; the command line's "
+                     f"final figure uses k = {IWAE_FINAL_K}")
     c[2].metric("reconstruction", f"{e['recon']:.1f}", help="E_q log p(x|z), test, best checkpoint")
     c[3].metric("KL", f"{e['kl']:.2f}", help="KL(q(z|x) || p(z)), test, best checkpoint")
     c[4].metric("active units", f"{int(e['active_units'])} / {trainer.config.latent}",
