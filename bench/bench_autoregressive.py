@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_autoregressive.py                       # everything (about 40 min on 2 cores)
     .venv/bin/python bench/bench_autoregressive.py --only table          # one part: table | overfit | sampling | speed
     .venv/bin/python bench/bench_autoregressive.py --only table --seeds 5 --jobs 2 --data digits
+    .venv/bin/python bench/bench_autoregressive.py --only table --data digits --models "PixelCNN, gated"  # one row
 
 1. table: the held-out (test) exact NLL of every model, in nats per image, from its best validation
    checkpoint, after a fixed number of steps per model (the same for every seed), on the digits (17 grey
@@ -17,7 +18,7 @@
 4. speed: steps/s of ARTrainer against a naive PyTorch loop over the same model (the obvious loop: a
    cross-entropy on the logits, `.item()` every step), alternating rounds in one process.
 
-Runs are single-threaded processes (``--jobs`` of them at once); CPU seconds are process time, so they
+Runs are single-threaded processes (each prints its figures to stderr as it ends) (``--jobs`` of them at once); CPU seconds are process time, so they
 change little with the machine's load, wall times more.
 """
 
@@ -61,14 +62,20 @@ def _run(job: tuple) -> dict:
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     f = t.final()
     evals = t.history.evals
-    return {"label": label, "data": kw.get("data", "digits"), "seed": seed, "nll": f["nll"], "nll_one": f.get("nll_one"),
+    return {"label": label, "kw": kw, "data": kw.get("data", "digits"), "seed": seed, "nll": f["nll"], "nll_one": f.get("nll_one"),
             "best_step": f["best_step"], "cpu": cpu, "wall": wall, "steps": steps,
             "val_best": f["best_val_nll"], "val_end": evals[-1]["val_nll"], "train_end": evals[-1]["train_nll"]}
 
 
 def _pool(jobs: list[tuple], n: int) -> list[dict]:
+    """The runs, in ``n`` processes; each run's figures go to stderr as it ends."""
+    out = []
     with mp.get_context("spawn").Pool(n) as pool:
-        return pool.map(_run, jobs, chunksize=1)
+        for r in pool.imap_unordered(_run, jobs, chunksize=1):
+            print(f"  done: {r['label']}, {r['data']}, seed {r['seed']}: test NLL {r['nll']:.2f} (best step "
+                  f"{r['best_step']}), {r['cpu']:.0f} CPU s", file=sys.stderr, flush=True)
+            out.append(r)
+    return sorted(out, key=lambda r: jobs.index((r["label"], r["kw"], r["steps"], r["seed"])))
 
 
 def _stats(v: list[float]) -> str:
@@ -76,21 +83,21 @@ def _stats(v: list[float]) -> str:
     return f"{statistics.mean(v):6.2f} ± {sd:4.2f} [{min(v):.2f}..{max(v):.2f}]"
 
 
-def part_table(seeds: int, jobs: int, datas: list[str]) -> None:
-    runs = _pool([(label, {**kw, "data": d}, steps, s) for d in datas for label, kw, steps in MODELS
+def part_table(seeds: int, jobs: int, datas: list[str], models=MODELS) -> None:
+    runs = _pool([(label, {**kw, "data": d}, steps, s) for d in datas for label, kw, steps in models
                   for s in range(seeds)], jobs)
     for d in datas:
         print(f"\n## test NLL, nats per image, {d} ({'17 grey levels' if d == 'digits' else 'binarised: another data set'}), "
               f"best validation checkpoint, seeds 0..{seeds - 1}")
         print(f"{'model':32s} {'steps':>6s} {'test NLL: mean ± sd [range]':>30s} {'best step (median)':>19s} "
               f"{'CPU s/run':>10s}")
-        for label, _, steps in MODELS:
+        for label, _, steps in models:
             rs = [r for r in runs if r["label"] == label and r["data"] == d]
             print(f"{label:32s} {steps:6d} {_stats([r['nll'] for r in rs]):>30s} "
                   f"{statistics.median(r['best_step'] for r in rs):19.0f} {statistics.mean(r['cpu'] for r in rs):10.1f}")
             if rs[0]["nll_one"] is not None:
                 print(f"{'  its first ordering alone':32s} {'':6s} {_stats([r['nll_one'] for r in rs]):>30s}")
-        best = min(MODELS, key=lambda m: statistics.mean(r["nll"] for r in runs if r["label"] == m[0] and r["data"] == d))
+        best = min(models, key=lambda m: statistics.mean(r["nll"] for r in runs if r["label"] == m[0] and r["data"] == d))
         print(f"best: {best[0]}; per seed: " + ", ".join(f"{r['nll']:.2f}" for r in runs
                                                         if r["label"] == best[0] and r["data"] == d))
 
@@ -196,10 +203,17 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--jobs", type=int, default=2, help="training runs at once (one process each)")
     p.add_argument("--data", choices=("digits", "digits_binary", "both"), default="both")
+    p.add_argument("--models", default=None, help="table: only these rows (labels, separated by ';')")
     a = p.parse_args()
+    models = MODELS
+    if a.models:
+        wanted = [m.strip() for m in a.models.split(";")]
+        models = tuple(m for m in MODELS if m[0] in wanted)
+        if len(models) != len(wanted):
+            p.error(f"--models: choose among {'; '.join(m[0] for m in MODELS)}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s) per process")
     if a.only in (None, "table"):
-        part_table(a.seeds, a.jobs, ["digits", "digits_binary"] if a.data == "both" else [a.data])
+        part_table(a.seeds, a.jobs, ["digits", "digits_binary"] if a.data == "both" else [a.data], models)
     if a.only in (None, "overfit"):
         part_overfit(a.seeds, a.jobs)
     if a.only in (None, "sampling"):

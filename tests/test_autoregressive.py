@@ -234,8 +234,29 @@ def test_cli_final_has_the_issues_metrics(capsys):
     assert main(["autoregressive", "--steps", "20", "--model", "fvsbn", "--seed", "2"]) == 0
     final = json.loads(capsys.readouterr().out)["final"]
     assert {"nll", "val_nll", "bits_per_dim", "sample_seconds"} <= set(final)
-    with pytest.raises(SystemExit):
-        main(["autoregressive", "--model", "nope"])
+    assert final["sample_seconds"] > 0
+    assert main(["autoregressive", "--model", "nope"]) == 2  # refused before training, one line, no traceback
+    err = capsys.readouterr().err
+    assert err.startswith("python -m dgm autoregressive:") and "nope" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_every_figure_of_the_exports_builds():
+    """The figures the CLI's --png, the figures zip and the GIF draw (the GIF: the first, the samples)."""
+    from dgm.families.autoregressive.lessons import EXPERIMENT
+
+    t = ARTrainer(ARConfig(model="nade", hidden=32, train_size=100), seed=0, device="cpu")
+    t.step(3)
+    figs = EXPERIMENT.figures(t)
+    assert list(figs) == ["samples", "pixels", "dependency", "matrix", "nll"]
+    titles = {name: figs[name].layout.title.text for name in figs}
+    assert titles["samples"].startswith("64 samples") and "row 5, col 2" in titles["dependency"]
+    assert titles["matrix"].startswith("All pairs: 0 later inputs used")
+    t2 = ARTrainer(ARConfig(data="moons", hidden=32), seed=0, device="cpu")
+    t2.step(3)
+    figs2 = EXPERIMENT.figures(t2)
+    assert list(figs2) == ["density", "target", "samples", "conditionals", "nll"]
+    assert all(figs2[name].data for name in figs2)
 
 
 def test_weights_carry_their_orderings_to_a_run_of_another_seed():

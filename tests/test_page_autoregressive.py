@@ -100,9 +100,24 @@ def test_two_d_data_shows_density_slices_and_samples():
     assert any(t.startswith("Slices p(x₂ | x₁)") for t in titles)
 
 
-def test_bad_link_parameters_give_a_note():
-    at = open_page("pages/autoregressive.py", {"model": "nope", "orderings": "3", "layers": "99"})
+def test_the_link_sets_the_view_controls():
+    at = open_page("pages/autoregressive.py", {"autoregressive.row": "3", "autoregressive.col": "6",
+                                               "autoregressive.digits": "#2: a 2", **SMALL})
     _ok(at)
-    text = at.warning[0].value
+    assert not at.warning, [w.value for w in at.warning]
+    assert at.slider(key="autoregressive.row").value == 3 and at.slider(key="autoregressive.col").value == 6
+    assert at.multiselect(key="autoregressive.digits").value == [2]
+    assert "(row 3, col 6)" in _chart(at, "Inputs of the conditional")["layout"]["title"]["text"]
+
+
+def test_bad_link_parameters_give_a_note():
+    at = open_page("pages/autoregressive.py", {"model": "nope", "orderings": "3", "layers": "99",
+                                               "autoregressive.row": "9", "autoregressive.digits": "zz",
+                                               "autoregressive.ordering": "x"})
+    _ok(at)
+    text = at.warning[0].value.replace("\\", "")
     assert "'nope'" in text and "orderings" in text
+    for bad in ("autoregressive.row='9'", "autoregressive.digits='zz'", "autoregressive.ordering='x'"):
+        assert bad in text, text
     assert at.selectbox(key="model").value == "made"
+    assert at.slider(key="autoregressive.row").value == 5  # the default kept

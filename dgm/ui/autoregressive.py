@@ -5,6 +5,7 @@ The text is in dgm/families/autoregressive/lessons.py."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,18 +13,37 @@ from typing import Any
 import streamlit as st
 import torch
 
+import dgm.core.digits
 from dgm.core import registry
 from dgm.core.device import seeded
 from dgm.families.autoregressive import figures as arf
 from dgm.families.autoregressive import image_figures as imf
 from dgm.families.autoregressive import plane_figures as plf
-from dgm.families.autoregressive.trainer import DIGITS, SIDE
+from dgm.families.autoregressive.trainer import DIGITS, ORDERINGS, SIDE
 from dgm.ui import common, session, view
+from dgm.ui.controls import view_param
 
-DIGITS_KEY, ROW_KEY, COL_KEY, ORDER_KEY = "ar.digits", "ar.row", "ar.col", "ar.ordering"
+DIGITS_KEY, ROW_KEY, COL_KEY, ORDER_KEY = ("autoregressive.digits", "autoregressive.row", "autoregressive.col",
+                                           "autoregressive.ordering")
 SAMPLES, NCOLS = 36, 6  # the animated batch
 PIXELS_PER_FRAME = 4  # steps of the animation per frame (about 6 frames a second)
 HOLD_FRAMES = 8  # frames the finished samples stay before the next batch
+
+
+@functools.cache
+def _digit_labels() -> tuple[str, ...]:
+    """The test digits' picker options as a link holds them."""
+    return tuple(f"#{i}: a {d}" for i, d in enumerate(dgm.core.digits.digits().test.y.tolist()))
+
+
+def _index_in(hi: int) -> Callable[[str], bool]:
+    return lambda raw: raw.isascii() and raw.isdigit() and int(raw[:4]) <= hi
+
+
+view_param(DIGITS_KEY, lambda raw: raw == "" or raw in _digit_labels())
+view_param(ROW_KEY, _index_in(SIDE - 1))
+view_param(COL_KEY, _index_in(SIDE - 1))
+view_param(ORDER_KEY, _index_in(max(ORDERINGS) - 1))  # the slider keeps it below the run's orderings
 
 
 # ---- what the other pages contribute ---------------------------------------------------------------
@@ -87,7 +107,7 @@ def _digit_picker(trainer) -> list[int]:
     labels = trainer.test_y.tolist()
     default = imf.default_digits(labels)
     picked = st.multiselect("Test digits", list(range(len(labels))), default=default, key=DIGITS_KEY,
-                            format_func=lambda i: f"#{i}: a {labels[i]}", max_selections=8, bind="query-params",
+                            format_func=_digit_labels().__getitem__, max_selections=8, bind="query-params",
                             help="The held-out digits whose per-pixel -log p is shown above.")
     return list(picked) or default
 

@@ -28,6 +28,7 @@ DIGITS, BINARY = "digits", "digits_binary"
 IMAGE_DATA = (DIGITS, BINARY)
 DATA_CHOICES = (*IMAGE_DATA, *dgm.core.data.names("sampled"), "custom")
 MODELS = ("fvsbn", "nade", "made", "pixelcnn")
+ORDERINGS = (1, 2, 4, 8, 16)  # MADE's choices
 SIDE = 8  # the digits are 8 x 8
 INK = 8  # binarised digits: a pixel is 1 when its grey level is at least 8 (of 16)
 HELDOUT_2D = 1000  # validation, test and training-probe points for 2D data
@@ -55,7 +56,7 @@ class ARConfig:
                          show=lambda c: _model(c, "fvsbn", "nade", "made"))
     orderings: int = knob(1, "MADE: train over this many orderings and connectivities, one per batch in turn, and "
                           "use their average (an ensemble, still an exact likelihood) at test time",
-                          label="MADE orderings", choices=(1, 2, 4, 8, 16), group="Model",
+                          label="MADE orderings", choices=ORDERINGS, group="Model",
                           show=lambda c: _model(c, "made"))
     hidden: int = knob(256, "hidden units (NADE: its one layer; MADE: each layer; 2D: the conditional's MLP)",
                        label="hidden units", choices=(32, 64, 128, 256, 512, 1024), group="Model",
@@ -111,7 +112,9 @@ class ARTrainer(Trainer):
             self.val_x, self.test_x = prep(d.val.x).to(dev), prep(d.test.x).to(dev)
             self.test_y = d.test.y.to(dev)
             self.dist = None
-            self.model = build_model(c, self.levels, self.eval_generator(9)).to(dev)
+            # orderings and connectivities drawn on the CPU: the same seed gives the same ones on every device
+            structure = torch.Generator().manual_seed(self.eval_generator(9).initial_seed())
+            self.model = build_model(c, self.levels, structure).to(dev)
         else:
             self.dist = dgm.core.data.get(c.data)
             self.train_x = self.dist.sample(HELDOUT_2D, self.eval_generator(11), device=dev)  # for train_nll
@@ -190,9 +193,10 @@ class ARTrainer(Trainer):
 
     def final(self) -> dict[str, float]:
         """All latest metrics, and the measured sampling time per image (or 2D point) in seconds."""
-        out = super().final()
+        super().final()
         n = 100 if self.images else HELDOUT_2D
-        return {**out, "sample_seconds": sample_seconds(self.model, n, self.eval_generator(8))}
+        self.latest_eval["sample_seconds"] = sample_seconds(self.model, n, self.eval_generator(8))
+        return {**self.latest, **self.latest_eval}
 
 
 def timed_sample(model, n: int, gen: torch.Generator):
