@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import streamlit as st
 import torch
 
@@ -161,9 +162,8 @@ def _timing(vs: dict) -> None:
     if rec is None:
         return
     per = rec["seconds"] / rec["n"]
-    orders = rec["passes"] // (SIDE * SIDE)
-    each = f", {SIDE * SIDE} for each of the {orders} orderings drawn" if orders > 1 else ""
-    parts = [f"Measured here: these {rec['n']} samples took {rec['passes']} passes of the network{each} "
+    each = " (each pass runs every ordering at once)" if len(np.unique(rec["pos"], axis=0)) > 1 else ""
+    parts = [f"Measured here: these {rec['n']} samples took {SIDE * SIDE} passes of the network{each} "
              f"({rec['seconds'] * 1e3:.0f} ms), **{per * 1e3:.2f} ms per image**."]
     for name, sec in (ref or {}).items():
         parts.append(f"{name}, one pass: {sec * 1e3:.3f} ms per image ({per / max(sec, 1e-12):,.0f}× faster).")

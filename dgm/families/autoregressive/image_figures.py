@@ -92,12 +92,11 @@ def dependency_data(trainer: ARTrainer, k: int = 0) -> dict[str, Any]:
 
 
 def sampling_record(trainer: ARTrainer, n: int, gen: torch.Generator) -> dict[str, Any]:
-    """n samples of the current model, drawn one pixel at a time, with the step of each pixel, the time the
-    whole batch took and the passes of the network it made (one per pixel for each ordering drawn)."""
+    """n samples of the current model, drawn one pixel at a time, with the step of each pixel and the time
+    the whole batch took."""
     (x, pos), seconds = timed_sample(trainer.model, n, gen)
-    pos = pos.cpu().numpy()
-    return {"x": (x.float() / (trainer.levels - 1)).cpu().numpy(), "pos": pos, "seconds": seconds,
-            "n": n, "step": trainer.iteration, "passes": len(np.unique(pos, axis=0)) * pos.shape[1]}
+    return {"x": (x.float() / (trainer.levels - 1)).cpu().numpy(), "pos": pos.cpu().numpy(), "seconds": seconds,
+            "n": n, "step": trainer.iteration}
 
 
 # ---- builders -----------------------------------------------------------------------------------

@@ -177,6 +177,34 @@ class MADE(ARModel):
             h = F.relu(F.linear(h, lin.weight * m, lin.bias))
         return F.linear(h, self.out.weight * ms[-1], self.out.bias).unflatten(1, (self.D, self.L))
 
+    @torch.no_grad()
+    def sample(self, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """With several orderings, still one pass per pixel for the whole batch: each image draws its
+        ordering, the images are grouped by ordering (padded to the largest group), and one batched
+        product per layer runs every ordering's masked network at once."""
+        if self.n_orders == 1:
+            return super().sample(n, gen)
+        K, D, L, dev = self.n_orders, self.D, self.L, self.orders.device
+        ks = torch.randint(0, K, (n,), generator=gen, device=dev)
+        counts = torch.bincount(ks, minlength=K)
+        by_k = torch.argsort(ks, stable=True)
+        slot = torch.empty_like(ks)
+        slot[by_k] = torch.arange(n, device=dev) - (torch.cumsum(counts, 0) - counts)[ks[by_k]]
+        layers = [*self.hidden, self.out]
+        ws = [torch.stack([lin.weight * self.masks(k)[j] for k in range(K)]).transpose(1, 2)
+              for j, lin in enumerate(layers)]  # (K, in, out) per layer
+        x = torch.zeros(K, int(counts.max()), D, dtype=torch.long, device=dev)
+        ar = torch.arange(K, device=dev)
+        for t in range(D):
+            h = self.embed(x)
+            for w, lin in zip(ws[:-1], layers[:-1]):
+                h = F.relu(torch.baddbmm(lin.bias, h, w))
+            logits = torch.baddbmm(self.out.bias, h, ws[-1]).unflatten(2, (D, L))  # (K, m, D, L)
+            i = self.orders[:, t]  # the pixel each ordering draws at step t
+            x[ar, :, i] = draw(logits[ar, :, i].reshape(-1, L), gen).view(K, -1)
+        pos = torch.stack([positions(o) for o in self.orders])
+        return x[ks, slot], pos[ks]
+
 
 class PixelCNN(ARModel):
     """Masked convolutions on a side x side image, raster order; the input is each pixel's level one-hot."""
