@@ -18,8 +18,10 @@
 4. speed: steps/s of ARTrainer against a naive PyTorch loop over the same model (the obvious loop: a
    cross-entropy on the logits, `.item()` every step), alternating rounds in one process.
 
-Runs are single-threaded processes (each prints its figures to stderr as it ends) (``--jobs`` of them at once); CPU seconds are process time, so they
-change little with the machine's load, wall times more.
+Runs are single-threaded processes, ``--jobs`` of them at once, each printing its figures to stderr as
+it ends; the table and overfit parts are about 75 CPU-minutes, so give them the cores you have. CPU
+seconds are process time, so they change little with the machine's load; wall times (parts 3 and 4)
+change with it, so compare figures taken in one run on an idle machine.
 """
 
 from __future__ import annotations
