@@ -88,6 +88,21 @@ def test_the_vae_pages_bounds_become_reference_lines():
     assert any(n.startswith("VAE page −IWAE") for n in notes), notes
 
 
+def test_the_flows_pages_nll_becomes_a_reference_line_on_the_same_2d_data():
+    at = open_page("pages/flows.py", {"data": "moons", "layers": "2", "batch": "128"})  # values the AR page takes too
+    at.selectbox(key="flow.speed").set_value(100).run()
+    at.button(key="flow.step").click().run()  # a Step evaluates
+    _ok(at)
+    at.switch_page("pages/autoregressive.py").run()
+    at.selectbox(key="data").set_value("moons").run()
+    _ok(at)
+    notes = [a["text"] for a in _chart(at, "Exact NLL")["layout"].get("annotations", [])]
+    assert any(n.startswith("flows page NLL (realnvp, step ") for n in notes), notes
+    at.selectbox(key="data").set_value("8gaussians").run()  # another target: no line
+    notes = [a["text"] for a in _chart(at, "Exact NLL")["layout"].get("annotations", [])]
+    assert not any(n.startswith("flows page") for n in notes), notes
+
+
 def test_two_d_data_shows_density_slices_and_samples():
     at = open_page("pages/autoregressive.py", {"data": "8gaussians", "hidden": "32"})
     _ok(at)
