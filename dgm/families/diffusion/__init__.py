@@ -1,0 +1,1 @@
+"""Diffusion models and flow matching: DDPM, denoising score matching and flow matching, learned scores and velocities compared with the exact ones of noised Gaussian mixtures."""
