@@ -77,7 +77,8 @@ class Schedule:
 
 class VPLinear(Schedule):
     """DDPM's linear schedule in continuous time (Song et al. 2021): alpha^2 = exp(-B(t)),
-    B(t) = b0 t + (b1 - b0) t^2 / 2; on T levels t = k/T it is DDPM's beta_k from 1e-4 to 0.02 (T = 1,000)."""
+    B(t) = b0 t + (b1 - b0) t^2 / 2, the limit of Ho et al.'s beta_k from 1e-4 to 0.02 over 1,000 steps (on
+    the levels t = k/1000 its alpha^2 is within 7% of their prod(1 - beta))."""
 
     name = "linear"
     B0, B1 = 0.1, 20.0

@@ -69,7 +69,7 @@ def grid(schedule: Schedule, n: int) -> list[float]:
     return [float(lv[i]) for i in reversed(idx)]
 
 
-def steps_for(method: str, nfe: int, schedule: Schedule, langevin_steps: int = 5) -> int:
+def steps_for(method: str, nfe: int, schedule: Schedule, langevin_steps: int = 2) -> int:
     """Grid steps that fit in ``nfe`` network evaluations."""
     nfe = max(1, int(nfe))
     if method == "heun":
@@ -81,7 +81,7 @@ def steps_for(method: str, nfe: int, schedule: Schedule, langevin_steps: int = 5
 
 @torch.no_grad()
 def sample(denoise: Callable[[Tensor, float], tuple], schedule: Schedule, method: str, nfe: int, n: int, dim: int,
-           generator: torch.Generator, *, langevin_steps: int = 5, langevin_step: float = 0.1,
+           generator: torch.Generator, *, langevin_steps: int = 2, langevin_step: float = 0.5,
            keep: int = 0, x1: Tensor | None = None) -> tuple[Tensor, int, list[Tensor]]:
     """n samples (n, dim) with ``method`` in about ``nfe`` evaluations of ``denoise`` (x, t) -> (eps, x0).
     Returns (samples, evaluations used, the first ``keep`` samples after every step: a list of (keep, dim))."""
