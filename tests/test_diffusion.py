@@ -296,6 +296,19 @@ def test_final_metrics_and_the_cli(tmp_path):
         run(["diffusion", "--steps", "1", "--nfe", "abc"])
 
 
+def test_guidance_sweep_forgets_the_data_even_with_exact_scores():
+    from dgm.families.diffusion import sweeps
+
+    t = DiffusionTrainer(DiffusionConfig(**{**TINY, "conditional": True, "nfe": 20}), seed=0)
+    res = sweeps.guidance_sweep(t, scales=(0.0, 1.0, 8.0), n=600)
+    exact = {r["scale"]: r for r in res["exact"]}
+    assert exact[0.0]["modes"] == exact[1.0]["modes"] == 8 and exact[1.0]["high_quality"] > 0.95
+    assert exact[8.0]["mmd"] > 3 * max(exact[0.0]["mmd"], exact[1.0]["mmd"])
+    figs = sweeps.sweep_figures(res, t)
+    assert {"guidance_quality", "guidance_kl", "guidance_mmd", "guidance_clouds"} <= set(figs)
+    assert [tr.name for tr in figs["guidance_mmd"].data] == ["network", "exact scores"]
+
+
 def test_every_lesson_builds_and_its_figures_draw():
     for les in EXPERIMENT.lessons:
         cfg = DiffusionConfig(**{**les.values, **TINY})
