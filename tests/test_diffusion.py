@@ -299,7 +299,7 @@ def test_final_metrics_and_the_cli(tmp_path):
 def test_guidance_sweep_forgets_the_data_even_with_exact_scores():
     from dgm.families.diffusion import sweeps
 
-    t = DiffusionTrainer(DiffusionConfig(**{**TINY, "conditional": True, "nfe": 20}), seed=0)
+    t = DiffusionTrainer(DiffusionConfig(**{**TINY, "data": "8gaussians", "conditional": True, "nfe": 20}), seed=0)
     res = sweeps.guidance_sweep(t, scales=(0.0, 1.0, 8.0), n=600)
     exact = {r["scale"]: r for r in res["exact"]}
     assert exact[0.0]["modes"] == exact[1.0]["modes"] == 8 and exact[1.0]["high_quality"] > 0.95

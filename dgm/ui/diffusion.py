@@ -64,7 +64,12 @@ def _caption(trainer) -> str:
     if not parts:
         return f"The metrics appear at the first evaluation, at step {trainer.eval_every:,}."
     where = f" at step {trainer.history.evals[-1]['step']:,}" if trainer.history.evals else ""
-    reflow = " After the reflow round." if trainer.reflowed else ""
+    reflow = ""
+    if trainer.config.model == "flow" and (trainer.reflowed or trainer.config.coupling == "ot"):
+        reflow = (" The exact field is that of independent pairs; with " +
+                  ("the reflow round's pairs" if trainer.reflowed else "pairs matched by optimal transport") +
+                  " the network learns another, straighter field, so its error against it is no flaw, and the "
+                  "stochastic samplers (ancestral, Langevin), which read it as a score, go wrong.")
     return (f"Evaluated every {trainer.eval_every:,} steps on 2,500 samples ({how}){where}: " + "; ".join(parts)
             + f".{reflow} The curves use the sampler chosen at the time.")
 

@@ -184,7 +184,7 @@ def trajectories(s: dict[str, Any], box, height: int = 380) -> go.Figure:
     gap = np.full((path.shape[0], 1, 2), np.nan, np.float32)
     flat = np.concatenate([path, gap], 1).reshape(-1, 2)
     fig.add_trace(go.Scatter(x=flat[:, 0], y=flat[:, 1], mode="lines", name="paths", hoverinfo="skip",
-                             line={"color": "rgba(8,81,156,0.35)", "width": 1}))
+                             line={"color": "rgba(8,81,156,0.3)", "width": 0.8}))
     viz.add_points(fig, path[:, 0], name="start (noise)", color="#999999", size=3, opacity=0.7)
     viz.add_points(fig, path[:, -1], name="end", color=SAMPLE, size=4, opacity=0.9)
     return fig
@@ -269,7 +269,7 @@ def denoising(d: dict[str, Any]) -> go.Figure:
 
 def _curves(rows, keys, title, labels, log_y=False, hlines=None) -> go.Figure:
     fig = viz.curves(rows, keys, title=title, labels=labels, log_y=log_y, hlines=hlines, height=290)
-    fig.update_layout(legend={"y": -0.3}, margin={"b": 60})
+    fig.update_layout(legend={"y": -0.38}, margin={"b": 75})
     return fig
 
 
@@ -289,8 +289,8 @@ def modes_curve(rows, n_modes: int, x: str = "step", title: str = "Modes capture
                      yaxis2={"title": "high quality %", "overlaying": "y", "side": "right", "range": [0, 105],
                              "showgrid": False})
     lay["margin"]["r"] = 50
-    lay["legend"]["y"] = -0.3
-    lay["margin"]["b"] = 60
+    lay["legend"]["y"] = -0.38
+    lay["margin"]["b"] = 75
     return go.Figure(data=traces, layout=lay)
 
 

@@ -79,9 +79,11 @@ def _lines(series: list[tuple[str, list[dict], str, str | None]], x: str, y: str
         pts = np.array([(r[x], scale * r[y]) for r in rows if y in r and np.isfinite(r[y])], np.float64).reshape(-1, 2)
         traces.append(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="lines+markers", name=name, marker={"size": 5},
                                  line={"color": color, "width": 2, "dash": dash}))
-    lay = viz.layout(title, height, xaxis={"title": x, "type": "log" if log_x else "linear"},
-                     yaxis={"title": ytitle, "type": "log" if log_y else "linear"})
-    lay["legend"]["y"], lay["margin"]["b"] = -0.3, 60
+    xaxis = {"title": {"NFE": "NFE (network evaluations)"}.get(x.upper(), x), "type": "log" if log_x else "linear"}
+    if log_x:
+        xaxis["tickvals"] = list(NFES)
+    lay = viz.layout(title, height, xaxis=xaxis, yaxis={"title": ytitle, "type": "log" if log_y else "linear"})
+    lay["legend"]["y"], lay["margin"]["b"] = -0.38, 80
     return go.Figure(data=traces, layout=lay)
 
 

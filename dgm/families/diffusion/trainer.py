@@ -189,7 +189,9 @@ class DiffusionTrainer(Trainer):
         if self.n_classes:
             drop = torch.rand(n, generator=g, device=dev) < c.p_uncond
             y = torch.where(drop, torch.full_like(y, self.n_classes), y)
-        parts = [x0, x1, t.float()] + ([y] if self.n_classes else [])
+        tt = t.double()  # x_t = a x0 + s x1, the coefficients computed once per pool
+        a, s = self.schedule.alpha(tt).float()[:, None], self.schedule.sigma(tt).float()[:, None]
+        parts = [x0, x1, t.float(), a, s] + ([y] if self.n_classes else [])
         return tuple(p.reshape(POOL, c.batch, *p.shape[1:]) for p in parts)
 
     def _batch(self) -> tuple[Tensor, ...]:
@@ -214,18 +216,14 @@ class DiffusionTrainer(Trainer):
     # -- one step ------------------------------------------------------------------------------------
     def train_step(self) -> dict[str, Tensor]:
         c = self.config
-        if c.model == "flow" and c.reflow_at and self.iteration == c.reflow_at and not self.reflowed:
+        if c.model == "flow" and c.reflow_at and self.iteration >= c.reflow_at and not self.reflowed:
             self._reflow()
-        x0, x1, t, *y = self._batch()
+        x0, x1, t, a, s, *y = self._batch()
         y = y[0] if y else None
-        if c.model == "flow":
-            if c.coupling == "ot" and self.pairs is None:
-                x1 = x1[ot_pairing(x0, x1)]
-            tt = t[:, None]
-            xt, target = (1 - tt) * x0 + tt * x1, x1 - x0
-        else:
-            xt, target = noised(self.schedule, x0, t, x1), x1
-        loss = (self.net(xt, t, y) - target).pow(2).sum(1).mean()
+        if c.model == "flow" and c.coupling == "ot" and self.pairs is None:
+            x1 = x1[ot_pairing(x0, x1)]
+        target = x1 - x0 if c.model == "flow" else x1  # the velocity, or the noise
+        loss = (self.net(a * x0 + s * x1, t, y) - target).pow(2).sum(1).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
