@@ -85,7 +85,7 @@ def test_digits_show_the_denoising_row_and_samples():
     at = open_page(PAGE, params={**SMALL, "data": "digits"})
     _clean(at)
     titles = _titles(at)
-    assert any("Test digits, noised" in x for x in titles) and any(x.startswith("Samples") for x in titles)
+    assert any("Test digits noised" in x for x in titles) and any(x.startswith("Samples") for x in titles)
 
 
 def test_bad_url_parameters_give_a_warning_not_an_exception():

@@ -70,7 +70,8 @@ def _caption(trainer) -> str:
                   ("the reflow round's pairs" if trainer.reflowed else "pairs matched by optimal transport") +
                   " the network learns another, straighter field, so its error against it is no flaw, and the "
                   "stochastic samplers (ancestral, Langevin), which read it as a score, go wrong.")
-    return (f"Evaluated every {trainer.eval_every:,} steps on 2,500 samples ({how}){where}: " + "; ".join(parts)
+    n = "100 samples" if trainer.images else "2,500 samples"
+    return (f"Evaluated every {trainer.eval_every:,} steps on {n} ({how}){where}: " + "; ".join(parts)
             + f".{reflow} The curves use the sampler chosen at the time.")
 
 

@@ -126,7 +126,7 @@ def _density_background(fig: go.Figure, snap: dict[str, Any]) -> None:
         return
     lp = snap["log_p"].double()
     top = float(lp.max())
-    viz.add_heatmap(fig, snap["heat"], lp.clamp(min=top - 10), colorscale="Greys", zmin=top - 10, zmax=top + 3,
+    viz.add_heatmap(fig, snap["heat"], lp.clamp(min=top - 10).float(), colorscale="Greys", zmin=top - 10, zmax=top + 3,
                     name="log p_t", opacity=0.55)
 
 
@@ -155,7 +155,7 @@ def error_map(snap: dict[str, Any], weighted: bool = True, height: int = 400) ->
     top = float(lg.max())
     title = f"Error × p_t: ∫ = {snap['error_at_t']:.3g}" if weighted else "Error σ²|s_θ − ∇log p|², unweighted"
     fig = viz.plane(snap["box"], title=title, height=height)
-    viz.add_heatmap(fig, snap["heat"], lg.clamp(min=top - 5), colorscale="Inferno", zmin=top - 5, zmax=top,
+    viz.add_heatmap(fig, snap["heat"], lg.clamp(min=top - 5).float(), colorscale="Inferno", zmin=top - 5, zmax=top,
                     showscale=True, colorbar_title="log₁₀")
     return fig
 
@@ -236,14 +236,16 @@ def tile(images: np.ndarray, ncols: int, gap: int = 1) -> np.ndarray:
     return out
 
 
-def image_grid(images, ncols: int, title: str, height: int = 360) -> go.Figure:
-    """Digits (N, 64) in [-1, 1] as one greyscale heatmap."""
+def image_grid(images, ncols: int, title: str, height: int = 360, rows: list[str] | None = None) -> go.Figure:
+    """Digits (N, 64) in [-1, 1] as one greyscale heatmap; ``rows`` labels the rows."""
     imgs = np.clip((_np(images).reshape(-1, 8, 8) + 1) / 2, 0, 1)
-    lay = viz.layout(title, height, xaxis={"showgrid": False, "zeroline": False, "showticklabels": False,
+    ylabels = {"tickvals": [5 + 9 * i - 0.5 for i in range(len(rows))], "ticktext": rows} if rows else \
+        {"showticklabels": False}
+    lay = viz.layout(title, height, xaxis={"showgrid": False, "zeroline": False, "showticklabels": False, "ticks": "",
                                            "constrain": "domain"},
-                     yaxis={"showgrid": False, "zeroline": False, "showticklabels": False, "autorange": "reversed",
-                            "scaleanchor": "x", "constrain": "domain"})
-    lay["margin"] = {"l": 10, "r": 10, "t": 40, "b": 10}
+                     yaxis={"showgrid": False, "zeroline": False, "ticks": "", "autorange": "reversed",
+                            "scaleanchor": "x", "constrain": "domain", **ylabels})
+    lay["margin"] = {"l": 70 if rows else 10, "r": 10, "t": 40, "b": 10}
     return go.Figure(go.Heatmap(z=tile(imgs, ncols), colorscale=[[0, "#000"], [1, "#fff"]], zmin=0, zmax=1,
                                 showscale=False, hoverinfo="skip"), layout=lay)
 
@@ -261,8 +263,8 @@ def denoising_snapshot(trainer: DiffusionTrainer, t: float, n: int = 10) -> dict
 
 
 def denoising(d: dict[str, Any]) -> go.Figure:
-    return image_grid(d["rows"], d["n"], f"Test digits, noised at {_title_t(d)}, and the network's E[x₀ | x_t]",
-                      height=230)
+    return image_grid(d["rows"], d["n"], f"Test digits noised at {_title_t(d)}, and the network's guess",
+                      height=230, rows=["x₀", "x_t", "E[x₀ | x_t]"])
 
 
 # ---- curves --------------------------------------------------------------------------------------

@@ -225,18 +225,26 @@ class Net(nn.Module):
 
 class Denoised:
     """A denoiser: (x_t (B, D), t: float, y (B,) or None) -> (eps, x0), the network's estimates of
-    E[eps | x_t] and E[x_0 | x_t] whatever it predicts (eps or the velocity)."""
+    E[eps | x_t] and E[x_0 | x_t] whatever it predicts (eps or the velocity). With ``clip`` = (lo, hi), x0 is
+    clipped to the data's range and eps made consistent with it, as DDPM does for images: near t = 1,
+    x0 = (x - sigma eps) / alpha multiplies the network's error by 1 / alpha (about 150)."""
 
-    def __init__(self, net: nn.Module, schedule: Schedule, predicts: str):
-        self.net, self.schedule, self.predicts = net, schedule, predicts
+    def __init__(self, net: nn.Module, schedule: Schedule, predicts: str, clip: tuple[float, float] | None = None):
+        self.net, self.schedule, self.predicts, self.clip = net, schedule, predicts, clip
 
     def __call__(self, x: Tensor, t: float, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         tt = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
         out = self.net(x, tt, y)
         if self.predicts == "velocity":  # v = eps - x0 on x = (1 - t) x0 + t eps
-            return x + (1 - t) * out, x - t * out
+            eps, x0 = x + (1 - t) * out, x - t * out
+        else:
+            a, s = self.schedule.at(t)
+            eps, x0 = out, (x - s * out) / a
+        if self.clip is None:
+            return eps, x0
         a, s = self.schedule.at(t)
-        return out, (x - s * out) / a
+        x0 = x0.clamp(*self.clip)
+        return ((x - a * x0) / s if s > 0 else eps), x0
 
 
 # ---- training pairs ----------------------------------------------------------------------------

@@ -252,7 +252,8 @@ class DiffusionTrainer(Trainer):
         return self.net if self.net_avg is None else self.net_avg
 
     def denoiser(self) -> Denoised:
-        return Denoised(self.sampler_net, self.schedule, "velocity" if self.config.model == "flow" else "eps")
+        return Denoised(self.sampler_net, self.schedule, "velocity" if self.config.model == "flow" else "eps",
+                        clip=(-1.0, 1.0) if self.images else None)
 
     def labels(self, n: int, generator: torch.Generator) -> Tensor | None:
         """Class labels for n conditional samples, drawn with the mixture's weights (None: unconditional)."""
