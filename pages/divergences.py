@@ -14,4 +14,6 @@ state = view.loop(exp, cfg, ui.DivergenceView(cfg), warm_steps=ui.WARM_STEPS)
 
 st.divider()
 ui.restarts_panel(cfg, state.trainer)
+st.divider()
+ui.separation_panel(cfg)
 common.theory(exp)

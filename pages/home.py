@@ -21,10 +21,10 @@ st.markdown(
 )
 st.markdown(
     """
-| family | how it models p(x) | training | exact likelihood | sampling | compression (a latent code) |
+| family | how it models p(x) | training | exact likelihood | sampling | compression (a smaller latent code) |
 |---|---|---|---|---|---|
 | **Autoregressive** (NADE, MADE, PixelCNN) | a product of 1D conditionals p(x_i given x_<i) | stable (maximum likelihood) | yes | slow: one dimension at a time | no |
-| **Normalizing flow** (NICE, RealNVP, MAF/IAF) | an invertible map of a simple base density; change of variables | stable (maximum likelihood) | yes | fast (one pass z → x) | yes, but z has the size of x |
+| **Normalizing flow** (NICE, RealNVP, MAF/IAF) | an invertible map of a simple base density; change of variables | stable (maximum likelihood) | yes | fast or slow: one pass for couplings and IAF, one per dimension for MAF | no: z has the size of x (an invertible map cannot compress) |
 | **Implicit / GAN** | a sampler G(z) judged by a discriminator; no density | unstable: a two-player game | no | fast (one pass) | no encoder |
 | **Latent variable / VAE** | p(x) = ∫ p(x given z) p(z) dz, trained on a lower bound (ELBO) | stable | a lower bound (IWAE tightens it) | fast (one pass) | yes: a learned, low-dimensional z |
 """

@@ -25,6 +25,10 @@ def test_home_renders_taxonomy_and_links():
         assert word in md
     assert at.number_input(key="seed").value == 0
     assert any("Computing on" in c.value for c in at.caption)
+    # issue 15, item 7: as the lectures' table, flows sample fast (couplings, IAF) or slowly (MAF, one pass per
+    # dimension) and do not compress (the row used to say "fast (one pass z → x)" and "yes, but ...")
+    flows = next(line for line in md.splitlines() if line.startswith("| **Normalizing flow**"))
+    assert "one per dimension for MAF" in flows and "| no: z has the size of x" in flows
 
 
 @pytest.mark.parametrize("info", [p for p in all_pages() if p.url != "home"], ids=lambda p: p.url)

@@ -11,7 +11,7 @@ from dgm.families.flows import layers as L
 from dgm.families.flows import model as M
 from dgm.families.flows import trainer as T
 from dgm.families.flows.lessons import EXPERIMENT
-from dgm.core.metrics import Grid
+from dgm.core.metrics import EVAL_SAMPLES, Grid, wasserstein1
 
 
 def randomize(module: torch.nn.Module, scale: float = 0.5, seed: int = 0) -> torch.nn.Module:
@@ -176,6 +176,36 @@ def test_radial_and_planar_stay_invertible_with_adversarial_parameters():
         x = _points(64)
         z, ld = layer(x)
         assert torch.isfinite(ld).all() and torch.allclose(layer.inverse(z)[0], x, atol=1e-5)
+
+
+def test_radial_inverse_is_the_closed_form_the_theory_describes():
+    """Issue 15, item 6: the theory said planar *and* radial layers have no closed-form inverse; the radial one
+    is a quadratic in the radius (one pass, exact to rounding), and only planar needs a numerical search."""
+    from dgm.families.flows.lessons import THEORY
+    from dgm.families.flows.trainer import DIRECTION_COST
+
+    r = L.Radial(2).double()
+    with torch.no_grad():
+        r.beta_raw.fill_(1.3)
+    x = _points(200)
+    z, _ = r(x)
+    assert torch.allclose(r.inverse(z)[0], x, atol=1e-12, rtol=0)
+    text = " ".join(THEORY)
+    clause = next(c for c in text.replace(";", ".").split(". ") if "no closed-form inverse" in c)
+    assert "planar" in clause and "radial" not in clause
+    assert "root of a quadratic" in text and DIRECTION_COST["radial"][0] == "a quadratic per layer"
+
+
+def test_evaluate_reports_w1_with_its_floor():
+    t = T.FlowTrainer(small(data="moons"), seed=0, device="cpu")
+    t.step(3)
+    e = t.final()
+    with torch.no_grad():
+        x = t.model.sample(EVAL_SAMPLES, t.eval_generator(2))
+    assert e["w1"] == pytest.approx(wasserstein1(x[:1000], t.heldout[:1000]), rel=1e-9)
+    assert 0 < e["w1_floor"] < e["w1"]
+    fig = EXPERIMENT.figures(t)["w1"]
+    assert fig.layout.annotations[0].text == "true samples of p"
 
 
 # ---- trainer -----------------------------------------------------------------------------------

@@ -125,3 +125,31 @@ def test_nll_is_mean_negative_log_density():
     q = _gauss([0.0, 0.0], [[1.0, 0.0], [0.0, 1.0]])
     x = torch.zeros(5, 2, dtype=torch.float64)
     assert M.nll(q.log_prob, x) == pytest.approx(math.log(2 * math.pi), rel=1e-12)
+
+
+# ---- Wasserstein-1 by exact optimal transport ---------------------------------------------------
+
+def test_w1_of_two_1d_samples_is_the_mean_gap_between_sorted_values():
+    """In 1D the optimal plan pairs the sorted samples: W1 = mean |x_(i) - y_(i)| for equal sizes."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 1, generator=g, dtype=torch.float64)
+    y = 0.5 + 2 * torch.rand(300, 1, generator=g, dtype=torch.float64)
+    ref = float((x.sort(0).values - y.sort(0).values).abs().mean())
+    assert M.wasserstein1(x, y) == pytest.approx(ref, rel=1e-9)
+    # the same points on a line in the plane
+    line = lambda t: torch.cat([t, torch.zeros_like(t)], 1)  # noqa: E731
+    assert M.wasserstein1(line(x), line(y)) == pytest.approx(ref, rel=1e-9)
+
+
+def test_w1_of_point_masses_translations_and_unequal_sizes():
+    a, b = torch.tensor([[1.0, 2.0]]).expand(50, 2), torch.tensor([[4.0, -2.0]]).expand(70, 2)
+    assert M.wasserstein1(a, b) == pytest.approx(5.0, rel=1e-12)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(400, 2, generator=g, dtype=torch.float64) * torch.tensor([1.0, 0.3], dtype=torch.float64)
+    t = torch.tensor([0.7, -2.4], dtype=torch.float64)
+    assert M.wasserstein1(x, x + t) == pytest.approx(2.5, rel=1e-9)  # |t| = 2.5: moving every point by t
+    assert M.wasserstein1(x, x) == pytest.approx(0.0, abs=1e-12)
+    two, one = torch.tensor([[0.0, 0.0], [2.0, 0.0]]), torch.tensor([[1.0, 0.0]])
+    assert M.wasserstein1(two, one) == pytest.approx(1.0, rel=1e-12)
+    nan = torch.tensor([[float("nan"), 0.0], [0.0, 0.0]])
+    assert M.wasserstein1(nan, torch.zeros(3, 2)) == 0.0  # the non-finite row is dropped

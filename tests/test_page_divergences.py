@@ -25,8 +25,11 @@ def test_page_opens_fitted_and_step_and_play_train():
     t = _trainer(at)
     assert t.iteration == ui.WARM_STEPS
     assert t.config.target == "bimodal" and t.config.res == 48
-    assert len(at.dataframe) == 1  # the cross table
-    assert any("Quadrature: 48 × 48 cells" in c.value for c in at.caption)
+    assert len(at.dataframe) == 1  # the cross table: each value ± its quadrature error, and W1
+    table = at.dataframe[0].value
+    assert "W1" in table.columns and table.shape == (7, 8)
+    assert "±" in str(table.iloc[0, 0]) and table.iloc[0, 6] == f"{float(table.iloc[0, 6]):.4g}"  # MMD: exact
+    assert any("Quadrature: 48 × 48 cells" in c.value and "estimated error" in c.value for c in at.caption)
     _button(at, "Step").click().run()
     assert _trainer(at).iteration == ui.WARM_STEPS + 10
     _button(at, "▶ Play").click().run()
@@ -41,7 +44,7 @@ def test_preset_link_sets_its_knobs_and_1d_page_draws():
     assert at.slider(key="sep").value == 5.0 and at.slider(key="w1").value == 0.5
     cfg = _trainer(at).config
     assert (cfg.target, cfg.sep, cfg.sd1, cfg.sd2) == ("mix1d", 5.0, 0.6, 0.6)
-    assert any("points of spacing" in c.value for c in at.caption)
+    assert any("cells of length" in c.value for c in at.caption)
 
 
 def test_bad_link_parameters_give_a_warning_not_an_exception():
@@ -63,7 +66,7 @@ def test_restarts_button_stores_and_draws_its_result():
     assert not at.exception and not at.error
     saved = at.session_state[ui.RESTARTS_KEY]
     assert len(saved["res"]["mode"]) == 16 and sum(saved["res"]["counts"].values()) == 16
-    assert any("runs land on mode" in c.value for c in at.caption)
+    assert any(c.value.startswith("Of 16 runs") for c in at.caption)
 
 
 def test_mixture_family_and_mc_reverse_kl_run():
@@ -72,3 +75,11 @@ def test_mixture_family_and_mc_reverse_kl_run():
     cfg = _trainer(at).config
     assert (cfg.family, cfg.k, cfg.mc) == ("mixture", 2, True)
     assert any("Monte Carlo" in c.value or "reparameterised" in c.value for c in at.caption)
+
+
+def test_separation_scan_button_draws_where_each_fit_switches():
+    at = open_page(PAGE, params={"target": "mix1d", "res": "32"})
+    _button(at, "Run the scan").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state[ui.SCAN_KEY]["res"]["fits"]["js"]["switch"] is not None
+    assert any("Jensen-Shannon: covers up to" in c.value for c in at.caption)

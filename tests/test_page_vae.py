@@ -95,3 +95,10 @@ def test_gradient_estimator_panel():
     df = at.dataframe[0].value
     assert list(df["estimator"]) == ["reparameterisation", "score function", "score function + baseline"]
     assert df["total variance"][1] > df["total variance"][0]
+
+
+def test_binarised_digits_page_hides_the_grey_level_decoders():
+    at = open_page("pages/vae.py", {**SMALL, "data": "binarised_digits"})
+    _ok(at)
+    assert not any(s.key == "decoder" for s in at.selectbox)  # always a Bernoulli decoder here
+    assert at.session_state["_live.vae"].trainer.model.decoder_kind == "bernoulli"

@@ -13,8 +13,8 @@ from dgm.core import cli
 from dgm.families.vae import figures as vviz
 from dgm.families.vae.lessons import EXPERIMENT
 from dgm.families.vae.model import (
-    LEVELS, VAE, diag_normal_log_prob, elbo_parts, elbo_surgery, gaussian_kl, gradient_variance, heldout_metrics,
-    log_mean_exp, mixture_log_prob, reparameterize,
+    LEVELS, VAE, binarise, diag_normal_log_prob, elbo_parts, elbo_surgery, gaussian_kl, gradient_estimates,
+    gradient_variance, heldout_metrics, log_mean_exp, mixture_log_prob, reparameterize,
 )
 from dgm.families.vae.trainer import IWAE_FINAL_K, VAEConfig
 
@@ -89,15 +89,41 @@ def test_categorical_decoder_matches_torch():
     torch.testing.assert_close(m.log_lik(m.target(x), out3), ref3)
 
 
-def test_bernoulli_decoder_matches_torch():
+def test_bernoulli_decoder_scores_binarised_digits_with_an_exact_likelihood():
+    """Issue 15, item 2: the Bernoulli decoder belongs to the binarised digits (pixel 1 where the grey level is
+    >= 8), where it is a normalised likelihood: it matches torch's Bernoulli, sums to 1 over every binary image
+    (3 pixels: all 8 of them), and refuses grey levels. Before, it scored x / 16 (42% of pixels neither 0 nor 1,
+    not a log-probability) and the binarised data set did not exist: this test fails there."""
     m = VAE(64, 2, 32, decoder="bernoulli")
-    x = _digits_batch()
+    x = binarise(_digits_batch())
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(binarise(torch.tensor([7.0, 8.0, 16.0, 0.0])), torch.tensor([0.0, 1.0, 1.0, 0.0]))
     out = torch.randn(x.shape[0], 64, generator=gen(6))
-    ref = D.Bernoulli(logits=out, validate_args=False).log_prob(x / 16.0).sum(-1)
-    torch.testing.assert_close(m.log_lik(m.target(x), out), ref)
-    binary = (x > 8).float() * 16  # on 0/1 data it is an exact, normalised likelihood
-    ref = D.Bernoulli(logits=out).log_prob(binary / 16.0).sum(-1)
-    torch.testing.assert_close(m.log_lik(m.target(binary), out), ref)
+    torch.testing.assert_close(m.log_lik(m.target(x), out), D.Bernoulli(logits=out).log_prob(x).sum(-1))
+    with pytest.raises(ValueError, match="binarise"):
+        m.target(_digits_batch())
+    small = VAE(3, 2, 8, decoder="bernoulli")
+    images = torch.tensor([[a, b, c] for a in (0.0, 1.0) for b in (0.0, 1.0) for c in (0.0, 1.0)])  # (8, 3)
+    logits = torch.randn(1, 3, generator=gen(7)).expand(8, 3)
+    assert float(small.log_lik(small.target(images), logits).exp().sum()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_binarised_digits_are_their_own_data_set_labelled_everywhere():
+    from dgm.core.config import check
+    from dgm.families.vae.trainer import BINARISED, data_label, per_example
+
+    t = EXPERIMENT.make(VAEConfig(data=BINARISED, width=32), seed=0, device="cpu")
+    assert t.model.decoder_kind == "bernoulli" and set(t.test_x.unique().tolist()) == {0.0, 1.0}
+    assert VAEConfig().decoder == "categorical17"  # the default stays the categorical over 17 levels
+    _, notes = check(VAEConfig, {"decoder": "bernoulli"})
+    assert "decoder" in notes  # no Bernoulli on grey levels
+    assert per_example(t.config) == "nats per binarised image" and "binarised digits" in data_label(t.config)
+    t.eval_every = 20
+    t.step(20)
+    figs = EXPERIMENT.figures(t)
+    assert "nats per binarised image" in figs["elbo"].layout.title.text
+    assert "nats per binarised image" == figs["iwae"].layout.yaxis.title.text
+    assert float(t.latest_eval["elbo"]) < 0
 
 
 @pytest.mark.parametrize("learn_var", [True, False])
@@ -276,7 +302,7 @@ def test_a_restored_state_redraws_its_panels():
 
 
 @pytest.mark.parametrize("cfg", [dict(data="ring8", latent=2), dict(prior="vamp", components=5, objective="iwae", k=3),
-                                 dict(prior="mog", latent=4, decoder="bernoulli", free_bits=0.25),
+                                 dict(prior="mog", latent=4, data="binarised_digits", free_bits=0.25),
                                  dict(latent=1, decoder="gaussian", learn_var=False)])
 def test_variants_train_and_draw(cfg):
     t = EXPERIMENT.make(VAEConfig(width=32, **cfg), seed=0, device="cpu")
@@ -302,3 +328,51 @@ def test_cli_prints_the_issue_metrics(capsys):
     for k in ("elbo", "iwae", "recon", "kl", "active_units"):
         assert k in r["final"]
     assert r["final"]["elbo"] < 0
+
+
+def test_score_function_baseline_leaves_the_gradient_unbiased():
+    """Issue 15, item 8: with a learned prior the baseline was the batch mean of f including each point's own
+    sample, a bias of (1/B) grad E f. The difference between the score-function estimates without and with the
+    baseline, mean_i b_i grad log q(z_i | x_i), has expectation 0 exactly when b_i does not depend on z_i;
+    T = |mean over repeats|^2 / (trace of its covariance / repeats) is then about 1 (below 3 here). The same
+    statistic on the part of an own-sample batch mean that the page used to add, mean_j (f_j - b_j) times
+    mean_i grad log q_i, is in the tens: the test can tell a biased baseline (fails before: the page's was one)."""
+    torch.manual_seed(0)
+    m = VAE(64, 2, 16, decoder="categorical17", prior="mog", components=3)
+    x = _digits_batch()[:2]
+    est = gradient_estimates(m, x, gen(11), repeats=300)
+    diff = (est["score function"] - est["score function + baseline"]).double()  # (R, P)
+    stat = lambda d: float(d.mean(0).pow(2).sum() / (d.var(0).sum() / d.shape[0]))  # noqa: E731
+    assert stat(diff) < 3
+    params = [p for p in m.encoder.parameters() if p.requires_grad]
+    g, extra = gen(11), []
+    for _ in range(300):
+        eps = torch.randn(x.shape[0], m.latent, generator=g)
+        mu, logvar = m.encode(x)
+        zs = (mu + torch.exp(0.5 * logvar) * eps).detach()
+        with torch.no_grad():
+            f = lambda z: m.log_lik(m.target(x), m.decode(z)) + m.prior_log_prob(z) - diag_normal_log_prob(z, mu, logvar)  # noqa: E731
+            own = (f(zs) - f(mu)).mean()  # the sample-dependent part of an own-sample batch mean
+        grads = torch.autograd.grad((own * diag_normal_log_prob(zs, mu, logvar)).mean(), params)
+        extra.append(torch.cat([t.reshape(-1) for t in grads]))
+    assert stat(torch.stack(extra).double()) > 10
+
+
+def test_the_iwae_text_says_which_k_the_page_reports():
+    """The theory said 'we report it with k = 100' while the page shows k = 10 (IWAE_LIVE_K)."""
+    from dgm.families.vae.lessons import GRADIENT_NOTE, THEORY
+    from dgm.families.vae.trainer import IWAE_LIVE_K
+
+    text = " ".join(THEORY)
+    assert f"page reports it on the test digits with k = {IWAE_LIVE_K}" in text
+    assert f"final figure with k = {IWAE_FINAL_K}" in text and "We report it with k = 100" not in text
+    assert "f at the posterior mean" in GRADIENT_NOTE
+
+
+def test_heldout_bounds_carry_their_standard_errors():
+    m = VAE(64, 2, 16)
+    x = _digits_batch()
+    out = heldout_metrics(m, x, gen(12), k=5)
+    per = elbo_parts(m, x, gen(12), samples=4)["elbo"]
+    assert out["elbo_se"] == pytest.approx(float(per.std() / math.sqrt(len(per))), rel=1e-6)
+    assert 0 < out["iwae_se"] < 10 * out["elbo_se"]

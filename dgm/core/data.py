@@ -66,6 +66,12 @@ class Distribution2D:
         """log density up to an additive constant; equals log_prob where that exists."""
         return self.log_prob(x)
 
+    def smoothed_log_prob(self, x: Tensor, s: float) -> Tensor:
+        """log of the density convolved with N(0, s^2 I) at x (N, 2): exact, where the class knows it
+        (every Gaussian mixture and the checkerboard); what a Gaussian kernel density estimate of
+        bandwidth s converges to with many samples."""
+        raise NotImplementedError(f"{self.name}: no closed form for its smoothed density")
+
     @property
     def has_unnormalized(self) -> bool:
         return self.has_density
@@ -130,6 +136,14 @@ class GaussianMixture2D(Distribution2D):
     def log_prob(self, x: Tensor) -> Tensor:
         return self.dist(x.device).log_prob(x)
 
+    def smoothed_log_prob(self, x: Tensor, s: float) -> Tensor:
+        """The convolution with N(0, s^2 I) is the mixture with every covariance increased by s^2 I."""
+        dev = x.device
+        covs = self.covs.to(dev, torch.float64) + s * s * torch.eye(2, device=dev, dtype=torch.float64)
+        comp = D.MultivariateNormal(self.means.to(dev, torch.float64), covariance_matrix=covs)
+        mix = D.MixtureSameFamily(D.Categorical(probs=self.weights.to(dev, torch.float64)), comp)
+        return mix.log_prob(x.double())
+
     def _sample(self, n, g, device):
         # torch.distributions cannot take a generator, so sample by hand: component, then Gaussian.
         idx = torch.multinomial(self.weights.to(device), n, replacement=True, generator=g)  # (n,)
@@ -169,6 +183,19 @@ class Checkerboard(Distribution2D):
         inside_y = ((v >= 0) & (v < 1)) | ((v >= -2) & (v < -1))
         lp = torch.full_like(x[:, 0], -math.log(32.0))
         return torch.where(inside_x & inside_y, lp, torch.full_like(lp, -math.inf))
+
+    #: the 8 black squares of side 2: (x lower corner, y lower corner)
+    SQUARES = tuple((2 * i, 2 * (i % 2) + dy) for i in (-2, -1, 0, 1) for dy in (0, -4))
+
+    def smoothed_log_prob(self, x: Tensor, s: float) -> Tensor:
+        """1/32 times the sum over the black squares of the Gaussian mass of the square around x:
+        a product of normal CDF differences per axis."""
+        x = x.double()
+        phi = lambda t: 0.5 * torch.erfc(-t / (s * math.sqrt(2)))  # noqa: E731  (the N(0, s^2) CDF)
+        total = torch.zeros_like(x[:, 0])
+        for a, b in self.SQUARES:
+            total = total + (phi(a + 2 - x[:, 0]) - phi(a - x[:, 0])) * (phi(b + 2 - x[:, 1]) - phi(b - x[:, 1]))
+        return torch.log(total / 32.0)
 
 
 class Energy(Distribution2D):

@@ -9,7 +9,13 @@
 - Exact divergences between two 2D densities by quadrature on a ``Grid``; the resolution is part
   of the result.
 - Kernel density estimates: ``kde_log_prob`` at points, ``binned_kde`` on a whole grid.
+- W1 (the earth mover's distance, Euclidean ground cost) between two sample sets by exact optimal
+  transport (POT's network simplex): ``wasserstein1``. On a live page it runs on ``W1_SAMPLES`` points
+  of each set (exact OT on 2,500 points takes seconds; bench/bench_w1.py measures it).
 - NLL in nats per example.
+
+Every sample-based figure is an estimate: two sets of true samples of p give MMD^2 > 0 (biased
+estimate) and W1 > 0; pages show that "perfect generator" floor beside the curves.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 EVAL_SAMPLES = 2500
+W1_SAMPLES = 1000  # points of each set for a live W1 (exact OT is about cubic in the set size)
 
 
 # ---- mode collapse -----------------------------------------------------------------------------
@@ -73,6 +81,24 @@ def mmd2(x: Tensor, y: Tensor, bandwidths: Sequence[float] = (0.1, 0.3, 1.0, 3.0
     else:
         sxx, syy = kxx.mean(), kyy.mean()
     return float(sxx + syy - 2 * kxy.mean())
+
+
+# ---- Wasserstein-1 -------------------------------------------------------------------------------
+
+def wasserstein1(x: Tensor, y: Tensor) -> float:
+    """W1 between the empirical distributions of x (N, D) and y (M, D), equal weights, Euclidean
+    ground cost: the exact optimal transport cost (POT's network simplex, float64). Rows with a
+    non-finite coordinate are dropped; NaN when a set is empty."""
+    import ot  # imported on first use: POT takes about a second to import
+    from scipy.spatial.distance import cdist
+
+    a = x.detach().double().cpu().numpy()
+    b = y.detach().double().cpu().numpy()
+    a, b = a[np.isfinite(a).all(1)], b[np.isfinite(b).all(1)]
+    if len(a) == 0 or len(b) == 0:
+        return float("nan")
+    cost = cdist(a, b)  # (N, M) exact distances (0 for equal points)
+    return float(ot.emd2(np.full(len(a), 1.0 / len(a)), np.full(len(b), 1.0 / len(b)), cost, numItermax=10**8))
 
 
 # ---- densities on a grid -----------------------------------------------------------------------
@@ -161,10 +187,27 @@ def nll(log_prob: Callable[[Tensor], Tensor], x: Tensor) -> float:
     return float(-log_prob(x).mean())
 
 
+def blur(values: Tensor, grid: Grid, bandwidth: float) -> Tensor:
+    """Values on ``grid`` (R*R,) convolved with a Gaussian of std ``bandwidth`` (a separable blur by a
+    discrete Gaussian normalised to sum 1, zero outside the box): (R*R,) float64."""
+    r = grid.resolution
+    xmin, xmax, ymin, ymax = grid.box
+    img = values.double().reshape(1, 1, r, r)
+    for axis, cell in ((3, (xmax - xmin) / r), (2, (ymax - ymin) / r)):
+        h = bandwidth / cell
+        rad = max(1, math.ceil(4 * h))
+        t = torch.arange(-rad, rad + 1, dtype=torch.float64, device=img.device)
+        k = torch.exp(-0.5 * (t / h) ** 2)
+        k = (k / k.sum()).view(1, 1, *((1, -1) if axis == 3 else (-1, 1)))
+        img = F.conv2d(img, k, padding=(0, rad) if axis == 3 else (rad, 0))
+    return img.reshape(-1)
+
+
 def binned_kde(samples: Tensor, grid: Grid, bandwidth: float) -> Tensor:
     """A Gaussian KDE of ``samples`` (N, 2) on ``grid``, by linear binning and a separable Gaussian blur
-    (exact up to the binning, which moves mass by at most one cell). Returns the density (R*R,),
-    normalised on the grid (mass outside the box is dropped)."""
+    (exact up to the binning, which spreads each sample over its 2 x 2 nearest cells: in expectation an
+    extra smoothing of variance cell^2 / 6 per axis). Returns the density (R*R,), normalised on the grid
+    (mass outside the box is dropped)."""
     r = grid.resolution
     xmin, xmax, ymin, ymax = grid.box
     s = samples[torch.isfinite(samples).all(1)].double()
@@ -179,15 +222,7 @@ def binned_kde(samples: Tensor, grid: Grid, bandwidth: float) -> Tensor:
             ii, jj = (i0 + di).long(), (j0 + dj).long()
             ok = (ii >= 0) & (ii < r) & (jj >= 0) & (jj < r)
             hist.index_add_(0, (jj * r + ii)[ok], (wu * wv)[ok])
-    img = hist.view(1, 1, r, r)
-    for axis, cell in ((3, (xmax - xmin) / r), (2, (ymax - ymin) / r)):
-        h = bandwidth / cell
-        rad = max(1, math.ceil(4 * h))
-        t = torch.arange(-rad, rad + 1, dtype=torch.float64, device=s.device)
-        k = torch.exp(-0.5 * (t / h) ** 2)
-        k = (k / k.sum()).view(1, 1, *((1, -1) if axis == 3 else (-1, 1)))
-        img = F.conv2d(img, k, padding=(0, rad) if axis == 3 else (rad, 0))
-    dens = img.reshape(-1)
+    dens = blur(hist, grid, bandwidth)
     total = dens.sum()
     return dens / (total * grid.cell_area) if total > 0 else torch.full_like(dens, 1.0 / (r * r * grid.cell_area))
 
@@ -204,20 +239,36 @@ class MMD:
         self.y = y.float()
         self.kyy: float | None = None  # computed on first use (building a trainer stays cheap)
 
-    def _kmean(self, a: Tensor, b: Tensor, chunk: int = 256) -> float:
-        """Mean of the summed kernels over all pairs, a chunk of rows at a time (cache-sized buffers)."""
-        total = 0.0
+    def _krows(self, a: Tensor, b: Tensor, chunk: int = 256) -> Tensor:
+        """Per row of a, the mean over b of the summed kernels (float64), a chunk of rows at a time
+        (cache-sized buffers)."""
+        rows = []
         for part in a.split(chunk):
             d = torch.cdist(part, b, compute_mode=self.MODE).pow_(2)  # (c, M) squared distances
             buf = torch.empty_like(d)
+            tot = torch.zeros(part.shape[0], dtype=torch.float64, device=a.device)
             for s in self.BANDWIDTHS:
                 torch.mul(d, -0.5 / (s * s), out=buf)
-                total += float(buf.exp_().sum(dtype=torch.float64))
-        return total / (a.shape[0] * b.shape[0])
+                tot += buf.exp_().sum(1, dtype=torch.float64)
+            rows.append(tot / b.shape[0])
+        return torch.cat(rows)
+
+    def _kyy(self) -> float:
+        if self.kyy is None:
+            self.kyy = float(self._krows(self.y, self.y).mean())
+        return self.kyy
 
     def mmd2(self, x: Tensor) -> float:
+        return self.mmd2_se(x)[0]
+
+    def mmd2_se(self, x: Tensor) -> tuple[float, float]:
+        """MMD^2 and its first-order standard error over the draw of x (the reference set held fixed):
+        MMD^2 = mean_i (s_i - 2 r_i) + E k(y, y') with s_i, r_i the mean kernel of x_i against x and
+        against y, whose linearisation gives SE = 2 sd_i(s_i - r_i) / sqrt(n). It says how much the
+        figure moves from one set of samples to another, not how far the biased estimate lies from 0
+        (see the floor); near MMD = 0 the first-order term vanishes and the SE understates."""
         x = x.float()
-        if self.kyy is None:
-            self.kyy = self._kmean(self.y, self.y)
-        return self._kmean(x, x) + self.kyy - 2 * self._kmean(x, self.y)
+        s, r = self._krows(x, x), self._krows(x, self.y)
+        se = 2 * float((s - r).std()) / math.sqrt(x.shape[0]) if x.shape[0] > 1 else float("nan")
+        return float(s.mean() - 2 * r.mean()) + self._kyy(), se
 

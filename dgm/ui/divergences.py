@@ -14,11 +14,13 @@ import streamlit as st
 from dgm.core import config as cfglib
 from dgm.families.divergences import figures as vd
 from dgm.families.divergences.figures import LABELS, SHORT_LABELS
-from dgm.families.divergences.trainer import OBJECTIVES, restarts
+from dgm.families.divergences.fits import restarts, separation_scan
+from dgm.families.divergences.trainer import OBJECTIVES, W1_N, DivergenceTrainer
 from dgm.ui import common, view
 
 TIE = 1e-3  # values within this relative distance of a column's minimum count as tied for best
 RESTARTS_KEY = "_divergence.restarts"  # session state: the last restarts result (no widget has this key)
+SCAN_KEY = "_divergence.scan"  # ... and the last separation scan
 REQUEST_KEY = "_divergence.restarts_requested"  # set by the button's callback
 WARM_STEPS = 200  # the page opens on fitted q's
 
@@ -30,26 +32,39 @@ def _short(o: str, alpha: float) -> str:
     return f"α={alpha:g}" if o == "alpha" else SHORT_LABELS[o]
 
 
-def table_frame(table: dict[str, dict[str, float]], alpha: float) -> pd.DataFrame:
-    """Rows: the q fitted by each objective; columns: every divergence between p and that q."""
+def table_frame(table: dict[str, dict[str, float]], alpha: float, errors: dict[str, dict[str, float]] | None = None,
+                w1: dict[str, float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows: the q fitted by each objective; columns: every divergence between p and that q (then W1, an
+    estimate from samples, when given). Returns the values (NaN where the quadrature error estimate
+    exceeds 1%: not shown) and their text ("value ± error", "—", "∞")."""
     rows = list(table)
     cols = [c for c in OBJECTIVES if c in next(iter(table.values()))]
-    return pd.DataFrame([[table[r][c] for c in cols] for r in rows],
-                        index=[f"fit by {_short(r, alpha)}" for r in rows],
-                        columns=[_short(c, alpha) for c in cols])
+    err = errors or {r: {c: 0.0 for c in cols} for r in rows}
+    vals = [[table[r][c] if DivergenceTrainer.shown(table[r][c], err[r][c]) else np.nan for c in cols] for r in rows]
+    text = [[vd.value_text(table[r][c], err[r][c]) for c in cols] for r in rows]
+    names = [_short(c, alpha) for c in cols]
+    if w1 is not None:
+        for i, r in enumerate(rows):
+            vals[i].append(w1[r])
+            text[i].append(f"{w1[r]:.3g}")
+        names.append("W1")
+    index = [f"fit by {_short(r, alpha)}" for r in rows]
+    return pd.DataFrame(vals, index=index, columns=names), pd.DataFrame(text, index=index, columns=names)
 
 
-def styled_table(df: pd.DataFrame):
+def styled_table(df: pd.DataFrame, text: pd.DataFrame | None = None):
     """Column minima in green (the best q under that divergence; ties within TIE), each fit's own
-    objective boxed in bold. One vectorised style pass."""
-    v = df.to_numpy()
-    m = v.min(0, keepdims=True)
-    best = v <= m + TIE * np.abs(m) + 1e-12
+    objective boxed in bold. One vectorised style pass; ``text`` gives what each cell shows."""
+    v = df.to_numpy(dtype=float)
+    filled = np.where(np.isnan(v), np.inf, v)
+    m = filled.min(0, keepdims=True)
+    best = filled <= m + TIE * np.abs(m) + 1e-12
     own = np.array([[r.endswith(c) for c in df.columns] for r in df.index])
     css = np.where(best, "background-color: #a6d96a; color: black;", "")
     css = np.char.add(css.astype(object).astype(str), np.where(own, "font-weight: bold; border: 2px solid #333;", ""))
     styles = pd.DataFrame(css, index=df.index, columns=df.columns)
-    return df.style.format("{:.4g}").apply(lambda _: styles, axis=None)
+    shown = text if text is not None else df.map(lambda x: f"{x:.4g}")
+    return shown.style.apply(lambda _: styles, axis=None)
 
 
 def notes(snap: dict[str, Any], cfg) -> None:
@@ -61,9 +76,15 @@ def notes(snap: dict[str, Any], cfg) -> None:
     if cfg.family == "mixture" and cfg.k >= tgt["modes"]:
         msg.append(f"q has {cfg.k} components for {tgt['modes']} modes: it need not choose, so the fits agree more. "
                    "Fewer components than modes forces a choice.")
-    if tgt["name"] in ("ring8", "grid25") and cfg.width < 2:
-        msg.append("These modes are narrower than a grid cell, so on the grid p is a few spikes: widen them "
-                   "(mode width ×) or raise the resolution for smoother numbers.")
+    msg.append("Every value is the exact densities integrated by the midpoint rule on that grid, shown ± its "
+               "estimated error (the change from halving the cells, over 3: the rule's error shrinks with the square "
+               "of the cell). A value whose estimate exceeds 1% of it is not shown (—): raise the grid resolution. "
+               "MMD² is exact (closed form).")
+    if snap.get("w1"):
+        w = snap["w1"]
+        msg.append("W1: exact (the integral of |F_p − F_q| over the line)." if tgt["dim"] == 1 else
+                   f"W1: exact optimal transport between {W1_N} samples of p and {W1_N} of each q, an estimate: "
+                   f"two sets of {W1_N} samples of p itself are {w['floor']:.3g} apart.")
     if cfg.mc:
         msg.append(f"Reverse KL is fitted from {cfg.mc_n} reparameterised sample(s) of q per step: its curve is the "
                    "noisy estimate; the table gives its exact value on the grid.")
@@ -92,7 +113,8 @@ class DivergenceView(view.View):
         return show
 
     def panels(self, trainer) -> Callable[[], None]:
-        snap, rows = self.snap or vd.snapshot(trainer), trainer.history.merged()
+        snap, rows = dict(self.snap or vd.snapshot(trainer)), trainer.history.merged()
+        snap["w1"] = trainer.w1_column(trainer.exact()[1])
 
         def show() -> None:
             with self.top[1]:
@@ -105,12 +127,14 @@ class DivergenceView(view.View):
                 else:
                     st.markdown("**Side by side**: each objective's q alone on p, and its own value in the title.")
                 common.plot(lambda: vd.side_by_side(snap), key="div.side")
-                st.markdown("**The cross table**: every divergence (columns) between p and each fitted q (rows). Green "
-                            "marks the smallest value in each column (ties within 0.1% included); the boxed diagonal "
-                            "is each fit under its own objective. When every green cell sits on the diagonal, each "
-                            "fit is the best of the seven under its own objective. A green cell off the diagonal "
-                            "means a fit stopped in a local optimum, or has not converged yet.")
-                st.dataframe(styled_table(table_frame(snap["table"], snap["alpha"])), width="stretch")
+                st.markdown("**The cross table**: every divergence (columns) between p and each fitted q (rows), and "
+                            "W1, an integral probability metric like MMD, which no fit minimises. Green marks the "
+                            "smallest value in each column (ties within 0.1% included); the boxed diagonal is each fit "
+                            "under its own objective. When every green cell sits on the diagonal, each fit is the best "
+                            "of the seven under its own objective. A green cell off the diagonal means a fit stopped "
+                            "in a local optimum, or has not converged yet.")
+                df, text = table_frame(snap["table"], snap["alpha"], snap["errors"], snap["w1"])
+                st.dataframe(styled_table(df, text), width="stretch")
 
         return show
 
@@ -151,10 +175,63 @@ def restarts_panel(cfg, trainer) -> None:
         common.plot(vd.restarts(res, snap), key="div.restarts")
     with b:
         common.plot(vd.restart_counts(res), key="div.restart_counts")
-        total = len(res["mode"])
-        top = max((k for k in res["counts"] if int(k) >= 0), key=lambda k: res["counts"][k], default=None)
-        if top is not None:
-            st.caption(f"{res['counts'][top]} of {total} runs land on mode {int(top) + 1}. When the modes are far "
-                       "apart, a fit on a mode of weight w ends with a reverse KL of about −log w, so the "
-                       "heavier mode is the better optimum; but which one a run reaches is decided by where it "
-                       "starts, and the basins follow the geometry of p, not its weights.")
+        st.caption(restarts_caption(res))
+
+
+def restarts_caption(res: dict[str, Any]) -> str:
+    """What the restarts show: how many runs reach each mode, and (in 1D) from which starts."""
+    total, w = len(res["mode"]), res["weights"]
+    get = lambda k: res["counts"].get(k, res["counts"].get(str(k), 0))  # noqa: E731 (JSON keys are str)
+    parts = [f"{get(k)} on mode {k + 1} (weight {w[k]:.2f})" for k in range(len(w))]
+    if get(-1):
+        parts.append(f"{get(-1)} between modes")
+    text = f"Of {total} runs, " + ", ".join(parts) + "."
+    if len(res["init"][0]) == 1:
+        spans = []
+        for k in range(len(w)):
+            xs = [x[0] for x, m in zip(res["init"], res["mode"]) if m == k]
+            if xs:
+                spans.append(f"mode {k + 1} from starts in [{min(xs):.2f}, {max(xs):.2f}]")
+        text += " Reached: " + "; ".join(spans) + "."
+    return text + (" Where a run ends depends on where it starts and on the weights: a heavier mode draws runs "
+                   "from farther away, so the boundary between the basins sits closer to the lighter mode. When "
+                   "the modes are far apart, a fit on a mode of weight w ends with a reverse KL of about −log w.")
+
+
+def _scan_fingerprint(cfg) -> str:
+    return json.dumps([cfg.sd1, cfg.sd2, cfg.w1, cfg.alpha, cfg.bw])
+
+
+def _run_scan(cfg) -> None:
+    st.session_state[SCAN_KEY] = {"fp": _scan_fingerprint(cfg), "res": separation_scan(cfg)}
+
+
+def separation_panel(cfg) -> None:
+    """Where each objective switches from covering both modes to seeking one, on the 1D two-mode p."""
+    st.subheader("Covering or seeking: where does each objective switch?")
+    st.markdown("The 1D two-mode p of the sidebar (its widths and weights; the separation is scanned) at separations"
+                " from 0 to 20 mode stds, and a Gaussian fitted under each objective at each separation (the best "
+                "of three starts: covering both modes, or on either mode). A covering fit widens as the modes move "
+                "apart; a seeking fit drops to the width of one mode.")
+    st.button("Run the scan", key="div.scan_btn", on_click=_run_scan, args=(cfg,))
+    saved = st.session_state.get(SCAN_KEY)
+    if not saved:
+        st.caption("Press the button to run it (a few seconds).")
+        return
+    if saved["fp"] != _scan_fingerprint(cfg):
+        st.caption("The 1D settings changed since the last scan; press the button to run it again.")
+        return
+    common.plot(vd.separation(saved["res"], cfg.alpha), key="div.scan")
+    st.caption(scan_caption(saved["res"], cfg.alpha))
+
+
+def scan_caption(scan: dict[str, Any], alpha: float) -> str:
+    """Where each fit switches, from the scan."""
+    parts = []
+    for o in scan["objectives"]:
+        sw = scan["fits"][o]["switch"]
+        parts.append(f"{_label(o, alpha)}: " + (f"covers up to {sw - 1:g}σ, seeks from {sw:g}σ" if sw is not None
+                                                 else "covers at every separation scanned"))
+    return ("; ".join(parts) + ". (σ: the mean of the two modes' stds; fits seek when their mean lies within 1.5 std "
+            "of a mode.) The bounded divergences (JS, Hellinger², TV) do side with one mode, but only once the modes "
+            "are far apart: much later than reverse KL.")

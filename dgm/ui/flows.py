@@ -65,6 +65,9 @@ def _metrics_line(trainer) -> None:
         parts.append(f"KL(p‖q) {e['forward_kl']:.3f} · KL(q‖p) {rev_s}")
     if "modes" in e:
         parts.append(f"modes covered {int(e['modes'])}/{len(trainer.data.centers)}")
+    if "w1" in e:
+        parts.append(f"W1 {e['w1']:.3f} (exact optimal transport between 1,000 samples of q and 1,000 held-out "
+                     f"points; two sets of true samples: {e['w1_floor']:.3f})")
     if parts:
         st.caption(" · ".join(parts) + f" (evaluated every {trainer.eval_every} steps)")
 
@@ -124,3 +127,5 @@ class FlowView(view.View):
                     st.info(f"**{trainer.data.name}** is known only through samples, so KL(p‖q) and KL(q‖p) cannot "
                             "be computed exactly; the held-out NLL still measures the fit (it equals KL(p‖q) plus "
                             "the unknown entropy of p).", icon=":material/info:")
+            if "w1" in figs:
+                common.plot(lambda: figs["w1"], key="flow.w1")

@@ -12,6 +12,7 @@ import dgm.core.digits
 from dgm.families.vae import elbo_figures
 from dgm.families.vae import figures as vviz
 from dgm.families.vae.lessons import GRADIENT_NOTE
+from dgm.families.vae.trainer import BINARISED, IWAE_FINAL_K, data_label, per_example
 from dgm.ui import common, session, view
 
 PAIR_A, PAIR_B = "vae.pair_a", "vae.pair_b"
@@ -20,7 +21,7 @@ GRADVAR = "_vae.gradvar"
 
 def pair_picker(cfg: Any) -> tuple[int, int] | None:
     """Two test digits for the interpolation (digits only)."""
-    if cfg.data != "digits":
+    if cfg.data not in ("digits", BINARISED):
         return None
     y = dgm.core.digits.digits().test.y.tolist()
     opts = list(range(len(y)))
@@ -37,10 +38,17 @@ def _summary(trainer) -> None:
     e = trainer.latest_eval
     if not e:
         return
+    unit, data = per_example(trainer.config), data_label(trainer.config)
+    se = (f" Monte Carlo estimates on the {trainer.test_x.shape[0]:,} test examples: ELBO ± {e['elbo_se']:.2f}, IWAE ± "
+          f"{e['iwae_se']:.2f} (standard errors, sd / √N of the per-example values)." if "elbo_se" in e else "")
+    st.caption(f"Held-out figures on **{data}**, in {unit}"
+               + (": a different data set, not comparable with the grey-level digits' figures." if
+                  trainer.config.data == BINARISED else ".") + se)
     c = st.columns(6)
-    c[0].metric("test ELBO", f"{e['elbo']:.1f}", help="nats per example, best validation checkpoint")
+    c[0].metric("test ELBO", f"{e['elbo']:.1f}", help=f"{unit}, best validation checkpoint")
     c[1].metric(f"test IWAE (k={int(e['iwae_k'])})", f"{e['iwae']:.1f}",
-                help="importance-weighted bound; the CLI's final figure uses k = 100")
+                help=f"importance-weighted bound with k = {int(e['iwae_k'])} samples, {unit}; the command line's "
+                     f"final figure uses k = {IWAE_FINAL_K}")
     c[2].metric("reconstruction", f"{e['recon']:.1f}", help="E_q log p(x|z), test, best checkpoint")
     c[3].metric("KL", f"{e['kl']:.2f}", help="KL(q(z|x) || p(z)), test, best checkpoint")
     c[4].metric("active units", f"{int(e['active_units'])} / {trainer.config.latent}",

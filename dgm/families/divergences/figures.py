@@ -39,6 +39,16 @@ P_COLOR = "#333333"
 MODE_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 
 
+def value_text(v: float, err: float) -> str:
+    """A value with its estimated quadrature error ("0.1234 ± 2e-05"), "∞", or "—" when the error estimate
+    exceeds 1% of the value (DivergenceTrainer.shown). MMD's error is 0: it is exact."""
+    if math.isinf(v):
+        return "∞"
+    if not DivergenceTrainer.shown(v, err):
+        return "—"
+    return f"{v:.4g}" if err == 0 else f"{v:.4g} ± {err:.1g}"
+
+
 def _label(name: str, alpha: float | None = None) -> str:
     if name == "alpha" and alpha is not None:
         return f"Amari α={alpha:g}"
@@ -149,7 +159,8 @@ def side_by_side(snap: dict, height: int | None = None, cols: int = 4) -> go.Fig
             layout[f"xaxis{ax}"] = dict(domain=xdom, anchor=ya, range=list(tgt["box"][:2]), constrain="domain", **off)
             layout[f"yaxis{ax}"] = dict(domain=ydom, anchor=xa, range=list(tgt["box"][2:]), scaleanchor=xa,
                                         scaleratio=1, constrain="domain", **off)
-        layout["annotations"].append(dict(text=f"{_label(o, snap['alpha'])}: {snap['table'][o][o]:.3g}",
+        own = value_text(snap["table"][o][o], snap["errors"][o][o])
+        layout["annotations"].append(dict(text=f"{_label(o, snap['alpha'])}: {own}",
                                           x=x0 + w / 2, y=y1, xref="paper", yref="paper", xanchor="center",
                                           yanchor="bottom", showarrow=False, font=dict(size=12)))
     fig = go.Figure(data=traces, layout=layout)
@@ -176,22 +187,28 @@ def values(rows: list[dict], objectives: Sequence[str], alpha: float | None = No
     return fig
 
 
-def table_heatmap(table: dict[str, dict[str, float]], alpha: float | None = None, height: int = 360) -> go.Figure:
+def table_heatmap(table: dict[str, dict[str, float]], alpha: float | None = None, height: int = 360,
+                  errors: dict[str, dict[str, float]] | None = None) -> go.Figure:
     """The cross table as a heatmap: rows, the q fitted under each objective; columns, every divergence
-    between p and that q. Colour: the value over the column's smallest (1 = best in its column, ringed)."""
+    between p and that q. Colour: the value over the column's smallest (1 = best in its column, ringed).
+    A value whose quadrature error estimate exceeds 1% of it is left blank ("—")."""
     rows = list(table)
     cols = [c for c in OBJECTIVES if c in next(iter(table.values()))]
-    v = np.array([[table[r][c] for c in cols] for r in rows])
-    best = v.min(0, keepdims=True)
+    err = np.array([[(errors or {}).get(r, {}).get(c, 0.0) for c in cols] for r in rows])
+    v = np.array([[table[r][c] if DivergenceTrainer.shown(table[r][c], err[i, j]) else np.nan
+                   for j, c in enumerate(cols)] for i, r in enumerate(rows)])
+    best = np.nanmin(np.where(np.isnan(v), np.inf, v), 0, keepdims=True)
     ratio = np.log10(np.maximum(v, 1e-300) / np.maximum(best, 1e-300))
-    text = [[f"{x:.3g}" for x in row] for row in v]
+    text = [["—" if np.isnan(x) else ("∞" if np.isinf(x) else f"{x:.3g}") for x in row] for row in v]
+    ratio = np.where(np.isfinite(ratio), ratio, np.nan)
     short = [f"α={alpha:g}" if c == "alpha" and alpha is not None else SHORT_LABELS[c] for c in cols]
     fig = go.Figure(go.Heatmap(z=ratio, x=short, y=[f"q fitted by {_label(r, alpha)}" for r in rows],
                                text=text, texttemplate="%{text}", colorscale="YlOrRd", zmin=0,
-                               zmax=max(float(ratio.max()), 0.3), showscale=True, hoverongaps=False,
+                               zmax=max(float(np.nanmax(ratio)) if np.isfinite(ratio).any() else 0.0, 0.3),
+                               showscale=True, hoverongaps=False,
                                colorbar=dict(title="log10(value / column min)", thickness=10, len=0.8),
                                hovertemplate="%{y}<br>%{x} = %{text}<extra></extra>"))
-    tied = v <= best + 1e-3 * np.abs(best) + 1e-12  # ties within 0.1% all count as best
+    tied = np.nan_to_num(v, nan=np.inf) <= best + 1e-3 * np.abs(best) + 1e-12  # ties within 0.1% all count as best
     for i, j in zip(*np.nonzero(tied)):
         fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line=dict(color="#1a9850", width=3))
     viz.base_layout(fig, "every divergence between p and every fitted q (green: column minimum)", height)
@@ -252,6 +269,23 @@ def restart_counts(res: dict[str, Any], height: int = 300) -> go.Figure:
     return fig
 
 
+def separation(scan: dict[str, Any], alpha: float | None = None, height: int = 380) -> go.Figure:
+    """The fitted q's std (in units of the modes' mean std) against the separation of the two modes, one line
+    per objective: a covering fit widens with the separation, a seeking one drops to a mode's width."""
+    traces = []
+    for o in scan["objectives"]:
+        f = scan["fits"][o]
+        sw = f["switch"]
+        name = _label(o, alpha) + (f" (seeks from {sw:g}σ)" if sw is not None else " (covers)")
+        traces.append(go.Scatter(x=scan["seps"], y=f["std"], mode="lines+markers", name=name,
+                                 line=dict(color=COLORS[o], width=2), marker=dict(size=5)))
+    fig = go.Figure(data=traces, layout=dict(xaxis=dict(title="separation of the modes (in mode stds)"),
+                                             yaxis=dict(title="std of the fitted q (in mode stds)", type="log")))
+    viz.base_layout(fig, "Covering or seeking: the fitted q's width against the separation", height)
+    fig.update_layout(legend=dict(orientation="v", y=1, x=1.02, yanchor="top"))
+    return fig
+
+
 @torch.no_grad()
 def plot_data(trainer: DivergenceTrainer, best: dict[str, int], resolution: int = 100) -> dict[str, Any]:
     """p (and in 1D every fitted q) as continuous densities on a plotting grid over p's box (float32
@@ -269,11 +303,13 @@ def plot_data(trainer: DivergenceTrainer, best: dict[str, int], resolution: int 
 
 
 @torch.no_grad()
-def snapshot(trainer: DivergenceTrainer) -> dict[str, Any]:
-    """What every figure and table of the page needs (nothing changes in the trainer)."""
+def snapshot(trainer: DivergenceTrainer, w1: bool = False) -> dict[str, Any]:
+    """What every figure and table of the page needs (nothing changes in the trainer); with ``w1``, the
+    W1 column too (exact optimal transport: once a second on the page, not every frame)."""
     t = trainer.target
     ex = trainer.exact()
-    return {"table": trainer.table(ex), "params": trainer.params(ex), "grid": trainer.grid.describe(),
+    return {"table": trainer.table(ex), "errors": trainer.table_errors(ex), "params": trainer.params(ex),
+            "w1": trainer.w1_column(ex[1]) if w1 else None, "grid": trainer.grid.describe(),
             "objectives": trainer.objectives, "primary": trainer.config.objective, "plot": plot_data(trainer, ex[1]),
             "target": {"name": t.name, "description": t.description, "box": t.box, "dim": t.dim,
                        "centers": t.means.cpu().tolist(), "modes": int(t.means.shape[0])},
@@ -282,10 +318,10 @@ def snapshot(trainer: DivergenceTrainer) -> dict[str, Any]:
 
 def figures(trainer: DivergenceTrainer) -> viz.Figures:
     """The page's main figures (also the CLI's --png), each built when first used."""
-    snap = snapshot(trainer)
+    snap = snapshot(trainer, w1=True)
     return viz.Figures({
         "fit": lambda: overlay(snap),
         "side_by_side": lambda: side_by_side(snap),
         "values": lambda: values(trainer.history.merged(), snap["objectives"], snap["alpha"]),
-        "table": lambda: table_heatmap(snap["table"], snap["alpha"]),
+        "table": lambda: table_heatmap(snap["table"], snap["alpha"], errors=snap["errors"]),
     })

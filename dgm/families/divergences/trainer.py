@@ -8,13 +8,14 @@ divergences at once, and the restarts that show where reverse KL lands.
 
 One trainer fits one q per objective in a single batched model (``QBatch``: Q rows, K components each),
 so one Adam step moves all of them; Adam works per parameter, so this is the same as seven separate
-Adam runs. MMD is fitted from samples (as a GAN critic or an IPM would be) and reported exactly on the
-grid.
+Adam runs. The divergences are quadratures on a grid refined around p's narrow modes (``targets.QuadGrid``);
+``exact`` reports each with its error estimate, the change from halving the cells. MMD is fitted from
+samples (as a GAN critic or an IPM would be) and reported exactly (in closed form); W1 (``w1_column``) is
+estimated from samples by exact optimal transport.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -23,12 +24,19 @@ import torch
 from torch import Tensor
 
 from dgm.core.config import knob
+from dgm.core.metrics import wasserstein1
 from dgm.core.train import Trainer
-from dgm.families.divergences.model import QBatch, all_divergences, amari, grid_mmd2, kl, sample_mmd2
+from dgm.families.divergences.model import (
+    QBatch, alpha_finite, divergence, mixture_kernel_mean, sample_mmd2,
+)
 from dgm.families.divergences.targets import TARGETS, QuadGrid, Target, make_target, widen
 
 #: every objective, in display order; the cross table uses the same names as its columns
 OBJECTIVES = ("forward_kl", "reverse_kl", "js", "alpha", "hellinger", "tv", "mmd")
+GRID_DIVERGENCES = ("forward_kl", "reverse_kl", "js", "alpha", "hellinger", "tv")  # by quadrature
+MAX_ERROR = 0.01  # a value whose estimated quadrature error exceeds this fraction of it is not shown
+TINY = 1e-9  # ... unless value and error are both below this (a fit that matches p)
+W1_N = 500  # samples of p and of each fitted q for the W1 column (2D)
 FAMILIES = ("gaussian", "diagonal", "mixture")
 
 
@@ -63,7 +71,8 @@ class DivergenceConfig:
                      group="Model q")
     lr: float = knob(0.05, "Adam learning rate", label="learning rate", lo=1e-3, hi=0.5, log=True,
                      group="Fitting")
-    res: int = knob(96, "grid cells per axis in 2D (8 times as many points in 1D)", label="grid resolution",
+    res: int = knob(96, "grid cells per axis in 2D (8 times as many in 1D); cells near a mode narrower than "
+                    "twice a cell are cut finer, to half the mode's std", label="grid resolution",
                     choices=(32, 48, 64, 96, 128, 192, 256), group="Fitting")
     pad: float = knob(2.0, "the quadrature box is the plot box widened this many times", label="quadrature box ×",
                       choices=(1.0, 1.5, 2.0, 3.0), group="Fitting")
@@ -84,7 +93,15 @@ def target_of(cfg: DivergenceConfig) -> Target:
 
 def quad_grid(cfg: DivergenceConfig, target: Target, device=None, dtype=torch.float32) -> QuadGrid:
     res = cfg.res * 8 if target.dim == 1 else cfg.res
-    return QuadGrid.over(widen(target.box, cfg.pad), res, device=device, dtype=dtype)
+    return QuadGrid.over(widen(target.box, cfg.pad), res, target, device=device, dtype=dtype)
+
+
+def p_kernel_mean(target: Target, bandwidth: float) -> Tensor:
+    """E k(x, x') for x, x' ~ p: MMD's q-free term, in closed form (float64)."""
+    t = target.to("cpu")
+    lw = t.weights.double().log()
+    return mixture_kernel_mean(t.means.double(), t.covs.double(), lw, t.means.double(), t.covs.double(), lw,
+                               bandwidth)
 
 
 def init_params(target: Target, n: int, k: int, generator: torch.Generator, broad: bool = True,
@@ -130,11 +147,10 @@ class DivergenceTrainer(Trainer):
         c = self.config
         self.target = target_of(c).to(self.device)
         self.grid = quad_grid(c, self.target, device=self.device)
-        self.lp = torch.log_softmax(self.target.log_prob(self.grid.points), 0)  # (N,) log cell probabilities
-        self.p = self.lp.exp()
-        self.p_lp = (self.p * self.lp).sum()  # minus the entropy of the cell distribution
-        # E k(x, x') for x, x' ~ p (on the grid): MMD's q-free term, so steps sample only the cross terms
-        self.pkp = grid_mmd2(self.lp, torch.full_like(self.lp, -math.inf), self.grid, c.bw)
+        self.lp = self.target.log_prob(self.grid.points)  # (N,) exact log density at the nodes
+        # E k(x, x') for x, x' ~ p: MMD's q-free term, so steps sample only the cross terms
+        self.pkp = p_kernel_mean(self.target, c.bw).to(self.device, torch.float32)
+        self._w1: tuple[int, dict[str, float]] | None = None
         init = torch.Generator(device=self.device).manual_seed(self.seed + 7919)
         k = c.k if c.family == "mixture" else 1
         self.starts = int(c.starts)
@@ -150,33 +166,19 @@ class DivergenceTrainer(Trainer):
         return slice(j * self.starts, (j + 1) * self.starts)
 
     def objective_values(self) -> dict[str, Tensor]:
-        """Each objective on each of its own starts, (S,) per objective (differentiable).
-
-        The same formulas as ``all_divergences``, arranged to share work across the batch:
-        one log-softmax and one exp over all rows, and p's constants computed once."""
+        """Each objective on each of its own starts, (S,) per objective (differentiable): the quadrature
+        on the grid (``model.divergence``), or MMD from samples, or reverse KL by Monte Carlo."""
         c = self.config
-        lq = torch.log_softmax(self.q.log_prob(self.grid.points), -1)  # (Q*S, N)
-        q = lq.exp()
-        lp, p = self.lp, self.p
+        lq = self.q.log_prob(self.grid.points)  # (Q*S, N)
         out: dict[str, Tensor] = {}
         for name, j in self.row.items():
             r = self.rows(j)
-            q_j, lq_j = q[r], lq[r]  # (S, N)
-            if name == "forward_kl":
-                out[name] = self.p_lp - (p * lq_j).sum(-1)
-            elif name == "reverse_kl":
-                out[name] = self._mc_reverse_kl(r) if c.mc else (q_j * (lq_j - lp)).sum(-1)
-            elif name == "js":
-                lm = torch.logaddexp(lp, lq_j) - math.log(2.0)
-                out[name] = 0.5 * (self.p_lp - (p * lm).sum(-1) + (q_j * (lq_j - lm)).sum(-1))
-            elif name == "alpha":
-                out[name] = amari(lp, lq_j, c.alpha)
-            elif name == "hellinger":
-                out[name] = 1.0 - torch.exp(0.5 * (lp + lq_j)).sum(-1)
-            elif name == "tv":
-                out[name] = 0.5 * (p - q_j).abs().sum(-1)
-            elif name == "mmd":
+            if name == "mmd":
                 out[name] = self._sample_mmd(r)
+            elif name == "reverse_kl" and c.mc:
+                out[name] = self._mc_reverse_kl(r)
+            else:
+                out[name] = divergence(self.grid.log_vol, self.lp, lq[r], name, c.alpha)
         return out
 
     def _mc_reverse_kl(self, r: slice) -> Tensor:
@@ -201,31 +203,107 @@ class DivergenceTrainer(Trainer):
         self.opt.step()
         return {f"fit_{k}": v.detach().min() for k, v in vals.items()}
 
-    # -- evaluation (exact on the grid, float64) -------------------------------------------------------
+    # -- evaluation (quadrature in float64, with its error estimate) ------------------------------------
     @torch.no_grad()
-    def exact(self) -> tuple[dict[str, list[float]], dict[str, int]]:
-        """Every divergence for every row ({divergence: [value per row]}), and each objective's best row
-        (its start with the lowest value of that objective)."""
-        g64 = QuadGrid(self.grid.box, self.grid.shape, self.grid.points.double(),
-                       [a.double() for a in self.grid.axes], self.grid.cell)
-        lp = torch.log_softmax(self.target.log_prob(g64.points), 0)
-        lq = torch.log_softmax(self.q.log_prob(g64.points).double(), -1)  # (Q*S, N)
-        divs = {k: v.cpu().tolist() for k, v in all_divergences(lp, lq, g64, self.config.alpha, self.config.bw).items()}
+    def exact(self) -> tuple[dict[str, list[float]], dict[str, int], dict[str, list[float]]]:
+        """Every divergence for every row ({divergence: [value per row]}), each objective's best row (its
+        start with the lowest value of that objective), and the error estimate of every value: the change
+        between the grid and the same grid with cells twice as wide, over 3 (the midpoint rule's error is
+        O(h^2), so the coarse grid's is about 4 times the fine one's: Richardson's estimate), or infinite
+        where the grid misses more than MAX_ERROR of q's mass (a q narrower than the cells around it); MMD's
+        is 0, it is exact."""
+        c = self.config
+        divs: dict[str, list[float]] = {}
+        errs: dict[str, list[float]] = {}
+        fine = self.grid.to(torch.float64)
+        coarse = self.grid.coarse(self.target).to(torch.float64)
+        vals = {}
+        for g in (fine, coarse):
+            lp = self.target.log_prob(g.points)
+            lq = self.q.log_prob(g.points).double()  # (Q*S, N)
+            vals[g is fine] = {d: divergence(g.log_vol, lp, lq, d, c.alpha) for d in GRID_DIVERGENCES}
+            if g is fine:  # q's mass on the grid: off by more than MAX_ERROR, the grid misses part of q
+                missed = (torch.logsumexp(lq + g.log_vol, -1).exp() - 1).abs() > MAX_ERROR
+        finite = alpha_finite(self.target.covs, self._q_covs(), c.alpha)
+        for d in GRID_DIVERGENCES:
+            v, e = vals[True][d], (vals[True][d] - vals[False][d]).abs() / 3
+            e = torch.where(missed, torch.full_like(e, math.inf), e)
+            if d == "alpha":
+                v = torch.where(finite, v, torch.full_like(v, math.inf))
+                e = torch.where(finite, e, torch.zeros_like(e))
+            divs[d], errs[d] = v.cpu().tolist(), e.cpu().tolist()
+        divs["mmd"] = self.mmd_exact().cpu().tolist()
+        errs["mmd"] = [0.0] * len(divs["mmd"])
         best = {}
         for name, j in self.row.items():
             r = range(j * self.starts, (j + 1) * self.starts)
             best[name] = min(r, key=lambda i: divs[name][i])
-        return divs, best
+        return divs, best, errs
+
+    def _q_covs(self) -> Tensor:
+        t = self.q.tril().double()
+        return t @ t.transpose(-1, -2)  # (Q*S, K, D, D)
+
+    @torch.no_grad()
+    def mmd_exact(self) -> Tensor:
+        """MMD^2 between p and every row of q, in closed form (float64): (Q*S,)."""
+        t, bw = self.target, self.config.bw
+        loc, covs, lw = self.q.loc.double(), self._q_covs(), self.q.log_weights().double()
+        pl, pc, pw = t.means.double()[None], t.covs.double()[None], t.weights.double().log()[None]
+        kqq = mixture_kernel_mean(loc, covs, lw, loc, covs, lw, bw)
+        kpq = mixture_kernel_mean(pl, pc, pw, loc, covs, lw, bw)
+        return (self.pkp.double() + kqq - 2 * kpq).clamp_min(0.0)
+
+    @staticmethod
+    def shown(value: float, err: float) -> bool:
+        """Is the value's estimated error within MAX_ERROR of it (or both below TINY)? Else it is not shown."""
+        if math.isinf(value):
+            return not math.isinf(err)
+        return err <= MAX_ERROR * abs(value) or (abs(value) < TINY and err < TINY)
+
+    @torch.no_grad()
+    def w1_column(self, best: dict[str, int]) -> dict[str, float]:
+        """W1 between p and each objective's fitted q: in 1D exactly, the integral of |F_p - F_q| on the grid
+        (F the CDFs); in 2D by exact optimal transport between W1_N samples of p and W1_N of q (fixed draws,
+        so a state gives one number), with "floor": two sets of W1_N samples of p. Cached per iteration."""
+        if self._w1 is not None and self._w1[0] == self.iteration:
+            return self._w1[1]
+        t = self.target
+        out: dict[str, float] = {}
+        if t.dim == 1:
+            lo, hi = self.grid.box
+            xs = torch.linspace(lo, hi, 20001, dtype=torch.float64, device=self.device)
+            cdf = lambda m, s, w: (w * 0.5 * torch.erfc(-(xs[:, None] - m) / (s * math.sqrt(2)))).sum(1)  # noqa: E731
+            fp = cdf(t.means[:, 0].double(), t.scale_tril[:, 0, 0].double(), t.weights.double())
+            for name, i in best.items():
+                fq = cdf(self.q.loc[i, :, 0].double(), self.q.tril()[i, :, 0, 0].double(),
+                         self.q.log_weights()[i].double().exp())
+                out[name] = float(torch.trapezoid((fp - fq).abs(), xs))
+        else:
+            g = self.eval_generator(3)
+            xp, xp2 = t.sample(W1_N, g), t.sample(W1_N, g)
+            out["floor"] = wasserstein1(xp2, xp)
+            for name, i in best.items():
+                xq, w = self.q.rsample(W1_N, g, rows=slice(i, i + 1))  # (1, K*n, D) and weights
+                pick = torch.multinomial(w[0].double(), W1_N, replacement=True, generator=g)
+                out[name] = wasserstein1(xq[0, pick], xp)
+        self._w1 = (self.iteration, out)
+        return out
 
     def table(self, exact=None) -> dict[str, dict[str, float]]:
         """{fitted objective: {divergence: value}}: every divergence between p and every fitted q."""
-        divs, best = exact or self.exact()
+        divs, best, _ = exact or self.exact()
         return {name: {d: divs[d][best[name]] for d in OBJECTIVES} for name in self.row}
+
+    def table_errors(self, exact=None) -> dict[str, dict[str, float]]:
+        """{fitted objective: {divergence: estimated quadrature error}}, as ``table``."""
+        _, best, errs = exact or self.exact()
+        return {name: {d: errs[d][best[name]] for d in OBJECTIVES} for name in self.row}
 
     @torch.no_grad()
     def params(self, exact=None) -> dict[str, dict[str, Any]]:
         """{objective: {mean, cov, weights, means, covs, start}} of each fitted q (its best start; lists)."""
-        _, best = exact or self.exact()
+        _, best, _ = exact or self.exact()
         mean, cov = self.q.moments()
         t = self.q.tril().double()
         covs = t @ t.transpose(-1, -2)
@@ -241,9 +319,10 @@ class DivergenceTrainer(Trainer):
     def evaluate(self):
         primary = self.config.objective if self.config.objective in self.row else self.objectives[0]
         ex = self.exact()
-        tab = self.table(ex)
+        tab, err = self.table(ex), self.table_errors(ex)
         par = self.params(ex)[primary]
         out: dict[str, Any] = dict(tab[primary])
+        out.update({f"{d}_err": e for d, e in err[primary].items()})
         out.update(objective=primary, mean=par["mean"], cov=par["cov"])
         if self.q.shape[1] > 1:
             out.update(weights=par["weights"], means=par["means"], covs=par["covs"])
@@ -251,59 +330,5 @@ class DivergenceTrainer(Trainer):
         for name, row in tab.items():
             for d, v in row.items():
                 out[f"table.{name}.{d}"] = v
+                out[f"table.{name}.{d}_err"] = err[name][d]
         return out
-
-
-
-# ---- restarts: where does reverse KL land? -------------------------------------------------------
-
-def nearest_mode(means: Tensor, target: Target, tol: float = 3.0) -> Tensor:
-    """Index of the mode of p nearest to each point (N, D), or -1 ("between modes") when it is farther
-    than ``tol`` of that mode's largest std away."""
-    d = torch.cdist(means.double(), target.means.double().to(means.device))  # (N, M)
-    dmin, idx = d.min(1)
-    far = dmin > tol * target.mode_std.double().to(means.device)[idx]
-    return torch.where(far, torch.full_like(idx, -1), idx)
-
-
-def restarts(cfg: DivergenceConfig, n: int = 64, steps: int = 300, seed: int = 0, device="cpu", lr: float = 0.1,
-             res: int | None = 64) -> dict[str, Any]:
-    """Fit reverse KL (on the grid) from ``n`` random starts at once and report where each lands.
-
-    The starts are uniform over the plotting box with the usual initial width; the family is the
-    config's (a Gaussian for a mixture family, so that "which mode" has one answer). The grid is the
-    config's at ``res`` cells per axis (coarser than the page's by default: many runs, one answer each),
-    and Adam's learning rate is ``lr``, larger than the page's, so that runs starting in p's far tails
-    arrive within the budget. Returns numpy-free
-    lists: init (n, D), final (n, D), mode (n,) index into p's modes or -1, counts {mode: runs}, kl (n,)."""
-    dev = torch.device(device)
-    target = target_of(cfg).to(dev)
-    if res is not None:
-        cfg = dataclasses.replace(cfg, res=int(res))
-    grid = quad_grid(cfg, target, device=dev)
-    lp = torch.log_softmax(target.log_prob(grid.points), 0)
-    g = torch.Generator(device=dev).manual_seed(int(seed) + 104729)
-    box = torch.tensor(target.box, dtype=torch.float32, device=dev).reshape(-1, 2)
-    lo, hi = box[:, 0], box[:, 1]
-    loc = lo + (hi - lo) * torch.rand(n, 1, target.dim, generator=g, device=dev)
-    _, log_scale = init_params(target, n, 1, g, broad=True)
-    q = QBatch(loc, log_scale, full=cfg.family != "diagonal").to(dev)
-    opt = torch.optim.Adam([p for p in q.parameters() if p.requires_grad], lr=lr)
-    for _ in range(int(steps)):
-        lq = torch.log_softmax(q.log_prob(grid.points), -1)
-        loss = kl(lq, lp).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        lq = torch.log_softmax(q.log_prob(grid.points), -1)
-        final_kl = kl(lq, lp)
-        mean, cov = q.moments()
-        mode = nearest_mode(mean.float(), target)
-    counts: dict[int, int] = {}
-    for m in mode.tolist():
-        counts[m] = counts.get(m, 0) + 1
-    return {"init": loc[:, 0].cpu().tolist(), "final": mean.cpu().tolist(), "cov": cov.cpu().tolist(),
-            "mode": mode.cpu().tolist(), "counts": dict(sorted(counts.items())), "kl": final_kl.cpu().tolist(),
-            "centers": target.means.cpu().tolist(), "weights": target.weights.cpu().tolist(), "steps": int(steps)}
-

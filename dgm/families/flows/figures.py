@@ -273,4 +273,15 @@ def figures(trainer: FlowTrainer, layer: int | None = None, log: bool = True) ->
     b["nll"] = lambda: nll_curves(rows, trainer.entropy, reverse=trainer.config.objective == "reverse_kl")
     if trainer.log_p_grid is not None:
         b["kl"] = lambda: kl_curves(rows, trainer.GRID_RES)
+    if any("w1" in r for r in rows):
+        b["w1"] = lambda: w1_curves(rows)
     return viz.Figures(b)
+
+
+def w1_curves(rows, height: int = 300):
+    """W1 between the flow's samples and held-out points (exact optimal transport on 1,000 + 1,000), with the
+    value that true samples of p get (the floor of this estimate)."""
+    last = next((r for r in reversed(rows) if "w1_floor" in r), {})
+    hl = {"true samples of p": last["w1_floor"]} if last else None
+    return viz.curves(rows, ["w1"], title="W1(p, q) by exact OT (1,000 points)", labels={"w1": "W1"},
+                      hlines=hl, height=height)

@@ -31,8 +31,11 @@ THEORY = (
     "**Planar and radial layers** (Rezende & Mohamed) bend space along one direction or around one "
     "point; the matrix determinant lemma gives their determinant in closed form:",
     r"$$x = z + u\,h(w^\top z + b),\qquad \det J = 1 + h'(w^\top z + b)\, u^\top w",
-    "They are easy to run forwards but have no closed-form inverse, so evaluating q at given data "
-    "needs a numerical solve in every layer.",
+    "Both are easy to run forwards. Going back differs: a planar layer has no closed-form inverse, so "
+    "evaluating q at given data needs a numerical root search along w in every layer; a radial layer "
+    "moves each point along the ray from its centre z₀, and the distance to the centre before the "
+    "layer is the root of a quadratic, so its inverse is in closed form (one pass, like the forward "
+    "direction).",
     "**Coupling layers** (NICE, RealNVP, splines) leave half the coordinates alone and transform the "
     "other half with parameters computed from the untouched half. The Jacobian is triangular, so its "
     "determinant is the product of its diagonal, and inverting only needs the same network once more:",

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 import dgm.core.data
 from dgm.core.config import knob
-from dgm.core.metrics import EVAL_SAMPLES, Grid, grid_kl, mode_stats
+from dgm.core.metrics import EVAL_SAMPLES, W1_SAMPLES, Grid, grid_kl, mode_stats, wasserstein1
 from dgm.core.train import Trainer
 from dgm.families.flows.layers import (
     IAF, MAF, ActNorm, AffineCoupling, LULinear, Permute, Planar, Radial, Rotation, SplineCoupling,
@@ -170,6 +170,16 @@ class FlowTrainer(Trainer):
         self.exact = self.data.has_density or c.data in dgm.core.data.ENERGIES
         self.log_p_grid = self.target_log_prob(self.grid.points) if self.exact else None
         self.entropy = true_entropy(c.data)
+        self._w1_floor: float | None = None
+
+    @property
+    def w1_floor(self) -> float:
+        """W1 between two sets of W1_SAMPLES true samples of p (the held-out points and fresh ones): what a
+        perfect model's samples would get. Computed once per run."""
+        if self._w1_floor is None:
+            fresh = self.data.sample(W1_SAMPLES, self.eval_generator(8), device=self.device)
+            self._w1_floor = wasserstein1(fresh, self.heldout[:W1_SAMPLES])
+        return self._w1_floor
 
     def target_log_prob(self, x: Tensor) -> Tensor:
         """p's log density: exact for the mixtures; for the energies, -U(x) confined to the box (see box_wall)."""
@@ -202,13 +212,15 @@ class FlowTrainer(Trainer):
 
     def evaluate(self):
         m = self.model
-        out = {"nll": float(-m.log_prob(self.heldout).mean())}
+        out = {"nll": float(-m.log_prob(self.heldout).mean().detach())}
         if self.log_p_grid is not None:
             log_q = m.log_prob(self.grid.points, chunk=8192)
             out["forward_kl"] = grid_kl(self.grid, self.log_p_grid, log_q)
             out["reverse_kl"] = grid_kl(self.grid, log_q, self.log_p_grid)
             out["q_mass"] = self.grid.integral(log_q.double().exp())  # how much of q lies on the grid
+        x = m.sample(EVAL_SAMPLES, self.eval_generator(2))
         if self.data.centers is not None and self.data.std is not None:
-            x = m.sample(EVAL_SAMPLES, self.eval_generator(2))
             out["modes"] = float(mode_stats(x, self.data.centers, self.data.std)["modes"])
+        # W1: exact optimal transport between W1_SAMPLES samples of q and as many held-out points
+        out["w1"], out["w1_floor"] = wasserstein1(x[:W1_SAMPLES], self.heldout[:W1_SAMPLES]), self.w1_floor
         return out

@@ -4,7 +4,8 @@ it), and the builders are pure functions of a snapshot and history rows.
 - ``game``: real and generated points over the heatmap of D(x), with the generator's gradient field
   (arrows drawn as line segments in one trace), the warped latent grid and, for CFG, the particles' paths;
 - ``dstar``: the optimal discriminator D*(x) = p / (p + q) for the current generator;
-- curves against iteration: losses, modes and high-quality fraction, mode KL, MMD, JS.
+- curves against iteration: losses, modes and high-quality fraction, mode KL, MMD, JS, W1, each
+  estimate with the floor that true samples of p get (a perfect generator) and, where measured, its spread.
 """
 
 from __future__ import annotations
@@ -93,12 +94,21 @@ def polylines(lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def curves(rows: Sequence[dict], keys: Sequence[str], *, title: str, labels: dict | None = None,
-           log_y: bool = False, hlines: dict[str, float] | None = None, height: int = 300) -> go.Figure:
-    """viz.curves with the light template and binary arrays."""
+           log_y: bool = False, hlines: dict[str, float] | None = None, height: int = 300,
+           bands: dict[str, str] | None = None) -> go.Figure:
+    """viz.curves with the light template and binary arrays; ``bands`` {key: sd key} shades ±1 sd."""
     traces = []
     for i, k in enumerate(keys):
         pts = np.array([(r["step"], r[k]) for r in rows if r.get(k) is not None and math.isfinite(r[k])],
                        dtype=np.float64).reshape(-1, 2)
+        sd_key = (bands or {}).get(k)
+        if sd_key and len(pts):
+            band = np.array([(r["step"], r[k], r.get(sd_key, 0.0)) for r in rows
+                             if r.get(k) is not None and math.isfinite(r[k])], dtype=np.float64)
+            xs = np.concatenate([band[:, 0], band[::-1, 0]])
+            ys = np.concatenate([band[:, 1] + band[:, 2], (band[:, 1] - band[:, 2])[::-1]])
+            traces.append(go.Scatter(x=xs, y=ys, fill="toself", mode="lines", line={"width": 0}, hoverinfo="skip",
+                                     fillcolor="rgba(31,119,180,0.18)", name="±1 sd over draws", showlegend=True))
         if len(pts):
             traces.append(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="lines" if len(pts) > 60 else "lines+markers",
                                      name=(labels or {}).get(k, k), marker={"size": 4},
@@ -178,7 +188,7 @@ def dstar(snap: dict[str, Any], box, height: int = 460) -> go.Figure | None:
     if snap.get("dstar") is None:
         return None
     xs, ys, values, h = snap["dstar"]
-    fig = plane(box, title=f"Optimal D*(x) = p/(p+q) (q: KDE, h = {h:.2g})", height=height)
+    fig = plane(box, title=f"Optimal D*(x) = p/(p+q), p and q smoothed (h = {h:.2g})", height=height)
     heatmap(fig, xs, ys, values, zmin=0, zmax=1, label="D*")
     points(fig, snap["fake"], name="generated q", color=FAKE_COLOR, size=3, opacity=0.5)
     return fig
@@ -232,11 +242,34 @@ def main_figures(snap: dict[str, Any], rows: Sequence[dict], data, *, show_manif
         b["modes"] = lambda: modes_curve(rows, len(data.centers))
         b["mode_kl"] = lambda: curves(rows, ["mode_kl"], title="Mode KL (0: every mode equally often)",
                                       labels={"mode_kl": "mode KL"})
-    b["mmd"] = lambda: curves(rows, ["mmd"], title="MMD² to 2,500 data points", labels={"mmd": "MMD²"}, log_y=True)
+    last = next((r for r in reversed(rows) if "mmd_floor" in r), {})
+    floor = lambda k: {"true samples of p": last[k]} if k in last else {}  # noqa: E731
+    b["mmd"] = lambda: curves(rows, ["mmd"], title="MMD² (biased) to 2,500 data points", labels={"mmd": "MMD²"},
+                              log_y=True, hlines=floor("mmd_floor"))
     if any("js" in r for r in rows):
-        b["js"] = lambda: curves(rows, ["js"], title="JS(p, q) in nats (log 2 = 0.693 is the maximum)",
-                                 labels={"js": "JS"}, hlines={"log 2": math.log(2)})
+        b["js"] = lambda: curves(rows, ["js"], title="JS(p, q) in nats (smoothed p, q)",
+                                 labels={"js": "JS (mean of 4 draws)"}, bands={"js": "js_sd"},
+                                 hlines={"log 2 (maximum)": math.log(2), **floor("js_floor")})
+    if any("w1" in r for r in rows):
+        keys = ["w1", "critic_w1"] if any("critic_w1" in r for r in rows) else ["w1"]
+        b["w1"] = lambda: curves(rows, keys, title="W1(p, q) by exact OT",
+                                 labels={"w1": "W1 (exact OT)", "critic_w1": "critic: E_p f − E_q f"},
+                                 hlines=floor("w1_floor"))
     return viz.Figures(b)
+
+
+@torch.no_grad()
+def dstar_grid(trainer: GANTrainer, samples: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """D* = p / (p + q) for q the density of ``samples``, both p and q smoothed by the JS kernel, on the
+    JS grid pooled 2 x 2 (cell masses add up): xs, ys (R/2,), D* (R/2, R/2) (NaN where p + q is below
+    1e-3 of its peak) and p's pooled density (R/2, R/2)."""
+    r = JS_RESOLUTION
+    pool = lambda d: F.avg_pool2d(d.view(1, 1, r, r), 2)[0, 0]  # noqa: E731  (r/2, r/2)
+    p, q = pool(trainer.log_p_smooth.exp()), pool(trainer.q_grid(samples))
+    tot = p + q
+    dstar = torch.where(tot > 1e-3 * tot.max(), p / tot.clamp_min(1e-300), torch.full_like(tot, float("nan")))
+    g = trainer.js_grid
+    return g.xs.view(-1, 2).mean(1), g.ys.view(-1, 2).mean(1), dstar, p
 
 
 # ---- from a trainer -----------------------------------------------------------------------------
@@ -266,18 +299,9 @@ def snapshot(trainer: GANTrainer, n_points: int = 600, n_arrows: int = 150, reso
             snap["particles"] = cfg_move(trainer.D, pts, c.eta, c.T, trajectory=True).cpu()  # (T+1, n, 2)
     snap["manifold"] = manifold(trainer).cpu()
     # the optimal discriminator for the current generator, D* = p / (p + q), on the JS grid
-    # pooled 2 x 2 (cell masses add up, so narrow modes are not lost between cell centres)
-    if trainer.log_p_grid is not None:
-        with torch.no_grad():
-            q, h = trainer.q_grid(trainer.generate())
-            r = JS_RESOLUTION
-            pool = lambda d: F.avg_pool2d(d.view(1, 1, r, r), 2)[0, 0]  # (r/2, r/2)
-            p, qq = pool(trainer.log_p_grid.exp()), pool(q)
-            tot = p + qq
-            dstar = torch.where(tot > 1e-3 * tot.max(), p / tot.clamp_min(1e-300), torch.full_like(tot, float("nan")))
-            g = trainer.js_grid
-            xs, ys = g.xs.view(-1, 2).mean(1), g.ys.view(-1, 2).mean(1)
-        snap["dstar"] = (xs.cpu(), ys.cpu(), dstar.float().cpu().numpy(), h)
+    if trainer.log_p_smooth is not None:
+        xs, ys, dstar, _ = dstar_grid(trainer, trainer.generate())
+        snap["dstar"] = (xs.cpu(), ys.cpu(), dstar.float().cpu().numpy(), trainer.kde_h)
     return snap
 
 

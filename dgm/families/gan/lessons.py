@@ -29,7 +29,11 @@ THEORY = (
     r"\mathrm{KL}\!\left(p \,\middle\|\, \tfrac{p+q}{2}\right) + \tfrac12 \mathrm{KL}\!\left(q "
     r"\,\middle\|\, \tfrac{p+q}{2}\right)",
     "so a generator facing a perfect discriminator minimises JS, which is 0 only when q = p (and then"
-    " D* = 1/2 everywhere). The JS curve on this page is that quantity, measured.",
+    " D* = 1/2 everywhere). The page estimates q from 2,500 samples of G with a Gaussian kernel, and "
+    "smooths p with the same kernel, so that both sides are seen alike: a perfect G then gives D* ≈ 1/2 "
+    "and JS ≈ 0 (the dashed line on the JS curve is what true samples of p get, the floor set by "
+    "finitely many samples). The JS curve is the divergence between the two smoothed densities, a "
+    "little below the JS between p and q themselves.",
     "**Why the log D trick.** Write D = σ(l) with l the logit. The saturating generator loss and its "
     "gradient are",
     r"$$\log(1-\sigma(l)),\quad \frac{\partial}{\partial l} = -\sigma(l) \qquad\text{vs.}\qquad -\log "
@@ -41,6 +45,8 @@ THEORY = (
     "**Wasserstein critics need a Lipschitz bound.** WGAN replaces the classifier by a critic f and "
     "the game by the Kantorovich–Rubinstein dual of the earth mover's distance:",
     r"$$W(p,q) = \sup_{\|f\|_L \le 1} \mathbb{E}_{p}[f(x)] - \mathbb{E}_{q}[f(x)]",
+    "The page shows both sides of this equation: W1 between G's samples and data points by exact "
+    "optimal transport, and, for the WGAN losses, the critic's own estimate E_p f − E_q f. "
     "Without the constraint the supremum is infinite. *Weight clipping* keeps every weight in [−c, "
     "c]; a network of bounded weights has a bounded slope, so f is K-Lipschitz for some K (crude: it "
     "also limits what f can express). The *gradient penalty* adds λ E(‖∇f(x̂)‖ − 1)² at points "

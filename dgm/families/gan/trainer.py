@@ -2,7 +2,14 @@
 
     from dgm.families.gan.trainer import GANConfig, GANTrainer
     t = GANTrainer(GANConfig(data="ring8", loss="wgan_gp"), seed=0)
-    t.step(2000); t.final()   # {"d_loss", "g_loss", "modes", "high_quality", "mode_kl", "mmd", "js"}
+    t.step(2000); t.final()   # {"d_loss", "g_loss", "modes", "high_quality", "mode_kl", "mmd", "js", "w1", ...}
+
+Metrics (``evaluate``, every ``eval_every`` steps) are estimates from samples, each with its estimator:
+JS between p and G's density q on a grid, both smoothed by the same Gaussian kernel (q: a kernel density
+estimate of G's samples; p: its exact convolution with the kernel), mean and spread over JS_DRAWS sets of
+2,500 samples; MMD^2 (biased) with a first-order standard error; W1 by exact optimal transport on
+W1_SAMPLES points; and for the WGAN losses the critic's own estimate of W1. Each comes with its floor,
+the value that true samples of p get in place of G's (``floors``).
 
 Speed: real samples and latent codes are drawn for many steps at once (one call to the sampler per
 ``POOL`` batches, from ``self.gen``); the generator's forward pass is shared by the last D step and the G
@@ -22,13 +29,17 @@ from torch import Tensor, nn
 import dgm.core.data
 from dgm.core import nets
 from dgm.core.config import knob
-from dgm.core.metrics import EVAL_SAMPLES, MMD, Grid, binned_kde, grid_js, mode_stats
+from dgm.core.metrics import (
+    EVAL_SAMPLES, MMD, W1_SAMPLES, Grid, binned_kde, blur, grid_js, mode_stats, wasserstein1,
+)
 from dgm.core.train import Trainer
 from dgm.families.gan.model import (
     LOSSES, PROB_LOSSES, cfg_move, clip_, d_loss, g_loss, gradient_penalty, sample_prior,
 )
 
 JS_RESOLUTION = 200  # grid for JS and D*: 200 x 200 cells over the data's box
+JS_DRAWS = 4  # sets of 2,500 samples of G (and of p, for the floor) that JS is averaged over
+WGAN_LOSSES = ("wgan", "wgan_gp")
 POOL = 32  # batches of real samples / latent codes drawn per call to the sampler
 
 
@@ -132,12 +143,40 @@ class GANTrainer(Trainer):
         ge = self.eval_generator()
         self.real_eval = self.data.sample(EVAL_SAMPLES, ge, device=dev)  # (N, 2)
         self.z_eval = sample_prior(c.prior, EVAL_SAMPLES, c.z_dim, ge, dev)  # (N, z)
+        # more codes for the spread of JS over draws (after the ones above: those stay as they were)
+        self.z_more = sample_prior(c.prior, (JS_DRAWS - 1) * EVAL_SAMPLES, c.z_dim, ge, dev).view(
+            JS_DRAWS - 1, EVAL_SAMPLES, c.z_dim)
         self._mmd = MMD(self.real_eval)
         self.js_grid = Grid.over(self.data.box, JS_RESOLUTION, device=dev)
-        self.log_p_grid = None
-        if self.data.has_unnormalized:
-            with torch.no_grad():
-                self.log_p_grid = self.js_grid.normalize(self.data.unnormalized_log_prob(self.js_grid.points))
+        self.kde_h = self._kde_bandwidth()
+        self.log_p_smooth = self._smoothed_p() if self.data.has_unnormalized else None
+        self._floors: dict[str, float] | None = None
+
+    def _kde_bandwidth(self) -> float:
+        """The kernel's bandwidth, fixed for the run: the modes' std for mixtures with one, else Scott's
+        rule on 2,500 data points; never below one grid cell."""
+        cell = (self.data.box[1] - self.data.box[0]) / JS_RESOLUTION
+        if self.data.std is not None:
+            h = float(self.data.std)
+        else:
+            h = float(self.real_eval.std(0).mean()) * EVAL_SAMPLES ** (-1 / 6)
+        return max(h, cell)
+
+    @torch.no_grad()
+    def _smoothed_p(self) -> Tensor:
+        """log of p smoothed exactly as the kernel density estimate smooths q, normalised on the grid.
+        ``binned_kde`` spreads each sample over its 2 x 2 nearest cells (a tent of one cell per axis,
+        variance cell^2 / 6) and blurs by a Gaussian of std h: so p is convolved with a Gaussian of
+        variance h^2 + cell^2 / 6, in closed form where the data set knows it (mixtures, the
+        checkerboard), else by the same blur of p's grid values (the energies, smooth on this grid)."""
+        g = self.js_grid
+        cell = (self.data.box[1] - self.data.box[0]) / JS_RESOLUTION
+        try:
+            s = (self.kde_h**2 + cell**2 / 6) ** 0.5
+            return g.normalize(self.data.smoothed_log_prob(g.points, s))
+        except NotImplementedError:
+            p = g.normalize(self.data.unnormalized_log_prob(g.points)).exp()
+            return g.normalize(blur(p, g, self.kde_h).clamp_min(1e-300).log())
 
     # -- batches: drawn POOL steps at a time, from self.gen ---------------------------------------
     def _real(self) -> Tensor:
@@ -281,20 +320,31 @@ class GANTrainer(Trainer):
             z = sample_prior(self.config.prior, n, self.config.z_dim, generator or self.eval_generator(2), self.device)
             return self.sampler(z)
 
-    def kde_bandwidth(self, samples: Tensor) -> float:
-        """The KDE bandwidth for q: the modes' std for mixtures with one, else Scott's rule;
-        never below one grid cell."""
-        cell = (self.data.box[1] - self.data.box[0]) / JS_RESOLUTION
-        if self.data.std is not None:
-            h = float(self.data.std)
-        else:
-            s = samples[torch.isfinite(samples).all(1)]
-            h = float(s.std(0).mean()) * s.shape[0] ** (-1 / 6) if s.shape[0] > 1 else 1.0
-        return max(h, cell)
+    def q_grid(self, samples: Tensor) -> Tensor:
+        """The kernel density estimate of samples (N, 2) on the JS grid (bandwidth ``kde_h``)."""
+        return binned_kde(samples, self.js_grid, self.kde_h)
 
-    def q_grid(self, samples: Tensor) -> tuple[Tensor, float]:
-        h = self.kde_bandwidth(samples)
-        return binned_kde(samples, self.js_grid, h), h
+    def js(self, samples: Tensor) -> float:
+        """JS in nats between p and the density of ``samples``, both smoothed by the same kernel."""
+        return grid_js(self.js_grid, self.log_p_smooth, self.q_grid(samples).log())
+
+    def _spread(self, values: list[float]) -> tuple[float, float]:
+        t = torch.tensor(values, dtype=torch.float64)
+        return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
+
+    @property
+    def floors(self) -> dict[str, float]:
+        """What each sample-based metric gives for a perfect generator: true samples of p (drawn from
+        an evaluation stream of their own) in place of G's. Computed once per run."""
+        if self._floors is None:
+            ge = self.eval_generator(5)
+            sets = [self.data.sample(EVAL_SAMPLES, ge, device=self.device) for _ in range(JS_DRAWS)]
+            f = {"mmd_floor": self._mmd.mmd2(sets[0]),
+                 "w1_floor": wasserstein1(sets[0][:W1_SAMPLES], self.real_eval[:W1_SAMPLES])}
+            if self.log_p_smooth is not None:
+                f["js_floor"], f["js_floor_sd"] = self._spread([self.js(x) for x in sets])
+            self._floors = f
+        return self._floors
 
     def evaluate(self) -> dict[str, float]:
         x = self.generate()  # (N, 2)
@@ -302,14 +352,31 @@ class GANTrainer(Trainer):
         if self.data.centers is not None and self.data.std is not None:
             out.update(mode_stats(x, self.data.centers, self.data.std))
         finite = x[torch.isfinite(x).all(1)]
-        out["mmd"] = self._mmd.mmd2(finite) if finite.shape[0] > 1 else float("nan")
-        if self.log_p_grid is not None:
-            q, _ = self.q_grid(x)
-            out["js"] = grid_js(self.js_grid, self.log_p_grid, q.log())
+        if finite.shape[0] > 1:
+            out["mmd"], out["mmd_se"] = self._mmd.mmd2_se(finite)
+        else:
+            out["mmd"] = float("nan")
+        out["w1"] = wasserstein1(x[:W1_SAMPLES], self.real_eval[:W1_SAMPLES])
+        if self.config.loss in WGAN_LOSSES:
+            # the critic's estimate of W1: E_p f - E_q f on the same 2,500 + 2,500 points
+            out["critic_w1"] = float(self.d_raw(self.real_eval).mean() - self.d_raw(finite).mean())
+        if self.log_p_smooth is not None:
+            more = [self.generate_codes(z) for z in self.z_more]
+            out["js"], out["js_sd"] = self._spread([self.js(s) for s in (x, *more)])
+        out.update(self.floors)
         return out
+
+    @torch.no_grad()
+    def generate_codes(self, z: Tensor) -> Tensor:
+        with self.frozen():
+            return self.sampler(z)
+
+    def d_raw(self, x: Tensor) -> Tensor:
+        """D's raw output (a logit, a critic value or a score) at x (N, 2), without training."""
+        with torch.no_grad(), self.frozen():
+            return self.D(x)[:, 0]
 
     def d_output(self, x: Tensor) -> Tensor:
         """What the heatmap shows: sigmoid(l) for the classifier losses, else D's raw output."""
-        with torch.no_grad(), self.frozen():
-            out = self.D(x)[:, 0]
+        out = self.d_raw(x)
         return torch.sigmoid(out) if self.config.loss in PROB_LOSSES else out

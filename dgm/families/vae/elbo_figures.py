@@ -22,9 +22,9 @@ def _curves(rows: list[dict], keys: Sequence[str], *, title: str, labels: dict, 
     return fig
 
 
-def elbo_curves(rows: list[dict], entropy: float | None = None) -> go.Figure:
+def elbo_curves(rows: list[dict], entropy: float | None = None, unit: str = "nats per example") -> go.Figure:
     hl = {"−H(p): the best possible": -entropy} if entropy is not None else None
-    fig = _curves(rows, ["train_elbo", "val_elbo", "elbo"], title="ELBO per example (nats): train vs validation",
+    fig = _curves(rows, ["train_elbo", "val_elbo", "elbo"], title=f"ELBO ({unit}): train vs validation",
                      labels={"train_elbo": "train ELBO (current)", "val_elbo": "validation ELBO (current)",
                              "elbo": "test ELBO (best checkpoint)"},
                      colors={"train_elbo": viz.PALETTE[1], "val_elbo": viz.PALETTE[0], "elbo": "#555"}, hlines=hl)
@@ -64,7 +64,7 @@ def kl_per_dim(s: dict[str, Any], threshold: float = 0.01, standard: bool = True
     return fig
 
 
-def iwae_vs_k(s: dict[str, Any]) -> go.Figure:
+def iwae_vs_k(s: dict[str, Any], unit: str = "nats per example") -> go.Figure:
     a = s["analysis"]
     fig = go.Figure()
     if a:
@@ -74,7 +74,7 @@ def iwae_vs_k(s: dict[str, Any]) -> go.Figure:
                       annotation_position="bottom right")
     _layout(fig, "IWAE(k) bound vs k (test subset)", 280)
     fig.update_xaxes(type="log", title="importance samples k", tickvals=list(a["iwae_curve"]) if a else None)
-    fig.update_yaxes(title="nats per example")
+    fig.update_yaxes(title=unit)
     return fig
 
 

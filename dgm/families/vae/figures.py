@@ -18,7 +18,7 @@ import torch
 from dgm.core import viz
 from dgm.families.vae.elbo_figures import elbo_curves, iwae_vs_k, kl_per_dim, surgery, terms_curves
 from dgm.families.vae.model import unit_activity
-from dgm.families.vae.trainer import VAETrainer
+from dgm.families.vae.trainer import VAETrainer, per_example
 
 #: ten label colours (digits 0..9)
 LABEL_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -282,15 +282,15 @@ def snapshot(trainer: VAETrainer, interp: tuple[int, int] | None = None, n_grid:
     if trainer.images:
         out["manifold"] = manifold.reshape(-1, 8, 8).cpu().numpy()
         rx = trainer.test_x[:12]
-        out["recon_in"] = (rx / 16.0).reshape(-1, 8, 8).cpu().numpy()
+        out["recon_in"] = trainer.model.encoder_input(rx).reshape(-1, 8, 8).cpu().numpy()
         out["recon_out"] = m.mean(m.decode(mu[:12])).reshape(-1, 8, 8).cpu().numpy()
         out["samples"] = m.mean(m.decode(zs)).reshape(-1, 8, 8).cpu().numpy()
         a, b = (int(i) % trainer.test_x.shape[0] for i in (interp or default_pair(trainer)))
         t = torch.linspace(0, 1, 10, device=trainer.device)[:, None]
         zi = (1 - t) * mu[a] + t * mu[b]
-        out["interp"] = np.concatenate([(trainer.test_x[[a]] / 16.0).cpu().numpy(),
+        out["interp"] = np.concatenate([trainer.model.encoder_input(trainer.test_x[[a]]).cpu().numpy(),
                                         m.mean(m.decode(zi)).cpu().numpy(),
-                                        (trainer.test_x[[b]] / 16.0).cpu().numpy()]).reshape(-1, 8, 8)
+                                        trainer.model.encoder_input(trainer.test_x[[b]]).cpu().numpy()]).reshape(-1, 8, 8)
         out["interp_labels"] = (int(trainer.test_y[a]), int(trainer.test_y[b]))
     else:
         # the decoder's mean map: lines of constant z mapped into the data plane
@@ -317,8 +317,8 @@ def snapshot(trainer: VAETrainer, interp: tuple[int, int] | None = None, n_grid:
 def page_figures(s: dict[str, Any], rows: list[dict], config: Any, entropy: float | None = None) -> viz.Figures:
     """The page's main figures, by name, each built when first used (the CLI's --png writes them all)."""
     b = {"manifold": lambda: manifold(s), "latent": lambda: latent_space(s),
-         "elbo": lambda: elbo_curves(rows, entropy), "terms": lambda: terms_curves(rows),
-         "iwae": lambda: iwae_vs_k(s), "surgery": lambda: surgery(s),
+         "elbo": lambda: elbo_curves(rows, entropy, per_example(config)), "terms": lambda: terms_curves(rows),
+         "iwae": lambda: iwae_vs_k(s, per_example(config)), "surgery": lambda: surgery(s),
          "kl_dims": lambda: kl_per_dim(s, standard=config.prior == "standard")}
     if s["images"]:
         b.update(recon=lambda: reconstructions(s), samples=lambda: prior_samples(s), interp=lambda: interpolation(s))

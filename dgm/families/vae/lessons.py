@@ -12,7 +12,10 @@ INTRO = (
     " back to an image. It is trained on the **ELBO**, a lower bound on log p(x) that trades "
     "reconstruction against a KL penalty pulling every cloud towards the prior. With a 2-dimensional "
     "z you can watch the whole latent space: press **Play** and see the grid of decoded digits "
-    "organise itself. Every likelihood below is in **nats per image** on held-out digits."
+    "organise itself. Every likelihood below is in **nats per image** on held-out digits, each pixel one of "
+    "17 grey levels. The **binarised digits** (a pixel is 1 where its grey level is at least 8, else 0) are a "
+    "different data set with a Bernoulli decoder: their figures are in nats per binarised image and are "
+    "not comparable with the grey-level ones."
 )
 
 THEORY_TITLE = "Theory: the ELBO, the reparameterisation trick, IWAE, and why posteriors collapse"
@@ -36,8 +39,9 @@ THEORY = (
     r"\mathbb{E}_q\big[f(z)\,\nabla_\phi\log q_\phi(z|x)\big]",
     "**Importance weighting (IWAE).** Averaging k importance weights inside the logarithm gives a "
     "family of bounds that starts at the ELBO (k = 1), never decreases with k, and reaches log p(x) "
-    "as k grows. We report it with k = 100 as the best estimate of the held-out log-likelihood; "
-    "training on it (objective = iwae) pushes the model further.",
+    "as k grows. The page reports it on the test digits with k = 10 (recomputed as training goes), the "
+    "curve below for k from 1 to 50, and the command line's final figure with k = 100, the tightest "
+    "of them; training on it (objective = iwae) pushes the model further.",
     r"$$\mathcal L_k(x) = \mathbb{E}\Big[\log \frac1k\sum_{i=1}^k \frac{p_\theta(x, "
     r"z_i)}{q_\phi(z_i|x)}\Big],\quad z_i\sim q_\phi(z|x)\qquad \text{ELBO} = \mathcal L_1 \le "
     r"\mathcal L_2 \le \dots \le \log p_\theta(x)",
@@ -68,8 +72,10 @@ GRADIENT_NOTE = (
     "single-sample estimates of the gradient of the ELBO with respect to the encoder's weights with "
     "three estimators, and measure how much they scatter (the sum of the per-weight variances). All "
     "three are unbiased; the score function ignores how the decoder's output changes with z and pays "
-    "for it in variance; subtracting a baseline (the reconstruction at the posterior mean) helps, but"
-    " the reparameterised gradient stays far less noisy."
+    "for it in variance; subtracting a baseline b helps, but the reparameterised gradient stays far less "
+    "noisy. The baseline is f at the posterior mean, b = log p(x | z = μ(x)) (with a learned prior, plus "
+    "log p(μ) − log q(μ | x)): computed per image and not from the sample itself, so it leaves the "
+    "estimator unbiased."
 )
 
 _COLLAPSE = {"decoder": "gaussian", "learn_var": True, "latent": 8, "beta": 4.0, "lr": 0.005}

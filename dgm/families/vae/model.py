@@ -11,8 +11,9 @@ three likelihoods for the 8x8 digits (grey levels 0..16):
 
 - ``categorical17``: a categorical over the 17 grey levels of each pixel, an exact discrete
   likelihood (nats per image are a true log-probability);
-- ``bernoulli``: a Bernoulli "probability of ink" per pixel, scored on intensities x/16 in [0, 1]
-  (the usual cross-entropy; for non-binary pixels this is not a normalised likelihood);
+- ``bernoulli``: a Bernoulli "probability of ink" per pixel, for the *binarised* digits only (pixels 0 or 1,
+  ``binarise``): an exact likelihood of a different data set, in nats per binarised image, not comparable
+  with the grey-level figures;
 - ``gaussian``: a Gaussian density on dequantised pixels (x + u)/17, u ~ U(0, 1), with a learned
   (per-pixel, z-dependent) or a fixed variance. Adding -64 log 17 turns the density into a lower
   bound on the discrete log-probability of the grey levels, so its figures compare with the
@@ -41,6 +42,7 @@ import dgm.core.digits
 from dgm.core.nets import mlp
 
 LEVELS = dgm.core.digits.DIGIT_LEVELS  # 17 grey levels
+INK = 8  # binarised digits: a pixel is 1 (ink) when its grey level is at least INK (half of 16), else 0
 LOG2PI = math.log(2 * math.pi)
 ACTIVE_THRESHOLD = 0.01  # a unit is active if Cov_x(E_q[z_d]) exceeds this
 IWAE_CURVE_K = (1, 2, 5, 10, 20, 50)  # the IWAE(k) curve of the current model, nested samples
@@ -73,11 +75,17 @@ def reparameterize(mu: Tensor, logvar: Tensor, n: int | None, gen: torch.Generat
     return mu + torch.exp(0.5 * logvar) * eps
 
 
+def binarise(x: Tensor) -> Tensor:
+    """Grey levels 0..16 -> binarised pixels: 1.0 where the level is at least INK, else 0.0."""
+    return (x >= INK).to(x.dtype)
+
+
 # ---- the model ------------------------------------------------------------------------------------
 
 class VAE(nn.Module):
     """Encoder, decoder and prior. ``x`` is always the raw data: grey levels 0..16 (B, 64) for the
-    digits, points (B, 2) for 2D data. ``target(x)`` turns it into what the likelihood scores."""
+    digits, binary pixels 0/1 (B, 64) for the binarised digits (the Bernoulli decoder), points (B, 2) for
+    2D data. ``target(x)`` turns it into what the likelihood scores."""
 
     def __init__(self, d_in: int, latent: int, width: int = 256, decoder: str = "categorical17",
                  learn_var: bool = True, sigma: float = 0.1, prior: str = "standard", components: int = 10,
@@ -100,8 +108,13 @@ class VAE(nn.Module):
             self.pseudo = nn.Parameter(init.clone().float())
 
     # -- encoder ---------------------------------------------------------------------------------
+    @property
+    def binary(self) -> bool:
+        return self.images and self.decoder_kind == "bernoulli"
+
     def encoder_input(self, x: Tensor) -> Tensor:
-        return x / 16.0 if self.images else x
+        """Pixel intensities in [0, 1] (grey levels / 16; binary pixels as they are), or 2D points."""
+        return x / 16.0 if self.images and not self.binary else x
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """q(z|x): (B, d_in) -> mu (B, D), logvar (B, D)."""
@@ -111,7 +124,7 @@ class VAE(nn.Module):
 
     def encode_pseudo(self) -> tuple[Tensor, Tensor]:
         """The VampPrior's components: the posteriors at the pseudo-inputs (levels scale)."""
-        h = self.encoder(self.pseudo / 16.0 if self.images else self.pseudo)
+        h = self.encoder(self.encoder_input(self.pseudo))
         return h.chunk(2, -1)
 
     # -- prior -----------------------------------------------------------------------------------
@@ -139,14 +152,16 @@ class VAE(nn.Module):
 
     # -- decoder ---------------------------------------------------------------------------------
     def target(self, x: Tensor, gen: torch.Generator | None = None) -> Tensor:
-        """What the likelihood scores: levels (categorical), x/16 (Bernoulli), dequantised (x+u)/17
-        (Gaussian on digits; u ~ U(0,1) from ``gen``, 0.5 without one), or x itself (2D)."""
+        """What the likelihood scores: levels (categorical), the binary pixels (Bernoulli), dequantised
+        (x+u)/17 (Gaussian on digits; u ~ U(0,1) from ``gen``, 0.5 without one), or x itself (2D)."""
         if not self.images:
             return x
         if self.decoder_kind == "categorical17":
             return x.round().clamp(0, LEVELS - 1).long()
         if self.decoder_kind == "bernoulli":
-            return x / 16.0
+            if bool(((x != 0) & (x != 1)).any()):
+                raise ValueError("the Bernoulli decoder scores binary pixels: binarise the digits first (binarise)")
+            return x
         u = torch.rand(x.shape, generator=gen, device=x.device) if gen is not None else torch.full_like(x, 0.5)
         return (x + u) / LEVELS
 
@@ -264,29 +279,44 @@ def unit_activity(mu: Tensor) -> Tensor:
 @torch.no_grad()
 def heldout_metrics(model: VAE, x: Tensor, gen: torch.Generator, k: int, samples: int = 4) -> dict[str, float]:
     """The reported held-out figures (nats per example): elbo, iwae (k samples), recon, kl,
-    active_units."""
+    active_units; and elbo_se, iwae_se: the standard errors of the two Monte Carlo means, sd / sqrt(N) of the
+    per-example estimates (their spread over the held-out examples and the draws of z together)."""
     parts = elbo_parts(model, x, gen, samples)
     act = unit_activity(parts["mu"])
-    return {"elbo": float(parts["elbo"].mean()), "iwae": float(iwae_bound(model, x, k, gen).mean()),
-            "recon": float(parts["recon"].mean()), "kl": float(parts["kl"].mean()),
+    iw = iwae_bound(model, x, k, gen)
+    se = lambda v: float(v.std() / math.sqrt(v.shape[0])) if v.shape[0] > 1 else float("nan")  # noqa: E731
+    return {"elbo": float(parts["elbo"].mean()), "iwae": float(iw.mean()), "elbo_se": se(parts["elbo"]),
+            "iwae_se": se(iw), "recon": float(parts["recon"].mean()), "kl": float(parts["kl"].mean()),
             "active_units": int((act > ACTIVE_THRESHOLD).sum())}
 
 
 # ---- gradient estimators --------------------------------------------------------------------------
 
 def gradient_variance(model: VAE, x: Tensor, gen: torch.Generator, repeats: int = 64) -> dict[str, dict[str, float]]:
-    """Variance of single-sample estimates of the gradient of the batch-mean ELBO with respect to
+    """Per estimator of ``gradient_estimates``: the total variance (the trace of the covariance, summed over
+    parameters), the squared norm of the mean gradient, and their ratio (signal-to-noise)."""
+    out = {}
+    for name, gs in gradient_estimates(model, x, gen, repeats).items():
+        G = gs.double()  # (repeats, P)
+        var = float(G.var(0, unbiased=True).sum())
+        m2 = float(G.mean(0).pow(2).sum())
+        out[name] = {"variance": var, "mean_norm2": m2, "snr": m2 / var if var > 0 else math.inf}
+    return out
+
+
+def gradient_estimates(model: VAE, x: Tensor, gen: torch.Generator, repeats: int = 64) -> dict[str, Tensor]:
+    """``repeats`` single-sample estimates of the gradient of the batch-mean ELBO with respect to
     the ENCODER's parameters, on the same model and batch, for three estimators:
 
     - ``reparameterisation``: differentiate log p(x | mu + sigma * eps) through z;
     - ``score function``: E_q[f(z) grad log q(z|x)] with f = log p(x|z) (REINFORCE);
-    - ``score function + baseline``: f(z) - log p(x | mu) (the decoded posterior mean, which
-      does not depend on the sample, so the estimator stays unbiased).
+    - ``score function + baseline``: (f(z) - b) grad log q with b = f(mu), f at the posterior mean
+      z = mu(x) of the same data point (for the standard prior the reconstruction log p(x | mu)). b does not
+      depend on the sample z, so E_q[b grad log q] = b E_q[grad log q] = 0: the estimator stays unbiased
+      (tests/test_vae.py checks it against a baseline that does depend on the sample).
 
     With the standard prior the KL is exact (its gradient is the same for every estimator); with a
-    learned prior log p(z) - log q(z|x) joins f. Returns, per estimator, the total variance (the
-    trace of the covariance, summed over parameters), the squared norm of the mean gradient, and
-    their ratio (signal-to-noise)."""
+    learned prior log p(z) - log q(z|x) joins f. Returns, per estimator, the estimates (repeats, P)."""
     params = [p for p in model.encoder.parameters() if p.requires_grad]
     target = model.target(x, gen)
     standard = model.prior_kind == "standard"
@@ -309,18 +339,14 @@ def gradient_variance(model: VAE, x: Tensor, gen: torch.Generator, repeats: int 
             fs = model.log_lik(target, model.decode(zs))
             if not standard:
                 fs = fs + model.prior_log_prob(zs) - diag_normal_log_prob(zs, mu, logvar)
-            base = model.log_lik(target, model.decode(mu)) if standard else fs.mean()
+            base = model.log_lik(target, model.decode(mu))  # f at z = mu: independent of the sample
+            if not standard:
+                base = base + model.prior_log_prob(mu) - diag_normal_log_prob(mu, mu, logvar)
         logq = diag_normal_log_prob(zs, mu, logvar)
         for name, weight in (("score function", fs), ("score function + baseline", fs - base)):
             g = torch.autograd.grad((weight * logq - kl).mean(), params, retain_graph=True)
             grads[name].append(torch.cat([t.reshape(-1) for t in g]))
-    out = {}
-    for name, gs in grads.items():
-        G = torch.stack(gs).double()  # (repeats, P)
-        var = float(G.var(0, unbiased=True).sum())
-        m2 = float(G.mean(0).pow(2).sum())
-        out[name] = {"variance": var, "mean_norm2": m2, "snr": m2 / var if var > 0 else math.inf}
-    return out
+    return {name: torch.stack(gs) for name, gs in grads.items()}
 
 
 # ---- the trainer ----------------------------------------------------------------------------------

@@ -22,13 +22,14 @@ import dgm.core.digits
 from dgm.core.config import knob
 from dgm.core.train import Trainer
 from dgm.families.vae.model import (
-    IWAE_CURVE_K, VAE, elbo_parts, elbo_surgery, gaussian_kl, heldout_metrics, iwae_curve, log_mean_exp,
+    INK, IWAE_CURVE_K, VAE, binarise, elbo_parts, elbo_surgery, gaussian_kl, heldout_metrics, iwae_curve, log_mean_exp,
     reparameterize, unit_activity,
 )
 
 DIGITS = "digits"
-DATA_CHOICES = (DIGITS, *dgm.core.data.names("sampled"), "custom")
-DECODERS = ("categorical17", "bernoulli", "gaussian")
+BINARISED = "binarised_digits"  # the digits with pixels 1 where the grey level is at least INK (8), else 0
+DATA_CHOICES = (DIGITS, BINARISED, *dgm.core.data.names("sampled"), "custom")
+DECODERS = ("categorical17", "gaussian")  # for the grey-level digits; the binarised ones get a Bernoulli
 PRIORS = ("standard", "mog", "vamp")
 
 IWAE_LIVE_K = 10  # importance samples for the held-out IWAE bound during training (cheap)
@@ -37,22 +38,35 @@ HELDOUT_2D = 1000  # validation / test points for 2D data
 
 
 def _is_digits(c) -> bool:
-    return c.data == DIGITS
+    return c.data in (DIGITS, BINARISED)
 
 
 def _is_gaussian(c) -> bool:
-    return not _is_digits(c) or c.decoder == "gaussian"
+    return not _is_digits(c) or (c.data == DIGITS and c.decoder == "gaussian")
+
+
+def data_label(c) -> str:
+    """What the likelihoods are of: 'digits', 'binarised digits' (a different data set) or a 2D set."""
+    return {DIGITS: "digits", BINARISED: f"binarised digits (pixel = 1 where grey level ≥ {INK})"}.get(c.data, c.data)
+
+
+def per_example(c) -> str:
+    """The unit of every likelihood figure."""
+    return {DIGITS: "nats per image", BINARISED: "nats per binarised image"}.get(c.data, "nats per point")
 
 
 @dataclass
 class VAEConfig:
-    data: str = knob(DIGITS, "data: the 8x8 digits or a 2D distribution", choices=DATA_CHOICES, group="Data")
+    data: str = knob(DIGITS, "data: the 8x8 digits (17 grey levels), the binarised digits (pixel 1 where the grey "
+                     f"level is at least {INK}: a different data set, with a Bernoulli decoder) or a 2D distribution",
+                     choices=DATA_CHOICES, group="Data")
     train_size: int = knob(1197, "how many training digits to use (fewer overfit sooner)", label="training digits",
                            choices=(100, 200, 500, 1000, 1197), group="Data", show=_is_digits)
     latent: int = knob(2, "latent dimension (2 shows the manifold directly)", label="latent dimension",
                        lo=1, hi=16, group="Model")
-    decoder: str = knob("categorical17", "decoder likelihood p(x|z) for the digits", label="decoder",
-                        choices=DECODERS, group="Model", show=_is_digits)
+    decoder: str = knob("categorical17", "decoder likelihood p(x|z) for the grey-level digits (the binarised "
+                        "digits always have a Bernoulli decoder)", label="decoder",
+                        choices=DECODERS, group="Model", show=lambda c: c.data == DIGITS)
     learn_var: bool = knob(True, "Gaussian decoder: learn a per-pixel variance (else it is fixed)",
                            label="learned decoder variance", group="Model", show=_is_gaussian)
     sigma: float = knob(0.1, "Gaussian decoder: the fixed standard deviation", label="fixed decoder std",
@@ -90,9 +104,10 @@ class VAETrainer(Trainer):
         self.images = _is_digits(c)
         if self.images:
             d = dgm.core.digits.digits()
-            self.train_x = d.train.x[: c.train_size].to(self.device)  # (N, 64) levels
-            self.val_x = d.val.x.to(self.device)
-            self.test_x, self.test_y = d.test.x.to(self.device), d.test.y.to(self.device)
+            pix = binarise if c.data == BINARISED else (lambda x: x)
+            self.train_x = pix(d.train.x[: c.train_size]).to(self.device)  # (N, 64) levels (or 0/1 pixels)
+            self.val_x = pix(d.val.x).to(self.device)
+            self.test_x, self.test_y = pix(d.test.x).to(self.device), d.test.y.to(self.device)
             self.dist = None
         else:
             self.dist = dgm.core.data.get(c.data)
@@ -106,7 +121,8 @@ class VAETrainer(Trainer):
             # pseudo-inputs start at random training points (build runs under a fixed seed)
             idx = torch.randperm(self.train_x.shape[0])[: c.components].to(self.device)
             pseudo = self.train_x[idx]
-        self.model = VAE(d_in, c.latent, c.width, c.decoder, c.learn_var, c.sigma, c.prior, c.components,
+        decoder = "bernoulli" if c.data == BINARISED else c.decoder
+        self.model = VAE(d_in, c.latent, c.width, decoder, c.learn_var, c.sigma, c.prior, c.components,
                          images=self.images, pseudo_init=pseudo).to(self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=c.lr)
         # the best validation checkpoint (a module, so restore_last_good and reset keep it consistent)
