@@ -289,7 +289,8 @@ def test_final_metrics_and_the_cli(tmp_path):
     r = run(["diffusion", "--steps", "20", "--seed", "1", "--width", "32", "--batch", "64", "--nfe", "8",
              "--out", str(tmp_path)])
     f = r["final"]
-    assert {"loss", "modes", "high_quality", "mode_kl", "mmd", "nll", "nfe", "score_error"} <= set(f)
+    assert {"loss", "modes", "high_quality", "mode_kl", "mmd", "w1", "nll", "nfe", "score_error"} <= set(f)
+    assert f["w1"] > f["w1_floor"] > 0 and f["mmd"] > f["mmd_floor"]
     assert f["nfe"] == 8 and 0 <= f["high_quality"] <= 1
     assert json.loads((tmp_path / "final.json").read_text())["final"]["nfe"] == 8
     with pytest.raises(SystemExit):

@@ -52,7 +52,10 @@ def _caption(trainer) -> str:
         parts.append(f"modes {int(e['modes'])}/{len(trainer.data.centers)}, high quality {e['high_quality']:.1%}, "
                      f"mode KL {e['mode_kl']:.3f}")
     if "mmd" in e:
-        parts.append(f"MMD² {e['mmd']:.2e}")
+        se = f" ± {e['mmd_se']:.1e}" if "mmd_se" in e else ""
+        parts.append(f"MMD² {e['mmd']:.2e}{se} (true samples: {e['mmd_floor']:.1e})")
+    if "w1" in e:
+        parts.append(f"W1 {e['w1']:.3f} on 1,000 points (true samples: {e['w1_floor']:.3f})")
     if "score_error" in e:
         parts.append(f"score error {e['score_error']:.3g}")
     if "nll" in e:
@@ -152,7 +155,7 @@ class DiffusionView(view.View):
                 with col:
                     common.plot(build, key=f"diffusion.{key}")
             with self.curves:
-                names = [n for n in ("loss", "modes", "score_error", "mmd", "nll") if n in curves]
+                names = [n for n in ("loss", "modes", "score_error", "mmd", "w1", "nll") if n in curves]
                 for row in (names[:3], names[3:]):
                     for col, n in zip(st.columns(3), row):
                         with col:

@@ -306,7 +306,12 @@ def curve_figures(rows, trainer: DiffusionTrainer) -> dict[str, Any]:
         b["score_error"] = lambda: _curves(rows, ["score_error"], "Score error E σ²|s_θ − ∇log p_t|²",
                                            {"score_error": "score error"}, log_y=True)
     if data is not None:
-        b["mmd"] = lambda: _curves(rows, ["mmd"], "MMD² to 2,500 data points", {"mmd": "MMD²"}, log_y=True)
+        last = next((r for r in reversed(rows) if "w1_floor" in r), {})
+        floor = lambda k: {"true samples of p": last[k]} if k in last else None  # noqa: E731
+        b["mmd"] = lambda: _curves(rows, ["mmd"], "MMD² to 2,500 data points", {"mmd": "MMD²"}, log_y=True,
+                                   hlines=floor("mmd_floor"))
+        b["w1"] = lambda: _curves(rows, ["w1"], "W1 (exact OT, 1,000 points)", {"w1": "W1"}, log_y=True,
+                                  hlines=floor("w1_floor"))
     if trainer.entropy is not None:
         h = trainer.entropy
         b["nll"] = lambda: _curves(rows, ["nll"], "Held-out NLL, probability-flow ODE",
