@@ -40,7 +40,7 @@ from dgm.core.device import seeded
 from dgm.core.metrics import EVAL_SAMPLES, mode_stats
 from dgm.families.diffusion import sweeps
 from dgm.families.diffusion.lessons import EXPERIMENT
-from dgm.families.diffusion.model import Net, make_schedule
+from dgm.families.diffusion.model import Net
 from dgm.families.diffusion.trainer import DiffusionConfig, DiffusionTrainer
 
 
