@@ -84,7 +84,7 @@ def field_snapshot(trainer: DiffusionTrainer, t: float, kind: str = "score") -> 
 
 
 @torch.no_grad()
-def sample_snapshot(trainer: DiffusionTrainer, n: int = 1000, keep: int = 40) -> dict[str, Any]:
+def sample_snapshot(trainer: DiffusionTrainer, n: int = 600, keep: int = 40) -> dict[str, Any]:
     """n samples with the run's sampler, the paths of the first ``keep``, and as many noised data points."""
     x, nfe, path = trainer.generate(n, keep=keep)
     out = {"samples": x.cpu(), "nfe": nfe, "path": torch.stack(path, 1).cpu() if path else None,

@@ -30,7 +30,7 @@ ALPHA_END = math.exp(-5.025)  # alpha(1) of DDPM's linear schedule (beta from 1e
 
 class Schedule:
     """x_t = alpha(t) x0 + sigma(t) eps. ``levels``: the times (ascending) the network is trained on, or
-    None (any t in [t_min, 1]). Methods take a tensor t and return tensors of its shape."""
+    None (any t in [0, 1]). Methods take a tensor t and return tensors of its shape."""
 
     name = ""
     levels: Tensor | None = None
@@ -50,10 +50,6 @@ class Schedule:
     def t_of_lambda(self, lam: Tensor) -> Tensor:
         """The time at which log(alpha^2 / sigma^2) = lam (samplers space their steps evenly in it)."""
         raise NotImplementedError
-
-    @property
-    def t_min(self) -> float:
-        return float(self.levels[0]) if self.levels is not None else 0.0
 
     def at(self, t: float) -> tuple[float, float]:
         tt = torch.tensor(float(t), dtype=torch.float64)
