@@ -175,12 +175,16 @@ def forward_points(trainer: DiffusionTrainer, n: int = 600):
     return trainer.heldout[:n].cpu(), eps.cpu()
 
 
+STOCHASTIC = ("ancestral", "langevin")
+
+
 def trajectories(s: dict[str, Any], box, height: int = 380) -> go.Figure:
-    """The reverse process: the first samples' paths from noise (grey) to the end (orange)."""
+    """The reverse process: the first samples' paths from noise (grey) to the end (orange); a dozen for the
+    stochastic samplers, whose paths zigzag."""
     fig = viz.plane(box, title=f"Reverse process: {s['sampler']}, {s['nfe']} NFE", height=height)
     if s.get("data") is not None:
         viz.add_points(fig, s["data"][:500], name="data", color=viz.DATA_COLOR, size=2, opacity=0.3)
-    path = _np(s["path"])  # (keep, steps + 1, 2)
+    path = _np(s["path"])[:12 if s["sampler"] in STOCHASTIC else None]  # (keep, steps + 1, 2)
     gap = np.full((path.shape[0], 1, 2), np.nan, np.float32)
     flat = np.concatenate([path, gap], 1).reshape(-1, 2)
     fig.add_trace(go.Scatter(x=flat[:, 0], y=flat[:, 1], mode="lines", name="paths", hoverinfo="skip",
