@@ -15,10 +15,23 @@ from dgm.families.diffusion import figures as df
 from dgm.families.diffusion import sweeps
 from dgm.families.diffusion.trainer import DIGITS, is_mixture
 from dgm.ui import common, session, view
+from dgm.ui.controls import is_bool, view_param
 
 T_KEY, FIELD_KEY, WEIGHT_KEY = "diffusion.t", "diffusion.field", "diffusion.weighted"
 SWEEP_KEY = "_diffusion.sweep"  # session state: the last measurement on request
 REQUEST_KEY = "_diffusion.sweep_requested"  # set by the buttons' callback
+T_MIN, T_MAX = 0.01, 1.0
+
+
+def _is_time(raw: str) -> bool:
+    """A value of the time slider in a link: a plain decimal in [T_MIN, T_MAX]."""
+    plain = raw.isascii() and len(raw) <= 12 and raw.replace(".", "", 1).isdigit()
+    return plain and T_MIN <= float(raw) <= T_MAX
+
+
+view_param(T_KEY, _is_time)
+view_param(FIELD_KEY, lambda raw: raw in df.FIELDS)
+view_param(WEIGHT_KEY, is_bool)
 
 
 def check(cfg):
@@ -33,7 +46,7 @@ def check(cfg):
 def view_options(cfg) -> dict[str, Any]:
     """The time t of the field views, which field the arrows show, and the error's weighting (in the link too)."""
     a, b, c = st.columns([2, 1, 1], vertical_alignment="bottom")
-    t = a.slider("Time t (0: data, 1: noise)", 0.01, 1.0, 0.1, 0.01, key=T_KEY, bind="query-params",
+    t = a.slider("Time t (0: data, 1: noise)", T_MIN, T_MAX, 0.1, 0.01, key=T_KEY, bind="query-params",
                  help="The noise level of the field views and the forward process; moved to the nearest level the "
                       "network is trained on (DDPM's T steps, the score model's L levels).")
     images = cfg.data == DIGITS
