@@ -284,7 +284,7 @@ def test_ddpm_learns_ring8_and_its_score_error_falls():
 
 
 def test_final_metrics_and_the_cli(tmp_path):
-    from dgm.core.cli import run
+    from dgm.core.cli import Refused, run
 
     r = run(["diffusion", "--steps", "20", "--seed", "1", "--width", "32", "--batch", "64", "--nfe", "8",
              "--out", str(tmp_path)])
@@ -293,7 +293,7 @@ def test_final_metrics_and_the_cli(tmp_path):
     assert f["w1"] > f["w1_floor"] > 0 and f["mmd"] > f["mmd_floor"]
     assert f["nfe"] == 8 and 0 <= f["high_quality"] <= 1
     assert json.loads((tmp_path / "final.json").read_text())["final"]["nfe"] == 8
-    with pytest.raises(SystemExit):
+    with pytest.raises(Refused, match="nfe"):
         run(["diffusion", "--steps", "1", "--nfe", "abc"])
 
 

@@ -81,15 +81,15 @@ LESSONS = (
         "The same ring of eight narrow Gaussians on which the GAN page's generator collapses. A denoiser is "
         "trained by regression at every noise level: there is no adversary to chase, so nothing pulls the "
         "model towards one mode. Press Play and watch the **modes captured** curve reach 8 within the first "
-        "evaluation and the **high-quality** share climb past 95%, with a mode KL near 0 (every mode equally "
-        "often). Then pick grid25 as the data: all 25 modes appear just as evenly.",
+        "evaluations (every 500 steps) and the **high-quality** share climb past 95%, with a mode KL near 0 "
+        "(every mode equally often). Then pick grid25 as the data: all 25 modes appear just as evenly.",
     ),
     Lesson(
         "25 modes, none dropped",
         {"data": "grid25", "model": "ddpm"},
         "grid25: all 25 modes within a thousand steps",
-        "Twenty-five narrow modes on a square grid, the GAN's hardest case on this site. Press Play: the first "
-        "evaluation (step 1,000) already finds all 25, and the share of high-quality samples passes 90% soon "
+        "Twenty-five narrow modes on a square grid, the GAN's hardest case on this site. Press Play: by the "
+        "second evaluation (step 1,000) all 25 are found, and the share of high-quality samples passes 90% soon "
         "after. Look at the exact field at a small t: 25 sinks, each one pulling the noisy points to its mode.",
     ),
     Lesson(
