@@ -30,7 +30,8 @@ def test_diffusion_page_plays_live_and_switches_its_field(app_server, page):
         }
     }""")
     page.get_by_role("button", name="Play").click()
-    page.wait_for_timeout(4000)
+    # the first frame carries the run's first evaluation (seconds on a busy machine): wait for frames, not a time
+    page.wait_for_function("() => window.__updates.learned >= 5 && window.__updates.samples >= 1", timeout=90_000)
     updates = page.evaluate("() => window.__updates")  # while it plays (Pause reruns the whole page)
     page.get_by_role("button", name="Pause").click()
     wait_for_app(page)
