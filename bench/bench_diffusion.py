@@ -85,7 +85,7 @@ def bench_speed(rounds: int = 5, n: int = 300) -> None:
     cfg = DiffusionConfig()
     ours = DiffusionTrainer(cfg, seed=0)
     ours.eval_every = 0
-    ours_eval = DiffusionTrainer(cfg, seed=0)  # with its evaluation every 1,000 steps, as the page and CLI run
+    ours_eval = DiffusionTrainer(cfg, seed=0)  # with its evaluation every eval_every steps, as the page and CLI run
     naive = NaiveDiffusion(cfg, seed=0)
     for f in (ours.step, naive.step):
         f(30)  # warm up
