@@ -28,6 +28,7 @@ pytestmark = pytest.mark.browser
 
 #: replay length per page: enough to show the phenomenon, short enough for CI
 STEPS = {"demo": 60, "divergences": 150, "gan": 300, "flows": 200, "vae": 150, "autoregressive": 150}
+STEPS["diffusion"] = 500  # DDPM on ring8: every mode found
 CASES = [(p, STEPS[p.url]) for p in all_pages() if p.experiment in registry.names() and p.url in STEPS]
 
 

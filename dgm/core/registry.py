@@ -24,6 +24,7 @@ MODULES = {
     "flow": "dgm.families.flows.lessons",
     "vae": "dgm.families.vae.lessons",
     "autoregressive": "dgm.families.autoregressive.lessons",
+    "diffusion": "dgm.families.diffusion.lessons",
 }
 
 
