@@ -1,0 +1,122 @@
+"""The latents page's figures. ``snapshot(trainer)`` takes what they need (without changing the model);
+the builders are pure: a snapshot dict and history rows in, plotly figures out."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from dgm.core import viz
+from dgm.core.metrics import Grid
+from dgm.families.latents.model import mc_log_marginal
+from dgm.families.latents.trainer import DensityNetTrainer, k_curve, per_example
+
+GREY = [[0.0, "#000000"], [1.0, "#ffffff"]]
+DENSITY_K = 2000  # samples of z per grid point for the 2D density
+DENSITY_RES = 60
+
+
+def image_grid(images: np.ndarray, ncols: int, title: str, height: int = 300) -> go.Figure:
+    """(N, 8, 8) images in [0, 1] tiled row-major into one greyscale heatmap, one pixel of grey between tiles."""
+    n, h, w = images.shape
+    rows = max(1, math.ceil(n / ncols))
+    out = np.full((rows * (h + 1) + 1, ncols * (w + 1) + 1), 0.3, dtype=np.float32)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        out[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = np.clip(images[i], 0, 1)
+    lay = viz.layout(title, height, xaxis=dict(showgrid=False, zeroline=False, showticklabels=False, constrain="domain"),
+                     yaxis=dict(showgrid=False, zeroline=False, showticklabels=False, autorange="reversed",
+                                scaleanchor="x", scaleratio=1, constrain="domain"))
+    lay["margin"] = dict(l=10, r=10, t=40, b=10)
+    return go.Figure(go.Heatmap(z=out, colorscale=GREY, zmin=0, zmax=1, showscale=False, hoverinfo="skip"), layout=lay)
+
+
+# ---- the density network ------------------------------------------------------------------------------
+
+def k_figure(kc: dict[str, Any], unit: str) -> go.Figure:
+    """The Monte Carlo estimate of log p(x) against K: mean ± spread over repeated estimates, with the
+    same decoder's IWAE(k = 100) and ELBO from an encoder."""
+    fig = go.Figure()
+    title = "log p(x) by Monte Carlo from the prior, against K"
+    if kc:
+        fig.add_trace(go.Scatter(x=kc["ks"], y=kc["mean"], mode="lines+markers", name="log (1/K) Σ p(x|z_k), z_k ~ p(z)",
+                                 error_y=dict(type="data", array=kc["sd"], visible=True, thickness=1.5, width=6),
+                                 line=dict(color=viz.PALETTE[0], width=2.5)))
+        for name, key, color, dash in (("IWAE(k = 100), encoder", "iwae", viz.PALETTE[1], "dash"),
+                                       ("ELBO, encoder", "elbo", viz.PALETTE[2], "dot")):
+            fig.add_trace(go.Scatter(x=[kc["ks"][0], kc["ks"][-1]], y=[kc[key]] * 2, mode="lines", name=name,
+                                     line=dict(color=color, width=2, dash=dash)))
+        gap = kc["iwae"] - kc["mean"][-1]
+        title += f" (step {kc['step']:,}; gap to IWAE at K = {kc['ks'][-1]:,}: {gap:.1f})"
+    viz.base_layout(fig, title, 380)
+    fig.update_xaxes(type="log", title="K (samples of z per x)")
+    fig.update_yaxes(title=f"test log-likelihood ({unit}); bars: ±1 sd")
+    fig.update_layout(legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def density_curves(rows: list[dict], unit: str) -> go.Figure:
+    keys = ["mc_1", "mc_10", "mc_100", "mc_1000", "iwae", "batch_mc", "batch_elbo"]
+    labels = {"mc_1": "MC, K = 1", "mc_10": "MC, K = 10", "mc_100": "MC, K = 100", "mc_1000": "MC, K = 1000",
+              "iwae": "IWAE(100), encoder", "batch_mc": "training estimate (batch)", "batch_elbo": "ELBO (batch)"}
+    fig = viz.curves(rows, keys, title=f"Test estimates of log p(x) during training ({unit})", labels=labels)
+    return fig
+
+
+def density_2d(s: dict[str, Any]) -> go.Figure:
+    """The learned density (MC with 2,000 z per grid point) and the test data."""
+    grid = s["grid"]
+    fig = viz.plane(s["box"], title=f"Learned density p(x) = E_z p(x|z), {DENSITY_K:,} z per point", height=460)
+    viz.add_heatmap(fig, grid, s["density"], name="p(x)")
+    viz.add_points(fig, s["data"], name="test data", color=viz.DATA_COLOR, size=2.5, opacity=0.4)
+    return fig
+
+
+def pushforward(s: dict[str, Any]) -> go.Figure:
+    """Prior samples pushed through the decoder: its means f(z) and samples x ~ p(x|z)."""
+    fig = viz.plane(s["box"], title="z ~ p(z) pushed through the decoder", height=460)
+    viz.add_points(fig, s["data"], name="test data", color=viz.DATA_COLOR, size=2.5, opacity=0.3)
+    viz.add_points(fig, s["samples"], name="x ~ p(x|z)", color=viz.PALETTE[1], size=2.5, opacity=0.4)
+    viz.add_points(fig, s["means"], name="decoder mean f(z)", color=viz.PALETTE[0], size=3, opacity=0.8)
+    return fig
+
+
+@torch.no_grad()
+def density_snapshot(t: DensityNetTrainer) -> dict[str, Any]:
+    gen = t.eval_generator(5)
+    out: dict[str, Any] = {"model": "density_net", "images": t.images, "k_curve": k_curve(t)}
+    z = torch.randn(1000 if not t.images else 40, t.config.latent, generator=gen, device=t.device)
+    if t.images:
+        out["samples"] = t.decoder.mean(z).reshape(-1, 8, 8).cpu().numpy()
+        return out
+    grid = Grid.over(t.dist.box, DENSITY_RES, device=t.device)
+    logp = torch.cat([mc_log_marginal(t.decoder, pts, DENSITY_K, gen) for pts in grid.points.split(1200)])
+    m, log_std = t.decoder.gaussian(z)
+    out.update(grid=grid, density=logp.exp().cpu(), box=t.dist.box, data=t.test_x.cpu().numpy(),
+               means=m.cpu().numpy(), samples=(m + torch.exp(log_std) * torch.randn(m.shape, generator=gen)).cpu().numpy())
+    return out
+
+
+# ---- from a trainer -----------------------------------------------------------------------------------
+
+def snapshot(trainer) -> dict[str, Any]:
+    return density_snapshot(trainer)
+
+
+def page_figures(s: dict[str, Any], rows: list[dict], config: Any) -> viz.Figures:
+    """The page's main figures, by name, each built when first used (the CLI's --png writes them all)."""
+    unit = per_example(config)
+    b = {"k": lambda: k_figure(s["k_curve"], unit), "curves": lambda: density_curves(rows, unit)}
+    if s["images"]:
+        b["samples"] = lambda: image_grid(s["samples"], 10, "Samples: decoder means at z ~ p(z)", 260)
+    else:
+        b.update(density=lambda: density_2d(s), pushforward=lambda: pushforward(s))
+    return viz.Figures(b)
+
+
+def figures(trainer) -> viz.Figures:
+    return page_figures(snapshot(trainer), trainer.history.merged(), trainer.config)

@@ -1,0 +1,86 @@
+"""The latents family's maths against references (issue 22): the Monte Carlo marginal likelihood, IWAE,
+the Gumbel-softmax and straight-through gradients, enumeration, vector quantisation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dgm.families.latents import model as M
+
+
+def _linear_gaussian(latent=2, d=2, sigma=0.8, seed=0):
+    """A decoder p(x|z) = N(Wz + b, sigma² I): p(x) = N(b, WWᵀ + sigma² I) in closed form."""
+    g = torch.Generator().manual_seed(seed)
+    W, b = 0.6 * torch.randn(d, latent, generator=g), torch.randn(d, generator=g)
+    dec = M.Decoder(d, latent, 8, images=False)
+    lin = nn.Linear(latent, 2 * d)
+    s = math.log(math.expm1(sigma - M.SIGMA_MIN))  # softplus(s) + SIGMA_MIN = sigma
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.weight[:d] = W
+        lin.bias[:d], lin.bias[d:] = b, s
+    dec.net = lin
+    exact = torch.distributions.MultivariateNormal(b, W @ W.T + sigma**2 * torch.eye(d))
+    return dec, W, b, sigma, exact
+
+
+def test_the_monte_carlo_estimate_converges_to_the_exact_marginal_of_a_linear_gaussian_decoder():
+    dec, *_, exact = _linear_gaussian()
+    x = torch.tensor([[0.1, -0.3], [1.5, 0.7], [-2.0, 1.0]])
+    with torch.no_grad():
+        est = M.mc_log_marginal(dec, x, 400_000, torch.Generator().manual_seed(1))
+        # K = 10: each estimate of p(x) is unbiased (their mean agrees) while its log is biased low
+        pair = dec.pair_log_lik(x, torch.randn(200_000, 2, generator=torch.Generator().manual_seed(2)))
+        small = M.log_mean_exp(pair.reshape(20_000, 10, 3), 1)  # (20000, 3) estimates with K = 10
+    assert est == pytest.approx(exact.log_prob(x), abs=3e-3)
+    assert small.exp().mean(0).log() == pytest.approx(exact.log_prob(x), abs=1e-2)
+    assert (small.mean(0) < exact.log_prob(x) - 1e-3).all()
+
+
+def test_log_mean_exp_is_exact_where_the_exponentials_underflow():
+    x = torch.tensor([-1000.0, -1001.0, -1003.0], dtype=torch.float64)
+    assert torch.log(torch.exp(x).mean()) == -math.inf  # the naive sum underflows
+    ref = -1000.0 + math.log((1 + math.exp(-1) + math.exp(-3)) / 3)
+    assert float(M.log_mean_exp(x)) == pytest.approx(ref, abs=1e-12)
+
+
+def test_the_pairwise_categorical_likelihood_matches_torch_distributions():
+    torch.manual_seed(0)
+    dec = M.Decoder(64, 3, 16, images=True)
+    z, x = torch.randn(5, 3), torch.randint(0, 17, (4, 64)).float()
+    with torch.no_grad():
+        pair = dec.pair_log_lik(x, z)  # (5, 4)
+        ref = torch.distributions.Categorical(logits=dec.net(z).unflatten(-1, (64, 17)).unsqueeze(1)).log_prob(
+            x.long().unsqueeze(0)).sum(-1)
+        lik = dec.log_lik(x, z[:, None].expand(5, 4, 3))
+    assert pair == pytest.approx(ref, abs=1e-4)
+    assert lik == pytest.approx(ref, abs=1e-4)
+
+
+def test_iwae_with_the_exact_posterior_is_the_exact_marginal():
+    dec, _, b, sigma, _ = _linear_gaussian()
+    enc = M.Encoder(2, 2, 8, images=False)
+    # W with orthogonal columns: the posterior N(A(x - b), S) is then diagonal, as the encoder's q is
+    q, _ = torch.linalg.qr(torch.randn(2, 2, generator=torch.Generator().manual_seed(3)))
+    W = q * torch.tensor([0.5, 1.2])
+    with torch.no_grad():
+        dec.net.weight[:2] = W
+    S = torch.linalg.inv(torch.eye(2) + W.T @ W / sigma**2)
+    assert S == pytest.approx(torch.diag(torch.diagonal(S)), abs=1e-6)
+    A = S @ W.T / sigma**2  # posterior mean A (x - b)
+    lin = nn.Linear(2, 4)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.weight[:2] = A
+        lin.bias[:2] = -A @ b
+        lin.bias[2:] = torch.log(torch.diagonal(S))
+    enc.net = lin
+    exact = torch.distributions.MultivariateNormal(b, W @ W.T + sigma**2 * torch.eye(2))
+    x = torch.tensor([[0.1, -0.3], [1.5, 0.7]])
+    for k in (1, 7):
+        iw = M.iwae_bound(enc, dec, x, k, torch.Generator().manual_seed(0))
+        assert iw == pytest.approx(exact.log_prob(x), abs=1e-4)

@@ -1,0 +1,52 @@
+"""AppTest: the latents page (issue 22)."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import charts, open_page
+
+
+def _ok(at):
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _iteration(at) -> int:
+    for c in at.caption:
+        m = re.search(r"Iteration ([\d,]+)", c.value)
+        if m:
+            return int(m.group(1).replace(",", ""))
+    raise AssertionError("no status line")
+
+
+def _titles(at) -> list[str]:
+    return [c["layout"]["title"]["text"] for c in charts(at) if c["layout"].get("title")]
+
+
+def test_density_network_page_steps_and_shows_the_gap_to_iwae():
+    at = open_page("pages/latents.py", {"width": "32", "k": "10"})
+    _ok(at)
+    assert at.title[0].value == "Latent variables"
+    assert _iteration(at) == 0
+    assert len(charts(at)) == 2  # the K figure (empty until an evaluation) and the samples
+    assert any("first evaluation" in i.value for i in at.info)
+    at.selectbox(key="latents.speed").set_value(10).run()
+    at.button(key="latents.step").click().run()  # evaluates the initial model, then trains
+    _ok(at)
+    assert _iteration(at) == 10
+    metrics = {m.label: m for m in at.metric}
+    assert {"MC, K = 1", "MC, K = 1,000", "IWAE (k = 100)"} <= set(metrics)
+    iwae, mc = float(metrics["IWAE (k = 100)"].value), float(metrics["MC, K = 1"].value)
+    assert iwae > mc  # the encoder's bound beats one prior sample
+    k_fig = next(t for t in _titles(at) if t.startswith("log p(x) by Monte Carlo"))
+    assert "gap to IWAE at K = 1,000" in k_fig
+    assert len(charts(at)) == 3  # + the curves
+
+
+def test_2d_data_shows_the_density_and_the_pushforward():
+    at = open_page("pages/latents.py", {"data": "ring8", "width": "32", "latent": "1"})
+    _ok(at)
+    titles = _titles(at)
+    assert any(t.startswith("Learned density p(x)") for t in titles)
+    assert any(t.startswith("z ~ p(z) pushed through the decoder") for t in titles)
