@@ -1,4 +1,4 @@
-"""Latent variables: the density network without an encoder, against IWAE with one."""
+"""Latent variables: the density network without an encoder, and discrete latents (Gumbel-softmax)."""
 
 from dgm.core.registry import get
 from dgm.ui import common, controls, view
@@ -8,4 +8,5 @@ exp = get("latents")
 cfg = controls.config_sidebar(exp)
 common.page_header(exp)
 view.loop(exp, cfg, ui.LatentsView())
+ui.estimator_panel(exp, cfg)
 common.theory(exp)

@@ -84,3 +84,44 @@ def test_iwae_with_the_exact_posterior_is_the_exact_marginal():
     for k in (1, 7):
         iw = M.iwae_bound(enc, dec, x, k, torch.Generator().manual_seed(0))
         assert iw == pytest.approx(exact.log_prob(x), abs=1e-4)
+
+
+def test_enumeration_matches_the_closed_form_and_the_score_function_is_unbiased():
+    g = torch.Generator().manual_seed(0)
+    theta, table = torch.randn(3, 5, generator=g), torch.randn(3, 5, generator=g)
+    p = torch.softmax(theta, -1)
+    exact = M.exact_gradient(theta, table)
+    assert exact == pytest.approx(p * (table - (p * table).sum(-1, keepdim=True)), abs=1e-6)
+
+    def f(y):  # f at a one-hot y: the table's entry
+        return (y * table).sum(-1)
+
+    est = M.score_function_grads(theta, f, torch.zeros(3), 200_000, g)
+    stats = M.estimator_stats(est, exact)
+    assert stats["bias2"] < 4 * stats["floor"]  # no more than the noise of the mean of the draws
+    assert est.mean(0) == pytest.approx(exact, abs=0.02)
+
+
+def test_gumbel_max_samples_the_categorical_and_low_temperature_relaxations_are_nearly_one_hot():
+    g = torch.Generator().manual_seed(1)
+    theta = torch.tensor([1.0, 0.0, -1.0, 0.5])
+    noise = M.gumbel((100_000, 4), g)
+    freq = torch.bincount((theta + noise).argmax(-1), minlength=4).float() / 100_000
+    assert freq == pytest.approx(torch.softmax(theta, 0), abs=0.01)
+    soft = M.gumbel_softmax(theta, 0.01, noise[:1000], hard=False)
+    assert (soft.argmax(-1) == (theta + noise[:1000]).argmax(-1)).all()
+    assert soft.max(-1).values.mean() > 0.97
+    assert M.gumbel_softmax(theta, 10.0, noise[:1000], hard=False).max(-1).values.mean() < 0.4
+
+
+def test_the_straight_through_gradient_is_the_relaxed_samples_jacobian_times_the_one_hot_gradient():
+    g = torch.Generator().manual_seed(2)
+    theta = torch.randn(6, generator=g).requires_grad_(True)
+    noise, w, tau = M.gumbel((6,), g), torch.randn(6, generator=g), 0.7
+    y = M.gumbel_softmax(theta, tau, noise, hard=True)
+    assert y.detach() == pytest.approx(torch.nn.functional.one_hot((theta + noise).argmax(), 6).float())
+    (y * w).sum().pow(2).backward()  # f(y) = (w·y)²: its gradient at the one-hot y is 2 (w·y) w
+    p = torch.softmax((theta.detach() + noise) / tau, 0)
+    jac = (torch.diag(p) - torch.outer(p, p)) / tau  # ∂ softmax((θ + g)/τ) / ∂θ
+    expected = jac.T @ (2 * (w * y.detach()).sum() * w)
+    assert theta.grad == pytest.approx(expected, abs=1e-5)

@@ -50,3 +50,19 @@ def test_2d_data_shows_the_density_and_the_pushforward():
     titles = _titles(at)
     assert any(t.startswith("Learned density p(x)") for t in titles)
     assert any(t.startswith("z ~ p(z) pushed through the decoder") for t in titles)
+
+
+def test_gumbel_softmax_page_measures_the_estimators_against_enumeration():
+    at = open_page("pages/latents.py", {"model": "gumbel", "width": "32", "groups": "2", "categories": "4"})
+    _ok(at)
+    titles = _titles(at)
+    assert any(t.startswith("Test digits (top) decoded") for t in titles)
+    at.button(key="latents.estimators_btn").click().run()
+    _ok(at)
+    fig = next(c for c in charts(at) if c["layout"]["title"]["text"].startswith("Gradient estimators"))
+    names = {tr["name"] for tr in fig["data"]}
+    assert {"score function + baseline: variance", "Gumbel-softmax: bias²", "straight-through: variance"} <= names
+    table = at.dataframe[0].value
+    assert list(table["estimator"]).count("Gumbel-softmax") == 3  # three temperatures
+    relaxed = table[table["estimator"] == "Gumbel-softmax"].sort_values("τ")
+    assert relaxed["variance"].iloc[0] > relaxed["variance"].iloc[-1]  # small τ: the larger variance

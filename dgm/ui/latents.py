@@ -9,8 +9,13 @@ from typing import Any
 import streamlit as st
 
 from dgm.families.latents import figures as lviz
-from dgm.families.latents.trainer import IWAE_K, MC_KS, MC_REPEATS, per_example
-from dgm.ui import common, view
+from dgm.families.latents.lessons import ESTIMATOR_NOTE
+from dgm.families.latents.trainer import (
+    ESTIMATOR_IMAGES, ESTIMATOR_SAMPLES, GUMBEL, IWAE_K, MC_KS, MC_REPEATS, GumbelTrainer, per_example,
+)
+from dgm.ui import common, session, view
+
+ESTIMATORS = "_latents.estimators"
 
 
 def _density_summary(trainer) -> None:
@@ -27,6 +32,19 @@ def _density_summary(trainer) -> None:
                  f"{MC_KS[-1]:,}", delta_color="off", help=f"importance-weighted bound with an encoder ({unit})")
 
 
+def _gumbel_summary(trainer) -> None:
+    e = trainer.latest_eval
+    if not e:
+        return
+    st.caption("Test figures of the discrete model (one-hot samples of q(y|x), the exact KL to the uniform prior), "
+               "nats per image.")
+    c = st.columns(4)
+    c[0].metric("test ELBO", f"{e['elbo']:.1f}")
+    c[1].metric("reconstruction", f"{e['recon']:.1f}", help="E_q log p(x|y), one-hot y")
+    c[2].metric("KL", f"{e['kl']:.2f}", help="KL(q(y|x) || uniform), exact")
+    c[3].metric("temperature τ", f"{trainer.temperature():.3g}")
+
+
 class LatentsView(view.View):
     """Main figures every frame; the summary and the curves about once a second while playing."""
 
@@ -39,7 +57,14 @@ class LatentsView(view.View):
         self.below = st.container()
 
     def _main_names(self, s: dict[str, Any]) -> list[str]:
+        if s["model"] == GUMBEL:
+            return ["recon", "samples"]
         return ["k", "samples"] if s["images"] else ["density", "pushforward"]
+
+    def _panel_names(self, s: dict[str, Any]) -> list[str]:
+        if s["model"] == GUMBEL:
+            return ["curves", "kl_tau"]
+        return ["curves"] if s["images"] else ["k", "curves"]
 
     def main(self, trainer) -> Callable[[], None]:
         s = self.snap = lviz.snapshot(trainer)
@@ -56,7 +81,7 @@ class LatentsView(view.View):
         s = self.snap or lviz.snapshot(trainer)
         figs = lviz.page_figures(s, trainer.history.merged(), trainer.config)
         with self.summary:
-            _density_summary(trainer)
+            (_gumbel_summary if s["model"] == GUMBEL else _density_summary)(trainer)
 
         def show() -> None:
             with self.below:
@@ -64,6 +89,32 @@ class LatentsView(view.View):
                     st.info(f"The test estimates appear after the first evaluation, at step {trainer.eval_every}.",
                             icon=":material/hourglass_top:")
                     return
-                common.plot_row(figs, ["curves"] if s["images"] else ["k", "curves"], "latents")
+                common.plot_row(figs, self._panel_names(s), "latents")
 
         return show
+
+
+def _measure(exp) -> None:
+    """Button callback (runs before the script reruns): measure on the page's current model."""
+    s = session.state(exp)
+    if s is not None and isinstance(s.trainer, GumbelTrainer):
+        with s.lock:
+            st.session_state[ESTIMATORS] = (s.trainer.iteration, s.trainer.estimator_table())
+
+
+def estimator_panel(exp, cfg) -> None:
+    """Gumbel-softmax: the gradient estimators' bias and variance against enumeration, on demand."""
+    if cfg.model != GUMBEL:
+        return
+    with st.expander("Gradient estimators for discrete z: bias and variance against the exact gradient", expanded=True):
+        st.markdown(ESTIMATOR_NOTE)
+        st.button("Measure the estimators now", key="latents.estimators_btn", on_click=_measure, args=(exp,))
+        stored = st.session_state.get(ESTIMATORS)
+        if stored:
+            it, rows = stored
+            common.plot(lviz.estimator_figure(rows), key="latents.estimators")
+            st.dataframe([{"estimator": r["estimator"], "τ": "any" if r["tau"] is None else r["tau"],
+                           "bias²": r["bias2"], "variance": r["variance"], "noise floor of bias²": r["floor"],
+                           "relative bias": r["rel_bias"]} for r in rows], hide_index=True)
+            st.caption(f"Measured at step {it:,} on {ESTIMATOR_IMAGES} test digits, {ESTIMATOR_SAMPLES} estimates per "
+                       "row; per image, summed over the first variable's logits. Press again to re-measure.")

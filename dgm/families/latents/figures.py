@@ -12,8 +12,10 @@ import torch
 
 from dgm.core import viz
 from dgm.core.metrics import Grid
+from torch.nn import functional as F
+
 from dgm.families.latents.model import mc_log_marginal
-from dgm.families.latents.trainer import DensityNetTrainer, k_curve, per_example
+from dgm.families.latents.trainer import DensityNetTrainer, GumbelTrainer, k_curve, per_example
 
 GREY = [[0.0, "#000000"], [1.0, "#ffffff"]]
 DENSITY_K = 2000  # samples of z per grid point for the 2D density
@@ -101,14 +103,77 @@ def density_snapshot(t: DensityNetTrainer) -> dict[str, Any]:
     return out
 
 
+# ---- discrete latents ---------------------------------------------------------------------------------
+
+def reconstructions(s: dict[str, Any], what: str) -> go.Figure:
+    imgs = np.concatenate([s["recon_in"], s["recon_out"]])
+    return image_grid(imgs, len(s["recon_in"]), f"Test digits (top) decoded from {what} (bottom)", 190)
+
+
+def gumbel_curves(rows: list[dict]) -> go.Figure:
+    labels = {"elbo": "test ELBO (one-hot samples)", "recon": "test reconstruction", "batch_recon": "reconstruction (batch)"}
+    return viz.curves(rows, ["elbo", "recon", "batch_recon"], title="Test ELBO of the discrete model (nats per image)",
+                      labels=labels)
+
+
+def kl_tau_curves(rows: list[dict]) -> go.Figure:
+    return viz.curves(rows, ["kl", "tau"], title="KL(q(y|x) ‖ uniform), test (nats), and the temperature τ",
+                      labels={"kl": "KL (test)", "tau": "temperature τ"})
+
+
+ESTIMATOR_COLORS = {"score function + baseline": viz.PALETTE[3], "Gumbel-softmax": viz.PALETTE[1],
+                    "straight-through": viz.PALETTE[0]}
+
+
+def estimator_figure(rows: list[dict[str, Any]]) -> go.Figure:
+    """Bias² and variance of each gradient estimator against the temperature (log-log); the score
+    function does not depend on τ (a flat line), and its measured bias² is at the noise floor."""
+    fig = go.Figure()
+    taus = sorted({r["tau"] for r in rows if r["tau"] is not None})
+    for name, color in ESTIMATOR_COLORS.items():
+        rs = [r for r in rows if r["estimator"] == name]
+        if not rs:
+            continue
+        xs = taus if rs[0]["tau"] is None else [r["tau"] for r in rs]
+        for stat, dash, label in (("variance", "solid", "variance"), ("bias2", "dash", "bias²")):
+            ys = [rs[0][stat]] * len(xs) if rs[0]["tau"] is None else [r[stat] for r in rs]
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=f"{name}: {label}",
+                                     line=dict(color=color, dash=dash, width=2)))
+    floor = [r for r in rows if r["estimator"] == "straight-through"]
+    if floor:
+        fig.add_trace(go.Scatter(x=[r["tau"] for r in floor], y=[r["floor"] for r in floor], mode="lines",
+                                 name="noise floor of the bias² (variance / S)", line=dict(color="#999", dash="dot")))
+    viz.base_layout(fig, "Gradient estimators against the exact gradient (enumeration)", 380)
+    fig.update_xaxes(type="log", title="temperature τ")
+    fig.update_yaxes(type="log", title="per image, summed over the logits")
+    return fig
+
+
+@torch.no_grad()
+def gumbel_snapshot(t: GumbelTrainer) -> dict[str, Any]:
+    c, gen = t.config, t.eval_generator(5)
+    x = t.test_x[:12]
+    code = F.one_hot(t.logits(x).argmax(-1), c.categories).float().flatten(1)
+    idx = torch.randint(0, c.categories, (40, c.groups), generator=gen, device=t.device)
+    return {"model": "gumbel", "images": True, "recon_in": (x / 16).reshape(-1, 8, 8).cpu().numpy(),
+            "recon_out": t.decoder.mean(code).reshape(-1, 8, 8).cpu().numpy(),
+            "samples": t.decoder.mean(F.one_hot(idx, c.categories).float().flatten(1)).reshape(-1, 8, 8).cpu().numpy()}
+
+
 # ---- from a trainer -----------------------------------------------------------------------------------
 
 def snapshot(trainer) -> dict[str, Any]:
+    if isinstance(trainer, GumbelTrainer):
+        return gumbel_snapshot(trainer)
     return density_snapshot(trainer)
 
 
 def page_figures(s: dict[str, Any], rows: list[dict], config: Any) -> viz.Figures:
     """The page's main figures, by name, each built when first used (the CLI's --png writes them all)."""
+    if s["model"] == "gumbel":
+        return viz.Figures({"recon": lambda: reconstructions(s, "their most likely code"),
+                            "samples": lambda: image_grid(s["samples"], 10, "Samples: codes drawn uniformly, decoded", 260),
+                            "curves": lambda: gumbel_curves(rows), "kl_tau": lambda: kl_tau_curves(rows)})
     unit = per_example(config)
     b = {"k": lambda: k_figure(s["k_curve"], unit), "curves": lambda: density_curves(rows, unit)}
     if s["images"]:

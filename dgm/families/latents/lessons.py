@@ -11,8 +11,9 @@ INTRO = (
     "The **density network** has no encoder at all: it scores an x by averaging p(x|z) over K codes drawn "
     "from the prior, and trains the decoder on that estimate. Press **Play** and watch the estimate against "
     "K: with few samples it is far below what an encoder's importance-weighted bound (IWAE) finds for the "
-    "**same decoder**. Likelihoods are in nats per image on the test digits (17 grey levels per pixel) or "
-    "nats per point on 2D data."
+    "**same decoder**. **Discrete latents** replace z by categorical variables: the **Gumbel-softmax** VAE "
+    "trains through a relaxed, differentiable sample. Likelihoods are in nats per image on the test digits "
+    "(17 grey levels per pixel) or nats per point on 2D data."
 )
 
 THEORY_TITLE = "Theory: the Monte Carlo marginal likelihood, and why an encoder helps"
@@ -34,6 +35,30 @@ THEORY = (
     "On this page the encoder is fitted alongside the density network to the current decoder (its "
     "gradients never reach the decoder), so both numbers measure one model. With **train the decoder "
     "with = encoder** the decoder is trained as a VAE instead, on the ELBO.",
+    "**Gumbel-softmax.** A categorical sample is the argmax of the logits plus Gumbel noise (the Gumbel-max "
+    "trick). The argmax has no useful gradient, so it is relaxed to a softmax at temperature τ: a point "
+    "inside the simplex that tends to the one-hot sample as τ → 0.",
+    r"$$y = \operatorname{softmax}\big((\theta + g)/\tau\big),\quad g_c = -\log(-\log u_c),\ "
+    r"u_c \sim U(0, 1)",
+    "Training on relaxed samples optimises a slightly different model (the decoder sees points between "
+    "the corners): the gradient is **biased**, by more as τ grows, and its **variance** grows as τ "
+    "shrinks. **Straight-through** uses the one-hot sample in the forward pass and the relaxed sample's "
+    "gradient backwards. The **score function** (REINFORCE) needs no relaxation and is unbiased, "
+    "(f(y) − b) ∇ log q(y); a baseline b that does not depend on y lowers its variance. For one "
+    "categorical variable the exact gradient is a sum over its categories, so each estimator's bias and "
+    "variance can be measured (the panel at the bottom):",
+    r"$$\nabla_\theta \mathbb{E}_{q_\theta}[f(y)] = \sum_c \nabla_\theta \pi_c(\theta)\, f(e_c),\qquad "
+    r"\frac{\partial}{\partial \theta_j} = \pi_j\big(f(e_j) - \textstyle\sum_c \pi_c f(e_c)\big)",
+)
+
+ESTIMATOR_NOTE = (
+    "For the first categorical variable of the current model at 32 test digits (the others held at their "
+    "most likely class), f(y) = log p(x | y) and the exact gradient of E_q f(y) with respect to the "
+    "variable's logits is a sum over its categories. Each estimator is drawn 400 times: **bias²** is the "
+    "squared distance of their mean from the exact gradient, **variance** their scatter. The mean of 400 "
+    "draws is itself noisy, so an unbiased estimator's measured bias² sits at the **noise floor** "
+    "(variance / 400). The score function's baseline is f at the mean of y, softmax(θ), which does not "
+    "depend on the sample."
 )
 
 LESSONS = (
@@ -60,11 +85,28 @@ LESSONS = (
         "Watch the prior's samples pushed through the decoder (red): one closed curve has to visit all "
         "eight modes, and the learned density shows the bridges between them.",
     ),
+    Lesson(
+        "temperature trades bias for variance",
+        {"model": "gumbel", "tau": 1.0, "anneal": 1e-3, "tau_min": 0.1},
+        "a Gumbel-softmax VAE with τ annealed from 1 to 0.1; the estimator panel measures bias and variance",
+        "Press **Play** for a few hundred steps, then **Measure the estimators now**: at small τ the relaxed "
+        "estimators are nearly unbiased but scatter widely; at τ = 1 they are steady but off the exact "
+        "gradient. The score function with a baseline is unbiased at any τ, and noisier than the relaxation "
+        "at large τ.",
+    ),
+    Lesson(
+        "hard samples (straight-through)",
+        {"model": "gumbel", "hard": True, "tau": 0.5},
+        "one-hot codes forward, relaxed gradients backward: the decoder only ever sees true codes",
+        "The decoder is trained on the codes it will be sampled with, so the test ELBO of the discrete model "
+        "tracks the training objective; compare it with soft samples at the same τ.",
+    ),
 )
 
 EXPERIMENT = Experiment(
     name="latents",
-    help="latent variables without an encoder and discrete latents: density network (digits or 2D data)",
+    help="latent variables without an encoder and discrete latents: density network (digits or 2D data), "
+         "Gumbel-softmax VAE",
     config=LatentsConfig,
     trainer=make_trainer,
     figures=figures,

@@ -170,3 +170,46 @@ def perplexity(counts: Tensor) -> Tensor:
     """exp(entropy) of the code usage frequencies: 1 when one code is used, K when all are used equally."""
     p = counts / counts.sum().clamp(min=1e-12)
     return torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum())
+
+
+# ---- gradient estimators for one categorical variable, against enumeration ------------------------------
+
+def exact_gradient(logits: Tensor, f_table: Tensor) -> Tensor:
+    """∇_θ E_{y ~ Cat(softmax θ)} f(y) by enumerating the C categories: logits (B, C), f_table (B, C) the
+    value at each one-hot -> (B, C). In closed form, p_j (f_j - Σ_c p_c f_c)."""
+    theta = logits.detach().requires_grad_(True)
+    (torch.softmax(theta, -1) * f_table.detach()).sum().backward()
+    return theta.grad
+
+
+def score_function_grads(logits: Tensor, f, baseline: Tensor, samples: int, gen: torch.Generator) -> Tensor:
+    """Score-function (REINFORCE) estimates with a baseline: (f(y) - b) ∇_θ log q(y), y ~ Cat exactly
+    (Gumbel-max); ∇_θ log q(y) = onehot(y) - softmax(θ). ``f`` maps one-hots (S, B, C) to (S, B);
+    ``baseline`` (B,) must not depend on y. -> (S, B, C), one estimate per sample."""
+    p = torch.softmax(logits, -1)
+    g = gumbel((samples, *logits.shape), gen, logits.device)
+    y = F.one_hot((logits + g).argmax(-1), logits.shape[-1]).to(logits.dtype)
+    with torch.no_grad():
+        w = f(y) - baseline
+    return w.unsqueeze(-1) * (y - p)
+
+
+def relaxed_grads(logits: Tensor, f, tau: float, hard: bool, samples: int, gen: torch.Generator) -> Tensor:
+    """Gumbel-softmax (``hard`` False) or straight-through Gumbel (``hard`` True) estimates ∇_θ f(y),
+    y = gumbel_softmax(θ, τ): -> (S, B, C), one estimate per sample (each sample has its own copy of θ)."""
+    theta = logits.detach().expand(samples, *logits.shape).clone().requires_grad_(True)
+    g = gumbel(theta.shape, gen, logits.device)
+    f(gumbel_softmax(theta, tau, g, hard)).sum().backward()
+    return theta.grad
+
+
+def estimator_stats(grads: Tensor, exact: Tensor) -> dict[str, float]:
+    """Bias and variance of estimates (S, B, C) against the exact gradient (B, C), per example: bias² =
+    ‖E ĝ − g‖², variance = Σ_c Var ĝ_c (over the S samples), both averaged over the B examples; and the
+    relative bias ‖E ĝ − g‖ / ‖g‖; ``floor`` = variance / S, what the measured bias² of an unbiased
+    estimator averages to (the noise of the mean of S samples)."""
+    mean = grads.mean(0)
+    bias2 = (mean - exact).pow(2).sum(-1)
+    var = float(grads.var(0).sum(-1).mean())
+    return {"bias2": float(bias2.mean()), "variance": var, "floor": var / grads.shape[0],
+            "rel_bias": float((bias2.sqrt() / exact.norm(dim=-1).clamp(min=1e-12)).mean())}

@@ -13,23 +13,29 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 import dgm.core.data
 import dgm.core.digits
 from dgm.core.config import knob
 from dgm.core.train import Trainer
 from dgm.families.latents.model import (
-    Decoder, Encoder, iwae_bound, iwae_log_weights, mc_estimates, mc_log_marginal,
+    Decoder, Encoder, categorical_kl_uniform, estimator_stats, exact_gradient, gumbel, gumbel_softmax, iwae_bound,
+    iwae_log_weights, mc_estimates, mc_log_marginal, relaxed_grads, score_function_grads,
 )
+from dgm.core.nets import mlp
 
-DENSITY = "density_net"
-MODELS = (DENSITY,)
+DENSITY, GUMBEL = "density_net", "gumbel"
+MODELS = (DENSITY, GUMBEL)
 DIGITS = "digits"
 DATA_CHOICES = (DIGITS, *dgm.core.data.names("sampled"))
 MC_KS = (1, 10, 100, 1000)  # the K of the reported Monte Carlo estimates
 MC_REPEATS = 5  # independent estimates per K: their spread is the estimate's noise
 IWAE_K = 100  # the encoder's importance-weighted bound
 TEST_2D = 300  # test points for 2D data
+ESTIMATOR_TAUS = (0.1, 0.5, 1.0)  # the temperatures of the gradient estimator table
+ESTIMATOR_SAMPLES = 400  # gradient estimates per estimator and temperature
+ESTIMATOR_IMAGES = 32  # test digits the gradient is taken at
 
 
 def _density(c) -> bool:
@@ -42,7 +48,8 @@ def per_example(c) -> str:
 
 @dataclass
 class LatentsConfig:
-    model: str = knob(DENSITY, "the model: a density network (a decoder and a prior, no encoder)",
+    model: str = knob(DENSITY, "the model: a density network (a decoder and a prior, no encoder) or a VAE "
+                      "with categorical latents relaxed by Gumbel-softmax",
                       choices=MODELS, group="Model")
     data: str = knob(DIGITS, "data: the 8x8 digits (17 grey levels per pixel) or a 2D distribution",
                      choices=DATA_CHOICES, group="Data", show=_density)
@@ -53,6 +60,19 @@ class LatentsConfig:
     fit: str = knob("prior", "how the decoder is trained: by the Monte Carlo estimate with z from the prior "
                     "(the density network), or by the ELBO with an encoder (a VAE)", label="train the decoder with",
                     choices=("prior", "encoder"), group="Model", show=_density)
+    groups: int = knob(8, "categorical latent variables per image", label="categorical variables",
+                       choices=(1, 2, 4, 8, 16), group="Model", show=lambda c: c.model == GUMBEL)
+    categories: int = knob(10, "categories of each latent variable", choices=(2, 4, 8, 10, 16), group="Model",
+                           show=lambda c: c.model == GUMBEL)
+    tau: float = knob(1.0, "starting temperature τ of the Gumbel-softmax (small: close to one-hot, noisy gradients)",
+                      label="temperature τ", choices=(0.1, 0.2, 0.5, 1.0, 2.0, 5.0), group="Model",
+                      show=lambda c: c.model == GUMBEL)
+    anneal: float = knob(0.0, "annealing: τ_t = max(τ_min, τ exp(-rate · t)) (0: a fixed τ)", label="annealing rate",
+                         choices=(0.0, 1e-4, 3e-4, 1e-3, 3e-3), group="Model", show=lambda c: c.model == GUMBEL)
+    tau_min: float = knob(0.5, "the temperature annealing stops at", label="τ_min", choices=(0.05, 0.1, 0.2, 0.5, 1.0),
+                          group="Model", show=lambda c: c.model == GUMBEL and c.anneal > 0)
+    hard: bool = knob(False, "straight-through: one-hot samples forward, the relaxed sample's gradient backward",
+                      label="hard samples (straight-through)", group="Model", show=lambda c: c.model == GUMBEL)
     width: int = knob(128, "hidden units per layer (2 hidden layers)", choices=(32, 64, 128, 256), group="Model")
     lr: float = knob(1e-3, "Adam learning rate", label="learning rate", lo=1e-5, hi=1e-1, log=True, group="Training")
     batch: int = knob(64, "data points per step", label="batch size", choices=(16, 32, 64, 128, 256),
@@ -141,14 +161,103 @@ class DensityNetTrainer(_Base):
         return out
 
 
+class GumbelTrainer(_Base):
+    """A VAE on the digits with ``groups`` categorical latents of ``categories`` classes each, a uniform
+    prior, and relaxed (or straight-through) Gumbel-softmax samples. The test figures are of the discrete
+    model: one-hot samples of q(y|x), the exact KL to the uniform prior."""
+
+    eval_every = 200
+
+    def build(self):
+        c = self.config
+        self.load_data(DIGITS)
+        self.encoder = mlp(64, c.groups * c.categories, c.width, depth=2).to(self.device)
+        self.decoder = Decoder(64, c.groups * c.categories, c.width, images=True).to(self.device)
+        self.opt = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=c.lr)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """q(y|x): (B, 64) levels -> (B, groups, categories) logits."""
+        return self.encoder(x / 16.0).unflatten(-1, (self.config.groups, self.config.categories))
+
+    def temperature(self, step: int | None = None) -> float:
+        c = self.config
+        t = self.iteration if step is None else step
+        return max(c.tau_min, c.tau * float(np.exp(-c.anneal * t))) if c.anneal > 0 else c.tau
+
+    def train_step(self):
+        x = self.batch()
+        logits = self.logits(x)
+        tau = self.temperature()
+        y = gumbel_softmax(logits, tau, gumbel(logits.shape, self.gen, self.device), self.config.hard)
+        recon = self.decoder.log_lik(x, y.flatten(1))
+        kl = categorical_kl_uniform(logits)
+        loss = -(recon - kl).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.detach(), "batch_recon": recon.mean().detach(), "batch_kl": kl.mean().detach(),
+                "tau": torch.tensor(tau)}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        x, gen = self.test_x, self.eval_generator(1)
+        logits = self.logits(x)
+        y = gumbel_softmax(logits.expand(4, *logits.shape), 1.0, gumbel((4, *logits.shape), gen, self.device), True)
+        recon = self.decoder.log_lik(x, y.flatten(-2)).mean(0)
+        kl = categorical_kl_uniform(logits)
+        return {"elbo": float((recon - kl).mean()), "recon": float(recon.mean()), "kl": float(kl.mean())}
+
+    def f(self, x: Tensor, logits: Tensor):
+        """The function whose expectation the estimators differentiate: y (S, B, C) of the first latent
+        variable -> log p(x|y, the others at their most likely class) (S, B)."""
+        rest = F.one_hot(logits[:, 1:].argmax(-1), logits.shape[-1]).to(x.dtype).flatten(1)  # (B, (N-1) C)
+
+        def f(y: Tensor) -> Tensor:
+            return self.decoder.log_lik(x, torch.cat([y, rest.expand(*y.shape[:-1], -1)], -1))
+        return f
+
+    def estimator_table(self, taus=ESTIMATOR_TAUS, samples: int = ESTIMATOR_SAMPLES) -> list[dict[str, Any]]:
+        """Bias and variance of the gradient estimators of ∇_θ E_q f(y) for the first latent variable at
+        ``ESTIMATOR_IMAGES`` test digits, against the exact gradient by enumerating its categories."""
+        x = self.test_x[:ESTIMATOR_IMAGES]
+        with torch.no_grad():
+            logits = self.logits(x)
+        theta, f = logits[:, 0], self.f(x, logits)
+        eye = torch.eye(theta.shape[-1], device=self.device)
+        with torch.no_grad():
+            table = f(eye[:, None].expand(-1, x.shape[0], -1)).T  # (B, C): f at each category
+            base = f(torch.softmax(theta, -1)[None])[0]  # f at the mean of y: independent of the sample
+        exact = exact_gradient(theta, table)
+        gen = self.eval_generator(9)
+        rows = [{"estimator": "score function + baseline", "tau": None,
+                 **estimator_stats(score_function_grads(theta, f, base, samples, gen), exact)}]
+        for tau in taus:
+            for name, hard in (("Gumbel-softmax", False), ("straight-through", True)):
+                rows.append({"estimator": name, "tau": tau,
+                             **estimator_stats(relaxed_grads(theta, f, tau, hard, samples, gen), exact)})
+        for r in rows:
+            r["exact_norm2"] = float(exact.pow(2).sum(-1).mean())
+        return rows
+
+    def final(self) -> dict[str, float]:
+        """All latest metrics and the estimator table, flattened: grad_<sf|gs|st>[_tau]_<bias2|variance|floor>
+        (sf: score function + baseline; gs: Gumbel-softmax; st: straight-through)."""
+        super().final()
+        short = {"score function + baseline": "sf", "Gumbel-softmax": "gs", "straight-through": "st"}
+        for r in self.estimator_table():
+            name = short[r["estimator"]] + ("" if r["tau"] is None else f"_{r['tau']:g}")
+            self.latest_eval.update({f"grad_{name}_{k}": r[k] for k in ("bias2", "variance", "floor")})
+        return {**self.latest, **self.latest_eval}
+
+
 def make_trainer(config: LatentsConfig, seed: int = 0, device: str = "auto") -> Trainer:
     """The trainer of ``config.model``."""
-    return {DENSITY: DensityNetTrainer}[config.model](config, seed=seed, device=device)
+    return {DENSITY: DensityNetTrainer, GUMBEL: GumbelTrainer}[config.model](config, seed=seed, device=device)
 
 
-def samples(trainer: Trainer, n: int) -> np.ndarray | None:
+def samples(trainer: Trainer, n: int) -> np.ndarray:
     """n model samples: 2D points x ~ p(x|z), z ~ p(z) (density network on 2D data); decoded means of
-    the digits (n, 64) in [0, 1] otherwise."""
+    the digits (n, 64) in [0, 1] otherwise (z, or one-hot codes, from the prior)."""
     gen = trainer.eval_generator(7)
     with torch.no_grad():
         if isinstance(trainer, DensityNetTrainer):
@@ -157,7 +266,9 @@ def samples(trainer: Trainer, n: int) -> np.ndarray | None:
                 return trainer.decoder.mean(z).cpu().numpy()
             m, log_std = trainer.decoder.gaussian(z)
             return (m + torch.exp(log_std) * torch.randn(m.shape, generator=gen, device=m.device)).cpu().numpy()
-    return None
+        c = trainer.config
+        idx = torch.randint(0, c.categories, (n, c.groups), generator=gen, device=trainer.device)
+        return trainer.decoder.mean(F.one_hot(idx, c.categories).float().flatten(1)).cpu().numpy()
 
 
 def k_curve(trainer: DensityNetTrainer) -> dict[str, Any]:
