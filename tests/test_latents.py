@@ -125,3 +125,40 @@ def test_the_straight_through_gradient_is_the_relaxed_samples_jacobian_times_the
     jac = (torch.diag(p) - torch.outer(p, p)) / tau  # ∂ softmax((θ + g)/τ) / ∂θ
     expected = jac.T @ (2 * (w * y.detach()).sum() * w)
     assert theta.grad == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_quantiser_picks_the_nearest_code_and_passes_the_gradient_straight_through():
+    g = torch.Generator().manual_seed(3)
+    ze, cb = torch.randn(5, 3, 4, generator=g).requires_grad_(True), torch.randn(7, 4, generator=g)
+    zq, idx, e = M.quantise(ze, cb)
+    assert idx.tolist() == torch.cdist(ze.detach().reshape(-1, 4), cb).argmin(1).reshape(5, 3).tolist()
+    assert zq.detach() == pytest.approx(cb[idx])  # forward: the codes
+    w = torch.randn(5, 3, 4, generator=g)
+    (zq * w).sum().backward()
+    assert ze.grad == pytest.approx(w)  # backward: the identity
+
+
+def test_ema_codebook_without_memory_is_the_mean_of_its_assigned_outputs_and_perplexity_counts_codes():
+    torch.manual_seed(0)
+    book = M.Codebook(3, 2)
+    ze = torch.tensor([[0.0, 1.0], [2.0, 3.0], [10.0, 10.0]])
+    idx = torch.tensor([0, 0, 2])
+    counts = book.track(idx, decay=0.0)
+    assert counts.tolist() == [2.0, 0.0, 1.0]
+    book.ema_update(ze, idx, counts, decay=0.0, eps=1e-9)
+    assert book.weight[0].tolist() == pytest.approx([1.0, 2.0]) and book.weight[2].tolist() == pytest.approx([10.0, 10.0])
+    assert float(M.perplexity(torch.tensor([5.0, 5.0, 5.0, 5.0]))) == pytest.approx(4.0)
+    assert float(M.perplexity(torch.tensor([9.0, 0.0, 0.0]))) == pytest.approx(1.0)
+    moved = book.restart(ze, threshold=0.5, gen=torch.Generator().manual_seed(0))  # code 1 is dead
+    assert moved == 1 and any(torch.equal(book.weight[1], z) for z in ze)
+
+
+def test_dead_code_restarts_put_more_of_the_book_to_use():
+    from dgm.families.latents.trainer import LatentsConfig, make_trainer
+
+    used = {}
+    for restarts in (False, True):
+        t = make_trainer(LatentsConfig(model="vqvae", codes=32, width=32, restarts=restarts), seed=0, device="cpu")
+        t.step(60)
+        used[restarts] = t.final()["used"]
+    assert used[True] > used[False]

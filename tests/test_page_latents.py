@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import re
+
+import numpy as np
 
 from conftest import charts, open_page
 
@@ -66,3 +69,21 @@ def test_gumbel_softmax_page_measures_the_estimators_against_enumeration():
     assert list(table["estimator"]).count("Gumbel-softmax") == 3  # three temperatures
     relaxed = table[table["estimator"] == "Gumbel-softmax"].sort_values("τ")
     assert relaxed["variance"].iloc[0] > relaxed["variance"].iloc[-1]  # small τ: the larger variance
+
+
+def test_vq_vae_page_shows_the_codebook_and_its_usage():
+    at = open_page("pages/latents.py", {"model": "vqvae", "width": "32", "codes": "16", "restarts": "true"})
+    _ok(at)
+    assert at.toggle(key="restarts").value is True
+    at.selectbox(key="latents.speed").set_value(10).run()
+    at.button(key="latents.step").click().run()
+    _ok(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["codes in use"].endswith("of 16") and float(metrics["perplexity"]) <= 16
+    titles = _titles(at)
+    assert any(t.startswith("Codebook in the encoder's space") for t in titles)
+    usage = next(c for c in charts(at) if c["layout"]["title"]["text"].startswith("Codebook usage"))
+    y = usage["data"][0]["y"]  # plotly's typed array: {"dtype", "bdata"}
+    counts = np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"]) if isinstance(y, dict) else np.array(y)
+    assert len(counts) == 16 and counts.sum() == 300 * 4  # every test digit's 4 codes, by code
+    assert any(t.startswith("Samples: codes drawn uniformly") for t in titles)

@@ -11,7 +11,7 @@ import streamlit as st
 from dgm.families.latents import figures as lviz
 from dgm.families.latents.lessons import ESTIMATOR_NOTE
 from dgm.families.latents.trainer import (
-    ESTIMATOR_IMAGES, ESTIMATOR_SAMPLES, GUMBEL, IWAE_K, MC_KS, MC_REPEATS, GumbelTrainer, per_example,
+    ESTIMATOR_IMAGES, ESTIMATOR_SAMPLES, GUMBEL, IWAE_K, MC_KS, MC_REPEATS, VQ, GumbelTrainer, per_example,
 )
 from dgm.ui import common, session, view
 
@@ -45,6 +45,24 @@ def _gumbel_summary(trainer) -> None:
     c[3].metric("temperature τ", f"{trainer.temperature():.3g}")
 
 
+def _vq_summary(trainer) -> None:
+    e = trainer.latest_eval
+    if not e:
+        return
+    c = trainer.config
+    st.caption(f"Test digits ({trainer.test_x.shape[0]} images, {c.positions} codes each): the codes in use, the "
+               "perplexity of their frequencies, and the reconstruction from the codes.")
+    m = st.columns(4)
+    m[0].metric("codes in use", f"{e['used']:.0%} of {c.codes}", help="codes picked at least once on the test digits")
+    m[1].metric("perplexity", f"{e['perplexity']:.1f}", help="exp(entropy of the code frequencies): the number of "
+                "equally used codes that would give the same entropy")
+    m[2].metric("reconstruction", f"{e['recon']:.1f}", help="log p(x|z_q), nats per image")
+    m[3].metric("squared error", f"{e['mse']:.4f}", help="mean squared error of the decoded means, intensities in [0, 1]")
+
+
+SUMMARIES = {GUMBEL: _gumbel_summary, VQ: _vq_summary}
+
+
 class LatentsView(view.View):
     """Main figures every frame; the summary and the curves about once a second while playing."""
 
@@ -59,11 +77,15 @@ class LatentsView(view.View):
     def _main_names(self, s: dict[str, Any]) -> list[str]:
         if s["model"] == GUMBEL:
             return ["recon", "samples"]
+        if s["model"] == VQ:
+            return ["codebook", "usage"]
         return ["k", "samples"] if s["images"] else ["density", "pushforward"]
 
     def _panel_names(self, s: dict[str, Any]) -> list[str]:
         if s["model"] == GUMBEL:
             return ["curves", "kl_tau"]
+        if s["model"] == VQ:
+            return ["perplexity", "recon_curve"]
         return ["curves"] if s["images"] else ["k", "curves"]
 
     def main(self, trainer) -> Callable[[], None]:
@@ -81,7 +103,7 @@ class LatentsView(view.View):
         s = self.snap or lviz.snapshot(trainer)
         figs = lviz.page_figures(s, trainer.history.merged(), trainer.config)
         with self.summary:
-            (_gumbel_summary if s["model"] == GUMBEL else _density_summary)(trainer)
+            SUMMARIES.get(s["model"], _density_summary)(trainer)
 
         def show() -> None:
             with self.below:
@@ -89,6 +111,8 @@ class LatentsView(view.View):
                     st.info(f"The test estimates appear after the first evaluation, at step {trainer.eval_every}.",
                             icon=":material/hourglass_top:")
                     return
+                if s["model"] == VQ:
+                    common.plot_row(figs, ["recon", "samples"], "latents")
                 common.plot_row(figs, self._panel_names(s), "latents")
 
         return show

@@ -14,8 +14,8 @@ from dgm.core import viz
 from dgm.core.metrics import Grid
 from torch.nn import functional as F
 
-from dgm.families.latents.model import mc_log_marginal
-from dgm.families.latents.trainer import DensityNetTrainer, GumbelTrainer, k_curve, per_example
+from dgm.families.latents.model import mc_log_marginal, perplexity
+from dgm.families.latents.trainer import DensityNetTrainer, GumbelTrainer, VQTrainer, k_curve, per_example
 
 GREY = [[0.0, "#000000"], [1.0, "#ffffff"]]
 DENSITY_K = 2000  # samples of z per grid point for the 2D density
@@ -160,11 +160,79 @@ def gumbel_snapshot(t: GumbelTrainer) -> dict[str, Any]:
             "samples": t.decoder.mean(F.one_hot(idx, c.categories).float().flatten(1)).reshape(-1, 8, 8).cpu().numpy()}
 
 
+# ---- VQ-VAE ----------------------------------------------------------------------------------------------
+
+def usage_histogram(s: dict[str, Any]) -> go.Figure:
+    """How many test encoder outputs pick each code, codes sorted by use."""
+    counts = np.sort(s["counts"])[::-1]
+    used = int((counts > 0).sum())
+    fig = go.Figure(go.Bar(x=np.arange(len(counts)), y=counts, marker_color=viz.PALETTE[1], name="test assignments"))
+    viz.base_layout(fig, f"Codebook usage on the test digits: {used} of {len(counts)} codes used, "
+                         f"perplexity {s['perplexity']:.1f}", 320)
+    fig.update_xaxes(title="codes, by use")
+    fig.update_yaxes(title="encoder outputs assigned")
+    return fig
+
+
+def codebook_plane(s: dict[str, Any]) -> go.Figure:
+    """The codebook vectors among the test encoder outputs z_e, in the first two principal axes of z_e."""
+    ze, cb, used = s["ze_2d"], s["codebook_2d"], s["counts"] > 0
+    title = "Codebook in the encoder's space" + (" (principal axes 1, 2 of z_e)" if s["projected"] else "")
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=ze[:, 0], y=ze[:, 1], mode="markers", name="z_e of test digits",
+                             marker=dict(size=3, color="#999999", opacity=0.4)))
+    for mask, name, color, symbol in ((used, "used codes", viz.PALETTE[0], "circle"),
+                                      (~used, "dead codes", "#444444", "x")):
+        if mask.any():
+            fig.add_trace(go.Scatter(x=cb[mask, 0], y=cb[mask, 1], mode="markers", name=name,
+                                     marker=dict(size=8, color=color, symbol=symbol, line=dict(width=0))))
+    viz.base_layout(fig, title, 420)
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return fig
+
+
+def vq_curves(rows: list[dict]) -> go.Figure:
+    return viz.curves(rows, ["perplexity", "batch_perplexity"], title="Codebook perplexity exp(H(usage))",
+                      labels={"perplexity": "test", "batch_perplexity": "batch"})
+
+
+def vq_recon_curves(rows: list[dict]) -> go.Figure:
+    return viz.curves(rows, ["recon", "batch_recon"], title="Reconstruction log p(x|z_q) (nats per image)",
+                      labels={"recon": "test", "batch_recon": "batch"})
+
+
+@torch.no_grad()
+def vq_snapshot(t: VQTrainer) -> dict[str, Any]:
+    c, gen = t.config, t.eval_generator(5)
+    ze, idx = t.codes(t.test_x)
+    cb = t.codebook.weight
+    flat = ze.reshape(-1, c.code_dim)
+    if c.code_dim > 2:  # the first two principal axes of the encoder outputs
+        mean = flat.mean(0)
+        axes = torch.linalg.svd(flat - mean, full_matrices=False).Vh[:2].T  # (D, 2)
+        ze2, cb2 = (flat - mean) @ axes, (cb - mean) @ axes
+    else:
+        ze2, cb2 = flat, cb
+    ze2 = ze2 if c.code_dim > 1 else torch.cat([ze2, torch.zeros_like(ze2)], 1)
+    cb2 = cb2 if c.code_dim > 1 else torch.cat([cb2, torch.zeros_like(cb2)], 1)
+    counts = torch.bincount(idx.reshape(-1), minlength=c.codes).float()
+    x = t.test_x[:12]
+    rand = torch.randint(0, c.codes, (40, c.positions), generator=gen, device=t.device)
+    return {"model": "vqvae", "images": True, "counts": counts.cpu().numpy(),
+            "perplexity": float(perplexity(counts)),
+            "ze_2d": ze2.cpu().numpy(), "codebook_2d": cb2.cpu().numpy(), "projected": c.code_dim > 2,
+            "recon_in": (x / 16).reshape(-1, 8, 8).cpu().numpy(),
+            "recon_out": t.decoder.mean(cb[idx[:12]].flatten(1)).reshape(-1, 8, 8).cpu().numpy(),
+            "samples": t.decoder.mean(cb[rand].flatten(1)).reshape(-1, 8, 8).cpu().numpy()}
+
+
 # ---- from a trainer -----------------------------------------------------------------------------------
 
 def snapshot(trainer) -> dict[str, Any]:
     if isinstance(trainer, GumbelTrainer):
         return gumbel_snapshot(trainer)
+    if isinstance(trainer, VQTrainer):
+        return vq_snapshot(trainer)
     return density_snapshot(trainer)
 
 
@@ -174,6 +242,11 @@ def page_figures(s: dict[str, Any], rows: list[dict], config: Any) -> viz.Figure
         return viz.Figures({"recon": lambda: reconstructions(s, "their most likely code"),
                             "samples": lambda: image_grid(s["samples"], 10, "Samples: codes drawn uniformly, decoded", 260),
                             "curves": lambda: gumbel_curves(rows), "kl_tau": lambda: kl_tau_curves(rows)})
+    if s["model"] == "vqvae":
+        return viz.Figures({"codebook": lambda: codebook_plane(s), "usage": lambda: usage_histogram(s),
+                            "recon": lambda: reconstructions(s, "their codes"),
+                            "samples": lambda: image_grid(s["samples"], 10, "Samples: codes drawn uniformly, decoded", 260),
+                            "perplexity": lambda: vq_curves(rows), "recon_curve": lambda: vq_recon_curves(rows)})
     unit = per_example(config)
     b = {"k": lambda: k_figure(s["k_curve"], unit), "curves": lambda: density_curves(rows, unit)}
     if s["images"]:

@@ -12,7 +12,8 @@ INTRO = (
     "from the prior, and trains the decoder on that estimate. Press **Play** and watch the estimate against "
     "K: with few samples it is far below what an encoder's importance-weighted bound (IWAE) finds for the "
     "**same decoder**. **Discrete latents** replace z by categorical variables: the **Gumbel-softmax** VAE "
-    "trains through a relaxed, differentiable sample. Likelihoods are in nats per image on the test digits "
+    "trains through a relaxed, differentiable sample; the **VQ-VAE** snaps each encoder output to the "
+    "nearest vector of a learned codebook. Likelihoods are in nats per image on the test digits "
     "(17 grey levels per pixel) or nats per point on 2D data."
 )
 
@@ -49,6 +50,18 @@ THEORY = (
     "variance can be measured (the panel at the bottom):",
     r"$$\nabla_\theta \mathbb{E}_{q_\theta}[f(y)] = \sum_c \nabla_\theta \pi_c(\theta)\, f(e_c),\qquad "
     r"\frac{\partial}{\partial \theta_j} = \pi_j\big(f(e_j) - \textstyle\sum_c \pi_c f(e_c)\big)",
+    "**VQ-VAE.** The encoder outputs vectors z_e; each is replaced by its nearest codebook vector e, and the "
+    "decoder sees only the codes. The nearest-neighbour step has no gradient, so the decoder's gradient "
+    "is copied straight through to z_e. The codebook is pulled towards the encoder outputs (by the loss, or "
+    "by moving averages of the outputs assigned to each code, EMA), and a **commitment** term with weight β "
+    "keeps the encoder close to its codes (sg: stop-gradient):",
+    r"$$\mathcal L = -\log p(x|z_q) + \|\mathrm{sg}[z_e] - e\|^2 + \beta\,\|z_e - \mathrm{sg}[e]\|^2,"
+    r"\qquad z_q = e_{k^*},\ k^* = \arg\min_k \|z_e - e_k\|",
+    "**Codebook collapse.** A code that no encoder output picks gets no update and stays where it is: a "
+    "**dead code**. Often only a handful of codes carry the whole data set. The **perplexity** of the "
+    "code frequencies, exp(entropy), counts the codes in effective use. **Dead-code restarts** move unused "
+    "codes onto random encoder outputs, where they start to be picked. With a uniform prior over the "
+    "codes, samples are poor: a VQ-VAE is usually paired with a learned (autoregressive) prior over its codes.",
 )
 
 ESTIMATOR_NOTE = (
@@ -101,12 +114,27 @@ LESSONS = (
         "The decoder is trained on the codes it will be sampled with, so the test ELBO of the discrete model "
         "tracks the training objective; compare it with soft samples at the same τ.",
     ),
+    Lesson(
+        "codebook collapse",
+        {"model": "vqvae", "codes": 64, "update": "loss", "restarts": False},
+        "a 64-code book updated by the loss: most codes are never picked and never move",
+        "Watch the codebook among the encoder outputs: a few red codes sit in the cloud and take every "
+        "assignment, the dead ones (×) stay where they started. The usage histogram ends in a long run of "
+        "zeros, and the perplexity stays far below 64.",
+    ),
+    Lesson(
+        "dead-code restarts",
+        {"model": "vqvae", "codes": 64, "update": "loss", "restarts": True},
+        "the same book with dead codes moved onto encoder outputs: nearly every code is in use",
+        "Every 20 steps, codes that almost no encoder output picks are moved onto random encoder outputs. The "
+        "dead codes disappear, the histogram flattens, the perplexity climbs, and the reconstruction improves.",
+    ),
 )
 
 EXPERIMENT = Experiment(
     name="latents",
     help="latent variables without an encoder and discrete latents: density network (digits or 2D data), "
-         "Gumbel-softmax VAE",
+         "Gumbel-softmax VAE, VQ-VAE",
     config=LatentsConfig,
     trainer=make_trainer,
     figures=figures,

@@ -213,3 +213,49 @@ def estimator_stats(grads: Tensor, exact: Tensor) -> dict[str, float]:
     var = float(grads.var(0).sum(-1).mean())
     return {"bias2": float(bias2.mean()), "variance": var, "floor": var / grads.shape[0],
             "rel_bias": float((bias2.sqrt() / exact.norm(dim=-1).clamp(min=1e-12)).mean())}
+
+
+class Codebook(nn.Module):
+    """K code vectors of dimension D (``weight``), updated by the loss or by exponential moving averages
+    of the encoder outputs assigned to each (``ema_count``, ``ema_sum``); ``usage``: a moving average of
+    how many encoder outputs pick each code per step, which finds the dead codes."""
+
+    def __init__(self, codes: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(codes, dim).uniform_(-1.0 / codes, 1.0 / codes))
+        self.register_buffer("ema_count", torch.ones(codes))
+        self.register_buffer("ema_sum", self.weight.detach().clone())
+        self.register_buffer("usage", torch.zeros(codes))
+
+    @torch.no_grad()
+    def track(self, idx: Tensor, decay: float) -> Tensor:
+        """Update the usage average with one step's assignments; return the step's counts (K,)."""
+        counts = torch.bincount(idx.reshape(-1), minlength=self.weight.shape[0]).to(self.usage.dtype)
+        self.usage.mul_(decay).add_(counts, alpha=1 - decay)
+        return counts
+
+    @torch.no_grad()
+    def ema_update(self, ze: Tensor, idx: Tensor, counts: Tensor, decay: float, eps: float = 1e-5) -> None:
+        """e_k = (moving average of the sum of the z_e assigned to k) / (moving average of their count),
+        the count Laplace-smoothed so that an unused code does not divide by zero."""
+        flat, k = ze.reshape(-1, ze.shape[-1]), self.weight.shape[0]
+        sums = torch.zeros_like(self.ema_sum).index_add_(0, idx.reshape(-1), flat)
+        self.ema_count.mul_(decay).add_(counts, alpha=1 - decay)
+        self.ema_sum.mul_(decay).add_(sums, alpha=1 - decay)
+        n = self.ema_count.sum()
+        smoothed = (self.ema_count + eps) / (n + k * eps) * n
+        self.weight.copy_(self.ema_sum / smoothed.unsqueeze(1))
+
+    @torch.no_grad()
+    def restart(self, ze: Tensor, threshold: float, gen: torch.Generator) -> int:
+        """Move every code whose usage fell below ``threshold`` onto a random encoder output of the
+        batch; returns how many were moved."""
+        dead = (self.usage < threshold).nonzero().squeeze(1)
+        if dead.numel() == 0:
+            return 0
+        flat = ze.reshape(-1, ze.shape[-1])
+        pick = flat[torch.randint(0, flat.shape[0], (dead.numel(),), generator=gen, device=ze.device)]
+        self.weight[dead] = pick
+        self.ema_sum[dead], self.ema_count[dead] = pick, 1.0
+        self.usage[dead] = 0.0  # picked often enough before the next check, or moved again
+        return int(dead.numel())

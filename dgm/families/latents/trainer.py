@@ -20,13 +20,13 @@ import dgm.core.digits
 from dgm.core.config import knob
 from dgm.core.train import Trainer
 from dgm.families.latents.model import (
-    Decoder, Encoder, categorical_kl_uniform, estimator_stats, exact_gradient, gumbel, gumbel_softmax, iwae_bound,
+    Codebook, Decoder, Encoder, categorical_kl_uniform, perplexity, quantise, estimator_stats, exact_gradient, gumbel, gumbel_softmax, iwae_bound,
     iwae_log_weights, mc_estimates, mc_log_marginal, relaxed_grads, score_function_grads,
 )
 from dgm.core.nets import mlp
 
-DENSITY, GUMBEL = "density_net", "gumbel"
-MODELS = (DENSITY, GUMBEL)
+DENSITY, GUMBEL, VQ = "density_net", "gumbel", "vqvae"
+MODELS = (DENSITY, GUMBEL, VQ)
 DIGITS = "digits"
 DATA_CHOICES = (DIGITS, *dgm.core.data.names("sampled"))
 MC_KS = (1, 10, 100, 1000)  # the K of the reported Monte Carlo estimates
@@ -36,6 +36,9 @@ TEST_2D = 300  # test points for 2D data
 ESTIMATOR_TAUS = (0.1, 0.5, 1.0)  # the temperatures of the gradient estimator table
 ESTIMATOR_SAMPLES = 400  # gradient estimates per estimator and temperature
 ESTIMATOR_IMAGES = 32  # test digits the gradient is taken at
+EMA_DECAY = 0.99  # VQ-VAE: the moving averages of the codebook and of code usage
+RESTART_EVERY = 20  # VQ-VAE: steps between checks for dead codes
+DEAD_USAGE = 0.03  # ... a code is dead when fewer encoder outputs than this pick it per step, on average
 
 
 def _density(c) -> bool:
@@ -48,8 +51,8 @@ def per_example(c) -> str:
 
 @dataclass
 class LatentsConfig:
-    model: str = knob(DENSITY, "the model: a density network (a decoder and a prior, no encoder) or a VAE "
-                      "with categorical latents relaxed by Gumbel-softmax",
+    model: str = knob(DENSITY, "the model: a density network (a decoder and a prior, no encoder), a VAE "
+                      "with categorical latents relaxed by Gumbel-softmax, or a VQ-VAE (a codebook)",
                       choices=MODELS, group="Model")
     data: str = knob(DIGITS, "data: the 8x8 digits (17 grey levels per pixel) or a 2D distribution",
                      choices=DATA_CHOICES, group="Data", show=_density)
@@ -73,6 +76,18 @@ class LatentsConfig:
                           group="Model", show=lambda c: c.model == GUMBEL and c.anneal > 0)
     hard: bool = knob(False, "straight-through: one-hot samples forward, the relaxed sample's gradient backward",
                       label="hard samples (straight-through)", group="Model", show=lambda c: c.model == GUMBEL)
+    codes: int = knob(64, "VQ-VAE: vectors in the codebook", label="codebook size", choices=(8, 16, 32, 64, 128, 256),
+                      group="Model", show=lambda c: c.model == VQ)
+    code_dim: int = knob(8, "VQ-VAE: dimension of each code vector", label="code dimension", choices=(2, 4, 8, 16, 32),
+                         group="Model", show=lambda c: c.model == VQ)
+    positions: int = knob(4, "VQ-VAE: codes per image (the encoder outputs this many vectors)", label="codes per image",
+                          choices=(1, 2, 4, 8, 16), group="Model", show=lambda c: c.model == VQ)
+    beta: float = knob(0.25, "VQ-VAE: weight of the commitment loss ‖z_e − sg(e)‖²", label="β (commitment)",
+                       choices=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0), group="Model", show=lambda c: c.model == VQ)
+    update: str = knob("loss", "VQ-VAE: codebook updated by the loss ‖sg(z_e) − e‖² or by moving averages (EMA)",
+                       label="codebook update", choices=("loss", "ema"), group="Model", show=lambda c: c.model == VQ)
+    restarts: bool = knob(False, "VQ-VAE: move dead codes onto random encoder outputs", label="dead-code restarts",
+                          group="Model", show=lambda c: c.model == VQ)
     width: int = knob(128, "hidden units per layer (2 hidden layers)", choices=(32, 64, 128, 256), group="Model")
     lr: float = knob(1e-3, "Adam learning rate", label="learning rate", lo=1e-5, hi=1e-1, log=True, group="Training")
     batch: int = knob(64, "data points per step", label="batch size", choices=(16, 32, 64, 128, 256),
@@ -250,9 +265,69 @@ class GumbelTrainer(_Base):
         return {**self.latest, **self.latest_eval}
 
 
+class VQTrainer(_Base):
+    """A VQ-VAE on the digits: the encoder's ``positions`` vectors are each replaced by the nearest of
+    ``codes`` codebook vectors; the decoder (a categorical over 17 levels per pixel) gets the gradient
+    straight through the quantiser. Loss per image: -log p(x|z_q) + ‖sg(z_e) − e‖² (unless EMA)
+    + β ‖z_e − sg(e)‖²."""
+
+    eval_every = 200
+
+    def build(self):
+        c = self.config
+        self.load_data(DIGITS)
+        self.encoder = mlp(64, c.positions * c.code_dim, c.width, depth=2).to(self.device)
+        self.codebook = Codebook(c.codes, c.code_dim).to(self.device)
+        self.decoder = Decoder(64, c.positions * c.code_dim, c.width, images=True).to(self.device)
+        params = [*self.encoder.parameters(), *self.decoder.parameters()]
+        self.opt = torch.optim.Adam(params + ([self.codebook.weight] if c.update == "loss" else []), lr=c.lr)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """z_e: (B, 64) levels -> (B, positions, code_dim)."""
+        return self.encoder(x / 16.0).unflatten(-1, (self.config.positions, self.config.code_dim))
+
+    def train_step(self):
+        c, cb = self.config, self.codebook
+        x = self.batch()
+        ze = self.encode(x)
+        zq, idx, e = quantise(ze, cb.weight)
+        recon = self.decoder.log_lik(x, zq.flatten(1))
+        commit = (ze - e.detach()).pow(2).sum((-2, -1))
+        loss = -recon.mean() + c.beta * commit.mean()
+        if c.update == "loss":
+            loss = loss + (ze.detach() - e).pow(2).sum((-2, -1)).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        counts = cb.track(idx, EMA_DECAY)
+        if c.update == "ema":
+            cb.ema_update(ze.detach(), idx, counts, EMA_DECAY)
+        if c.restarts and (self.iteration + 1) % RESTART_EVERY == 0:
+            cb.restart(ze.detach(), DEAD_USAGE, self.gen)
+        return {"loss": loss.detach(), "batch_recon": recon.mean().detach(), "commit": commit.mean().detach(),
+                "batch_perplexity": perplexity(counts)}
+
+    @torch.no_grad()
+    def codes(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        ze = self.encode(x)
+        return ze, quantise(ze, self.codebook.weight)[1]
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        x = self.test_x
+        ze, idx = self.codes(x)
+        zq = self.codebook.weight[idx]
+        counts = torch.bincount(idx.reshape(-1), minlength=self.config.codes).float()
+        recon = self.decoder.log_lik(x, zq.flatten(1))
+        mse = (self.decoder.mean(zq.flatten(1)) - x / 16.0).pow(2).mean()
+        return {"recon": float(recon.mean()), "mse": float(mse), "perplexity": float(perplexity(counts)),
+                "used": float((counts > 0).float().mean())}
+
+
 def make_trainer(config: LatentsConfig, seed: int = 0, device: str = "auto") -> Trainer:
     """The trainer of ``config.model``."""
-    return {DENSITY: DensityNetTrainer, GUMBEL: GumbelTrainer}[config.model](config, seed=seed, device=device)
+    return {DENSITY: DensityNetTrainer, GUMBEL: GumbelTrainer, VQ: VQTrainer}[config.model](config, seed=seed,
+                                                                                        device=device)
 
 
 def samples(trainer: Trainer, n: int) -> np.ndarray:
@@ -267,6 +342,9 @@ def samples(trainer: Trainer, n: int) -> np.ndarray:
             m, log_std = trainer.decoder.gaussian(z)
             return (m + torch.exp(log_std) * torch.randn(m.shape, generator=gen, device=m.device)).cpu().numpy()
         c = trainer.config
+        if isinstance(trainer, VQTrainer):
+            idx = torch.randint(0, c.codes, (n, c.positions), generator=gen, device=trainer.device)
+            return trainer.decoder.mean(trainer.codebook.weight[idx].flatten(1)).cpu().numpy()
         idx = torch.randint(0, c.categories, (n, c.groups), generator=gen, device=trainer.device)
         return trainer.decoder.mean(F.one_hot(idx, c.categories).float().flatten(1)).cpu().numpy()
 
