@@ -1,7 +1,7 @@
 """Targets of the latents page (issue 22).
 
     .venv/bin/python bench/bench_latents.py                  # everything
-    .venv/bin/python bench/bench_latents.py --only density   # one part: density | gumbel
+    .venv/bin/python bench/bench_latents.py --only density   # one part: density | gumbel | vqvae
 
 1. density: the density network on the digits (the page's defaults: z = 2, K = 100 in training,
    128-unit MLPs, Adam 1e-3, batch 64), trained a fixed number of steps over 5 seeds; on the 300 test
@@ -15,6 +15,11 @@
    Gumbel-softmax, straight-through) at τ = 0.1, 0.5, 1: bias² against the exact gradient by
    enumeration, variance, and the noise floor of the measured bias² (variance / 400); mean over seeds.
    The figure of seed 0 is written to bench/out/latents_estimators.png.
+3. vqvae: the VQ-VAE on the digits (64 codes of dimension 8, 4 codes per image, β = 0.25) for a wall-time
+   budget of 60 s (``--seconds``), each codebook update (loss, EMA) without and with dead-code restarts,
+   5 seeds: on the 300 test digits the share of the 64 codes in use, the perplexity of their frequencies,
+   the reconstruction log p(x|z_q) in nats per image and the squared error of the decoded means
+   (intensities in [0, 1]); and the steps the budget allowed on this machine.
 
 Timings are single-process CPU wall times; the machine's load changes them.
 """
@@ -85,15 +90,34 @@ def gumbel(steps: int) -> None:
               f"{statistics.mean(col('floor')):12.5f}")
 
 
+def vqvae(seconds: float) -> None:
+    for update in ("loss", "ema"):
+        for restarts in (False, True):
+            rows, steps = [], []
+            for seed in SEEDS:
+                t = EXPERIMENT.make(LatentsConfig(model="vqvae", update=update, restarts=restarts), seed=seed, device="cpu")
+                steps.append(t.run(seconds=seconds, burst=None))
+                rows.append(t.final())
+            col = lambda key: [r[key] for r in rows]  # noqa: E731
+            print(f"VQ-VAE, codebook update {update!r}, restarts {restarts}: {seconds:g} s each, steps "
+                  f"{min(steps)}..{max(steps)}, seeds {SEEDS}; test digits, mean ± sd over seeds")
+            print(f"  codes in use {_ms([100 * u for u in col('used')], '.1f')} % of 64   perplexity "
+                  f"{_ms(col('perplexity'), '.1f')}   reconstruction {_ms(col('recon'), '.2f')} nats per image   "
+                  f"squared error {_ms(col('mse'), '.4f')}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", choices=("density", "gumbel"), default=None)
+    ap.add_argument("--only", choices=("density", "gumbel", "vqvae"), default=None)
+    ap.add_argument("--seconds", type=float, default=60.0, help="the VQ-VAE's wall-time budget per run")
     ap.add_argument("--steps", type=int, default=1000)
     a = ap.parse_args()
     if a.only in (None, "density"):
         density(a.steps)
     if a.only in (None, "gumbel"):
         gumbel(a.steps)
+    if a.only in (None, "vqvae"):
+        vqvae(a.seconds)
 
 
 if __name__ == "__main__":

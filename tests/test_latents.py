@@ -153,12 +153,27 @@ def test_ema_codebook_without_memory_is_the_mean_of_its_assigned_outputs_and_per
     assert moved == 1 and any(torch.equal(book.weight[1], z) for z in ze)
 
 
-def test_dead_code_restarts_put_more_of_the_book_to_use():
-    from dgm.families.latents.trainer import LatentsConfig, make_trainer
+def test_a_dead_code_restart_puts_more_of_the_book_to_use():
+    from dgm.families.latents.trainer import RESTART_EVERY, LatentsConfig, make_trainer
 
     used = {}
     for restarts in (False, True):
         t = make_trainer(LatentsConfig(model="vqvae", codes=32, width=32, restarts=restarts), seed=0, device="cpu")
-        t.step(60)
+        t.step(RESTART_EVERY)  # the first check for dead codes comes at the last of these steps
         used[restarts] = t.final()["used"]
-    assert used[True] > used[False]
+    assert used[True] > used[False] + 0.2
+
+
+def test_the_code_prior_is_autoregressive_and_normalised():
+    torch.manual_seed(0)
+    prior = M.CodePrior(positions=3, codes=4, width=16)
+    grids = torch.cartesian_prod(torch.arange(4), torch.arange(4), torch.arange(4))  # all 64 code grids
+    with torch.no_grad():
+        assert float(prior.log_prob(grids).exp().sum()) == pytest.approx(1.0, abs=1e-5)
+        a, b = torch.tensor([[1, 2, 3]]), torch.tensor([[1, 0, 0]])  # the same first code, later codes differ
+        assert prior.logits(a)[0, :2] == pytest.approx(prior.logits(b)[0, :2])  # positions 0, 1 see only code 0
+        assert not torch.allclose(prior.logits(a)[0, 2], prior.logits(b)[0, 2])
+    s = prior.sample(5000, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        p_first = torch.softmax(prior.logits(s[:1])[0, 0], -1)
+    assert torch.bincount(s[:, 0], minlength=4).float() / 5000 == pytest.approx(p_first, abs=0.025)

@@ -87,3 +87,5 @@ def test_vq_vae_page_shows_the_codebook_and_its_usage():
     counts = np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"]) if isinstance(y, dict) else np.array(y)
     assert len(counts) == 16 and counts.sum() == 300 * 4  # every test digit's 4 codes, by code
     assert any(t.startswith("Samples: codes drawn uniformly") for t in titles)
+    assert any(t.startswith("Samples: codes from the autoregressive prior") for t in titles)
+    assert "codes under the AR prior" in metrics

@@ -52,12 +52,14 @@ def _vq_summary(trainer) -> None:
     c = trainer.config
     st.caption(f"Test digits ({trainer.test_x.shape[0]} images, {c.positions} codes each): the codes in use, the "
                "perplexity of their frequencies, and the reconstruction from the codes.")
-    m = st.columns(4)
+    m = st.columns(5)
     m[0].metric("codes in use", f"{e['used']:.0%} of {c.codes}", help="codes picked at least once on the test digits")
     m[1].metric("perplexity", f"{e['perplexity']:.1f}", help="exp(entropy of the code frequencies): the number of "
                 "equally used codes that would give the same entropy")
     m[2].metric("reconstruction", f"{e['recon']:.1f}", help="log p(x|z_q), nats per image")
     m[3].metric("squared error", f"{e['mse']:.4f}", help="mean squared error of the decoded means, intensities in [0, 1]")
+    m[4].metric("codes under the AR prior", f"{e['prior_nll']:.1f}", delta=f"{e['prior_nll'] - e['uniform_nll']:+.1f} vs "
+                "uniform", delta_color="inverse", help="-log p(codes) of the test digits, nats per image")
 
 
 SUMMARIES = {GUMBEL: _gumbel_summary, VQ: _vq_summary}
@@ -112,7 +114,8 @@ class LatentsView(view.View):
                             icon=":material/hourglass_top:")
                     return
                 if s["model"] == VQ:
-                    common.plot_row(figs, ["recon", "samples"], "latents")
+                    common.plot(lambda: figs["recon"], key="latents.recon")
+                    common.plot_row(figs, ["samples", "prior_samples", "prior"], "latents")
                 common.plot_row(figs, self._panel_names(s), "latents")
 
         return show

@@ -201,6 +201,13 @@ def vq_recon_curves(rows: list[dict]) -> go.Figure:
                       labels={"recon": "test", "batch_recon": "batch"})
 
 
+def vq_prior_curves(rows: list[dict]) -> go.Figure:
+    return viz.curves(rows, ["prior_nll", "uniform_nll", "batch_prior_nll"],
+                      title="Codes of the test digits under the priors (nats per image)",
+                      labels={"prior_nll": "autoregressive prior (test)", "uniform_nll": "uniform prior",
+                              "batch_prior_nll": "autoregressive prior (batch)"})
+
+
 @torch.no_grad()
 def vq_snapshot(t: VQTrainer) -> dict[str, Any]:
     c, gen = t.config, t.eval_generator(5)
@@ -218,12 +225,14 @@ def vq_snapshot(t: VQTrainer) -> dict[str, Any]:
     counts = torch.bincount(idx.reshape(-1), minlength=c.codes).float()
     x = t.test_x[:12]
     rand = torch.randint(0, c.codes, (40, c.positions), generator=gen, device=t.device)
+    learned = t.prior.sample(40, gen)
     return {"model": "vqvae", "images": True, "counts": counts.cpu().numpy(),
             "perplexity": float(perplexity(counts)),
             "ze_2d": ze2.cpu().numpy(), "codebook_2d": cb2.cpu().numpy(), "projected": c.code_dim > 2,
             "recon_in": (x / 16).reshape(-1, 8, 8).cpu().numpy(),
             "recon_out": t.decoder.mean(cb[idx[:12]].flatten(1)).reshape(-1, 8, 8).cpu().numpy(),
-            "samples": t.decoder.mean(cb[rand].flatten(1)).reshape(-1, 8, 8).cpu().numpy()}
+            "samples": t.decoder.mean(cb[rand].flatten(1)).reshape(-1, 8, 8).cpu().numpy(),
+            "prior_samples": t.decoder.mean(cb[learned].flatten(1)).reshape(-1, 8, 8).cpu().numpy()}
 
 
 # ---- from a trainer -----------------------------------------------------------------------------------
@@ -246,6 +255,9 @@ def page_figures(s: dict[str, Any], rows: list[dict], config: Any) -> viz.Figure
         return viz.Figures({"codebook": lambda: codebook_plane(s), "usage": lambda: usage_histogram(s),
                             "recon": lambda: reconstructions(s, "their codes"),
                             "samples": lambda: image_grid(s["samples"], 10, "Samples: codes drawn uniformly, decoded", 260),
+                            "prior_samples": lambda: image_grid(s["prior_samples"], 10,
+                                                                "Samples: codes from the autoregressive prior", 260),
+                            "prior": lambda: vq_prior_curves(rows),
                             "perplexity": lambda: vq_curves(rows), "recon_curve": lambda: vq_recon_curves(rows)})
     unit = per_example(config)
     b = {"k": lambda: k_figure(s["k_curve"], unit), "curves": lambda: density_curves(rows, unit)}

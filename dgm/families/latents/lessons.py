@@ -94,9 +94,10 @@ LESSONS = (
     Lesson(
         "density network on ring8",
         {"model": "density_net", "data": "ring8", "latent": 1, "k": 100},
-        "a 1-dimensional z pushed through the decoder traces a curve through the eight modes",
-        "Watch the prior's samples pushed through the decoder (red): one closed curve has to visit all "
-        "eight modes, and the learned density shows the bridges between them.",
+        "a 1-dimensional z pushed through the decoder: one curve through the eight modes",
+        "The decoder's mean f(z) is a continuous function of one number, so the prior's samples pushed "
+        "through it (red) lie on a single curve that must pass through all eight modes; watch where the "
+        "learned density leaks along it between them.",
     ),
     Lesson(
         "temperature trades bias for variance",
@@ -111,8 +112,10 @@ LESSONS = (
         "hard samples (straight-through)",
         {"model": "gumbel", "hard": True, "tau": 0.5},
         "one-hot codes forward, relaxed gradients backward: the decoder only ever sees true codes",
-        "The decoder is trained on the codes it will be sampled with, so the test ELBO of the discrete model "
-        "tracks the training objective; compare it with soft samples at the same τ.",
+        "The forward pass uses one-hot codes, so the decoder is trained on the codes it is sampled with. "
+        "Measure the estimators: at every temperature straight-through scatters more than the soft "
+        "Gumbel-softmax and is further from the exact gradient; it buys a decoder that never sees a code "
+        "between the corners.",
     ),
     Lesson(
         "codebook collapse",

@@ -259,3 +259,39 @@ class Codebook(nn.Module):
         self.ema_sum[dead], self.ema_count[dead] = pick, 1.0
         self.usage[dead] = 0.0  # picked often enough before the next check, or moved again
         return int(dead.numel())
+
+
+class CodePrior(nn.Module):
+    """An autoregressive prior over the G codes of an image: p(c) = Π_i p(c_i | c_<i), each factor an MLP
+    of the earlier codes (one-hot, later positions zeroed) and the position (one-hot)."""
+
+    def __init__(self, positions: int, codes: int, width: int):
+        super().__init__()
+        self.positions, self.codes = positions, codes
+        self.net = mlp(positions * codes + positions, codes, width, depth=2)
+        # mask[i]: the inputs position i may see (the codes before it)
+        mask = torch.zeros(positions, positions, codes)
+        for i in range(positions):
+            mask[i, :i] = 1.0
+        self.register_buffer("mask", mask.flatten(1))
+
+    def logits(self, codes: Tensor) -> Tensor:
+        """codes (B, G) -> logits of every position given the codes before it (B, G, K)."""
+        b, g = codes.shape
+        onehot = F.one_hot(codes, self.codes).to(self.mask.dtype).flatten(1)  # (B, G*K)
+        pos = torch.eye(g, device=codes.device).expand(b, g, g)
+        return self.net(torch.cat([onehot.unsqueeze(1) * self.mask, pos], -1))
+
+    def log_prob(self, codes: Tensor) -> Tensor:
+        """log p(c) per image: (B, G) -> (B,)."""
+        lp = torch.log_softmax(self.logits(codes), -1)
+        return lp.gather(-1, codes.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+    @torch.no_grad()
+    def sample(self, n: int, gen: torch.Generator) -> Tensor:
+        """n code grids (n, G), one position at a time."""
+        codes = torch.zeros(n, self.positions, dtype=torch.long, device=self.mask.device)
+        for i in range(self.positions):
+            p = torch.softmax(self.logits(codes)[:, i], -1)
+            codes[:, i] = torch.multinomial(p, 1, generator=gen).squeeze(1)
+        return codes

@@ -20,7 +20,7 @@ import dgm.core.digits
 from dgm.core.config import knob
 from dgm.core.train import Trainer
 from dgm.families.latents.model import (
-    Codebook, Decoder, Encoder, categorical_kl_uniform, perplexity, quantise, estimator_stats, exact_gradient, gumbel, gumbel_softmax, iwae_bound,
+    Codebook, CodePrior, Decoder, Encoder, categorical_kl_uniform, perplexity, quantise, estimator_stats, exact_gradient, gumbel, gumbel_softmax, iwae_bound,
     iwae_log_weights, mc_estimates, mc_log_marginal, relaxed_grads, score_function_grads,
 )
 from dgm.core.nets import mlp
@@ -269,7 +269,8 @@ class VQTrainer(_Base):
     """A VQ-VAE on the digits: the encoder's ``positions`` vectors are each replaced by the nearest of
     ``codes`` codebook vectors; the decoder (a categorical over 17 levels per pixel) gets the gradient
     straight through the quantiser. Loss per image: -log p(x|z_q) + ‖sg(z_e) − e‖² (unless EMA)
-    + β ‖z_e − sg(e)‖²."""
+    + β ‖z_e − sg(e)‖². An autoregressive prior over the codes is fitted alongside to the codes the
+    encoder gives (its loss does not reach the encoder)."""
 
     eval_every = 200
 
@@ -279,8 +280,10 @@ class VQTrainer(_Base):
         self.encoder = mlp(64, c.positions * c.code_dim, c.width, depth=2).to(self.device)
         self.codebook = Codebook(c.codes, c.code_dim).to(self.device)
         self.decoder = Decoder(64, c.positions * c.code_dim, c.width, images=True).to(self.device)
+        self.prior = CodePrior(c.positions, c.codes, c.width).to(self.device)
         params = [*self.encoder.parameters(), *self.decoder.parameters()]
         self.opt = torch.optim.Adam(params + ([self.codebook.weight] if c.update == "loss" else []), lr=c.lr)
+        self.opt_prior = torch.optim.Adam(self.prior.parameters(), lr=c.lr)
 
     def encode(self, x: Tensor) -> Tensor:
         """z_e: (B, 64) levels -> (B, positions, code_dim)."""
@@ -304,8 +307,12 @@ class VQTrainer(_Base):
             cb.ema_update(ze.detach(), idx, counts, EMA_DECAY)
         if c.restarts and (self.iteration + 1) % RESTART_EVERY == 0:
             cb.restart(ze.detach(), DEAD_USAGE, self.gen)
+        prior_nll = -self.prior.log_prob(idx).mean()  # the prior learns the codes the encoder gives now
+        self.opt_prior.zero_grad(set_to_none=True)
+        prior_nll.backward()
+        self.opt_prior.step()
         return {"loss": loss.detach(), "batch_recon": recon.mean().detach(), "commit": commit.mean().detach(),
-                "batch_perplexity": perplexity(counts)}
+                "batch_perplexity": perplexity(counts), "batch_prior_nll": prior_nll.detach()}
 
     @torch.no_grad()
     def codes(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -321,7 +328,8 @@ class VQTrainer(_Base):
         recon = self.decoder.log_lik(x, zq.flatten(1))
         mse = (self.decoder.mean(zq.flatten(1)) - x / 16.0).pow(2).mean()
         return {"recon": float(recon.mean()), "mse": float(mse), "perplexity": float(perplexity(counts)),
-                "used": float((counts > 0).float().mean())}
+                "used": float((counts > 0).float().mean()), "prior_nll": float(-self.prior.log_prob(idx).mean()),
+                "uniform_nll": self.config.positions * float(np.log(self.config.codes))}
 
 
 def make_trainer(config: LatentsConfig, seed: int = 0, device: str = "auto") -> Trainer:
@@ -332,7 +340,7 @@ def make_trainer(config: LatentsConfig, seed: int = 0, device: str = "auto") -> 
 
 def samples(trainer: Trainer, n: int) -> np.ndarray:
     """n model samples: 2D points x ~ p(x|z), z ~ p(z) (density network on 2D data); decoded means of
-    the digits (n, 64) in [0, 1] otherwise (z, or one-hot codes, from the prior)."""
+    the digits (n, 64) in [0, 1] otherwise (z, or codes, from the prior: the VQ-VAE's autoregressive one)."""
     gen = trainer.eval_generator(7)
     with torch.no_grad():
         if isinstance(trainer, DensityNetTrainer):
@@ -343,7 +351,7 @@ def samples(trainer: Trainer, n: int) -> np.ndarray:
             return (m + torch.exp(log_std) * torch.randn(m.shape, generator=gen, device=m.device)).cpu().numpy()
         c = trainer.config
         if isinstance(trainer, VQTrainer):
-            idx = torch.randint(0, c.codes, (n, c.positions), generator=gen, device=trainer.device)
+            idx = trainer.prior.sample(n, gen)
             return trainer.decoder.mean(trainer.codebook.weight[idx].flatten(1)).cpu().numpy()
         idx = torch.randint(0, c.categories, (n, c.groups), generator=gen, device=trainer.device)
         return trainer.decoder.mean(F.one_hot(idx, c.categories).float().flatten(1)).cpu().numpy()
