@@ -99,7 +99,7 @@ def density_snapshot(t: DensityNetTrainer) -> dict[str, Any]:
     logp = torch.cat([mc_log_marginal(t.decoder, pts, DENSITY_K, gen) for pts in grid.points.split(1200)])
     m, log_std = t.decoder.gaussian(z)
     out.update(grid=grid, density=logp.exp().cpu(), box=t.dist.box, data=t.test_x.cpu().numpy(),
-               means=m.cpu().numpy(), samples=(m + torch.exp(log_std) * torch.randn(m.shape, generator=gen)).cpu().numpy())
+               means=m.cpu().numpy(), samples=(m + torch.exp(log_std) * torch.randn(m.shape, generator=gen, device=m.device)).cpu().numpy())
     return out
 
 

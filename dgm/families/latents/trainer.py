@@ -211,7 +211,7 @@ class GumbelTrainer(_Base):
         loss.backward()
         self.opt.step()
         return {"loss": loss.detach(), "batch_recon": recon.mean().detach(), "batch_kl": kl.mean().detach(),
-                "tau": torch.tensor(tau)}
+                "tau": torch.tensor(tau, device=self.device)}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
