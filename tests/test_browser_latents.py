@@ -22,7 +22,7 @@ def test_density_network_steps_and_draws_the_estimate_against_k(app_server, page
     traces = k_chart.first.evaluate("(root) => root._fullData.map(t => [t.name, t.x.length])")
     names = [n for n, _ in traces]
     assert any(n.startswith("log (1/K)") for n in names) and "IWAE(k = 100), encoder" in names, traces
-    assert dict(traces)["log (1/K) Σ p(x|z_k), z_k ~ p(z)"] == 4  # K = 1, 10, 100, 1000
+    assert dict(traces)["log (1/K) Σ p(x|z_k), z_k ~ p(z) (bars: ±1 sd)"] == 4  # K = 1, 10, 100, 1000
     assert page.get_by_text("IWAE (k = 100)").first.is_visible()
     assert page.locator('[data-testid="stException"]').count() == 0
     assert "seed=1" in page.url

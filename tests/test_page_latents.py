@@ -43,7 +43,7 @@ def test_density_network_page_steps_and_shows_the_gap_to_iwae():
     iwae, mc = float(metrics["IWAE (k = 100)"].value), float(metrics["MC, K = 1"].value)
     assert iwae > mc  # the encoder's bound beats one prior sample
     k_fig = next(t for t in _titles(at) if t.startswith("log p(x) by Monte Carlo"))
-    assert "gap to IWAE at K = 1,000" in k_fig
+    assert "IWAE(100) − MC(K = 1,000) = " in k_fig
     assert len(charts(at)) == 3  # + the curves
 
 

@@ -45,7 +45,7 @@ def k_figure(kc: dict[str, Any], unit: str) -> go.Figure:
     fig = go.Figure()
     title = "log p(x) by Monte Carlo from the prior, against K"
     if kc:
-        fig.add_trace(go.Scatter(x=kc["ks"], y=kc["mean"], mode="lines+markers", name="log (1/K) Σ p(x|z_k), z_k ~ p(z)",
+        fig.add_trace(go.Scatter(x=kc["ks"], y=kc["mean"], mode="lines+markers", name="log (1/K) Σ p(x|z_k), z_k ~ p(z) (bars: ±1 sd)",
                                  error_y=dict(type="data", array=kc["sd"], visible=True, thickness=1.5, width=6),
                                  line=dict(color=viz.PALETTE[0], width=2.5)))
         for name, key, color, dash in (("IWAE(k = 100), encoder", "iwae", viz.PALETTE[1], "dash"),
@@ -53,10 +53,12 @@ def k_figure(kc: dict[str, Any], unit: str) -> go.Figure:
             fig.add_trace(go.Scatter(x=[kc["ks"][0], kc["ks"][-1]], y=[kc[key]] * 2, mode="lines", name=name,
                                      line=dict(color=color, width=2, dash=dash)))
         gap = kc["iwae"] - kc["mean"][-1]
-        title += f" (step {kc['step']:,}; gap to IWAE at K = {kc['ks'][-1]:,}: {gap:.1f})"
-    viz.base_layout(fig, title, 380)
+        title += (f"<br><sup>step {kc['step']:,}; IWAE(100) − MC(K = {kc['ks'][-1]:,}) = {gap:+.2f} "
+                  f"({'the encoder is tighter' if gap > 0 else 'the prior samples are tighter'})</sup>")
+    viz.base_layout(fig, title, 400)
+    fig.update_layout(margin=dict(t=70))
     fig.update_xaxes(type="log", title="K (samples of z per x)")
-    fig.update_yaxes(title=f"test log-likelihood ({unit}); bars: ±1 sd")
+    fig.update_yaxes(title=f"test log p(x), {unit}")
     fig.update_layout(legend=dict(orientation="h", y=-0.25))
     return fig
 
@@ -66,6 +68,7 @@ def density_curves(rows: list[dict], unit: str) -> go.Figure:
     labels = {"mc_1": "MC, K = 1", "mc_10": "MC, K = 10", "mc_100": "MC, K = 100", "mc_1000": "MC, K = 1000",
               "iwae": "IWAE(100), encoder", "batch_mc": "training estimate (batch)", "batch_elbo": "ELBO (batch)"}
     fig = viz.curves(rows, keys, title=f"Test estimates of log p(x) during training ({unit})", labels=labels)
+    fig.update_traces(mode="lines+markers", marker=dict(size=5), selector=lambda t: not t.name.endswith("(batch)"))
     return fig
 
 

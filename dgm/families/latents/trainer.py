@@ -123,7 +123,7 @@ class DensityNetTrainer(_Base):
     current decoder (the decoder does not see its gradients), so that IWAE(k = 100) can measure the
     same decoder."""
 
-    eval_every = 200
+    eval_every = 100
 
     def build(self):
         c = self.config
