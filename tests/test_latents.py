@@ -158,7 +158,8 @@ def test_a_dead_code_restart_puts_more_of_the_book_to_use():
 
     used = {}
     for restarts in (False, True):
-        t = make_trainer(LatentsConfig(model="vqvae", codes=32, width=32, restarts=restarts), seed=0, device="cpu")
+        t = make_trainer(LatentsConfig(model="vqvae", codes=32, width=16, batch=32, restarts=restarts), seed=0,
+                         device="cpu")
         t.step(RESTART_EVERY)  # the first check for dead codes comes at the last of these steps
         used[restarts] = t.final()["used"]
     assert used[True] > used[False] + 0.2
@@ -177,3 +178,18 @@ def test_the_code_prior_is_autoregressive_and_normalised():
     with torch.no_grad():
         p_first = torch.softmax(prior.logits(s[:1])[0, 0], -1)
     assert torch.bincount(s[:, 0], minlength=4).float() / 5000 == pytest.approx(p_first, abs=0.025)
+
+
+@pytest.mark.parametrize("values", [{"model": "gumbel", "anneal": 1e-3, "hard": True},
+                                    {"model": "vqvae", "update": "ema", "restarts": True}], ids=["gumbel", "vqvae"])
+def test_a_seed_fixes_the_run_whatever_the_bursts(values):
+    from dgm.families.latents.trainer import RESTART_EVERY, LatentsConfig, make_trainer
+
+    cfg = LatentsConfig(width=16, batch=16, **values)
+    a, b = make_trainer(cfg, seed=5, device="cpu"), make_trainer(cfg, seed=5, device="cpu")
+    a.step(RESTART_EVERY + 1)
+    b.step(7), b.step(RESTART_EVERY - 6)
+    for (name, m), (_, n) in zip(a.modules().items(), b.modules().items()):
+        for (k, t), u in zip(m.state_dict().items(), n.state_dict().values()):
+            assert torch.equal(t, u), (name, k)
+    assert a.history.merged() == b.history.merged()
