@@ -24,6 +24,8 @@ MODULES = {
     "flow": "dgm.families.flows.lessons",
     "vae": "dgm.families.vae.lessons",
     "latents": "dgm.families.latents.lessons",
+    "autoregressive": "dgm.families.autoregressive.lessons",
+    "diffusion": "dgm.families.diffusion.lessons",
 }
 
 
