@@ -178,8 +178,7 @@ def exact_gradient(logits: Tensor, f_table: Tensor) -> Tensor:
     """∇_θ E_{y ~ Cat(softmax θ)} f(y) by enumerating the C categories: logits (B, C), f_table (B, C) the
     value at each one-hot -> (B, C). In closed form, p_j (f_j - Σ_c p_c f_c)."""
     theta = logits.detach().requires_grad_(True)
-    (torch.softmax(theta, -1) * f_table.detach()).sum().backward()
-    return theta.grad
+    return torch.autograd.grad((torch.softmax(theta, -1) * f_table.detach()).sum(), theta)[0]
 
 
 def score_function_grads(logits: Tensor, f, baseline: Tensor, samples: int, gen: torch.Generator) -> Tensor:
@@ -199,8 +198,7 @@ def relaxed_grads(logits: Tensor, f, tau: float, hard: bool, samples: int, gen: 
     y = gumbel_softmax(θ, τ): -> (S, B, C), one estimate per sample (each sample has its own copy of θ)."""
     theta = logits.detach().expand(samples, *logits.shape).clone().requires_grad_(True)
     g = gumbel(theta.shape, gen, logits.device)
-    f(gumbel_softmax(theta, tau, g, hard)).sum().backward()
-    return theta.grad
+    return torch.autograd.grad(f(gumbel_softmax(theta, tau, g, hard)).sum(), theta)[0]  # leaves the decoder's .grad alone
 
 
 def estimator_stats(grads: Tensor, exact: Tensor) -> dict[str, float]:
