@@ -4,9 +4,11 @@ import streamlit as st
 
 # st.navigation comes first, before anything heavy is imported: until the first run of this script
 # reaches it, Streamlit serves new sessions in its legacy pages/-directory mode.
-from dgm.ui.pages import PAGES, app_run  # light: streamlit and dataclasses only
+from dgm.ui.pages import PAGES, app_run, home_alias  # light: streamlit and dataclasses only
 
-page = st.navigation({section: [p.page() for p in pages] for section, pages in PAGES.items()})
+nav = {section: [p.page() for p in pages] for section, pages in PAGES.items()}
+nav[""].append(home_alias())  # /home as well as /
+page = st.navigation(nav)
 # presenter mode starts with the sidebar (the controls) folded away, for the projector
 presenting = st.query_params.get("presenter", "").lower() == "true"
 st.set_page_config(page_title="DGM Explorer", page_icon="assets/logo.svg", layout="wide",

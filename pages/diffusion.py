@@ -1,5 +1,7 @@
 """Diffusion and flow matching: learned scores against exact ones, samplers, guidance, reflow."""
 
+import streamlit as st
+
 from dgm.core.registry import get
 from dgm.families.diffusion.trainer import sampling_of, training_config
 from dgm.ui import common, controls, view
@@ -9,8 +11,10 @@ exp = get("diffusion")
 cfg = controls.config_sidebar(exp)
 common.page_header(exp)
 cfg = ui.check(cfg)
+live = st.container()  # the figure first: the view options are drawn into the page after it
 opts = ui.view_options(cfg)
 # sampling settings are runtime settings: changing them never restarts the run
-state = view.loop(exp, training_config(cfg), ui.DiffusionView(opts), runtime=sampling_of(cfg))
+with live:
+    state = view.loop(exp, training_config(cfg), ui.DiffusionView(opts), runtime=sampling_of(cfg))
 ui.measurements(exp, state.trainer)
 common.theory(exp)

@@ -10,11 +10,13 @@ exp = get("gan")
 cfg = controls.config_sidebar(exp)
 common.page_header(exp)
 
+live = st.container()  # the figure first: the step mode and view options are drawn into the page after it
 left, right = st.columns([1, 1.6], vertical_alignment="bottom")
 with left:
     mode = ui.mode_radio()
 with right:
     opts = ui.view_options()
 
-view.loop(exp, cfg, ui.GameView(exp, opts), runtime={"mode": mode})
+with live:
+    view.loop(exp, cfg, ui.GameView(exp, opts), runtime={"mode": mode})
 common.theory(exp)

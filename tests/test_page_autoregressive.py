@@ -20,12 +20,17 @@ def _iteration(at) -> int:
     raise AssertionError("no status line")
 
 
+def _title(c: dict) -> str:
+    """A chart's title as one line (the page breaks long titles into lines: dgm.ui.common.plot)."""
+    return (c["layout"].get("title") or {}).get("text", "").replace("<br>", " ")
+
+
 def _titles(at) -> list[str]:
-    return [(c["layout"].get("title") or {}).get("text", "") for c in charts(at)]
+    return [_title(c) for c in charts(at)]
 
 
 def _chart(at, start: str) -> dict:
-    return next(c for c in charts(at) if (c["layout"].get("title") or {}).get("text", "").startswith(start))
+    return next(c for c in charts(at) if _title(c).startswith(start))
 
 
 SMALL = {"hidden": "64", "train_size": "200"}
@@ -68,11 +73,11 @@ def test_the_blind_spot_lesson_and_the_gated_fix():
     at = open_page("pages/autoregressive.py", {"preset": "the blind spot"})
     _ok(at)
     assert at.selectbox(key="model").value == "pixelcnn" and at.select_slider(key="kernel").value == 5
-    assert "210 of 2,016 earlier unseen" in _chart(at, "All pairs")["layout"]["title"]["text"]
+    assert "210 of 2,016 earlier unseen" in _title(_chart(at, "All pairs"))
     assert any("Lesson: the blind spot" in i.value for i in at.info)
     at.selectbox(key="stack").set_value("gated").run()
     _ok(at)
-    assert "0 of 2,016 earlier unseen" in _chart(at, "All pairs")["layout"]["title"]["text"]
+    assert "0 of 2,016 earlier unseen" in _title(_chart(at, "All pairs"))
 
 
 def test_the_vae_pages_bounds_become_reference_lines():
@@ -124,7 +129,7 @@ def test_the_link_sets_the_view_controls_and_an_ensemble_samples_each_ordering()
     assert at.slider(key="autoregressive.row").value == 3 and at.slider(key="autoregressive.col").value == 6
     assert at.slider(key="autoregressive.ordering").value == 2
     assert at.multiselect(key="autoregressive.digits").value == [2]
-    assert "(row 3, col 6)" in _chart(at, "Inputs of the conditional")["layout"]["title"]["text"]
+    assert "(row 3, col 6)" in _title(_chart(at, "Inputs of the conditional"))
     timing = next(c.value for c in at.caption if c.value.startswith("Measured here"))
     assert "64 passes of the network (each pass runs every ordering at once)" in timing, timing
 

@@ -30,6 +30,34 @@ MODULES = {
 
 
 @dataclass(frozen=True)
+class Watch:
+    """The number a lesson is about and its point: ``metric(trainer)`` (None until it can be measured) and
+    ``point(value)``, true once the run shows what the lesson teaches; ``goal`` says it in words ("≤ 2").
+    ``every`` and ``max_steps``: how often, and how long, a headless search for the point checks; ``after``: the
+    first step it is measured at."""
+
+    label: str
+    metric: Callable[[Trainer], float | None]
+    point: Callable[[float], bool]
+    goal: str
+    every: int = 100
+    max_steps: int = 5000
+    after: int = 0  # measured from this step on (where the start of a run would show the point by accident)
+
+    def value(self, trainer: Trainer) -> float | None:
+        if trainer.iteration < self.after:
+            return None
+        try:
+            return self.metric(trainer)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def reached(self, trainer: Trainer) -> bool:
+        v = self.value(trainer)
+        return v is not None and bool(self.point(v))
+
+
+@dataclass(frozen=True)
 class Lesson:
     """A preset that shows one phenomenon: its knob values and what it teaches, in one place."""
 
@@ -37,6 +65,9 @@ class Lesson:
     values: dict[str, Any]  # knob values (knobs not named keep their defaults)
     blurb: str  # one line: what it shows (home page, lesson list)
     text: str = ""  # the page's note: what to do and what to look at
+    look: str = ""  # the one thing to look at, one short line (shown above the figure)
+    watch: Watch | None = None  # the number that shows the lesson's point, checked live on the page
+    start: int = 0  # the page opens the lesson at this step (a cached fast-forward), so it lands soon after Play
 
 
 @dataclass(frozen=True)

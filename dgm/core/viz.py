@@ -96,6 +96,37 @@ def plane(box, title: str | None = None, height: int = 380) -> go.Figure:
                                    yaxis=dict(ax, range=[ymin, ymax], scaleanchor="x", scaleratio=1)))
 
 
+def follow(fig: go.Figure, box, points, *, what: str = "samples", keep: float = 0.98, most: float = 2.0) -> go.Figure:
+    """Keep ``points`` in sight on a plane over ``box``: where more than 1 - ``keep`` of them lie outside it,
+    the view grows (equal aspect kept) to hold ``keep`` of them, by at most ``most`` times the box's span on
+    each side; whatever is still outside is named in a note on the plot with its directions ("12% of samples
+    outside → ↑"). Points that are not finite count as outside in no direction."""
+    xmin, xmax, ymin, ymax = (float(v) for v in box)
+    pts = _np(points).reshape(-1, 2).astype(np.float64)
+    if len(pts) == 0:
+        return fig
+    fin = np.isfinite(pts).all(axis=1)
+    p = pts[fin]
+    if len(p) and ((p[:, 0] < xmin) | (p[:, 0] > xmax) | (p[:, 1] < ymin) | (p[:, 1] > ymax)).mean() > 1 - keep:
+        lo, hi = np.quantile(p, (1 - keep) / 2, axis=0), np.quantile(p, 1 - (1 - keep) / 2, axis=0)
+        w, h = xmax - xmin, ymax - ymin
+        pad = 0.05 * max(w, h)
+        xmin, xmax = max(min(xmin, lo[0] - pad), xmin - most * w), min(max(xmax, hi[0] + pad), xmax + most * w)
+        ymin, ymax = max(min(ymin, lo[1] - pad), ymin - most * h), min(max(ymax, hi[1] + pad), ymax + most * h)
+        fig.layout.xaxis.range, fig.layout.yaxis.range = [xmin, xmax], [ymin, ymax]
+    out = ~fin | (pts[:, 0] < xmin) | (pts[:, 0] > xmax) | (pts[:, 1] < ymin) | (pts[:, 1] > ymax)
+    if out.any():
+        where = [side for side, m in (("←", pts[fin, 0] < xmin), ("→", pts[fin, 0] > xmax),
+                                      ("↓", pts[fin, 1] < ymin), ("↑", pts[fin, 1] > ymax)) if m.mean() > 0.005]
+        frac = out.mean()
+        share = f"{frac:.0%}" if frac >= 0.01 else "<1%"
+        fig.add_annotation(text=f"{share} of {what} outside {' '.join(where)}".rstrip(),
+                           xref="paper", yref="paper", x=0.5, y=0.98, xanchor="center", yanchor="top",
+                           showarrow=False, bgcolor="rgba(255,255,255,0.85)", bordercolor="#d62728",
+                           font=dict(color="#d62728"), name="outside")
+    return fig
+
+
 def add_heatmap(fig: go.Figure, grid: Grid, values, *, colorscale="Blues", name="density", showscale=False,
                 zmin=None, zmax=None, colorbar_title=None, opacity=1.0) -> go.Figure:
     """A heatmap of per-grid-point ``values`` (R*R,) over the grid's box."""
@@ -168,8 +199,54 @@ def curves(rows: Iterable[dict], keys: Sequence[str], *, title: str | None = Non
     return fig
 
 
+def wrap_title(fig: go.Figure, chars: int) -> go.Figure:
+    """Break a title longer than ``chars`` characters into lines at spaces (at most three), and make room
+    above the plot for them: a title never runs past its figure's edge."""
+    t = fig.layout.title
+    text = t.text if t is not None else None
+    if not text or len(text) <= chars or "<br>" in text:
+        return fig
+    lines, cur = [], ""
+    for word in text.split(" "):
+        if cur and len(cur) + 1 + len(word) > chars:
+            lines.append(cur)
+            cur = word
+        else:
+            cur = f"{cur} {word}" if cur else word
+    lines.append(cur)
+    if len(lines) > 3:
+        lines = lines[:2] + [" ".join(lines[2:])[: chars - 1] + "…"]
+    size = (t.font.size if t.font and t.font.size else None) or 14
+    top = (fig.layout.margin.t if fig.layout.margin and fig.layout.margin.t is not None else 40)
+    fig.update_layout(title_text="<br>".join(lines), margin_t=top + int(1.3 * size * (len(lines) - 1)))
+    return fig
+
+
+def tidy_axes(fig: go.Figure) -> go.Figure:
+    """Readable axes: each axis makes room for its own tick labels and title (no overlap when fonts grow), and
+    a log axis that spans more than a decade is labelled at powers of ten only (no 2s and 5s between)."""
+    for name in [k for k in fig.layout.to_plotly_json() if k.startswith(("xaxis", "yaxis"))]:
+        ax = fig.layout[name]
+        ax.automargin = True
+        if ax.type != "log" or ax.dtick is not None or not name.startswith("yaxis"):
+            continue
+        ref = "y" + name[5:]
+        ys = [np.asarray(tr.y, dtype=np.float64) for tr in fig.data
+              if getattr(tr, "y", None) is not None and (getattr(tr, "yaxis", None) or "y") == ref]
+        ys = np.concatenate(ys) if ys else np.array([])
+        ys = ys[np.isfinite(ys) & (ys > 0)]
+        if len(ys) and ys.max() / ys.min() >= 10:
+            ax.dtick = 1
+    return fig
+
+
+#: in presenter mode a figure is at most this tall, so that a 1280x720 projector shows a page's main figure whole
+PRESENTER_HEIGHT = 420
+
+
 def presenter(fig: go.Figure, scale: float = 1.5) -> go.Figure:
-    """Projector style: larger fonts, thicker lines and bigger markers."""
+    """Projector style: larger fonts (legends too), thicker lines and bigger markers; at most
+    ``PRESENTER_HEIGHT`` tall."""
     fig.update_layout(font=dict(size=int(FONT["size"] * scale)))
     if fig.layout.title and fig.layout.title.text:
         fig.update_layout(title_font_size=int(14 * scale))
@@ -181,7 +258,9 @@ def presenter(fig: go.Figure, scale: float = 1.5) -> go.Figure:
                 tr.marker.size = float(tr.marker.size) * scale
             except TypeError:
                 pass
-    fig.update_layout(height=int((fig.layout.height or 380) * 1.2))
+    legend = fig.layout.legend
+    fig.update_layout(legend_font_size=int(((legend.font.size if legend and legend.font else None) or 11) * scale),
+                      height=min(int(fig.layout.height or 380), PRESENTER_HEIGHT))
     return fig
 
 

@@ -100,13 +100,18 @@ def sidebar() -> None:
         st.caption(f"Computing on **{devlib.describe(devlib.resolve(device()))}**")
         st.toggle("Presenter mode", key=PRESENTER, bind="query-params",
                   help="Larger fonts and thicker lines, for a projector.")
-    # live figures redraw several times a second: no fading of "stale" elements, no transitions
+    # live figures redraw several times a second: no fading of "stale" elements, no transitions; the figure
+    # first: little room above the title, a compact title
     st.html("<style>[data-stale='true'] {opacity: 1 !important; transition: none !important;}"
             " *, *::before, *::after {animation-duration: 0s !important; transition-duration: 0s !important;}"
+            " [data-testid=stMainBlockContainer] {padding-top: 3.5rem !important; padding-bottom: 2rem !important;}"
+            " [data-testid=stMain] h1 {font-size: 1.9rem !important; padding: 0 0 0.2rem 0 !important;}"
             "</style>")
-    if presenter():
-        st.html("<style>html, .stMarkdown p, .stMarkdown li {font-size: 1.25rem !important;}"
-                " h1 {font-size: 2.8rem !important;}</style>")
+    if presenter():  # larger text; the figure still first (the sidebar starts folded: app.py)
+        st.html("<style>html, .stMarkdown p, .stMarkdown li {font-size: 1.2rem !important;}"
+                " [data-testid=stMainBlockContainer] {padding-top: 3.2rem !important;"
+                " padding-left: 2rem !important; padding-right: 2rem !important;}"
+                " [data-testid=stMain] h1 {font-size: 1.7rem !important;}</style>")
 
 
 def seed() -> int:
@@ -143,17 +148,32 @@ def header(title: str, intro: str) -> None:
 
 
 def page_header(exp: Experiment) -> None:
-    """The page's title and introduction (``exp.text``), the notes about its link, and the note of the
-    lesson the link opened, if any."""
-    header(exp.text.title, exp.text.intro)
+    """The figure first: the page's title, then its introduction folded into "About" (with the open
+    lesson's whole note, if any), the notes about its link, and one line that says what the open lesson
+    shows and what to look at."""
+    ensure_app()
+    title, about = st.columns([1.5, 1], vertical_alignment="center")
+    title.title(exp.text.title)
+    les = lesson(exp)
+    with about.expander("About this page" + (" and this lesson" if les is not None else "")):
+        st.markdown(exp.text.intro)
+        if les is not None:
+            st.markdown(f"**Lesson: {les.name}.** {les.text}")
+    show_notes()
     lesson_note(exp)
 
 
+def lesson(exp: Experiment):
+    """The lesson this page was opened on (its link's ``preset``, or the sidebar's choice), if any."""
+    return exp.lesson(st.query_params.get("preset") or st.session_state.get("preset"))
+
+
 def lesson_note(exp: Experiment) -> None:
-    """What the open lesson shows and what to look at."""
-    les = exp.lesson(st.query_params.get("preset") or st.session_state.get("preset"))
-    if les is not None and les.text:
-        st.info(f"**Lesson: {les.name}.** {les.text}", icon=":material/school:")
+    """The open lesson in one line: its name and the one thing to look at (its whole note is under
+    "About")."""
+    les = lesson(exp)
+    if les is not None:
+        st.info(f"**Lesson: {les.name}.** Look at: {les.look or les.blurb}", icon=":material/school:")
 
 
 def theory(exp: Experiment) -> None:
@@ -174,12 +194,20 @@ def theory(exp: Experiment) -> None:
 PANELS_EVERY = 1.0
 
 
+#: a chart's title is broken into lines longer than this many characters (normal, presenter mode): a third of
+#: the page's width at 1280 px holds about that many
+TITLE_CHARS = (34, 28)
+
+
 def plot(fig: go.Figure | Callable[[], go.Figure], key: str | None = None) -> None:
     """Show a plotly figure with the session's style (presenter mode scales it); ``fig`` may be a
     function that builds it. With a ``key`` the chart updates in place (``plotly_live``)."""
     out = fig() if callable(fig) else fig
     if presenter():
-        out = viz.presenter(go.Figure(out))
+        out = viz.wrap_title(viz.presenter(go.Figure(out)), TITLE_CHARS[1])
+    else:
+        out = viz.wrap_title(out, TITLE_CHARS[0])
+    viz.tidy_axes(out)
     if key is None:
         st.plotly_chart(out, config={"displaylogo": False}, theme=None)
     else:

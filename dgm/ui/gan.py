@@ -134,6 +134,11 @@ class GameView(view.View):
         snap, data = self._snapshot(trainer), trainer.data
         rows, has_evals = trainer.history.merged(), bool(trainer.history.evals)
         caption = _metrics_caption(trainer)
+        now = snap.get("modes_now")
+        if now is not None:
+            caption = (f"Now, at iteration {now['step']:,}: modes {int(now['modes'])}/{len(data.centers)}, high quality "
+                       f"{now['high_quality']:.1%}, mode KL {now['mode_kl']:.3f} (the last point of those curves). "
+                       + caption)
 
         def show() -> None:
             figs = gf.main_figures(snap, rows, data)
@@ -142,8 +147,8 @@ class GameView(view.View):
                     with col:
                         common.plot(lambda name=name: figs[name], key=key)
             with self.below:
-                names = ["losses"] + ([n for n in ("modes", "mode_kl", "mmd", "js", "w1") if n in figs]
-                                      if has_evals else [])
+                names = ["losses"] + [n for n in ("modes", "mode_kl", "mmd", "js", "w1") if n in figs
+                                      and (has_evals or n in ("modes", "mode_kl"))]
                 for row in (names[:3], names[3:]):
                     for col, n in zip(st.columns(3), row):
                         with col:

@@ -53,7 +53,10 @@ class PageInfo:
     experiment: str | None = None  # the dgm experiment behind it (for lesson links)
 
     def page(self) -> st.Page:
-        return st.Page(self.path, title=self.title, icon=self.icon, url_path=self.url, default=self.url == "home")
+        # the default page is served at "/"; its own name stays free for ``home_alias`` (Streamlit reserves a
+        # default page's url_path but does not serve it)
+        home = self.url == "home"
+        return st.Page(self.path, title=self.title, icon=self.icon, url_path="index" if home else self.url, default=home)
 
 
 HOME = PageInfo("pages/home.py", "Home", ":material/home:", "home", "what DGM Explorer is")
@@ -81,6 +84,15 @@ PAGES: dict[str, list[PageInfo]] = {
                  "the live-training loop on the smallest model: a Gaussian fitted by maximum likelihood", "demo"),
     ],
 }
+
+
+def _home_alias() -> None:
+    st.switch_page(HOME.path)
+
+
+def home_alias() -> st.Page:
+    """``/home`` (the home page's own name) opens the home page, which Streamlit serves at ``/`` only."""
+    return st.Page(_home_alias, title="Home", url_path="home", visibility="hidden")
 
 
 def all_pages() -> list[PageInfo]:

@@ -102,6 +102,7 @@ def _reset(exp: Experiment) -> None:
         scheduling.drop_remote(s)
         s.trainer.reset()
         s.error, s.frames, s.view_state, s.notice, s.resumed = None, [], {}, None, False
+        s.steps_per_s = 0.0  # the old run's rate is not this one's
 
 
 def _restore(exp: Experiment) -> None:
@@ -145,7 +146,8 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
         if s is not None:
             s.playing = False  # the old run's training thread stops at its next chunk
             scheduling.drop_remote(s)
-        trainer = exp.make(cfg, seed=common.seed(), device=device)
+        with st.spinner("Preparing the data and the model…"):  # a new data set can take a moment
+            trainer = exp.make(cfg, seed=common.seed(), device=device)
         trainer.checkpoint_every_s = 1.0
         s = LiveState(trainer=trainer, fingerprint=fp, playing=autoplay and replay is None)
         st.session_state[_key(exp)] = s
@@ -170,27 +172,31 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
     return s
 
 
-def controls(exp: Experiment, s: LiveState) -> None:
-    c1, c2, c3, c4, _ = st.columns([1, 1, 1, 1.4, 3], vertical_alignment="bottom")
+def controls(exp: Experiment, s: LiveState, cols=None) -> None:
+    """Play, Step, Reset and the speed, in four columns of the control bar (``cols``; made here if None)."""
+    c1, c2, c3, c4 = cols or st.columns([1, 1, 1, 1.4, 3], vertical_alignment="bottom")[:4]
     c1.button("⏸ Pause" if s.playing else "▶ Play", key=f"{exp.name}.play", on_click=_play, args=(exp,),
               type="primary", use_container_width=True, disabled=s.error is not None)
     v = speed(exp)
     c2.button(f"Step ×{10 if v == 'auto' else v}", key=f"{exp.name}.step", on_click=_step, args=(exp,),
               use_container_width=True, disabled=s.error is not None)
     c3.button("↺ Reset", key=f"{exp.name}.reset", on_click=_reset, args=(exp,), use_container_width=True)
-    c4.selectbox("Steps per frame", SPEEDS, key=_speed_key(exp), bind="query-params",
-                 help="auto: as many steps as fit in about 0.1 s; Step does this many (10 in auto).")
+    c4.selectbox("Steps per frame", SPEEDS, key=_speed_key(exp), bind="query-params", label_visibility="collapsed",
+                 format_func=lambda v: "auto" if v == "auto" else f"{v}/frame",
+                 help="Steps per frame. auto: as many steps as fit in about 0.1 s; Step does this many (10 in auto).")
 
 
-def status(s: LiveState) -> None:
+def status(s: LiveState, line=None, extra: str = "") -> None:
+    """The status line (in ``line``, a slot of the control bar, if given; ``extra`` ends it) and the run's
+    notice, if any."""
     fps, rate = "", f" · {s.steps_per_s:,.0f} steps/s" if s.steps_per_s else ""
     if s.playing and len(s.frames) > 2:
         (t0, i0), (t1, i1) = s.frames[0], s.frames[-1]
         if t1 > t0:  # what the page really achieves, drawing included
             fps = f" · {(len(s.frames) - 1) / (t1 - t0):.1f} frames/s"
             rate = f" · {(i1 - i0) / (t1 - t0):,.0f} steps/s"
-    st.caption(f"**Iteration {s.trainer.iteration:,}**{rate}{fps} · {'playing' if s.playing else 'paused'}"
-               f" · {s.trainer.device.type.upper()}")
+    (line or st).caption(f"**Iteration {s.trainer.iteration:,}**{rate}{fps} · {'playing' if s.playing else 'paused'}"
+               f" · {s.trainer.device.type.upper()}{extra}")
     if s.notice:
         st.warning(common.plain(s.notice), icon=":material/info:")
 

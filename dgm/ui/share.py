@@ -60,11 +60,12 @@ def _gif_unavailable(s: session.LiveState) -> str | None:
     return None
 
 
-def bar(exp: Experiment, s: session.LiveState) -> None:
-    """Share / export / resume, in popovers on one row."""
+def bar(exp: Experiment, s: session.LiveState, cols=None) -> None:
+    """Share / export / resume, in popovers, in three columns of the control bar (``cols``; a row of their
+    own if None)."""
     t = s.trainer
-    a, b, c, _ = st.columns([1, 1, 1, 3])
-    with a.popover("Copy link", icon=":material/link:", use_container_width=True):
+    a, b, c = cols or st.columns([1, 1, 1, 3])[:3]
+    with a.popover("Link", icon=":material/link:", use_container_width=True, help="Copy a link to this page or run"):
         st.caption("This page with all its settings (copy with the icon on the right):")
         st.code(page_link(drop=("steps",)), language=None, wrap_lines=True)
         st.caption(f"A replay link: opens this run trained for exactly {t.iteration:,} steps on the CPU and stopped."
@@ -72,7 +73,8 @@ def bar(exp: Experiment, s: session.LiveState) -> None:
                       if s.resumed else ""))
         st.code(page_link({"seed": str(common.seed()), "steps": str(t.iteration)}), language=None, wrap_lines=True)
     make = lambda: exp.make(t.config, seed=t.seed, device=t.device)  # noqa: E731
-    with b.popover("Export", icon=":material/download:", use_container_width=True):
+    with b.popover("Export", icon=":material/download:", use_container_width=True,
+                   help="Metric history, figures, an animated GIF, model weights"):
         st.download_button("Metric history (CSV)", data=lambda: X.history_csv(t), file_name=f"{exp.name}_history.csv",
                            mime="text/csv", on_click="ignore", use_container_width=True)
         if exp.figures:
@@ -90,7 +92,8 @@ def bar(exp: Experiment, s: session.LiveState) -> None:
         st.download_button("Model weights (safetensors)", data=lambda: X.weights_bytes(t, exp.name),
                            file_name=f"{exp.name}_step{t.iteration}.safetensors", mime="application/octet-stream",
                            on_click="ignore", use_container_width=True)
-    with c.popover("Resume", icon=":material/upload:", use_container_width=True):
+    with c.popover("Resume", icon=":material/upload:", use_container_width=True,
+                   help="Continue from a weights file"):
         st.file_uploader("Model weights (.safetensors) saved from this page with the same settings",
                          type=["safetensors"], key=WEIGHTS_UPLOAD, on_change=_load_weights, args=(exp,))
     msg = st.session_state.pop("_weights.msg", None)

@@ -57,6 +57,29 @@ class View:
         return None
 
 
+def _is_lessons_run(exp: Experiment, les, cfg: Any) -> bool:
+    """Whether ``cfg`` is the lesson's configuration (its knob values, the others at their defaults)."""
+    from dgm.core import config as cfglib
+
+    try:
+        return cfglib.to_dict(cfg) == cfglib.to_dict(exp.config(**les.values))
+    except (TypeError, ValueError):
+        return False
+
+
+def _watch_text(les, trainer: Trainer) -> str:
+    """The lesson's number now, and whether it has reached the lesson's point ("modes captured 3, the point:
+    = 8")."""
+    if les is None or les.watch is None:
+        return ""
+    w = les.watch
+    v = w.value(trainer)
+    if v is None:
+        return f" · {w.label}: not measured yet (the point: {w.goal})"
+    shown = f"{v:,.0f}" if float(v).is_integer() else f"{v:,.3g}"
+    return f" · {w.label} **{shown}** " + ("✓ the lesson's point" if w.point(v) else f"(the point: {w.goal})")
+
+
 def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_steps: int = 0,
          runtime: dict[str, Any] | None = None) -> LiveState:
     """Controls, status line and the live figures for ``exp`` with config ``cfg``, shown by ``view``
@@ -65,12 +88,20 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
     which change how the next steps run without restarting the run."""
     scheduling.start_gc()
     worker.prepare()  # a worker process ready for when Play is pressed
+    les = common.lesson(exp)
+    if les is not None and not _is_lessons_run(exp, les, cfg):
+        les = None  # a knob was changed: this run is no longer the lesson's
+    if les is not None and les.start:
+        warm_steps = max(warm_steps, les.start)  # the lesson opens near its point (cached: session._pretrained)
     s = session.ensure(exp, cfg, autoplay=autoplay, warm_steps=warm_steps)
     if runtime:
         s.trainer.set_runtime(runtime)
-    session.controls(exp, s)
-    share.bar(exp, s)
-    status = st.container()
+    bar = st.columns([0.9, 0.9, 0.9, 0.9, 0.9, 1.0, 1.05, 2.4], vertical_alignment="center", gap="small")
+    session.controls(exp, s, bar[:4])  # one compact control bar, the status line at its end: the figure next
+    share.bar(exp, s, bar[4:7])
+    line, status = bar[7].empty(), st.container()
+    session.status(s, line, _watch_text(les, s.trainer))  # at once (a Pause shows before any figure is drawn);
+    # the frame below rewrites it
     view.state = s
     with s.lock:
         _safely(view.layout, s.trainer)
@@ -106,7 +137,7 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
             with status:
                 if cur.error:
                     session.error_panel(exp, cur)
-                session.status(cur)
+                session.status(cur, line, _watch_text(les, cur.trainer))
             show = _safely(view.main, cur.trainer)
         if callable(show):  # the figures, built from what view.main took, while training goes on
             _safely(show)

@@ -71,6 +71,7 @@ LESSONS = (
         "curve of the ensemble (red) with the dotted one of its first ordering alone: the NLL of the "
         "mixture of the 8 exact likelihoods is lower (better). In the samples each digit is drawn in "
         "its own order. Then set MADE orderings to 1 and compare the natural and random orderings.",
+        look="the ensemble's NLL below every single ordering's",
     ),
     Lesson(
         "the blind spot",
@@ -79,6 +80,7 @@ LESSONS = (
         "Look at the dependency map of pixel (row 5, col 2) before pressing Play: the orange pixels come "
         "before it but no gradient reaches it from them, and the matrix counts 210 such pairs over all "
         "pixels. More layers do not help. Switch the PixelCNN stack to gated: the count drops to 0.",
+        look='the triangle of pixels above-right that the plain stack never sees',
     ),
     Lesson(
         "exact likelihood beats the ELBO",
@@ -87,6 +89,7 @@ LESSONS = (
         "First play the VAE page with its default settings (z = 2) for 30 s, then come back: its −ELBO "
         "and −IWAE on the same test digits appear as lines on the curves. Play here for 20 s: the "
         "PixelCNN's test NLL (dashed) falls below them within a few hundred steps. A VAE only bounds its likelihood; here it is computed exactly.",
+        look="the exact NLL ending below the VAE's bound on the same digits",
     ),
     Lesson(
         "slow sampling",
@@ -95,6 +98,7 @@ LESSONS = (
         "Watch the samples appear one pixel at a time, each pixel a full pass of the network, and read "
         "the measured time per image under them beside a VAE decoder's and a flow's one-pass sampling. "
         "Training is fast here (one pass per batch); sampling is what is slow.",
+        look='the 64 network passes one image takes, against one for a VAE or a flow',
     ),
     Lesson(
         "small data overfits",
@@ -103,6 +107,7 @@ LESSONS = (
         "Play for 20 s. The training curve (blue) keeps falling while the validation curve turns up "
         "within a few hundred steps: the model memorises its 200 digits. The test figure comes from the "
         "best validation checkpoint, so it stops improving instead of getting worse.",
+        look='the validation NLL turning up while the training NLL keeps falling',
     ),
     Lesson(
         "2D: p(x1) p(x2|x1)",
@@ -111,6 +116,7 @@ LESSONS = (
         "Play for 15 s. The density is drawn exactly beside the target; the dashed lines are the slices "
         "whose conditionals p(x2 | x1) appear below, the model's solid and the target's dashed. Switch "
         "the first coordinate to x2 for the other chain of the same joint.",
+        look="the density slices p(x2|x1) taking the target's shape",
     ),
 )
 

@@ -83,6 +83,7 @@ LESSONS = (
         "model towards one mode. Press Play and watch the **modes captured** curve reach 8 within the first "
         "evaluations (every 500 steps) and the **high-quality** share climb past 95%, with a mode KL near 0 "
         "(every mode equally often). Then pick grid25 as the data: all 25 modes appear just as evenly.",
+        look='all eight modes filled, none favoured',
     ),
     Lesson(
         "25 modes, none dropped",
@@ -91,6 +92,7 @@ LESSONS = (
         "Twenty-five narrow modes on a square grid, the GAN's hardest case on this site. Press Play: by the "
         "second evaluation (step 1,000) all 25 are found, and the share of high-quality samples passes 90% soon "
         "after. Look at the exact field at a small t: 25 sinks, each one pulling the noisy points to its mode.",
+        look='modes captured reaching 25',
     ),
     Lesson(
         "few steps, blurry samples",
@@ -102,6 +104,7 @@ LESSONS = (
         "sidebar (the run goes on: sampling settings never restart training), or press **Measure against NFE** "
         "below for the whole curve of every sampler, with the exact denoiser's curve beside it: what remains at "
         "few NFE is the sampler's error, not the network's.",
+        look='samples smeared between the modes with only four steps',
     ),
     Lesson(
         "guidance sharpens and forgets",
@@ -114,6 +117,7 @@ LESSONS = (
         "by an order of magnitude at 8, and at large scales the network's errors are amplified too: quality "
         "falls and the modes are filled unevenly. The dashed curves use the exact conditional scores: even a "
         "perfect network's guided samples leave the data distribution.",
+        look='samples tightening on the modes, then leaving the data as guidance grows',
     ),
     Lesson(
         "straight paths sample in one step",
@@ -126,6 +130,7 @@ LESSONS = (
         "never cross, the paths straighten, and the one-step samples snap onto the modes. Press **Measure "
         "against NFE** after step 3,000: with Euler or Heun, quality at 1 NFE is within a few points of quality "
         "at 100. The stochastic samplers fall behind: the reflowed network is a transport map, no longer a score.",
+        look='one Euler step from noise landing on the modes',
     ),
     Lesson(
         "the score is wrong where there is no data",
@@ -137,6 +142,7 @@ LESSONS = (
         "weighting back on: the same error, weighted by where noisy data actually is, nearly vanishes, and that "
         "weighted error is what the loss measures. Samplers only visit those regions at large t, where p_t is "
         "wide; raise t to see the error shrink as the noise covers the plane.",
+        look='the error map large far from the data, where no sample goes',
     ),
     Lesson(
         "digits",
@@ -146,6 +152,7 @@ LESSONS = (
         "There is no exact score here; the page shows test digits noised at t and the network's guess of the "
         "clean image instead, and a grid of samples. After a couple of thousand steps most samples are "
         "recognisable digits; press **Measure against NFE** to see them form as the NFE grows.",
+        look='digits appearing from noise',
     ),
 )
 

@@ -72,32 +72,69 @@ LESSONS = (
         "mode covering vs seeking",
         {"target": "bimodal", "family": "gaussian"},
         "forward KL spreads one Gaussian over both modes; reverse KL locks onto one",
+        text=(
+            'The target p has two Gaussian modes; each coloured ellipse is one Gaussian q fitted under a '
+            'different divergence. Forward KL(p‖q) pays wherever p has mass that q misses, so its q stretches '
+            'over both modes. Reverse KL(q‖p) pays wherever q puts mass that p lacks, so its q sits on one mode '
+            'and ignores the other. The page opens fitted; press Reset, then Play, to watch the fits move.'
+        ),
+        look='the red ellipse (forward KL) spans both modes; the blue one (reverse KL) sits on one',
     ),
     Lesson(
         "1D: two humps, one Gaussian",
         {"target": "mix1d", "sep": 5.0, "sd1": 0.6, "sd2": 0.6, "w1": 0.5},
         "the lecture's picture: p and every fitted q as curves on one axis",
+        text=(
+            'The same contest on one axis, as in the lecture: p has two humps 5 apart, and every curve is a '
+            'Gaussian q fitted under one divergence. Forward KL puts one wide bump between the humps, reverse KL '
+            'a narrow bump on one hump, and the others fall in between.'
+        ),
+        look='the wide forward-KL curve between the humps against the narrow reverse-KL curve on one hump',
     ),
     Lesson(
         "merging modes",
         {"target": "mix1d", "sep": 1.5, "sd1": 0.6, "sd2": 0.6, "w1": 0.5},
         "when the modes overlap, every divergence agrees on a single broad Gaussian",
+        text=(
+            'The humps are now only 1.5 apart, so p itself is nearly one broad bump. There is nothing to choose '
+            'between: every divergence fits almost the same Gaussian, and the curves lie on top of one another. '
+            'Raise the separation in the sidebar to see them part.'
+        ),
+        look='all fitted curves nearly coincide',
     ),
     Lesson(
         "three modes, two components",
         {"target": "trimodal", "family": "mixture", "k": 2},
         "a two-component q facing three modes must choose which mode to drop; the table shows which fits "
         "stop in a local optimum",
+        text=(
+            'q is now a mixture of two Gaussians facing three modes: it cannot cover all of them. Reverse KL '
+            'drops a mode and fits the other two sharply; forward KL merges two modes into one wide component. '
+            'The restarts table below shows how often each divergence lands in which solution from different '
+            'starting points.'
+        ),
+        look='which mode each fit drops, and the restarts table',
     ),
     Lesson(
         "ring of eight",
         {"target": "ring8", "width": 5.0},
         "eight modes, one Gaussian: reverse KL picks one mode, forward KL fills the ring",
+        text=(
+            'Eight modes on a ring and a single Gaussian q. Forward KL must cover every mode, so its q becomes a '
+            'wide disc over the whole ring; reverse KL settles on one mode and ignores the other seven.'
+        ),
+        look='a wide disc (forward KL) against a small ellipse on one mode (reverse KL)',
     ),
     Lesson(
         "noisy reverse KL",
         {"target": "bimodal", "mc": True, "mc_n": 2},
         "reverse KL from 2 reparameterised samples per step: the same target, a noisy path",
+        text=(
+            'Reverse KL is estimated here from only two reparameterised samples of q per step instead of an exact'
+            ' integral. The fit heads to the same place, but its path and its curve jitter: this is the noise '
+            'every Monte Carlo objective (an ELBO too) trains with.'
+        ),
+        look='the jittery reverse-KL curve and ellipse, compared with the smooth exact ones',
     ),
 )
 

@@ -56,7 +56,7 @@ def samples(x, box, title: str, *, grid: Grid | None = None, log_p=None, height:
         top = float(lp.max())
         viz.add_contours(fig, grid, lp.clamp(min=top - 8), color="#9ecae1", n=6, name="log p")
     viz.add_points(fig, x, name="x ~ q", color=viz.PALETTE[0], size=3, opacity=0.5)
-    return fig
+    return viz.follow(fig, box, x)
 
 
 def _bounds(pts: np.ndarray, square: bool = False) -> tuple[float, float, float, float]:

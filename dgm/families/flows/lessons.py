@@ -69,27 +69,57 @@ LESSONS = (
         {},
         "eight affine coupling layers pull a Gaussian apart into 8 blobs; the held-out NLL falls to the "
         "entropy line",
+        text=(
+            'Eight affine coupling layers start as the identity, so q is a Gaussian blob. Each step bends them a '
+            'little, and the blob is pulled apart into eight separate modes. The held-out NLL curve falls towards'
+            " the dashed line, the data's true entropy, the best any model can reach."
+        ),
+        look='q splitting into eight blobs, and the NLL curve approaching the entropy line',
     ),
     Lesson(
         "planar flow on U1-U4",
         {"data": "U3", "objective": "reverse_kl", "flow": "planar", "layers": 32, "lr": 0.01, "batch": 512, "halflife": 0, "anneal": True, "anneal_steps": 2000},
         "32 planar layers fitted by reverse KL to Rezende & Mohamed's U3; switch the target among U1-U4",
+        text=(
+            'Thirty-two planar layers, each a single bend of the plane, fitted by reverse KL to Rezende and '
+            "Mohamed's energy U3 (the target is known up to a constant, so no data are needed). The KL weight is "
+            'annealed over the first 2,000 steps. Change the target among U1 to U4 in the sidebar.'
+        ),
+        look="the samples of q taking the shape of the target's bands",
     ),
     Lesson(
         "reverse KL misses a mode, forward KL covers it",
         {"data": "8gaussians", "objective": "reverse_kl", "flow": "realnvp", "layers": 8, "hidden": 64, "batch": 512, "lr": 0.005, "halflife": 0, "anneal": False},
         "fitted through its own samples, q settles on a few modes; switch the objective to forward_kl",
+        text=(
+            'Trained by reverse KL, the flow only sees its own samples: a mode where q has no samples sends no '
+            'signal, so q settles on a few of the eight modes and stays there. Switch the objective to forward_kl'
+            ' in the sidebar: trained on data, every mode pulls, and q covers all eight.'
+        ),
+        look="empty modes in q's samples that never fill in",
     ),
     Lesson(
         "too few layers",
         {"data": "8gaussians", "flow": "realnvp", "layers": 2},
         "two coupling layers cannot separate 8 modes: bridges of mass remain",
+        text=(
+            'With only two coupling layers the flow cannot bend a Gaussian into eight separate blobs: thin '
+            'bridges of mass remain between the modes however long it trains, and the NLL stays above the entropy'
+            ' line. Compare with the eight-layer default.'
+        ),
+        look='the bridges of mass between the modes, and the NLL gap to the entropy line',
     ),
     Lesson(
         "spline flow on checkerboard",
         {"data": "checkerboard", "flow": "spline", "layers": 6},
         "monotone spline couplings carve sharp-edged squares that affine couplings blur; switch the flow "
         "layer to realnvp to compare",
+        text=(
+            'Monotone rational-quadratic spline couplings can make sharp edges, which is what a checkerboard '
+            'needs. Switch the flow layer to realnvp to compare: affine couplings only scale and shift, so their '
+            'squares stay blurred.'
+        ),
+        look='the squares of log q(x) sharpening at their edges',
     ),
 )
 

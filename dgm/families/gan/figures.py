@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dgm.core import viz
-from dgm.core.metrics import Grid
+from dgm.core.metrics import Grid, mode_stats
 from dgm.families.gan.model import PROB_LOSSES, cfg_move, g_loss_per_sample
 from dgm.families.gan.trainer import JS_RESOLUTION, GANTrainer
 
@@ -178,9 +178,8 @@ def game(snap: dict[str, Any], box, *, show_manifold: bool = True, show_arrows: 
         starts, ends, gmax = arrow_geometry(*snap["arrows"], box)
         xs, ys = segments(starts, ends)
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", line={"color": ARROW_COLOR, "width": 1.3},
-                                 name="−∇ₓ G loss (length ~ log |∇|)"))
-        fig.layout.title.text = f"{fig.layout.title.text} · max |∇| {gmax:.0e}"
-    return fig
+                                 name=f"−∇ₓ G loss (length ~ log |∇|, max {gmax:.0e})"))
+    return viz.follow(fig, box, snap["fake"])
 
 
 def dstar(snap: dict[str, Any], box, height: int = 460) -> go.Figure | None:
@@ -188,7 +187,7 @@ def dstar(snap: dict[str, Any], box, height: int = 460) -> go.Figure | None:
     if snap.get("dstar") is None:
         return None
     xs, ys, values, h = snap["dstar"]
-    fig = plane(box, title=f"Optimal D*(x) = p/(p+q), p and q smoothed (h = {h:.2g})", height=height)
+    fig = plane(box, title=f"Optimal D* = p/(p+q), smoothed (h = {h:.2g})", height=height)
     heatmap(fig, xs, ys, values, zmin=0, zmax=1, label="D*")
     points(fig, snap["fake"], name="generated q", color=FAKE_COLOR, size=3, opacity=0.5)
     return fig
@@ -205,7 +204,7 @@ def _d_heatmap(fig: go.Figure, snap: dict[str, Any]) -> tuple[float, float, str]
 def learned_d(snap: dict[str, Any], box, height: int = 460) -> go.Figure:
     """The learned D alone (next to D*), on the same colour scale when it is a probability."""
     kind = snap["d_kind"]
-    fig = plane(box, title="Learned D(x)" if kind == "probability" else f"Learned D(x) (a {kind}, not a probability)",
+    fig = plane(box, title="Learned D(x)" if kind == "probability" else f"Learned D(x): a {kind}",
                 height=height)
     _d_heatmap(fig, snap)
     points(fig, snap["fake"], name="generated q", color=FAKE_COLOR, size=3, opacity=0.5)
@@ -239,8 +238,11 @@ def main_figures(snap: dict[str, Any], rows: Sequence[dict], data, *, show_manif
     b["losses"] = lambda: curves(rows, ["d_loss", "g_loss"], title="Losses",
                                  labels={"d_loss": "D loss", "g_loss": "G loss"})
     if data.centers is not None and data.std is not None:
-        b["modes"] = lambda: modes_curve(rows, len(data.centers))
-        b["mode_kl"] = lambda: curves(rows, ["mode_kl"], title="Mode KL (0: every mode equally often)",
+        now = snap.get("modes_now")
+        mrows = list(rows) + [now] if now and not any(r.get("step") == now["step"] and "modes" in r for r in rows) \
+            else rows
+        b["modes"] = lambda: modes_curve(mrows, len(data.centers))
+        b["mode_kl"] = lambda: curves(mrows, ["mode_kl"], title="Mode KL (0: every mode equally often)",
                                       labels={"mode_kl": "mode KL"})
     last = next((r for r in reversed(rows) if "mmd_floor" in r), {})
     floor = lambda k: {"true samples of p": last[k]} if k in last else {}  # noqa: E731
@@ -299,9 +301,14 @@ def snapshot(trainer: GANTrainer, n_points: int = 600, n_arrows: int = 150, reso
             snap["particles"] = cfg_move(trainer.D, pts, c.eta, c.T, trajectory=True).cpu()  # (T+1, n, 2)
     snap["manifold"] = manifold(trainer).cpu()
     # the optimal discriminator for the current generator, D* = p / (p + q), on the JS grid
+    samples = trainer.generate() if trainer.log_p_smooth is not None or trainer.data.centers is not None else None
     if trainer.log_p_smooth is not None:
-        xs, ys, dstar, _ = dstar_grid(trainer, trainer.generate())
+        xs, ys, dstar, _ = dstar_grid(trainer, samples)
         snap["dstar"] = (xs.cpu(), ys.cpu(), dstar.float().cpu().numpy(), trainer.kde_h)
+    if trainer.data.centers is not None and trainer.data.std is not None:
+        # the mode metrics now, on the evaluation's own samples: the panels agree with the picture between
+        # evaluations (which also measure MMD, JS and W1, and so come only every eval_every steps)
+        snap["modes_now"] = {"step": trainer.iteration, **mode_stats(samples, trainer.data.centers, trainer.data.std)}
     return snap
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dgm.core.registry import Experiment, Lesson, PageText
+from dgm.core.metrics import mode_stats
+from dgm.core.registry import Experiment, Lesson, PageText, Watch
 from dgm.families.gan.figures import figures
 from dgm.families.gan.trainer import GANConfig, GANTrainer
 
@@ -65,6 +66,11 @@ THEORY = (
     "modes captured, a high mode KL, while each sample still looks sharp (high quality).",
 )
 
+def _modes_now(trainer: GANTrainer) -> float:
+    """Modes captured by G's samples now (the evaluation's own samples and test, at any step)."""
+    return float(mode_stats(trainer.generate(), trainer.data.centers, trainer.data.std)["modes"])
+
+
 LESSONS = (
     Lesson(
         "vanilla GAN collapses",
@@ -75,6 +81,9 @@ LESSONS = (
         "ring it stays one tight blob that D keeps rejecting, so it jumps from one place to the next. The"
         " **modes** curve stays near 0 or 1 and the **mode KL** stays near its maximum, log 8. Set the "
         "two learning rates equal, or use WGAN-GP, to see the blob spread out.",
+        look='one orange blob jumping between modes: modes captured stays at 2 or fewer',
+        watch=Watch("modes captured", _modes_now, lambda v: v <= 2, "≤ 2", every=100, max_steps=2000,
+                    after=300),  # at step 0 G's samples sit at the origin, on no mode: not yet a collapse
     ),
     Lesson(
         "saturating loss stalls early",
@@ -84,6 +93,7 @@ LESSONS = (
         "great confidence. With the saturating loss log(1 − D(G(z))) that is exactly where the loss is "
         "flat: the arrows are tiny and the orange cloud hardly moves, although it is nowhere near the "
         "data. Switch the loss to *nonsaturating* (the log D trick) and the arrows come back at once.",
+        look='tiny arrows and an orange cloud that barely moves',
     ),
     Lesson(
         "WGAN-GP covers every mode",
@@ -93,6 +103,9 @@ LESSONS = (
         "near 1 everywhere between data and samples. Its gradient therefore never vanishes, even far from"
         " the data, so every part of the generated cloud keeps being pulled towards some mode. Watch all "
         "eight modes fill in.",
+        look='modes captured reaching 8',
+        watch=Watch("modes captured", _modes_now, lambda v: v == 8, "= 8", every=100, max_steps=4000),
+        start=900,
     ),
     Lesson(
         "CFG particles",
@@ -102,6 +115,7 @@ LESSONS = (
         "times uphill on D (D estimates log p/q, so uphill means 'towards the data, away from the "
         "samples'); then G is fitted by least squares to land on the moved points. The generator follows "
         "its own particles.",
+        look='the purple particle paths running uphill on D, and G following them',
     ),
     Lesson(
         "grid25",
@@ -114,6 +128,7 @@ LESSONS = (
         "settle onto them. The orange samples come from a running average of G's weights (*G weight "
         "average* in the sidebar): G itself keeps circling the equilibrium a little, and its average sits"
         " tighter on the modes. Set it to 0 to compare.",
+        look='modes captured climbing towards 25, then the high-quality fraction rising',
     ),
 )
 

@@ -83,6 +83,7 @@ LESSONS = (
         "(the spread of repeated estimates) are huge; each tenfold K raises it and narrows them, and it "
         "settles only between K = 100 and 1,000. The dashed line is IWAE with 100 samples from an encoder "
         "fitted to the same decoder. Raise the latent dimension and watch K = 1 and 10 fall further.",
+        look='the estimate of log p(x) settling only at hundreds of prior samples',
     ),
     Lesson(
         "an encoder fixes it",
@@ -93,6 +94,7 @@ LESSONS = (
         "curves fall while the others rise), and IWAE with 100 samples from the encoder keeps up with the "
         "best the prior reaches with 1,000. The encoder is what lets a decoder have narrow posteriors and "
         "still be scored and trained.",
+        look="the encoder's few samples matching what thousands of prior samples give",
     ),
     Lesson(
         "density network on ring8",
@@ -101,6 +103,7 @@ LESSONS = (
         "The decoder's mean f(z) is a continuous function of one number, so the prior's samples pushed "
         "through it (red) lie on a single curve that must pass through all eight modes; watch where the "
         "learned density leaks along it between them.",
+        look='one curve through the eight modes',
     ),
     Lesson(
         "temperature trades bias for variance",
@@ -110,6 +113,7 @@ LESSONS = (
         "estimators are nearly unbiased but scatter widely; at τ = 1 they are steady but off the exact "
         "gradient. The score function with a baseline is unbiased at any τ, and noisier than the relaxation "
         "at large τ.",
+        look='bias falling and variance rising in the estimator panel as τ drops',
     ),
     Lesson(
         "hard samples (straight-through)",
@@ -119,6 +123,7 @@ LESSONS = (
         "Measure the estimators: at every temperature straight-through scatters a little more than the soft "
         "Gumbel-softmax and is no closer to the exact gradient; what it buys is a decoder that never sees a "
         "code between the corners.",
+        look='one-hot codes going into the decoder while the gradients stay relaxed',
     ),
     Lesson(
         "codebook collapse",
@@ -127,6 +132,7 @@ LESSONS = (
         "Watch the codebook among the encoder outputs: a few red codes sit in the cloud and take every "
         "assignment, the dead ones (×) stay where they started. The usage histogram ends in a long run of "
         "zeros, and the perplexity stays far below 64.",
+        look='most of the 64 codes never picked, never moving',
     ),
     Lesson(
         "dead-code restarts",
@@ -134,6 +140,7 @@ LESSONS = (
         "the same book with dead codes moved onto encoder outputs: nearly every code is in use",
         "Every 20 steps, codes that almost no encoder output picks are moved onto random encoder outputs. The "
         "dead codes disappear, the histogram flattens, the perplexity climbs, and the reconstruction improves.",
+        look='nearly every code in use',
     ),
 )
 

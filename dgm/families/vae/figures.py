@@ -103,7 +103,7 @@ def mean_map(s: dict[str, Any]) -> go.Figure:
         fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="lines", line=dict(color=color, width=1.6),
                                  name=f"mean(z) as z{viz.subscript(s['dims'][axis] + 1)} varies", showlegend=first,
                                  legendgroup=f"axis{axis}", hoverinfo="skip"))
-    return fig
+    return viz.follow(fig, s["box"], s["model_samples"])
 
 
 # ---- the latent space ------------------------------------------------------------------------------

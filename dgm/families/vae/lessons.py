@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dgm.core.registry import Experiment, Lesson, PageText
+from dgm.core.registry import Experiment, Lesson, PageText, Watch
 from dgm.families.vae.figures import figures
 from dgm.families.vae.trainer import VAEConfig, VAETrainer, samples
 
@@ -85,28 +85,63 @@ LESSONS = (
         "2D manifold of digits",
         {},
         "a 2D latent space: watch the grid of decoded digits organise itself",
+        text=(
+            'A VAE with a two-dimensional latent space on 8×8 digits. The left panel decodes a grid of latent '
+            'points: at first every cell shows the same grey blur, then regions for different digits form and '
+            'sharpen. On the right, the test digits, encoded, spread out in z and group by class.'
+        ),
+        look='the grid of decoded digits organising itself into regions of different digits',
     ),
     Lesson(
         "beta = 4: blurry but disentangled",
         {"beta": 4.0},
         "a heavier KL: smoother, blurrier digits and a latent space closer to the prior",
+        text=(
+            'The KL term now weighs four times as much as the reconstruction. The encoder is pushed harder '
+            'towards the prior, so the latent codes crowd towards N(0, I) and the decoded digits are smoother and'
+            ' blurrier. The held-out ELBO is worse than with β = 1.'
+        ),
+        look='blurrier decoded digits, and latent codes packed closer to the prior',
     ),
     Lesson(
         "posterior collapse",
         {"decoder": "gaussian", "learn_var": True, "latent": 8, "beta": 4.0, "lr": 0.005},
         "a decoder that learns its own variance, with β = 4: the KL wins early, most latent units switch "
         "off and stay off",
+        text=(
+            'The decoder learns its own variance and the KL weighs four times as much. Early in training the '
+            'cheapest way to lower the loss is to make q(z|x) equal the prior for every x: the KL of those latent'
+            ' units drops to zero, they go inactive, and with a decoder that explains the data as noise they '
+            'never come back. The page opens shortly before the units switch off.'
+        ),
+        look='the active units dropping to 2 or fewer (the KL-per-unit bars going grey)',
+        watch=Watch("active units", lambda t: t.latest_eval.get("active_units"), lambda v: v <= 2, "≤ 2", every=200,
+                    max_steps=3000, after=400),  # at step 0 no unit is active yet: collapse comes after use
+        start=800,
     ),
     Lesson(
         "warm-up fixes it",
         {"decoder": "gaussian", "learn_var": True, "latent": 8, "beta": 4.0, "lr": 0.005, "warmup": 2000},
         "the same model with the KL weight ramped up over 2,000 steps: more units stay active and the "
         "held-out ELBO is far better",
+        text=(
+            'The same model, but the KL weight is ramped from 0 up to its full value over the first 2,000 steps. '
+            'While it is small, the latent units become useful for reconstruction, and they stay active when the '
+            'full penalty arrives. Compare the active units and the held-out ELBO with the posterior-collapse '
+            'lesson.'
+        ),
+        look='more active units than in the posterior-collapse lesson, and a better held-out ELBO',
     ),
     Lesson(
         "learned prior",
         {"prior": "vamp", "components": 20},
         "a VampPrior moves towards the aggregated posterior: the marginal KL shrinks",
+        text=(
+            "A VampPrior: the prior is a mixture of the encoder's posteriors at 20 learned pseudo-inputs, so it "
+            'can move towards the aggregated posterior instead of forcing the codes onto N(0, I). Watch the '
+            'marginal KL, the gap between the aggregated posterior and the prior, shrink.'
+        ),
+        look='the marginal KL shrinking',
     ),
 )
 

@@ -1,0 +1,294 @@
+"""What a class sees, timed in headless Chromium: per page, the time to the first chart and how fast the
+controls answer while it plays; per lesson, the time from pressing Play to the lesson's point.
+
+    .venv/bin/python bench/classroom.py                     # every page and every lesson
+    .venv/bin/python bench/classroom.py gan vae             # these pages (and their lessons)
+    .venv/bin/python bench/classroom.py --pages-only        # no lessons
+    .venv/bin/python bench/classroom.py --lessons-only --seconds 60
+    .venv/bin/python bench/classroom.py --app /path/to/other/checkout   # time another version's server
+
+Per page (``dgm.ui.pages.all_pages()``, so new pages are measured too):
+
+- *first chart*: a fresh browser profile (nothing cached) opens the page; the time from the navigation to the
+  first drawn chart, and how long after the page's script first went idle it came (0 when before). Then a
+  second tab of the same profile opens it again (plotly.js cached).
+- *Pause*, *Step*, *Reset* and *data*: the page plays for a few seconds, then the button is clicked from
+  inside the page and the page polls every 10 ms until the click shows: Pause until the button reads Play and
+  the status line "paused"; Step until the iteration changes; Reset until the status shows iteration 0; a
+  change of the data set (pages with a ``data`` knob) until a spinner or the new run's status line shows.
+
+Per lesson (each ``Lesson`` with a ``watch``): the step at which the watched value first reaches the lesson's
+point is found headless (seed 0, the same run the page trains: a seed fixes a run); then the page opens the
+lesson, Play is pressed, and the time until the page's iteration reaches that step (or, where the page
+shows the watch, until it says the point is reached) is the lesson's time to its point. The lessons' watches
+come from this checkout even with ``--app`` (the "before" measurement of a version without them).
+
+The browser shares this machine's CPUs with the server and the training workers, as a teacher's laptop does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import CHROMIUM, CHROMIUM_ARGS, wait_for_app  # noqa: E402
+
+# -- the server ---------------------------------------------------------------------------------------
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``streamlit run app.py`` of a checkout, on a free loopback port."""
+
+    def __init__(self, app_dir: Path):
+        self.dir, self.port = app_dir, _port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "Server":
+        cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1", "--server.port",
+               str(self.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+        env = {**os.environ, "MALLOC_ARENA_MAX": "2", "PYTHONPATH": str(self.dir)}
+        self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(self.url + "/_stcore/health", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("the server did not start")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# -- in the page ----------------------------------------------------------------------------------------
+
+# Recorded from the navigation on: when the script first ran and went idle, and when the first chart was drawn.
+TIMELINE = """() => {
+  window.__t = {idle: null, chart: null, ran: false};
+  const iv = setInterval(() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    const state = app && app.getAttribute('data-test-script-state');
+    if (state === 'running') window.__t.ran = true;
+    if (window.__t.idle === null && window.__t.ran && state === 'notRunning') window.__t.idle = performance.now();
+    if (window.__t.chart === null && document.querySelector('[data-testid=dgmPlot][data-drawn=true]'))
+      window.__t.chart = performance.now();
+    if (window.__t.idle !== null && window.__t.chart !== null) clearInterval(iv);
+  }, 10);
+}"""
+
+STATUS_JS = """() => { const el = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
+  .find(e => e.textContent.includes('Iteration')); return el ? el.textContent : ''; }"""
+
+# Click a button whose label contains ``label`` and wait (polling every 10 ms) until ``until`` (a JS expression
+# over ``status()``, the status line, and ``button(label)``) holds: the milliseconds, or -1 after ``limit`` ms.
+CLICK_JS = """async ([label, until, limit]) => {
+  const status = %s;
+  const button = (l) => [...document.querySelectorAll('[data-testid=stMain] button')].find(b => b.innerText.includes(l));
+  const check = new Function('status', 'button', 'return (' + until + ');');
+  const b = button(label);
+  if (!b) return -2;
+  const t0 = performance.now();
+  b.click();
+  return await new Promise((resolve) => {
+    const iv = setInterval(() => {
+      let ok = false;
+      try { ok = check(status, button); } catch (e) { ok = false; }
+      if (ok) { clearInterval(iv); resolve(performance.now() - t0); }
+      else if (performance.now() - t0 > limit) { clearInterval(iv); resolve(-1); }
+    }, 10);
+  });
+}""" % STATUS_JS
+
+ITERATION = "(parseInt((status().match(/Iteration ([\\d,]+)/) || [0, '-1'])[1].replace(/,/g, '')))"
+
+
+def _ms(v: float) -> str:
+    return "—" if v is None else ("not seen" if v < 0 else f"{v / 1000:.2f} s")
+
+
+def first_chart(browser, url: str) -> dict:
+    """A cold profile opens the page, then a second tab of the same profile (plotly.js cached)."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    out = {}
+    for visit in ("cold", "warm"):
+        pg = ctx.new_page()
+        pg.add_init_script(f"({TIMELINE})()")
+        pg.goto(url)
+        try:
+            pg.wait_for_function("() => window.__t && window.__t.chart !== null && window.__t.idle !== null",
+                                 timeout=180_000)
+            t = pg.evaluate("() => window.__t")
+            out[visit] = (t["chart"], max(0.0, t["chart"] - t["idle"]))
+        except Exception:  # noqa: BLE001 - reported as not seen
+            out[visit] = (-1, -1)
+        pg.close()
+    ctx.close()
+    return out
+
+
+def controls(browser, url: str, has_data: bool, warm_s: float = 5.0) -> dict:
+    """Pause, Step, Reset (and a data change) clicked while the page plays."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = ctx.new_page()
+    pg.goto(url)
+    wait_for_app(pg, 180_000)
+    out = {}
+
+    def click(label: str, until: str, limit: float = 60_000) -> float:
+        return pg.evaluate(CLICK_JS, [label, until, limit])
+
+    def play() -> None:
+        click("Play", "button('Pause') && status().includes('playing')")
+        pg.wait_for_timeout(warm_s * 1000)
+
+    play()
+    out["pause"] = click("Pause", "button('Play') && status().includes('paused')")
+    wait_for_app(pg)
+    it = pg.evaluate(f"() => {{ const status = {STATUS_JS}; return {ITERATION}; }}")
+    out["step"] = click("Step", f"{ITERATION} > {it}")
+    wait_for_app(pg)
+    play()
+    out["reset"] = click("Reset", "status().includes('Iteration 0 ') && button('Play')")
+    wait_for_app(pg)
+    if has_data:
+        play()
+        box = pg.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]', has_text="Data").first
+        t0 = time.perf_counter()
+        try:
+            box.click()
+            pg.get_by_role("option", name="moons", exact=True).click()
+            clicked = time.perf_counter()
+            pg.wait_for_function(f"""() => {{ const status = {STATUS_JS};
+                return document.querySelector('[data-testid=stSpinner]') || status().includes('Iteration 0 '); }}""",
+                                 timeout=120_000, polling=10)
+            out["data"] = 1000 * (time.perf_counter() - clicked)
+        except Exception:  # noqa: BLE001
+            out["data"] = -1
+        del t0
+    ctx.close()
+    return out
+
+
+def lesson_time(browser, url: str, target: int, seconds: float, label: str) -> dict:
+    """Open a lesson, press Play, and time it to the lesson's point: until the page's status line says the point
+    is reached, or, on a page that does not show the lesson's number (``label``), until its iteration reaches
+    ``target``, the step at which the point is reached headless."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = ctx.new_page()
+    t0 = time.perf_counter()
+    pg.goto(url)
+    wait_for_app(pg, 300_000)
+    opened = time.perf_counter() - t0
+    start = pg.evaluate(f"() => {{ const status = {STATUS_JS}; return {ITERATION}; }}")
+    reached = ("status().includes(\"the lesson's point\") || "
+               f"({ITERATION} >= {target} && !status().includes(' · {label}'))")
+    ms = pg.evaluate(CLICK_JS, ["Play", reached, seconds * 1000])
+    last = pg.evaluate(f"() => {{ const status = {STATUS_JS}; return {ITERATION}; }}")
+    ctx.close()
+    return {"open": opened, "start": start, "play_to_point": ms, "last": last}
+
+
+# -- the lessons' points, headless -----------------------------------------------------------------------------
+
+def point_step(exp, les, max_steps: int, max_seconds: float = 300) -> int | None:
+    """The first step (a multiple of the watch's ``every``) at which seed 0 of the lesson reaches its point."""
+    t = exp.make(exp.config(**les.values), seed=0, device="cpu")
+    w = les.watch
+    t0 = time.perf_counter()
+    while t.iteration <= max_steps and time.perf_counter() - t0 < max_seconds:
+        if w.reached(t):
+            return t.iteration
+        t.step(w.every)
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("pages", nargs="*")
+    ap.add_argument("--app", type=Path, default=ROOT)
+    ap.add_argument("--pages-only", action="store_true")
+    ap.add_argument("--lessons-only", action="store_true")
+    ap.add_argument("--seconds", type=float, default=60.0, help="at most this long per lesson after Play")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+
+    import dgm  # noqa: F401  (pins the kernels)
+    from dgm.core import registry
+    from dgm.ui.pages import all_pages
+
+    infos = [p for p in all_pages() if p.experiment in registry.names() and (not args.pages or p.url in args.pages)]
+    results: dict = {"app": str(args.app), "pages": {}, "lessons": {}}
+    targets = {}
+    if not args.pages_only:
+        for info in infos:
+            exp = registry.get(info.experiment)
+            for les in exp.lessons:
+                if getattr(les, "watch", None) is None:
+                    continue
+                t0 = time.perf_counter()
+                targets[(info.url, les.name)] = step = point_step(exp, les, les.watch.max_steps)
+                print(f"  {info.url} / {les.name}: point at step {step} (headless, {time.perf_counter() - t0:.0f} s)",
+                      flush=True)
+    from playwright.sync_api import sync_playwright
+
+    with Server(args.app) as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        warm = browser.new_page()
+        warm.goto(server.url + "/")
+        wait_for_app(warm, 180_000)  # the server's first run (imports) is not any page's
+        warm.close()
+        if not args.lessons_only:
+            print("page          first chart (cold: from navigation / after idle)  warm     Pause    Step     "
+                  "Reset    data")
+            for info in infos:
+                exp = registry.get(info.experiment)
+                fc = first_chart(browser, f"{server.url}/{info.url}")
+                has_data = "data" in {f for f in exp.config.__dataclass_fields__}
+                c = controls(browser, f"{server.url}/{info.url}", has_data)
+                results["pages"][info.url] = {"first_chart": fc, "controls": c}
+                print(f"{info.url:13s} {_ms(fc['cold'][0]):>8s} / {_ms(fc['cold'][1]):>8s}"
+                      f"{'':30s}{_ms(fc['warm'][1]):>8s} {_ms(c['pause']):>8s} {_ms(c['step']):>8s} "
+                      f"{_ms(c['reset']):>8s} {_ms(c.get('data')):>8s}", flush=True)
+        if not args.pages_only:
+            print("lesson                                         point at   opens at  open     Play to point")
+            for (url, name), step in targets.items():
+                if step is None:
+                    print(f"{url}/{name}: the point is not reached headless")
+                    continue
+                from urllib.parse import quote
+
+                les = next(x for i in infos if i.url == url for x in registry.get(i.experiment).lessons if x.name == name)
+                r = lesson_time(browser, f"{server.url}/{url}?preset={quote(name)}", step, args.seconds, les.watch.label)
+                results["lessons"][f"{url}/{name}"] = {"step": step, **r}
+                to = (_ms(r["play_to_point"]) if r["play_to_point"] >= 0 else
+                      f"> {args.seconds:.0f} s (step {r['last']:,})")
+                print(f"{(url + ' / ' + name)[:46]:46s} {step:>8,} {r['start']:>9,}  {r['open']:5.1f} s  {to}",
+                      flush=True)
+        browser.close()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""In front of a class (issue 18), in headless Chromium: every page shows its main figure and its Play button
+without scrolling on a 1280×720 projector in presenter mode, and starts it in the top third at 1400×900; no
+chart title runs past its chart; each lesson that watches a number reaches its point after Play; Pause,
+Step and Reset take effect while a page plays (how fast: bench/classroom.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import wait_for_app
+from dgm.core import registry
+from dgm.ui.pages import all_pages
+
+pytestmark = pytest.mark.browser
+
+PAGES = [p for p in all_pages() if p.experiment in registry.names()]
+
+GEOMETRY = """() => {
+  const f = document.querySelector('[data-testid=stMain] [data-testid=dgmPlot]');
+  const b = [...document.querySelectorAll('[data-testid=stMain] button')].find(x => x.innerText.includes('Play'));
+  const r = (e) => { const q = e.getBoundingClientRect(); return [q.top, q.bottom, q.left, q.right]; };
+  return {fig: f && r(f), play: b && r(b), scroll: window.scrollY};
+}"""
+
+# every chart title's right edge against its chart's width (plotly draws titles as SVG text, unclipped)
+TITLES = """() => [...document.querySelectorAll('[data-testid=stMain] [data-testid=dgmPlot]')].flatMap(p => {
+  const svg = p.querySelector('svg.main-svg'); if (!svg) return [];
+  const w = svg.getBoundingClientRect();
+  return [...p.querySelectorAll('.gtitle')].map(t => { const b = t.getBoundingClientRect();
+    return {text: t.textContent, left: b.left - w.left, right: b.right - w.left, width: w.width}; });
+})"""
+
+
+def _open(page, url: str) -> None:
+    page.goto(url)
+    wait_for_app(page, 240_000)
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=dgmPlot]')]"
+                           ".every(e => e.dataset.drawn === 'true')", timeout=60_000)
+
+
+def test_the_figure_comes_first_and_chart_titles_fit(app_server, browser):
+    for width, height, presenter in ((1280, 720, True), (1400, 900, False)):
+        ctx = browser.new_context(viewport={"width": width, "height": height}, reduced_motion="reduce")
+        pg = ctx.new_page()
+        for info in PAGES:
+            _open(pg, f"{app_server.url}/{info.url}?presenter={str(presenter).lower()}")
+            g = pg.evaluate(GEOMETRY)
+            where = f"{info.url} at {width}×{height}"
+            assert g["scroll"] == 0 and g["play"] is not None and g["fig"] is not None, where
+            assert 0 <= g["play"][0] and g["play"][1] <= height, where
+            if presenter:  # the whole main figure on the projector
+                assert 0 <= g["fig"][0] and g["fig"][1] <= height, (where, g)
+            else:  # it starts in the top third
+                assert g["fig"][0] <= height / 3, (where, g)
+            for t in pg.evaluate(TITLES):
+                assert t["left"] >= -1 and t["right"] <= t["width"] + 1, (where, t)
+        ctx.close()
+
+
+WATCHED = [(info, les) for info in PAGES for les in registry.get(info.experiment).lessons if les.watch is not None]
+
+
+@pytest.mark.parametrize("info,les", WATCHED, ids=[f"{i.url}-{le.name}" for i, le in WATCHED])
+def test_a_lesson_reaches_its_point_after_play(app_server, page, info, les):
+    from urllib.parse import quote
+
+    _open(page, f"{app_server.url}/{info.url}?preset={quote(les.name)}")
+    status = page.locator('[data-testid="stCaptionContainer"]', has_text="Iteration").first
+    assert les.watch.label in status.inner_text()
+    page.get_by_role("button", name="Play").click()
+    # the page says when its number reaches the lesson's point (how soon: bench/classroom.py)
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+                           ".some(e => e.textContent.includes(\"the lesson's point\"))", timeout=240_000)
+    page.get_by_role("button", name="Pause").click()
+
+
+@pytest.mark.parametrize("info", PAGES, ids=[p.url for p in PAGES])
+def test_pause_step_and_reset_take_effect_during_play(app_server, page, info):
+    _open(page, f"{app_server.url}/{info.url}")
+    status = lambda: page.locator('[data-testid="stCaptionContainer"]', has_text="Iteration").first  # noqa: E731
+    page.get_by_role("button", name="Play").click()
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+                           ".some(e => e.textContent.includes('playing'))", timeout=60_000)
+    page.wait_for_timeout(2000)
+    page.get_by_role("button", name="Pause").click()
+    page.get_by_role("button", name="Play").wait_for(timeout=60_000)
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+                           ".some(e => e.textContent.includes('paused'))", timeout=60_000)
+    wait_for_app(page)
+    before = status().inner_text()
+    page.get_by_role("button", name="Step ×10").click()
+    page.wait_for_function(f"() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+                           f".some(e => e.textContent.includes('Iteration') && !e.textContent.startsWith({before[:20]!r}))",
+                           timeout=60_000)
+    page.get_by_role("button", name="Play").click()
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="↺ Reset").click()
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+                           ".some(e => e.textContent.includes('Iteration 0 ') && e.textContent.includes('paused'))",
+                           timeout=60_000)

@@ -1,0 +1,110 @@
+"""In front of a class (issue 18): 2D views keep the samples in sight, chart titles fit, the GAN's mode panels
+agree with the picture between evaluations, and every lesson says on its page what to look at, with the
+number that shows its point."""
+
+import dataclasses
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from conftest import open_page
+from dgm.core import registry, viz
+from dgm.core.metrics import mode_stats
+from dgm.families.gan import figures as gf
+from dgm.families.gan.trainer import GANConfig, GANTrainer
+
+BOX = (-3.0, 3.0, -3.0, 3.0)
+
+
+def _notes(fig: go.Figure) -> list[str]:
+    return [a.text for a in fig.layout.annotations]
+
+
+def test_a_view_keeps_samples_inside_the_box_as_it_is():
+    pts = np.random.default_rng(0).uniform(-2.9, 2.9, size=(500, 2))
+    fig = viz.follow(viz.plane(BOX), BOX, pts)
+    assert tuple(fig.layout.xaxis.range) == (-3, 3) and tuple(fig.layout.yaxis.range) == (-3, 3)
+    assert _notes(fig) == []
+
+
+def test_a_view_follows_a_cloud_that_leaves_the_box():
+    pts = np.random.default_rng(0).normal(size=(500, 2)) * 0.2 + [4.5, -1.0]
+    fig = viz.follow(viz.plane(BOX), BOX, pts)
+    x0, x1 = fig.layout.xaxis.range
+    y0, y1 = fig.layout.yaxis.range
+    inside = (pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)
+    assert inside.mean() >= 0.98 and x0 <= -3 and y1 >= 3  # the data's box stays in view too
+    assert all("outside" not in n for n in _notes(fig)) or inside.mean() < 1
+
+
+def test_a_cloud_too_far_away_is_named_with_its_share_and_direction():
+    pts = np.random.default_rng(0).normal(size=(400, 2)) * 0.1 + [60.0, 40.0]
+    pts[:100] = np.random.default_rng(1).uniform(-1, 1, size=(100, 2))  # a quarter stays in the box
+    pts[0] = np.nan
+    fig = viz.follow(viz.plane(BOX), BOX, pts)
+    assert fig.layout.xaxis.range[1] == pytest.approx(3 + 2 * 6)  # grown by at most twice the span
+    (note,) = _notes(fig)
+    assert note.startswith("75% of samples outside") and "→" in note and "↑" in note and "←" not in note
+
+
+@pytest.mark.parametrize("chars", [20, 44])
+def test_long_titles_wrap_within_their_width(chars):
+    title = "JS(p, q) in nats (log 2 = 0.693 is the maximum) between smoothed densities of p and q"
+    fig = viz.wrap_title(go.Figure(layout=viz.layout(title, 300)), chars)
+    lines = fig.layout.title.text.split("<br>")
+    assert len(lines) > 1 and all(len(line) <= chars for line in lines)
+    assert fig.layout.margin.t > 40
+    assert viz.wrap_title(go.Figure(layout=viz.layout("Losses", 300)), chars).layout.title.text == "Losses"
+
+
+def test_the_gan_mode_panels_show_the_mode_metrics_now_as_the_evaluation_would():
+    t = GANTrainer(GANConfig(g_width=16, d_width=16, batch=32), seed=0, device="cpu")
+    t.step(40)  # between evaluations (every 1,000 steps)
+    snap = gf.snapshot(t)
+    ev = t.evaluate()
+    now = snap["modes_now"]
+    assert now["step"] == 40
+    for k in ("modes", "high_quality", "mode_kl"):
+        assert now[k] == pytest.approx(ev[k])
+    fig = gf.main_figures(snap, t.history.merged(), t.data)["modes"]
+    assert fig.data[0].x[-1] == 40 and fig.data[0].y[-1] == now["modes"]
+
+
+def test_every_lesson_says_what_to_look_at_and_watches_a_number_it_can_measure():
+    for name in registry.names():
+        exp = registry.get(name)
+        for les in exp.lessons:
+            assert les.text and les.look and len(les.look) <= 120, (name, les.name)
+            if les.watch is not None:
+                t = exp.make(exp.config(**les.values), seed=0, device="cpu")
+                assert les.watch.value(t) is None or math.isfinite(les.watch.value(t))
+    gan = registry.get("gan")
+    w = gan.lesson("WGAN-GP covers every mode").watch
+    t = gan.make(gan.config(**gan.lesson("WGAN-GP covers every mode").values), seed=0, device="cpu")
+    assert w.value(t) == mode_stats(t.generate(), t.data.centers, t.data.std)["modes"] and not w.reached(t)
+
+
+def test_a_lesson_page_states_its_point_and_opens_at_its_fast_forward(monkeypatch):
+    exp = registry.get("vae")
+    les = exp.lesson("posterior collapse")
+    assert les.start > 0
+    # the same lesson, fast-forwarded 20 steps instead of its hundreds (the mechanism, not the time)
+    short = dataclasses.replace(exp, lessons=tuple(dataclasses.replace(x, start=20) if x is les else x
+                                                   for x in exp.lessons))
+    get = registry.get
+    monkeypatch.setattr(registry, "get", lambda name: short if name == "vae" else get(name))
+    at = open_page("pages/vae.py", params={"preset": les.name})
+    assert not at.exception
+    assert any(f"Lesson: {les.name}" in i.value and les.look in i.value for i in at.info)
+    assert any(les.text[:40] in m.value for m in at.markdown)  # the whole note, under "About"
+    assert at.session_state["_live.vae"].trainer.iteration == 20
+    assert any("active units" in c.value and "the point: ≤ 2" in c.value for c in at.caption)
+
+
+def test_log_axes_over_decades_are_labelled_at_powers_of_ten_only():
+    wide = viz.curves([{"step": i, "v": 10.0 ** -i} for i in range(5)], ["v"], title="t", log_y=True)
+    narrow = viz.curves([{"step": i, "v": 1 + 0.1 * i} for i in range(5)], ["v"], title="t", log_y=True)
+    assert viz.tidy_axes(wide).layout.yaxis.dtick == 1
+    assert viz.tidy_axes(narrow).layout.yaxis.dtick is None and narrow.layout.yaxis.automargin
