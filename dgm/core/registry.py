@@ -57,6 +57,9 @@ class Experiment:
     samples: Callable[[Trainer, int], np.ndarray] | None = None  # n final 2D samples, where it makes them
     lessons: tuple[Lesson, ...] = ()
     text: PageText | None = None
+    #: (config, seeds=, device=) -> a trainer of many seeds at once whose ``runs[k]`` is the run of
+    #: ``seeds[k]`` (with ``as_run(k)``, ``finals()`` and ``summary()``), where the family has one
+    seeds: Callable[..., Trainer] | None = None
 
     def make(self, config: Any = None, seed: int = 0, device: str = "auto") -> Trainer:
         return self.trainer(config if config is not None else self.config(), seed=seed, device=device)

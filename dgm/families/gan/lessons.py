@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dgm.core.registry import Experiment, Lesson, PageText
 from dgm.families.gan.figures import figures
+from dgm.families.gan.seeds import GANSeeds
 from dgm.families.gan.trainer import GANConfig, GANTrainer
 
 INTRO = (
@@ -130,5 +131,6 @@ EXPERIMENT = Experiment(
     figures=figures,
     samples=_samples,
     lessons=LESSONS,
+    seeds=GANSeeds,
     text=PageText("GAN dynamics", INTRO, THEORY_TITLE, THEORY),
 )
