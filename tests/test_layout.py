@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: a family's rooms, from the bottom: a module may import rooms of its own rank or lower only
-ROOMS = {"model": 0, "layers": 0, "targets": 0, "trainer": 1, "fits": 1, "seeds": 1, "figures": 2, "elbo_figures": 2, "lessons": 3}
+ROOMS = {"model": 0, "layers": 0, "targets": 0, "trainer": 1, "fits": 1, "seeds": 1, "figures": 2, "elbo_figures": 2, "seeds_figures": 2, "lessons": 3}
 
 
 def _module_name(path: Path) -> str:

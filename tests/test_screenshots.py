@@ -27,7 +27,7 @@ from screenshots import BASELINES, ScreenshotMismatch, compare
 pytestmark = pytest.mark.browser
 
 #: replay length per page: enough to show the phenomenon, short enough for CI
-STEPS = {"demo": 60, "divergences": 150, "gan": 300, "flows": 200, "vae": 150}
+STEPS = {"demo": 60, "divergences": 150, "gan": 300, "flows": 200, "vae": 150, "gan_seeds": 200}
 CASES = [(p, STEPS[p.url]) for p in all_pages() if p.experiment in registry.names() and p.url in STEPS]
 
 

@@ -16,13 +16,14 @@ import numpy as np
 
 from dgm.core.train import Trainer
 
-#: experiment name -> the module that defines it
+#: experiment name -> the module that defines it (as ``EXPERIMENT``, or as the attribute after a colon)
 MODULES = {
     "demo": "dgm.families.demo.lessons",
     "divergence": "dgm.families.divergences.lessons",
     "gan": "dgm.families.gan.lessons",
     "flow": "dgm.families.flows.lessons",
     "vae": "dgm.families.vae.lessons",
+    "gan_seeds": "dgm.families.gan.lessons:SEEDS_EXPERIMENT",
 }
 
 
@@ -77,12 +78,13 @@ def names() -> list[str]:
     """Experiments whose module is present."""
     out = []
     for name, mod in MODULES.items():
-        if importlib.util.find_spec(mod) is not None:
+        if importlib.util.find_spec(mod.split(":")[0]) is not None:
             out.append(name)
     return out
 
 
 def get(name: str) -> Experiment:
-    if name not in MODULES or importlib.util.find_spec(MODULES[name]) is None:
+    if name not in MODULES or importlib.util.find_spec(MODULES[name].split(":")[0]) is None:
         raise KeyError(f"unknown experiment {name!r}; choose one of {', '.join(names())}")
-    return importlib.import_module(MODULES[name]).EXPERIMENT
+    module, _, attr = MODULES[name].partition(":")
+    return getattr(importlib.import_module(module), attr or "EXPERIMENT")

@@ -7,7 +7,8 @@
 Run k is the single-run trainer (``GANTrainer``) of seed ``seeds[k]``: its networks start from that
 trainer's initial weights, its real samples, latent codes and penalty draws come from that trainer's
 random stream in the same order, and it is evaluated by that trainer's ``evaluate`` on its own
-evaluation material. What is batched is the arithmetic: G and D are ``StackedMLP``s, one batched matrix
+evaluation material (the floors, what true samples of p get, are measured once, on the first seed's
+stream). What is batched is the arithmetic: G and D are ``StackedMLP``s, one batched matrix
 product per layer for all runs, and one optimiser over the stacked weights (element-wise, so it is K
 independent optimisers). Each run's loss is its own batch mean; their sum is differentiated, so each
 run's gradient is exactly its own. A run whose loss or metrics become NaN or infinite stops where it
@@ -24,14 +25,33 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from dataclasses import dataclass
+
+from dgm.core.config import knob
 from dgm.core.stacked import StackedMLP
 from dgm.core.train import Trainer, TrainingDiverged
 from dgm.families.gan.model import cfg_move, clip_, d_loss, g_loss_per_sample, sample_prior
 from dgm.families.gan.trainer import POOL, GANConfig, GANTrainer, make_optimizer
 
 MAX_SEEDS = 64
+PAGE_RUNS = 16  # at most this many on the page (small multiples of a 4 x 4 grid)
 #: the per-run metrics the summary reports (median and range over the runs that did not diverge)
 SUMMARY_METRICS = ("modes", "high_quality", "mmd", "w1", "js")
+
+
+@dataclass
+class GANSeedsConfig(GANConfig):
+    """The GAN's settings, and how many seeds train at once (the page's "many seeds" view)."""
+
+    sn: bool = knob(False, "spectral normalisation is not available with many seeds at once", group="Loss",
+                    show=lambda c: False)
+    runs: int = knob(8, "seeds trained at once, with the same settings: the page's seed, seed + 1, …", lo=2,
+                     hi=PAGE_RUNS, group="Seeds", label="runs (seeds at once)")
+
+
+def make(config: GANSeedsConfig, seed: int = 0, device: str | torch.device = "auto") -> "GANSeeds":
+    """The page's trainer: ``config.runs`` seeds from ``seed`` on."""
+    return GANSeeds(config, seeds=range(seed, seed + config.runs), device=device)
 
 
 class GANSeeds(Trainer):
@@ -71,6 +91,12 @@ class GANSeeds(Trainer):
     @property
     def k(self) -> int:
         return len(self.seeds)
+
+    @torch.no_grad()
+    def samples(self, n: int = 600) -> Tensor:
+        """(K, n, 2): each run's samples from the first n of its fixed evaluation codes, in one call."""
+        z = torch.stack([r.z_eval[:n] for r in self.runs])
+        return (self.G if self.G_avg is None else self.G_avg)(z)
 
     # -- batches: each run's pool drawn from its own stream, as its single-run trainer draws it ------
     def _draw(self, kind: str) -> Tensor:
@@ -264,6 +290,9 @@ class GANSeeds(Trainer):
         yield r
 
     def _eval(self) -> dict[str, float]:
+        floors = self.runs[0].floors  # what true samples of p get: the data's, measured once for the batch
+        for r in self.runs[1:]:
+            r._floors = floors
         for k in range(self.k):
             if k in self.diverged and self.runs[k].latest_eval:
                 continue
