@@ -127,7 +127,7 @@ def test_cli_trains_many_seeds_and_reports_each(tmp_path, capsys):
     single = cli.run(["gan", "--seed", "5", "--steps", "30", "--batch", "64"])["final"]
     assert single["modes"] == res["runs"][1]["modes"]
     assert single["mmd"] == pytest.approx(res["runs"][1]["mmd"], rel=1e-3)
-    for bad, why in ((["--seeds", "0"], "1 to 64"), (["--seeds", "x"], "whole number"),
+    for bad, why in ((["--seeds", "0"], "1 to 1024"), (["--seeds", "x"], "whole number"),
                      (["--seeds", "2", "--png", str(tmp_path)], "--png"), (["--seeds", "2", "--sn", "true"], "spectral")):
         assert cli.main(["gan", "--steps", "5", *bad]) == 2
         err = capsys.readouterr().err

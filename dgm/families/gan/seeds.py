@@ -33,7 +33,7 @@ from dgm.core.train import Trainer, TrainingDiverged
 from dgm.families.gan.model import cfg_move, clip_, d_loss, g_loss_per_sample, sample_prior
 from dgm.families.gan.trainer import POOL, GANConfig, GANTrainer, make_optimizer
 
-MAX_SEEDS = 64
+MAX_SEEDS = 1024
 PAGE_RUNS = 16  # at most this many on the page (small multiples of a 4 x 4 grid)
 #: the per-run metrics the summary reports (median and range over the runs that did not diverge)
 SUMMARY_METRICS = ("modes", "high_quality", "mmd", "w1", "js")
