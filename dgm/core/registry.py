@@ -23,6 +23,8 @@ MODULES = {
     "gan": "dgm.families.gan.lessons",
     "flow": "dgm.families.flows.lessons",
     "vae": "dgm.families.vae.lessons",
+    "autoregressive": "dgm.families.autoregressive.lessons",
+    "diffusion": "dgm.families.diffusion.lessons",
     "gan_seeds": "dgm.families.gan.lessons:SEEDS_EXPERIMENT",
 }
 
