@@ -159,12 +159,14 @@ SEEDS_LESSONS = (
            "samples, latent codes). Press Play and watch the small multiples part ways: within a few thousand "
            "steps some runs sit on all eight modes and others keep circling or leave a mode empty. The table "
            "counts how many capture every mode. One run of a GAN is one draw from this lottery; a claim about a "
-           "loss or a setting needs the fraction, not the lucky seed."),
+           "loss or a setting needs the fraction, not the lucky seed.",
+           look="the table's mode counts: same settings, different outcomes"),
     Lesson("WGAN-GP across seeds", {"runs": 8, "loss": "wgan_gp", "gp": 0.1},
            "the gradient penalty's runs, eight at once: how much less of a lottery is it?",
            "The same eight seeds with the Wasserstein loss and a gradient penalty. Compare the spread of the "
            "mode counts in the table with the default loss's: a remedy for mode collapse should narrow the "
-           "spread, not only move the best run."),
+           "spread, not only move the best run.",
+           look="the spread of the mode counts over the eight seeds"),
 )
 
 SEEDS_INTRO = (
