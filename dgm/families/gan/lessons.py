@@ -104,6 +104,56 @@ LESSONS = (
         "its own particles.",
     ),
     Lesson(
+        "PacGAN: D judges packs",
+        {"loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0001, "lr_g": 0.001, "decay": 1.0, "pack": 4},
+        "the collapsing GAN again, but D sees 4 samples at a time: a pack from one blob is easy to reject",
+        "The settings of *vanilla GAN collapses*, with one change: D no longer judges one point but a **pack** of "
+        "4, side by side (Lin et al., PacGAN). Four data points usually come from four different modes; four "
+        "samples of a collapsed generator sit together, and D can see that at once. Collapse becomes expensive "
+        "for G. Watch the **modes** curve against the collapse lesson's, and set *PacGAN packing m* back to 1 to "
+        "compare. The heatmap shows D's verdict on a point packed with 3 of G's current samples.",
+    ),
+    Lesson(
+        "unrolled GAN: G looks ahead",
+        {"loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0001, "lr_g": 0.001, "decay": 1.0, "unroll": 5},
+        "the collapsing GAN again, but G's loss is taken where D will be 5 steps later, so jumping to one mode "
+        "does not pay",
+        "The settings of *vanilla GAN collapses*, but G's update **unrolls** D: G's loss is taken at D's parameters "
+        "after 5 more (differentiable) steps of D's optimiser (Metz et al.). A collapsed G would win for one step "
+        "and lose as soon as D reacts; looking ahead, G sees the reaction coming and keeps its samples spread. "
+        "Each G step now costs about six D steps, so the run is slower: compare the **modes** curve with the "
+        "collapse lesson's at the same step, not the same second.",
+    ),
+    Lesson(
+        "R1 penalty: D flat on the data",
+        {"loss": "nonsaturating", "d_steps": 1, "lr_d": 0.001, "lr_g": 0.001, "decay": 1.0, "r1": 1.0},
+        "a gradient penalty on the data points (R1) damps the chase between G and D, and the samples settle "
+        "on the modes",
+        "Without a penalty, D keeps sharpening its verdict around the data, G overshoots, and the two circle "
+        "each other. **R1** (Mescheder et al.) adds γ/2 E‖∇D(x)‖² at data points: D must stay flat where the data"
+        " is, so once G's samples sit on a mode D has nothing left to push them with, and the game settles. Watch"
+        " the **high-quality** fraction, then set *R1 weight γ* to 0 to compare. R2 is the same penalty at G's "
+        "samples.",
+    ),
+    Lesson(
+        "minibatch std: D sees the spread",
+        {"loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0001, "lr_g": 0.001, "decay": 1.0, "mbstd": 4},
+        "the collapsing GAN again, but D's last layer also sees how spread out each group of 4 samples is",
+        "The settings of *vanilla GAN collapses*, plus one feature for D (Karras et al.): for each group of 4 "
+        "samples, the standard deviation of D's features over the group, averaged. Real points are spread over "
+        "the ring, a collapsed cloud is not, so D can reject a whole group for being too alike and G gains by "
+        "spreading out. Watch the **modes** curve; set *minibatch-std group* to 0 to compare.",
+    ),
+    Lesson(
+        "two-timescale learning rates",
+        {"loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0004, "lr_g": 0.0001, "decay": 1.0},
+        "the collapse lesson's learning rates the other way round: D learns 4 times faster than G",
+        "The collapse lesson gave G ten times D's learning rate, so G outran a discriminator that was never "
+        "close to optimal. A two-timescale update (Heusel et al.) does the opposite: D learns faster (here 4×), "
+        "so at each moment G follows the gradient of a nearly optimal D, which points at the modes G is "
+        "missing. Compare the **modes** and **mode KL** curves with the collapse lesson's.",
+    ),
+    Lesson(
         "grid25",
         {"data": "grid25", "loss": "wgan_gp", "gp": 0.1, "d_steps": 2, "lr_d": 0.003, "lr_g": 0.003, "beta1": 0.0, "beta2": 0.9, "g_width": 128, "d_width": 128, "decay": 0.8, "ema": 0.999},
         "25 narrow modes on a grid: a wider WGAN-GP finds all of them, then sharpens as its rates decay; "
