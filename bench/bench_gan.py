@@ -1,8 +1,8 @@
-"""GAN benchmark: speed against a plain PyTorch loop, and mode coverage on ring8 and grid25.
+"""GAN benchmark: speed against a plain PyTorch loop, and seed tables of mode coverage on ring8 and grid25.
 
-    .venv/bin/python bench/bench_gan.py                 # everything (a few minutes on 2 cores)
-    .venv/bin/python bench/bench_gan.py --only speed    # or: ring8, grid25
-    .venv/bin/python bench/bench_gan.py --seeds 3 --budget 30
+    .venv/bin/python bench/bench_gan.py --only speed
+    .venv/bin/python bench/bench_gan.py --only tables --table "ring8 default" --seeds 100-102,1000-1009
+    .venv/bin/python bench/bench_gan.py --only tables --table "grid25 preset" --steps 15000 --jobs 2
 
 Speed: training steps per second of ``GANTrainer`` (default config) and of a naive loop over the same
 networks, written the obvious way (a fresh sampler call per batch, BCE on sigmoid outputs, a full
@@ -11,10 +11,11 @@ measured alternately in the same process. Also the page's rate while playing, si
 trains in a worker process as on the live page, and each frame (at most 6 a second) syncs its state,
 takes a snapshot and serialises every figure to JSON (what Streamlit sends).
 
-Quality: for each seed, train the preset in chunks and check the mode metrics (docs/ARCHITECTURE.md) on 2,500
-samples after each chunk; report the wall time (training only, not the checks) to reach the target
-(ring8: 8/8 modes and >= 90% high quality; grid25: >= 24/25 modes and >= 80%), and the metrics at the end.
-"""
+Quality: seed tables (``seedtable.py``): each setting of ``TABLES`` trained for a fixed number of steps
+on every seed, the mode metrics (docs/ARCHITECTURE.md) on the trainer's 2,500 evaluation samples checked
+every ``--every`` steps; one row per seed at the fixed step count (the seeds used for tuning marked),
+the median and spread, and the step at which the median run first meets the target (ring8: 8/8 modes
+and >= 90% high quality; grid25: >= 24/25 modes and >= 80%)."""
 
 from __future__ import annotations
 
@@ -39,10 +40,17 @@ from dgm.families.gan.trainer import GANConfig, GANTrainer
 from dgm.core.metrics import mode_stats
 from seedtable import TUNING_SEEDS, UNSEEN_SEEDS, Run, parse_seeds, report, run_seeds
 
-#: the tables: name -> knob values (the presets' own, so the tables follow the lessons)
+#: the remedies' lessons: each is the collapse lesson's setting plus one remedy
+REMEDIES = ("PacGAN: D judges packs", "unrolled GAN: G looks ahead", "R1 penalty: D flat on the data",
+            "minibatch std: D sees the spread", "two-timescale learning rates")
+#: the tables: name -> knob values (the presets' own, so the tables follow the lessons); each remedy on ring8
+#: (its lesson) and on grid25 (the same knobs with data=grid25), and the collapse lesson as the contrast
 TABLES = {
     "ring8 default": {},
     "grid25 preset": EXPERIMENT.presets["grid25"],
+    "ring8 vanilla GAN collapses": EXPERIMENT.presets["vanilla GAN collapses"],
+    **{f"ring8 {name}": EXPERIMENT.presets[name] for name in REMEDIES},
+    **{f"grid25 {name}": EXPERIMENT.presets[name] | {"data": "grid25"} for name in REMEDIES},
 }
 
 

@@ -73,7 +73,8 @@ LESSONS = (
         "A plain GAN (the log D trick, one D step per G step) whose generator learns ten times faster "
         "than its discriminator. Press Play and watch the orange cloud: instead of spreading over the "
         "ring it stays one tight blob that D keeps rejecting, so it jumps from one place to the next. The"
-        " **modes** curve stays near 0 or 1 and the **mode KL** stays near its maximum, log 8. Set the "
+        " **modes** curve stays low and the **mode KL** high (its maximum, log 8, when every sample sits "
+        "on one mode). Set the "
         "two learning rates equal, or use WGAN-GP, to see the blob spread out.",
     ),
     Lesson(
@@ -88,11 +89,11 @@ LESSONS = (
     Lesson(
         "WGAN-GP covers every mode",
         {"loss": "wgan_gp", "gp": 0.1, "d_steps": 5, "lr_d": 0.001, "lr_g": 0.001, "beta1": 0.0, "beta2": 0.9},
-        "a critic kept 1-Lipschitz by a gradient penalty pulls G onto all eight modes",
+        "a critic kept 1-Lipschitz by a gradient penalty keeps pulling every part of G's cloud towards a mode",
         "The critic is no longer a classifier: it scores points, and a gradient penalty keeps its slope "
         "near 1 everywhere between data and samples. Its gradient therefore never vanishes, even far from"
-        " the data, so every part of the generated cloud keeps being pulled towards some mode. Watch all "
-        "eight modes fill in.",
+        " the data, so every part of the generated cloud keeps being pulled towards some mode. Watch the "
+        "modes fill in.",
     ),
     Lesson(
         "CFG particles",

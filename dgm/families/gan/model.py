@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from dgm.core import nets
+from dgm.core.metrics import blur
 
 LOSSES = ("minimax", "nonsaturating", "wgan", "wgan_gp", "lsgan", "hinge", "cfg")
 #: losses whose D output is a logit, so that sigmoid(D(x)) is a probability of "real"
@@ -222,3 +223,59 @@ def optimizer_state(opt: torch.optim.Optimizer, module: nn.Module) -> dict[str, 
                      isinstance(v, (int, float))}
     return out
 
+
+def judge_alone(D: nn.Module, x: Tensor, partners: Tensor | None) -> Tensor:
+    """D's output at each point of x (N, 2) judged on its own: unpacked, D(x); packed (``partners``
+    (S, m - 1, 2): S sets of m - 1 companions), the point first in a pack with each set, averaged over sets."""
+    if partners is None:
+        return D(x)[:, 0]
+    s, k = partners.shape[:2]
+    packs = torch.cat([x[None].expand(s, -1, -1), partners[:, None].expand(-1, x.shape[0], -1, -1).reshape(
+        s, x.shape[0], 2 * k)], 2)  # (S, N, 2m)
+    return D(packs.reshape(-1, 2 * (k + 1)))[:, 0].view(s, -1).mean(0)
+
+
+def group_reference(D: nn.Sequential, fake: Tensor) -> Tensor:
+    """The minibatch-std layer's statistic averaged over groups of D's inputs ``fake`` (G's samples): what the
+    layer uses for a point judged alone."""
+    layer = next(m for m in D if isinstance(m, MinibatchStd))
+    g = min(layer.group, fake.shape[0])
+    n = fake.shape[0] // g
+    feats = D[: list(D).index(layer)](fake[: n * g]).view(n, g, -1)
+    return MinibatchStd.statistic(feats).mean()
+
+
+def make_optimizer(name: str, params, lr: float, betas: tuple[float, float]):
+    params = list(params)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, fused=True)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, foreach=True)
+    raise ValueError(f"unknown optimiser {name!r}")
+
+
+# ---- the JS estimate's smoothing -------------------------------------------------------------------
+
+def kde_bandwidth(data, real: Tensor, resolution: int) -> float:
+    """The kernel's bandwidth, fixed for the run: the modes' std for mixtures with one, else Scott's
+    rule on the data points ``real`` (N, 2); never below one cell of a ``resolution``-wide grid."""
+    cell = (data.box[1] - data.box[0]) / resolution
+    h = float(data.std) if data.std is not None else float(real.std(0).mean()) * real.shape[0] ** (-1 / 6)
+    return max(h, cell)
+
+
+@torch.no_grad()
+def smoothed_log_p(data, grid, h: float, resolution: int) -> Tensor:
+    """log of p smoothed exactly as the kernel density estimate smooths q, normalised on the grid.
+    ``binned_kde`` spreads each sample over its 2 x 2 nearest cells (a tent of one cell per axis,
+    variance cell^2 / 6) and blurs by a Gaussian of std h: so p is convolved with a Gaussian of
+    variance h^2 + cell^2 / 6, in closed form where the data set knows it (mixtures, the
+    checkerboard), else by the same blur of p's grid values (the energies, smooth on this grid)."""
+    cell = (data.box[1] - data.box[0]) / resolution
+    try:
+        return grid.normalize(data.smoothed_log_prob(grid.points, (h**2 + cell**2 / 6) ** 0.5))
+    except NotImplementedError:
+        p = grid.normalize(data.unnormalized_log_prob(grid.points)).exp()
+        return grid.normalize(blur(p, grid, h).clamp_min(1e-300).log())

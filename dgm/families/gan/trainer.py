@@ -31,12 +31,13 @@ import dgm.core.data
 from dgm.core import nets
 from dgm.core.config import knob
 from dgm.core.metrics import (
-    EVAL_SAMPLES, MMD, W1_SAMPLES, Grid, binned_kde, blur, grid_js, mode_stats, wasserstein1,
+    EVAL_SAMPLES, MMD, W1_SAMPLES, Grid, binned_kde, grid_js, mode_stats, wasserstein1,
 )
 from dgm.core.train import Trainer
 from dgm.families.gan.model import (
-    LOSSES, PROB_LOSSES, MinibatchStd, cfg_move, clip_, d_loss, discriminator, g_loss, gradient_penalty,
-    optimizer_state, pack, sample_prior, unrolled_params, zero_centred_penalty,
+    LOSSES, PROB_LOSSES, MinibatchStd, cfg_move, clip_, d_loss, discriminator, g_loss, gradient_penalty, group_reference,
+    judge_alone, kde_bandwidth, make_optimizer, optimizer_state, pack, sample_prior, smoothed_log_p, unrolled_params,
+    zero_centred_penalty,
 )
 
 JS_RESOLUTION = 200  # grid for JS and D*: 200 x 200 cells over the data's box
@@ -112,19 +113,6 @@ class GANConfig:
                       "group of this many samples, so a collapsed group looks fake (0: off)", choices=(0, 2, 4, 8, 16),
                       group=REMEDIES, label="minibatch-std group")
 
-
-
-def make_optimizer(name: str, params, lr: float, betas: tuple[float, float]):
-    params = list(params)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, fused=True)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, foreach=True)
-    raise ValueError(f"unknown optimiser {name!r}")
-
-
 @dataclass
 class GANRuntime:
     """How the next steps run, without restarting the run: "both" trains k D steps then one G step;
@@ -169,35 +157,10 @@ class GANTrainer(Trainer):
             JS_DRAWS - 1, EVAL_SAMPLES, c.z_dim)
         self._mmd = MMD(self.real_eval)
         self.js_grid = Grid.over(self.data.box, JS_RESOLUTION, device=dev)
-        self.kde_h = self._kde_bandwidth()
-        self.log_p_smooth = self._smoothed_p() if self.data.has_unnormalized else None
+        self.kde_h = kde_bandwidth(self.data, self.real_eval, JS_RESOLUTION)
+        self.log_p_smooth = (smoothed_log_p(self.data, self.js_grid, self.kde_h, JS_RESOLUTION)
+                             if self.data.has_unnormalized else None)
         self._floors: dict[str, float] | None = None
-
-    def _kde_bandwidth(self) -> float:
-        """The kernel's bandwidth, fixed for the run: the modes' std for mixtures with one, else Scott's
-        rule on 2,500 data points; never below one grid cell."""
-        cell = (self.data.box[1] - self.data.box[0]) / JS_RESOLUTION
-        if self.data.std is not None:
-            h = float(self.data.std)
-        else:
-            h = float(self.real_eval.std(0).mean()) * EVAL_SAMPLES ** (-1 / 6)
-        return max(h, cell)
-
-    @torch.no_grad()
-    def _smoothed_p(self) -> Tensor:
-        """log of p smoothed exactly as the kernel density estimate smooths q, normalised on the grid.
-        ``binned_kde`` spreads each sample over its 2 x 2 nearest cells (a tent of one cell per axis,
-        variance cell^2 / 6) and blurs by a Gaussian of std h: so p is convolved with a Gaussian of
-        variance h^2 + cell^2 / 6, in closed form where the data set knows it (mixtures, the
-        checkerboard), else by the same blur of p's grid values (the energies, smooth on this grid)."""
-        g = self.js_grid
-        cell = (self.data.box[1] - self.data.box[0]) / JS_RESOLUTION
-        try:
-            s = (self.kde_h**2 + cell**2 / 6) ** 0.5
-            return g.normalize(self.data.smoothed_log_prob(g.points, s))
-        except NotImplementedError:
-            p = g.normalize(self.data.unnormalized_log_prob(g.points)).exp()
-            return g.normalize(blur(p, g, self.kde_h).clamp_min(1e-300).log())
 
     # -- batches: drawn POOL steps at a time, from self.gen ---------------------------------------
     def _real(self) -> Tensor:
@@ -381,19 +344,8 @@ class GANTrainer(Trainer):
         (the layer's statistic is the average one of G's samples in groups of its size)."""
         if self._mbstd is not None:
             with torch.no_grad():
-                fake = self._packed(self.sampler(self.z_eval[: self.config.batch]))
-                g = min(self._mbstd.group, fake.shape[0])
-                n = fake.shape[0] // g
-                head = list(self.D).index(self._mbstd)
-                feats = self.D[:head](fake[: n * g]).view(n, g, -1)
-                self._mbstd.reference = MinibatchStd.statistic(feats).mean()
-        partners = self._partners()
-        if partners is None:
-            return self.D(x)[:, 0]
-        s, k = partners.shape[:2]
-        packs = torch.cat([x[None].expand(s, -1, -1), partners[:, None].expand(-1, x.shape[0], -1, -1).reshape(
-            s, x.shape[0], 2 * k)], 2)  # (S, N, 2m): the point first, then its companions
-        return self.D(packs.reshape(-1, 2 * (k + 1)))[:, 0].view(s, -1).mean(0)
+                self._mbstd.reference = group_reference(self.D, self._packed(self.sampler(self.z_eval[: self.config.batch])))
+        return judge_alone(self.D, x, self._partners())
 
     @torch.no_grad()
     def generate(self, n: int | None = None, generator: torch.Generator | None = None) -> Tensor:
