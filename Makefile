@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
+# the address the app listens on: this machine only by default. To serve a class on the network, say so:
+# `make run HOST=0.0.0.0` (every interface; there is no login, so only on a network you trust)
+HOST ?= 127.0.0.1
 TEST_WORKERS ?= 2  # pytest-xdist processes; the browser tests share one of them (tests/conftest.py)
 export PYTHONDONTWRITEBYTECODE := 1
 # fewer malloc arenas: the server's session threads then hand freed memory back (load test: +1 MB
@@ -31,7 +34,7 @@ browser:
 	@bash scripts/ensure-chromium.sh
 
 run: setup
-	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 test: setup-test
 	$(PY) -m ruff check --select F,E9 --quiet app.py pages dgm tests bench

@@ -3,9 +3,10 @@
 import streamlit as st
 
 from dgm.core.registry import get, names
-from dgm.ui import common
+from dgm.ui import common, controls
 from dgm.ui.pages import HOME, all_pages
 
+controls.sanitize_page_without_knobs()
 common.header(
     "DGM Explorer",
     "A live laboratory for deep generative models. Every page trains small PyTorch models **in front of "

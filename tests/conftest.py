@@ -41,15 +41,32 @@ def charts(at) -> list[dict]:
             if e.proto.component_name == "dgm.plotly_live"]
 
 
+def text(markdown: str) -> str:
+    """What a markdown source with backslash escapes and word joiners (``dgm.ui.common.plain``) shows as
+    text, less the invisible joiners."""
+    import re
+
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")
+
+
+SIDEBAR_PARAMS = {"seed", "device", "presenter"}  # read by the shared sidebar, on every page
+
+
 def open_page(page: str | None = None, params: dict[str, str] | None = None, timeout: float = 120):
-    """Run app.py in AppTest, then switch to ``page`` (e.g. "pages/gan.py") with URL ``params``."""
+    """Run app.py in AppTest, then switch to ``page`` (e.g. "pages/gan.py") with URL ``params``. The first
+    run shows the home page, which would drop a model page's parameters as unknown: those are set after
+    it, the sidebar's before."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
-    for k, v in (params or {}).items():
-        at.query_params[k] = v
+    params = params or {}
+    for k, v in params.items():
+        if page is None or k in SIDEBAR_PARAMS:
+            at.query_params[k] = v
     at.run()
     if page is not None:
+        for k, v in params.items():
+            at.query_params[k] = v
         at.switch_page(page).run()
     return at
 
@@ -63,17 +80,18 @@ def free_port() -> int:
 
 
 class AppServer:
-    def __init__(self):
+    def __init__(self, env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+        self.env = env or {}
 
     def start(self, timeout: float = 60) -> "AppServer":
         cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", "127.0.0.1",
                "--server.port", str(self.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-        self.log = open(ROOT / ".pytest_cache" / f"streamlit-{self.port}.log", "w") if (ROOT / ".pytest_cache").exists() \
+        self.log = open(ROOT / ".pytest_cache" / f"streamlit-{self.port}.log", "a") if (ROOT / ".pytest_cache").exists() \
             else subprocess.DEVNULL
-        env = {**os.environ, "MALLOC_ARENA_MAX": "2"}  # as `make run` starts the server
+        env = {**os.environ, "MALLOC_ARENA_MAX": "2", **self.env}  # as `make run` starts the server
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=env)
         deadline = time.time() + timeout

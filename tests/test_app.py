@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import charts, open_page
+from conftest import charts, open_page, text
 from dgm.ui.pages import all_pages
 
 
@@ -71,9 +71,9 @@ def test_link_parameters_set_knobs():
 def test_bad_link_parameters_give_a_note_not_an_exception():
     at = open_page("pages/demo.py", {"lr": "1e9", "data": "nope", "batch": "abc", "zzz": "1", "steps": "-4"})
     _no_failure(at)
-    text = at.warning[0].value
+    note = text(at.warning[0].value)
     for part in ("lr=1e9", "'nope'", "batch", "'zzz'", "steps=-4"):
-        assert part in text, part
+        assert part in note, part
     assert at.select_slider(key="lr").value == 100.0  # clamped to the widget's limit
     assert at.selectbox(key="data").value == "bimodal"  # default kept
 

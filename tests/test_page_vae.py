@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import charts, open_page
+from conftest import charts, open_page, text
 
 
 def _ok(at):
@@ -81,9 +81,9 @@ def test_two_d_data_and_learned_prior():
 def test_bad_link_parameters_give_a_warning():
     at = open_page("pages/vae.py", {"latent": "99", "decoder": "nope", "beta": "abc", "k": "7"})
     _ok(at)
-    text = at.warning[0].value
+    note = text(at.warning[0].value)
     for part in ("latent=99", "'nope'", "beta"):
-        assert part in text, part
+        assert part in note, part
     assert at.slider(key="latent").value == 16
     assert at.selectbox(key="decoder").value == "categorical17"
 

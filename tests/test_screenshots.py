@@ -112,3 +112,20 @@ def test_a_different_seed_fails_the_comparison(app_server, page, update_screensh
     pngs = chart_pngs(page, f"{app_server.url}/demo?seed=1&steps={STEPS['demo']}")
     with pytest.raises(ScreenshotMismatch):
         compare(pngs[0], "demo_0", update=False)
+
+
+def test_a_picture_moved_by_one_pixel_matches_and_a_moved_figure_does_not():
+    """The comparison forgives the element's box rounding one pixel either way, not a change inside it."""
+    import numpy as np
+    from PIL import Image
+
+    from screenshots import diff_fraction
+
+    rng = np.random.default_rng(0)
+    base = np.full((120, 160, 3), 255, np.uint8)
+    base[20:100, 30:130] = rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)  # a busy picture
+    moved = np.roll(base, 1, axis=0)  # the whole screenshot one pixel lower
+    assert diff_fraction(Image.fromarray(moved), Image.fromarray(base)) == 0.0
+    changed = base.copy()
+    changed[40:70, 60:90] = np.roll(changed[40:70, 60:90], 3, axis=1)  # one part of the figure moved
+    assert diff_fraction(Image.fromarray(changed), Image.fromarray(base)) > 0.002

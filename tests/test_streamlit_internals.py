@@ -34,7 +34,7 @@ def test_component_assets_are_registered_and_served_from_where_they_lie():
 
 
 def test_the_request_queue_shows_a_pending_click():
-    """dgm/ui/scheduling.py _interaction_pending reads ScriptRequests._state and _rerun_data."""
+    """dgm/ui/scheduling.py _interaction_pending (and cancelled) read ScriptRequests._state and _rerun_data."""
     from streamlit.runtime.scriptrunner_utils.script_requests import RerunData, ScriptRequests, ScriptRequestType
 
     req = ScriptRequests()
@@ -63,3 +63,12 @@ def test_a_page_opened_first_can_switch_the_legacy_pages_mode_off():
 
     assert hasattr(PagesManager, "uses_pages_directory")
     assert issubclass(StopException, BaseException)
+
+
+def test_the_runtime_says_when_the_server_stops():
+    """dgm/ui/scheduling.py stopping() reads Runtime.exists() and Runtime.instance().state."""
+    from streamlit.runtime import Runtime, RuntimeState
+
+    assert callable(Runtime.exists) and callable(Runtime.instance)
+    assert {"STOPPING", "STOPPED"} <= {s.name for s in RuntimeState}
+    assert isinstance(Runtime.state, property)

@@ -101,3 +101,88 @@ def test_spray_spreads_within_the_brush():
     pts = U.spray(np.array([[1.0, 2.0]]), 500, width=0.3, noise=0.0)
     d = np.linalg.norm(pts - [1.0, 2.0], axis=1)
     assert pts.shape == (500, 2) and d.max() <= 0.3 + 1e-12 and d.mean() == pytest.approx(0.2, abs=0.02)
+
+
+# ---- issue 16: degenerate data, upload size, sessions that cannot evict each other -----------------
+
+@pytest.mark.parametrize("rows", [
+    [(0.1, 0.7)] * 10,  # the standard deviation of rounded floats is 8.5e-17, not 0
+    [(1e5 + 1e-12 * i, -3e5) for i in range(20)],  # differences far below the values' precision
+])
+def test_points_that_are_all_the_same_up_to_rounding_are_refused(rows):
+    with pytest.raises(U.UserDataError, match="the same"):
+        U.parse_csv(csv_bytes(rows))
+
+
+def test_small_values_with_a_real_spread_are_data():
+    rng = np.random.default_rng(1)
+    pts = 1e-6 * rng.normal(size=(30, 2))
+    assert U.check_points(pts) is not None
+    dist, scaling = U.make_distribution(pts)
+    assert float(dist.points.std(0, correction=0).max()) == pytest.approx(U.TARGET_STD, rel=1e-3)
+
+
+def test_setup_costs_what_model_points_cost_whatever_the_upload(monkeypatch):
+    """A large upload is represented by a fixed subsample of MODEL_POINTS points: what every trainer
+    evaluates its density against (the GAN's and the flows' grids) does not grow with the file."""
+    from dgm.core import registry
+
+    rng = np.random.default_rng(2)
+    pts = rng.normal(size=(5 * U.MODEL_POINTS, 2)) * [2.0, 0.5]
+    dist, scaling = U.make_distribution(pts)
+    assert len(dist.points) == U.MODEL_POINTS and scaling.n_points == len(pts)
+    assert f"use {U.MODEL_POINTS:,} of them" in scaling.describe()
+    again, _ = U.make_distribution(pts.copy())
+    assert again is dist and torch.equal(again.points, dist.points), "the same subsample for the same data"
+    seen = []
+
+    def counting(samples, points, bandwidth=None, chunk=8192):
+        seen.append(len(samples))
+        return torch.zeros(len(points))
+
+    monkeypatch.setattr(U, "kde_log_prob", counting)
+    for name, knob in (("gan", "data"), ("flow", "data"), ("demo", "data")):
+        exp = registry.get(name)
+        exp.make(exp.config(**{knob: dist.name}), seed=0, device="cpu")
+    assert seen and max(seen) <= U.MODEL_POINTS
+    assert dist.entropy > 0 and max(seen) <= U.MODEL_POINTS  # binned: no million evaluations either
+
+
+def test_binned_entropy_matches_the_quadrature_of_the_density():
+    from dgm.core.data import Distribution2D
+
+    pts = U.spray(np.array([[0.0, 0.0], [2.0, 1.0]]), 15, width=0.6, noise=0.05, seed=3)
+    dist, _ = U.make_distribution(pts)
+    exact = Distribution2D.entropy.func(dist)  # 1,000 x 1,000 evaluations of the density
+    assert dist.entropy == pytest.approx(exact, abs=2e-3)
+
+
+def test_remembered_grid_evaluations_are_the_same_numbers_and_not_shared():
+    from dgm.core.metrics import kde_log_prob
+
+    dist, _ = U.make_distribution(np.random.default_rng(4).normal(size=(300, 2)))
+    grid = Grid.over(dist.box, 120)
+    a = dist.log_prob(grid.points)
+    assert torch.equal(a, kde_log_prob(dist.points, grid.points, bandwidth=dist.bandwidth))
+    a.fill_(0.0)
+    assert torch.equal(dist.log_prob(grid.points), kde_log_prob(dist.points, grid.points, bandwidth=dist.bandwidth))
+
+
+def test_no_number_of_other_uploads_evicts_a_data_set_someone_holds():
+    import gc
+
+    rng = np.random.default_rng(5)
+    held, _ = U.make_distribution(rng.normal(size=(40, 2)))  # a session's data, held in its state
+    dropped, _ = U.make_distribution(rng.normal(size=(40, 2)))
+    dropped_name = dropped.name
+    del dropped
+    for i in range(3 * dgm.core.data.KEEP_UNHELD):  # a class uploading, or one hostile tab
+        U.make_distribution(rng.normal(size=(10, 2)) + i)
+    gc.collect()
+    assert dgm.core.data.get(held.name) is held
+    assert dgm.core.data.lookup(dropped_name) is None, "data nobody holds goes, beyond the recent ones"
+    recent, _ = U.make_distribution(rng.normal(size=(40, 2)))
+    name = recent.name
+    del recent
+    gc.collect()
+    assert dgm.core.data.lookup(name) is not None, "the last data nobody holds stays a while"

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
+import weakref
 from collections import OrderedDict
 from typing import Callable
 
@@ -321,28 +323,36 @@ def _builtin(name: str) -> Distribution2D:
     return _FACTORIES[name]()
 
 
-#: data sets made at run time (your own data, dgm.core.userdata), by name: content-addressed, so sessions
-#: may share them; the oldest go beyond MAX_EXTRA
-_EXTRA: "OrderedDict[str, Distribution2D]" = OrderedDict()
-MAX_EXTRA = 64
+#: data sets made at run time (your own data, dgm.core.userdata), by name. Their names are content
+#: addresses, so sessions with the same data share one. A data set stays while anything holds it (a
+#: session, a trainer): ``_HELD`` sees only those, weakly, so no number of other uploads can evict it. Of
+#: those nobody holds any longer, the KEEP_UNHELD used last stay too (a link or a cache may name them).
+_HELD: "weakref.WeakValueDictionary[str, Distribution2D]" = weakref.WeakValueDictionary()
+_RECENT: "OrderedDict[str, Distribution2D]" = OrderedDict()
+KEEP_UNHELD = 64
+_LOCK = threading.Lock()
 
 
 def register(dist: Distribution2D) -> None:
-    """Make a data set built at run time resolvable by ``get(dist.name)`` (names contain a colon)."""
+    """Make a data set built at run time resolvable by ``get(dist.name)`` (names contain a colon) for as
+    long as something holds ``dist``, and a while after (see ``KEEP_UNHELD``)."""
     if ":" not in dist.name:
         raise ValueError(f"run-time data sets are named 'kind:id', not {dist.name!r}")
-    _EXTRA[dist.name] = dist
-    _EXTRA.move_to_end(dist.name)
-    while len(_EXTRA) > MAX_EXTRA:
-        _EXTRA.popitem(last=False)
+    with _LOCK:
+        _HELD[dist.name] = dist
+        _RECENT[dist.name] = dist
+        _RECENT.move_to_end(dist.name)
+        while len(_RECENT) > KEEP_UNHELD:
+            _RECENT.popitem(last=False)  # still resolvable if someone holds it (it is in _HELD)
 
 
 def lookup(name: str) -> Distribution2D | None:
     """A run-time data set, or None."""
-    d = _EXTRA.get(name)
-    if d is not None:
-        _EXTRA.move_to_end(name)
-    return d
+    with _LOCK:
+        d = _HELD.get(name)
+        if d is not None and name in _RECENT:
+            _RECENT.move_to_end(name)
+        return d
 
 
 def get(name: str) -> Distribution2D:

@@ -27,12 +27,15 @@ import copy
 import dataclasses
 import math
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from dgm.core import device as devlib
+
+
+RUN_BURST_SECONDS = 0.25  # ``Trainer.run`` with burst=None: bursts of about this long
 
 
 class TrainingDiverged(FloatingPointError):
@@ -238,20 +241,30 @@ class Trainer:
         never consume the training stream and are a deterministic function of the model."""
         return devlib.generator(self.seed + 1_000_003 * offset, self.device)
 
-    def run(self, steps: int | None = None, seconds: float | None = None, burst: int = 50) -> int:
-        """Train for ``steps`` steps or a wall-time budget of ``seconds``; returns steps done."""
-        start, done = time.perf_counter(), 0
-        if steps is not None:
-            while done < steps:
-                k = min(burst, steps - done)
-                self.step(k)
-                done += k
-            return done
-        if seconds is None:
+    def run(self, steps: int | None = None, seconds: float | None = None, burst: int | None = 50, *,
+            should_stop: Callable[[], bool] | None = None, after_burst: Callable[[int], None] | None = None) -> int:
+        """Train ``steps`` steps, or for a wall-time budget of ``seconds``, or until whichever of the two
+        comes first; returns the steps done. Steps go in bursts of ``burst`` (None: bursts sized to take
+        about ``RUN_BURST_SECONDS``, and cut so as not to overrun ``seconds``). Between bursts,
+        ``should_stop()`` can end the run early (a cancelled export, a stopping server) and
+        ``after_burst(done)`` sees it (results written as they come)."""
+        if steps is None and seconds is None:
             raise ValueError("give steps or seconds")
-        while time.perf_counter() - start < seconds:
-            self.step(burst)
-            done += burst
+        start, done, k = time.perf_counter(), 0, burst or 1
+        while steps is None or done < steps:
+            elapsed = time.perf_counter() - start
+            if (seconds is not None and elapsed >= seconds) or (should_stop is not None and should_stop()):
+                break
+            n = k if steps is None else min(k, steps - done)
+            t0 = time.perf_counter()
+            self.step(n)
+            done += n
+            if after_burst is not None:
+                after_burst(done)
+            if burst is None:
+                rate = n / max(time.perf_counter() - t0, 1e-6)
+                left = float("inf") if seconds is None else seconds - (time.perf_counter() - start)
+                k = int(min(max(1.0, rate * min(RUN_BURST_SECONDS, left)), 10_000))
         return done
 
     # -- state ------------------------------------------------------------------------------------

@@ -9,13 +9,24 @@ the plotting box the built-in data sets use; ``Scaling`` records what was done s
 The distribution is the Gaussian kernel density estimate of the points (Scott's bandwidth):
 ``sample`` draws from it exactly (a point, then Gaussian jitter) and ``log_prob`` is its density,
 which pages present as an *estimate* of the data's density (``estimated = True``).
+
+What a model's setup costs must not grow with the upload: trainers evaluate ``log_prob`` on grids of
+tens of thousands of cells, each against every point. So a data set of more than ``MODEL_POINTS``
+points is represented by a fixed random subsample of that many (the same for the same data), and the
+page says so (``Scaling.describe``); its entropy comes from a binned estimate on a grid.
+
+The registry (``dgm.core.data.register``) keeps a data set while someone holds it: a session keeps its
+``EmpiricalKDE`` object, so no other session's uploads can evict it.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import functools
 import hashlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,12 +35,15 @@ from torch import Tensor
 
 import dgm.core.data
 from dgm.core.data import Distribution2D
-from dgm.core.metrics import kde_log_prob
+from dgm.core.metrics import Grid, binned_kde, kde_log_prob
 
 MAX_BYTES = 20 * 1024 * 1024  # larger uploads are refused before parsing
 MAX_ROWS = 100_000  # more rows are refused (a plot of 10^5 points is already dense)
 MIN_POINTS = 10
 MAX_ABS = 1e6  # coordinates beyond this are refused (1e300 would overflow every computation)
+SAME_REL = 1e-9  # points that differ by less than this fraction of their size count as one point
+MODEL_POINTS = 2000  # the models use at most this many points (a fixed subsample): see the docstring
+CACHE_MIN_ROWS, CACHE_ENTRIES = 10_000, 4  # EmpiricalKDE.log_prob remembers this many grids of this size
 TARGET_STD = 1.3
 CUSTOM = "custom"  # the choice that selects the session's own data in a page's data knob
 
@@ -45,11 +59,16 @@ class Scaling:
     center: tuple[float, float]
     scale: float
     n_points: int
+    n_used: int = 0  # the points the models use (a fixed subsample of n_points); 0: all of them
 
     def describe(self) -> str:
         cx, cy = self.center
-        return (f"{self.n_points:,} points, centred by subtracting ({cx:.4g}, {cy:.4g}) and divided by "
+        text = (f"{self.n_points:,} points, centred by subtracting ({cx:.4g}, {cy:.4g}) and divided by "
                 f"{self.scale:.4g} so that the wider axis has standard deviation {TARGET_STD}.")
+        if self.n_used and self.n_used < self.n_points:
+            text += (f" The models use {self.n_used:,} of them, a fixed random subsample, so that setting a "
+                     "model up costs the same whatever the size of the file.")
+        return text
 
 
 def parse_csv(raw: bytes) -> np.ndarray:
@@ -116,8 +135,10 @@ def check_points(points: np.ndarray) -> np.ndarray:
         raise UserDataError(f"There are {len(pts)} points; at least {MIN_POINTS} are needed.")
     if not np.isfinite(pts).all():
         raise UserDataError("Some coordinates are NaN or infinite.")
-    if (pts.std(0) == 0).all():
-        raise UserDataError("All the points are the same; there is no distribution to learn.")
+    size = float(np.abs(pts).max())
+    if float(pts.std(0).max()) <= SAME_REL * max(size, np.finfo(np.float64).tiny):
+        raise UserDataError("All the points are the same (they differ by less than a billionth of their size); "
+                            "there is no distribution to learn.")
     return pts
 
 
@@ -149,18 +170,48 @@ class EmpiricalKDE(Distribution2D):
         return self.points.to(device)[idx] + self.bandwidth * torch.randn(n, 2, generator=g, device=device)
 
     def log_prob(self, x: Tensor) -> Tensor:
-        return kde_log_prob(self.points.to(x.device, x.dtype), x, bandwidth=self.bandwidth)
+        """The KDE's log density at x (N, 2). Trainers evaluate it on the same grids at every build (a reset,
+        a new seed, a worker process): the last few large evaluations are remembered, by content."""
+        if x.shape[0] < CACHE_MIN_ROWS:
+            return kde_log_prob(self.points.to(x.device, x.dtype), x, bandwidth=self.bandwidth)
+        key = (str(x.device), str(x.dtype), hashlib.sha1(x.detach().cpu().numpy().tobytes()).hexdigest())
+        cache = self.__dict__.setdefault("_cache", OrderedDict())  # pickled with the data set, to the workers
+        hit = cache.get(key)
+        if hit is None:  # (two sessions may fill it at once: the worst case is a value computed twice)
+            hit = kde_log_prob(self.points.to(x.device, x.dtype), x, bandwidth=self.bandwidth)
+            cache[key] = hit
+            while len(cache) > CACHE_ENTRIES:
+                cache.pop(next(iter(cache)), None)
+        return hit.clone()
+
+    @functools.cached_property
+    def entropy(self) -> float:
+        """Differential entropy in nats, by quadrature of the KDE binned on a 400 x 400 grid over the box
+        padded as ``Distribution2D.entropy`` pads it (exact up to the binning, which moves mass by at most
+        one cell): the same number, without evaluating the density a million times."""
+        xmin, xmax, ymin, ymax = self.box
+        px, py = 0.25 * (xmax - xmin), 0.25 * (ymax - ymin)
+        grid = Grid.over((xmin - px, xmax + px, ymin - py, ymax + py), 400, dtype=torch.float64)
+        p = binned_kde(self.points.double(), grid, self.bandwidth)
+        plogp = torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p))
+        return float(-(plogp.sum() * grid.cell_area))
 
 
 def make_distribution(points: np.ndarray, description: str = "your data") -> tuple[EmpiricalKDE, Scaling]:
-    """Standardise the points and register their KDE under a content-addressed name."""
+    """Standardise the points and register their KDE under a content-addressed name (of all the points;
+    the KDE is of at most ``MODEL_POINTS`` of them)."""
     pts = check_points(points)
     std_pts, scaling = standardise(pts)
     digest = hashlib.sha256(np.ascontiguousarray(std_pts, dtype=np.float32).tobytes()).hexdigest()[:10]
     name = f"{CUSTOM}:{digest}"
+    used = std_pts
+    if len(std_pts) > MODEL_POINTS:
+        keep = np.random.default_rng(0).permutation(len(std_pts))[:MODEL_POINTS]
+        used = std_pts[np.sort(keep)]
+    scaling = dataclasses.replace(scaling, n_used=len(used))
     dist = dgm.core.data.lookup(name)
     if dist is None:
-        dist = EmpiricalKDE(name, std_pts, description)
+        dist = EmpiricalKDE(name, used, description)
         dgm.core.data.register(dist)
     return dist, scaling
 

@@ -19,7 +19,12 @@ the modules' tensors, history and metrics, plus the full "last good" checkpoint 
 stops training when no sync has come for ``IDLE_STOP_SECONDS`` (a closed or hidden tab) and exits
 after ``EXIT_AFTER_SECONDS`` more, or at once if its server goes away. A run that diverges keeps the
 message and its state for the next sync, and stops. Training is deterministic whatever the process
-(``tests/test_worker.py``).
+(``tests/test_worker.py``). The worker side lives in ``dgm.core.worker_main``.
+
+Faults: a worker that dies, or does not answer a sync within ``REPLY_TIMEOUT`` once it has set its run
+up (a hung or stopped process), is killed and raises ``WorkerLost``; the page then says so and trains
+the run in the server from its last full state. When the server goes away, even killed, the zygote
+kills the workers still alive and removes the socket's folder.
 
 Only CPU runs move to a worker, on Linux; ``DGM_WORKERS=0`` turns them off. The live loop then trains
 in a thread of the server, as it does while no worker is ready and beyond ``_max_workers()``.
@@ -28,10 +33,8 @@ in a thread of the server, as it does while no worker is ready and beyond ``_max
 from __future__ import annotations
 
 import atexit
-import gc
 import logging
 import os
-import pickle
 import shutil
 import signal
 import socket
@@ -44,16 +47,17 @@ import weakref
 from multiprocessing.connection import Connection
 from typing import Any
 
-from dgm.core.train import Trainer, TrainingDiverged
+from dgm.core.train import Trainer
+from dgm.core.worker_main import error_text  # noqa: F401  (part of this module's API: what a page shows)
+from dgm.core.worker_main import recv as _recv
+from dgm.core.worker_main import send as _send
 
 log = logging.getLogger(__name__)
 
-BURST_SECONDS = 0.005  # a worker answers a sync within about this long (plus an evaluation, if one is due)
-IDLE_STOP_SECONDS = 10.0  # a worker stops training when no sync came for this long
-EXIT_AFTER_SECONDS = 20.0  # ... and exits when nothing more came for this long after that (the
-# session's trainer then continues from the last checkpoint it received, at most a second older)
-REPLY_TIMEOUT = 20.0  # a worker that does not answer a sync in this time is given up
-START_TIMEOUT = 120.0  # the zygote's warm-up (the first worker) takes a few seconds, more on a busy machine
+REPLY_TIMEOUT = 2.0  # a worker that does not answer a sync in this time is given up (killed; the run goes on
+# in the server from its last full state). It answers between bursts of BURST_SECONDS and evaluations.
+START_TIMEOUT = 120.0  # the zygote's warm-up (the first worker) takes a few seconds, more on a busy machine;
+# a run's setup in a worker (building its trainer) may take this long before the worker says "started"
 WORKER_MB = 150  # memory to allow per worker: about 50 MB of its own, plus its share of the zygote's
 
 
@@ -67,17 +71,6 @@ def _max_workers() -> int:
     return int(max(2, min(64, avail_mb // WORKER_MB)))
 
 
-def _send(conn: Connection, obj: Any) -> None:
-    """Plain pickle, tensors copied into the message. (Connection.send would use torch's reductions
-    for multiprocessing, which move every tensor into shared memory: slower for small tensors, and
-    the memory vanishes when the sender exits first.)"""
-    conn.send_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
-
-
-def _recv(conn: Connection) -> Any:
-    return pickle.loads(conn.recv_bytes())
-
-
 class WorkerLost(RuntimeError):
     """The worker process died or stopped answering; the run goes on from the last synced state."""
 
@@ -88,100 +81,10 @@ def enabled() -> bool:
     return os.environ.get("DGM_WORKERS", "1") != "0" and sys.platform.startswith("linux")
 
 
-# ---- the worker process ------------------------------------------------------------------------
-
-def warm_up() -> None:
-    """Build each model family once and train it a few steps: the imports, lazy torch kernels and data
-    sets that every worker would otherwise load on its own are then shared by all of them (called once,
-    in the zygote)."""
-    from dgm.core import registry
-
-    for name in registry.names():
-        try:
-            t = registry.get(name).make(seed=0, device="cpu")
-            t.step(3)
-            t.final()
-            t.import_state(t.export_state())
-        except Exception:  # a warm-up is an optimisation only
-            log.exception("warming up %s failed", name)
-
-
-def error_text(e: Exception) -> str:
-    """What a page shows when training stops with ``e`` (never a traceback)."""
-    return str(e) if isinstance(e, TrainingDiverged) else f"Training stopped with an error: {e}"
-
-
-def serve(conn: Connection) -> None:
-    """A worker's life: say it is ready, wait for a run, train it while someone syncs."""
-    _send(conn, ("ready", os.getpid()))
-    try:
-        msg = _recv(conn)
-    except (EOFError, OSError):
-        return
-    try:
-        _, exp_name, config, seed, datasets, state, runtime = msg
-        import dgm.core.data
-        from dgm.core import registry
-
-        for dist in datasets:
-            dgm.core.data.register(dist)
-        trainer = registry.get(exp_name).make(config, seed=seed, device="cpu")
-        trainer.import_state(state)
-        trainer.checkpoint_every_s = 1.0
-        trainer.set_runtime(runtime)
-    except Exception as e:
-        log.exception("worker could not start the run")
-        _send(conn, ("failed", repr(e)))
-        return
-    _train_loop(conn, trainer)
-
-
-def _train_loop(conn: Connection, trainer: Trainer) -> None:
-    error: str | None = None
-    burst, rate = 1, 0.0
-    sent_last_good = None
-    last_msg = time.monotonic()
-    while True:
-        idle = error is not None or time.monotonic() - last_msg > IDLE_STOP_SECONDS
-        try:
-            ready = conn.poll(EXIT_AFTER_SECONDS if idle else 0)
-            msg = _recv(conn) if ready else None
-        except (EOFError, OSError):
-            return  # the server went away
-        if ready:
-            kind = msg[0]
-            if kind == "sync":
-                trainer.set_runtime(msg[1])
-            # a sync gets what the figures need (and the checkpoint when it is new); a stop, everything
-            fresh = trainer.last_good is not sent_last_good
-            try:
-                _send(conn, ("state", trainer.export_state(full=kind == "stop", last_good=fresh), rate, error))
-            except (BrokenPipeError, OSError):
-                return
-            sent_last_good = trainer.last_good
-            last_msg = time.monotonic()
-            if kind == "stop":
-                return
-            continue
-        if idle:
-            return  # nobody has asked for this run for a long while
-        t0 = time.perf_counter()
-        try:
-            trainer.step(burst)
-        except Exception as e:  # divergence, or any other failure: kept for the next sync
-            if not isinstance(e, TrainingDiverged):
-                log.exception("training failed")
-            error = error_text(e)
-            continue
-        r = burst / max(time.perf_counter() - t0, 1e-6)
-        rate = r if rate == 0 else 0.8 * rate + 0.2 * r
-        burst = int(min(max(BURST_SECONDS * rate, 1), 1000))
-
-
 # ---- the server's side ---------------------------------------------------------------------------
 
 class _Zygote:
-    """The process that workers fork from: ``python -m dgm.core.worker SOCKET`` imports torch and every
+    """The process that workers fork from: ``python -m dgm.core.worker_main SOCKET`` imports torch and every
     family and warms them up (``warm_up``), then forks one worker per line it reads on stdin.
     Each worker connects back to the server's Unix socket (in a private temporary folder).
 
@@ -197,7 +100,7 @@ class _Zygote:
         self.sock.settimeout(START_TIMEOUT)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-        self.proc = subprocess.Popen([sys.executable, "-m", "dgm.core.worker", self.path], stdin=subprocess.PIPE, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "dgm.core.worker_main", self.path], stdin=subprocess.PIPE, env=env,
                                      cwd=root, start_new_session=True)  # Ctrl-C reaches the server, which ends it
 
     def fork(self) -> tuple[Connection, int]:
@@ -221,25 +124,6 @@ class _Zygote:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def zygote_main(path: str) -> None:
-    """``python -m dgm.core.worker SOCKET``: see _Zygote. The objects made by the warm-up are then
-    frozen out of the garbage collector's passes, which would otherwise touch (and so copy into every
-    worker) all of their memory pages."""
-    warm_up()
-    gc.collect()
-    gc.freeze()
-
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers that exit are reaped at once
-    for _ in sys.stdin:  # until the server closes our stdin (or goes away)
-        if os.fork() == 0:
-            try:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.connect(path)
-                serve(Connection(sock.detach()))
-            finally:
-                os._exit(0)
-
-
 class _Process:
     """A worker process, seen from the server."""
 
@@ -255,13 +139,15 @@ class _Process:
             return True
         return not self.conn.closed
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        """Close the connection and end the process (``kill``: SIGKILL, which also ends a stopped or hung
+        one; a SIGTERM would wait for it to run again)."""
         try:
             self.conn.close()
         except OSError:
             pass
         try:
-            os.kill(self.pid, signal.SIGTERM)
+            os.kill(self.pid, signal.SIGKILL if kill else signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
 
@@ -337,41 +223,62 @@ def _datasets(trainer: Trainer) -> list:
 
 
 class RemoteRun:
-    """A run training in a worker process; see the module docstring."""
+    """A run training in a worker process; see the module docstring. Until the worker says it has set the
+    run up (``started``), a sync leaves the trainer as it is (it still holds the state that was sent);
+    after that, a worker that does not answer within REPLY_TIMEOUT is lost."""
 
     def __init__(self, proc: _Process):
         self.proc = proc
         self.steps_per_s = 0.0
         self.error: str | None = None
+        self.started = False
+        self.sent_at = time.monotonic()
         weakref.finalize(self, proc.close)
+
+    def _lost(self, why: str) -> WorkerLost:
+        self.proc.close(kill=True)
+        return WorkerLost(why)
+
+    def _await_start(self, wait: float) -> bool:
+        """Whether the worker has set the run up (reading its word if it came within ``wait`` seconds)."""
+        if self.started:
+            return True
+        try:
+            if not self.proc.conn.poll(wait):
+                if time.monotonic() - self.sent_at > START_TIMEOUT:
+                    raise self._lost(f"the worker did not set the run up in {START_TIMEOUT:.0f} s")
+                return False
+            reply = _recv(self.proc.conn)
+        except (EOFError, OSError) as e:
+            raise self._lost(f"the worker is gone ({e!r})") from None
+        if reply[0] != "started":  # ("failed", why): the run could not be set up there
+            raise self._lost(f"the worker could not start the run: {reply[1]}")
+        self.started = True
+        return True
 
     def _ask(self, kind: str, runtime: dict[str, Any], trainer: Trainer) -> None:
         try:
             _send(self.proc.conn, (kind, runtime))
             if not self.proc.conn.poll(REPLY_TIMEOUT):
-                raise WorkerLost("the worker did not answer")
+                raise self._lost(f"the worker did not answer within {REPLY_TIMEOUT:g} s")
             reply = _recv(self.proc.conn)
         except (EOFError, OSError) as e:
-            self.close()
-            raise WorkerLost(f"the worker is gone ({e!r})") from None
-        except WorkerLost:
-            self.close()
-            raise
-        if reply[0] != "state":  # ("failed", why): the run could not be started there
-            self.close()
-            raise WorkerLost(f"the worker could not start the run: {reply[1]}")
+            raise self._lost(f"the worker is gone ({e!r})") from None
         _, state, self.steps_per_s, self.error = reply
         trainer.import_state(state)
 
     def sync(self, trainer: Trainer, runtime: dict[str, Any]) -> None:
         """``trainer`` takes the run's current state; ``runtime`` settings apply from now on.
         Raises WorkerLost (the trainer is then unchanged)."""
-        self._ask("sync", runtime, trainer)
+        if self._await_start(0):
+            self._ask("sync", runtime, trainer)
 
     def stop(self, trainer: Trainer) -> None:
-        """The last state, and the worker exits."""
+        """The last state, and the worker exits. (Before the worker has set the run up, the trainer
+        already holds the run's whole state.)"""
         try:
-            self._ask("stop", {}, trainer)
+            if self._await_start(0):
+                self._ask("stop", {}, trainer)
         finally:
             self.close()
 
@@ -398,6 +305,3 @@ def start(exp_name: str, trainer: Trainer, runtime: dict[str, Any]) -> RemoteRun
     _POOL.live.add(run)
     return run
 
-
-if __name__ == "__main__":
-    zygote_main(sys.argv[1])

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 
 import plotly.graph_objects as go
 import streamlit as st
 
+from dgm.core import config as cfglib
 from dgm.core import device as devlib
 from dgm.core import viz
 from dgm.core.registry import Experiment
 from dgm.ui import plotly_live
 from dgm.ui.pages import ensure_app
 
-SEED_MAX = 2**31 - 1
+SEED_MAX = cfglib.SEED_MAX
+PLAIN_CHARS = 400  # user text shown on a page is cut to this many characters
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation mark: each may start markdown
+_AUTOLINK = re.compile(r"(?i)([:@]|www(?=\.))")  # where GitHub markdown would start a link of bare text
+WORD_JOINER = "\u2060"  # invisible; it breaks "https://", "www." and "a@b.c" for the autolinker
+
+
+def plain(text: object, limit: int = PLAIN_CHARS) -> str:
+    """Text that includes a user's words (a link's value, a file name, a file's metadata) as markdown that
+    shows it literally: every punctuation mark escaped (no link, image, HTML, formula, colour or icon can
+    start), an invisible word joiner after ":" and "@" and in "www." (Streamlit's markdown turns bare
+    addresses into links, escaped or not), line breaks flattened, and cut to ``limit`` characters."""
+    s = " ".join(str(text).split())
+    if len(s) > limit:
+        s = s[:limit] + "…"
+    return _PUNCTUATION.sub(r"\\\1", _AUTOLINK.sub("\\1" + WORD_JOINER, s))
 
 # widget keys of the shared sidebar (also their URL parameter names)
 SEED, DEVICE, PRESENTER = "seed", "device", "presenter"
@@ -38,20 +55,21 @@ def fix_url(changes: dict[str, str | None]) -> None:
         q.set_initial_query_params_from_current()
 
 
-def check_int_param(name: str, lo: int, hi: int, notes: list[str], fix: dict[str, str | None]) -> None:
-    """A whole-number URL parameter: clamped to lo..hi, or dropped if it is not a number."""
+def check_run_param(name: str, setting: str, notes: list[str], fix: dict[str, str | None]) -> None:
+    """A URL parameter that is a run setting (``config.RunSettings``: the seed, a replay's steps), checked
+    as the command line checks it: clamped to its range, or dropped if it is not a whole number."""
     qp = st.query_params
     if name not in qp:
         return
-    try:
-        v = int(float(qp[name]))
-    except (ValueError, OverflowError):
-        notes.append(f"{name}={qp[name]!r} is not a whole number; ignored")
+    v, note = cfglib.run_setting(setting, qp[name])
+    if v is None:
+        notes.append(f"{note.replace(setting, name, 1)}; ignored")
         fix[name] = None
-        return
-    if not lo <= v <= hi:
-        notes.append(f"{name}={qp[name]} is outside {lo}..{hi}; clamped")
-        fix[name] = str(min(max(v, lo), hi))
+    elif note is not None:
+        notes.append(f"{note.replace(setting, name, 1)}; set to {v}")
+        fix[name] = str(v)
+    elif str(v) != qp[name]:
+        fix[name] = str(v)
 
 
 def _sanitize_globals() -> list[str]:
@@ -59,12 +77,12 @@ def _sanitize_globals() -> list[str]:
     notes: list[str] = []
     fix: dict[str, str | None] = {}
     qp = st.query_params
-    check_int_param(SEED, 0, SEED_MAX, notes, fix)
+    check_run_param(SEED, "seed", notes, fix)
     if DEVICE in qp and qp[DEVICE] not in ("auto", "cpu"):
-        notes.append(f"device={qp[DEVICE]!r} is not available here; using auto")
+        notes.append(f"device={cfglib.shown(qp[DEVICE])} is not available here; using auto")
         fix[DEVICE] = None
     if PRESENTER in qp and qp[PRESENTER].lower() not in ("true", "false"):
-        notes.append(f"presenter={qp[PRESENTER]!r} is not true or false; ignored")
+        notes.append(f"presenter={cfglib.shown(qp[PRESENTER])} is not true or false; ignored")
         fix[PRESENTER] = None
     fix_url(fix)
     return notes
@@ -110,9 +128,11 @@ def add_notes(notes: list[str]) -> None:
 
 
 def show_notes() -> None:
+    """The notes about the link's parameters, each shown as plain text (they quote the link's values)."""
     notes = st.session_state.pop("_notes", [])
     if notes:
-        st.warning("Some settings in the link were adjusted:\n\n" + "\n".join(f"- {n}" for n in notes), icon=":material/link:")
+        st.warning("Some settings in the link were adjusted:\n\n" + "\n".join(f"- {plain(n)}" for n in notes),
+                   icon=":material/link:")
 
 
 def header(title: str, intro: str) -> None:

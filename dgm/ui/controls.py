@@ -3,7 +3,9 @@
 Every knob becomes a sidebar widget whose key is the knob's name, bound to the URL parameter of
 the same name (``bind="query-params"``), so the address bar always holds a link to the current
 experiment. Before the widgets read the URL, ``sanitize`` parses each parameter with the knob's own
-rules: a bad value is dropped and an out-of-range one clamped, each with a visible note.
+rules: a bad value is dropped and an out-of-range one clamped, each with a visible note (shown as
+plain text: it quotes the link). The controls beside a page's figures ("<experiment>.<name>", e.g.
+``gan.mode``) are checked too, by the test their module registers with ``view_param``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import streamlit as st
 
@@ -24,8 +26,34 @@ from dgm.ui.pages import ensure_app
 
 PRESET = "preset"  # URL parameter and widget key of the lesson selector
 STEPS = "steps"  # URL parameter for deterministic replay
-STEPS_MAX = 50_000
 GLOBAL_PARAMS = {common.SEED, common.DEVICE, common.PRESENTER, PRESET, STEPS}
+#: the URL parameters of the controls beside a page's figures, each with the test of a raw value its widget
+#: accepts; "{exp}" in a name stands for the page's experiment (a ui module registers its own)
+VIEW_PARAMS: dict[str, Callable[[str], bool]] = {}
+
+
+def view_param(name: str, accepts: Callable[[str], bool]) -> None:
+    """Register a view control's URL parameter and the test of the raw values its widget accepts."""
+    VIEW_PARAMS[name] = accepts
+
+
+def is_bool(raw: str) -> bool:
+    """A toggle's value in a link."""
+    return raw in ("true", "false")
+
+
+def _check_view_params(exp: Experiment, notes: list[str], fix: dict[str, str | None]) -> None:
+    qp = st.query_params
+    mine = f"{exp.name}."  # another page's controls are unknown here
+    tests = {n: test for name, test in VIEW_PARAMS.items() if (n := name.format(exp=exp.name)).startswith(mine)}
+    for name in [n for n in qp.keys() if "." in n]:
+        test = tests.get(name)
+        if test is None:
+            notes.append(f"unknown setting {cfglib.shown(name)} for this page; ignored")
+            fix[name] = None
+        elif not test(qp[name]):
+            notes.append(f"{name}={cfglib.shown(qp[name])} is not a value of that control; ignored")
+            fix[name] = None
 
 
 def log_options(k: Knob) -> list:
@@ -58,11 +86,11 @@ def sanitize(exp: Experiment) -> None:
     notes: list[str] = []
     fix: dict[str, str | None] = {}
     if PRESET in qp and qp[PRESET] not in (exp.presets or {}):
-        notes.append(f"there is no lesson called {qp[PRESET]!r} on this page")
+        notes.append(f"there is no lesson called {cfglib.shown(qp[PRESET])} on this page")
         fix[PRESET] = None
-    common.check_int_param(STEPS, 0, STEPS_MAX, notes, fix)
+    common.check_run_param(STEPS, "replay", notes, fix)
     raw = {name: qp[name] for name in qp.keys() if name not in GLOBAL_PARAMS and "." not in name}
-    values, problems = cfglib.check(exp.config, raw)  # "page.view" settings: their widgets check their own
+    values, problems = cfglib.check(exp.config, raw)
     for name, r in raw.items():
         if name not in values:  # unknown, or not a usable value
             k = kmap.get(name)
@@ -71,11 +99,21 @@ def sanitize(exp: Experiment) -> None:
             continue
         k, c = kmap[name], _snap(kmap[name], values[name])
         if name in problems:
-            notes.append(f"{name}={r} is outside the allowed range; set to {c}")
+            notes.append(f"{problems[name]}; set to {c}")
         if _fmt(k, c) != r:
             fix[name] = _fmt(k, c)
+    _check_view_params(exp, notes, fix)
     common.fix_url(fix)
     common.add_notes(notes)
+
+
+def sanitize_page_without_knobs() -> None:
+    """A page without knobs (the home page): the link's parameters it does not know are dropped with a
+    note, as on every other page."""
+    qp = st.query_params
+    unknown = [n for n in qp.keys() if n not in (common.SEED, common.DEVICE, common.PRESENTER)]
+    common.add_notes([f"unknown setting {cfglib.shown(n)} for this page; ignored" for n in unknown])
+    common.fix_url({n: None for n in unknown})
 
 
 def _fmt(k: Knob, v: Any) -> str:

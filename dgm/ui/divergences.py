@@ -97,14 +97,13 @@ class DivergenceView(view.View):
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.snap: dict[str, Any] | None = None
 
     def layout(self, trainer) -> None:
         self.top = st.columns([1.25, 1])
         self.below = st.container()
 
     def main(self, trainer) -> Callable[[], None]:
-        snap = self.snap = vd.snapshot(trainer)
+        snap = vd.snapshot(trainer, refine=False)  # the fits' shapes; their values come with the panels
 
         def show() -> None:
             with self.top[0]:
@@ -113,8 +112,7 @@ class DivergenceView(view.View):
         return show
 
     def panels(self, trainer) -> Callable[[], None]:
-        snap, rows = dict(self.snap or vd.snapshot(trainer)), trainer.history.merged()
-        snap["w1"] = trainer.w1_column(trainer.exact()[1])
+        snap, rows = vd.snapshot(trainer, w1=True), trainer.history.merged()
 
         def show() -> None:
             with self.top[1]:

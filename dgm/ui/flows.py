@@ -12,9 +12,12 @@ import streamlit as st
 from dgm.families.flows import figures as fviz
 from dgm.families.flows import trainer as flows
 from dgm.ui import common, view
+from dgm.ui.controls import is_bool, view_param
 
 LAYER_KEY = "flow.layer"
 LINEAR_KEY = "flow.linear"
+view_param(LAYER_KEY, lambda raw: raw.isascii() and raw.isdigit() and 1 <= int(raw[:4]) <= 1000)  # the slider keeps it to the layers
+view_param(LINEAR_KEY, is_bool)
 
 def check(cfg):
     """Reverse KL needs p's log density everywhere; for a target with none, fall back to forward KL."""

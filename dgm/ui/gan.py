@@ -13,8 +13,12 @@ from dgm.core.registry import Experiment
 from dgm.families.gan import figures as gf
 from dgm.families.gan.trainer import JS_RESOLUTION
 from dgm.ui import common, view
+from dgm.ui.controls import is_bool, view_param
 
 MODES = {"both": "Train both", "d": "Only D", "g": "Only G"}
+view_param("gan.mode", lambda raw: raw in MODES.values())
+for _name in ("arrows", "manifold", "dstar"):
+    view_param(f"gan.{_name}", is_bool)
 
 
 class Timeline:

@@ -9,6 +9,12 @@ the run's lock, which the redraw also takes, so every figure sees a consistent m
 so that drawing takes at most ``DRAW_SHARE`` of the server's time, shared among the sessions playing
 at once. The thread stops by itself when no redraw has come for ``IDLE_STOP_SECONDS`` (a closed or
 hidden tab); the next redraw, if one comes, starts it again.
+
+Every loop that trains in the server is bounded and stops when asked: a Step or a fixed-speed frame
+trains at most ``MAX_TRAIN_SECONDS``, a replay link at most ``REPLAY_SECONDS`` (it stops at once when
+its projected time is longer, and says so), and all of them end within a burst when the server stops
+(``stopping``: SIGTERM or Ctrl-C) or the session goes away. A worker process that dies or stops
+answering is reported on the page, and the run goes on in the server from its last full state.
 """
 
 from __future__ import annotations
@@ -39,32 +45,135 @@ FRAME_INTERVAL = 0.17  # seconds between redraws of the main view while playing,
 DRAW_SHARE = 0.4
 IDLE_STOP_SECONDS = 10.0  # the thread stops when no redraw came for this long (tab closed or hidden)
 GC_EVERY_SECONDS = 30.0
+MAX_TRAIN_SECONDS = 10.0  # a Step, or a frame at a fixed speed, trains at most this long
+REPLAY_SECONDS = 120.0  # a replay link trains at most this long in the server
+EXIT_WAIT_SECONDS = 20.0  # at exit, how long to wait for training in the server to reach a burst's end (a
+# burst is at least one step: about 3 s for the largest GAN the controls allow, more on a busy laptop)
 # At most one training chunk per core at a time, across all sessions of the server: many threads
 # all running small torch ops would spend their time handing the GIL to one another.
 _CPU_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 _PLAYED: "weakref.WeakSet[LiveState]" = weakref.WeakSet()  # sessions that have played (pacing, exit)
+_EXITING = threading.Event()  # set at interpreter exit
+_BUSY = [0]  # loops training in the server now (replays, steps, chunks); exit waits for them
+_BUSY_LOCK = threading.Condition()
 
+
+# ---- stopping ------------------------------------------------------------------------------------
+
+def stopping() -> bool:
+    """Whether the server is shutting down (SIGTERM, Ctrl-C): every loop of ours then ends within a burst.
+    (Streamlit's runtime state; tests/test_streamlit_internals.py guards it.)"""
+    if _EXITING.is_set():
+        return True
+    try:
+        from streamlit.runtime import Runtime, RuntimeState
+
+        return Runtime.exists() and Runtime.instance().state in (RuntimeState.STOPPING, RuntimeState.STOPPED)
+    except Exception:
+        return False
+
+
+def _requests():
+    """This script run's request queue (a private attribute: tests/test_streamlit_internals.py guards it)."""
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    return get_script_run_ctx().script_requests
+
+
+def cancelled() -> bool:
+    """Whether the work of this script run should end now: the server stops, or the session does (its tab
+    closed)."""
+    if stopping():
+        return True
+    try:
+        from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
+
+        return _requests()._state == ScriptRequestType.STOP
+    except Exception:
+        return False
+
+
+class _Busy:
+    """Counts a loop that trains in the server, so that the interpreter's exit can wait for it to end."""
+
+    def __enter__(self) -> None:
+        with _BUSY_LOCK:
+            _BUSY[0] += 1
+
+    def __exit__(self, *exc) -> None:
+        with _BUSY_LOCK:
+            _BUSY[0] -= 1
+            _BUSY_LOCK.notify_all()
+
+
+# ---- training here ------------------------------------------------------------------------------
 
 def train(s: LiveState, n: int) -> None:
-    """n steps in this thread, timed; a failure becomes the run's message, never an exception."""
+    """n steps in this thread, timed, in bursts; at most MAX_TRAIN_SECONDS (the page says so when that cuts
+    it short), and less when the server stops. A failure becomes the run's message, never an exception."""
     t0 = time.perf_counter()
+    over = lambda: stopping() or time.perf_counter() - t0 > MAX_TRAIN_SECONDS  # noqa: E731
     try:
-        s.trainer.step(n)
+        with _Busy():
+            done = s.trainer.run(steps=n, burst=None, should_stop=over)
     except Exception as e:  # divergence, or any other failure: a message, never a traceback
         if not isinstance(e, TrainingDiverged):
             log.exception("training failed")
         s.error, s.playing = worker.error_text(e), False
         return
+    if done < n and not stopping():
+        s.notice = (f"{n:,} steps at once take longer than {MAX_TRAIN_SECONDS:g} s here: this time it trained "
+                    f"{done:,}. Choose fewer steps per frame, or a smaller model.")
     dt = max(time.perf_counter() - t0, 1e-6)
-    rate = n / dt
+    rate = max(done, 1) / dt
     s.steps_per_s = rate if s.steps_per_s == 0 else 0.7 * s.steps_per_s + 0.3 * rate
     s.burst = int(min(max(CHUNK_SECONDS * s.steps_per_s, 1), 5000))
+
+
+class ReplayCut(Exception):
+    """A replay that stopped short: the state it reached, and why (a message for the page)."""
+
+    def __init__(self, state: dict, message: str):
+        super().__init__(message)
+        self.state = state
+
+
+def replay(trainer, steps: int) -> None:
+    """Train a replay link's ``steps`` from the start, here (the session's script thread), in bursts. Raises
+    ReplayCut with the state reached when the whole would take longer than REPLAY_SECONDS (judged by the
+    rate after the first burst, which carries one-time costs such as the first evaluation, over at least
+    half a second), or when the session or the server stops."""
+    t0 = time.perf_counter()
+    first: list[tuple[float, int]] = []  # (time, steps) after the first burst
+    rate = [0.0]
+
+    def over() -> bool:
+        now, done = time.perf_counter(), trainer.iteration
+        if cancelled() or now - t0 > REPLAY_SECONDS:
+            return True
+        if done and not first:
+            first.append((now, done))
+        elif first and now - first[0][0] > 0.5 and done > first[0][1]:
+            rate[0] = (done - first[0][1]) / (now - first[0][0])
+            return now - t0 + (steps - done) / rate[0] > REPLAY_SECONDS
+        return False
+
+    with _Busy():
+        done = trainer.run(steps=steps, burst=None, should_stop=over)
+    if done < steps:
+        r = rate[0] or done / max(time.perf_counter() - t0, 1e-6)
+        eta = steps / max(r, 1e-9)
+        took = f"{eta / 3600:,.1f} hours" if eta > 5400 else f"{eta / 60:,.0f} minutes"
+        raise ReplayCut(trainer.checkpoint(), (
+            f"This link replays {steps:,} steps: at {r:,.1f} steps/s here that would take about {took}, and a "
+            f"replay trains at most {REPLAY_SECONDS / 60:g} minutes in the server. It stopped at step {done:,}: "
+            "press Play to go on from there, or open the link with fewer steps or a smaller model."))
 
 
 def _work(s: LiveState) -> None:
     """The training thread: short chunks while playing and someone is watching, until a worker process
     takes the run over."""
-    while s.playing and s.error is None and s.remote is None:
+    while s.playing and s.error is None and s.remote is None and not stopping():
         if time.monotonic() - s.last_seen > IDLE_STOP_SECONDS:
             break  # nobody has redrawn for a while (tab closed or hidden); the next redraw restarts it
         with _CPU_SLOTS, s.lock:
@@ -84,7 +193,7 @@ def start(exp: Experiment, s: LiveState) -> None:
     with s.lock:
         if first:
             train(s, s.burst)
-        if s.playing and s.error is None:
+        if s.playing and s.error is None and not s.in_process:
             s.remote = worker.start(exp.name, s.trainer, s.trainer.runtime_dict())
     _PLAYED.add(s)
     if s.remote is None and s.playing and not _thread_alive(s):
@@ -92,10 +201,20 @@ def start(exp: Experiment, s: LiveState) -> None:
         s.thread.start()
 
 
+def _lost(s: LiveState, e: worker.WorkerLost) -> None:
+    """A worker died or stopped answering (it is killed): the run goes on here, in the server, from its last
+    full state (at most about a second old), and the page says so."""
+    log.warning("training worker lost: %s", e)
+    s.remote = None
+    s.trainer.restore_last_good()
+    s.in_process = True
+    s.notice = (f"The training process stopped ({e}); the run goes on in the server from step "
+                f"{s.trainer.iteration:,}, its last saved state.")
+
+
 def sync(s: LiveState) -> None:
     """The session's trainer takes the worker's current state (call holding the lock). A run that
-    diverged there comes back whole, with its message; a lost worker leaves the run at its last good
-    state (at most about a second old), from where a new worker or thread continues."""
+    diverged there comes back whole, with its message; a lost worker is reported (``_lost``)."""
     try:
         s.remote.sync(s.trainer, s.trainer.runtime_dict())
         s.steps_per_s = s.remote.steps_per_s
@@ -103,9 +222,7 @@ def sync(s: LiveState) -> None:
             s.error, s.playing = s.remote.error, False
             stop_remote(s)
     except worker.WorkerLost as e:
-        log.warning("training worker lost: %s", e)
-        s.remote = None
-        s.trainer.restore_last_good()
+        _lost(s, e)
 
 
 def stop_remote(s: LiveState) -> None:
@@ -115,8 +232,7 @@ def stop_remote(s: LiveState) -> None:
     try:
         s.remote.stop(s.trainer)
     except worker.WorkerLost as e:
-        log.warning("training worker lost: %s", e)
-        s.trainer.restore_last_good()
+        _lost(s, e)
     s.remote = None
 
 
@@ -129,13 +245,23 @@ def drop_remote(s: LiveState) -> None:
 
 @atexit.register
 def _stop_threads() -> None:
-    """At interpreter exit, let training threads finish their chunk: a thread killed inside a torch op
-    aborts the process."""
+    """At interpreter exit, let training in the server finish its burst: a thread killed inside a torch op
+    aborts the process ("terminate called without an active exception")."""
+    _EXITING.set()
     for s in list(_PLAYED):
         s.playing = False
+    deadline = time.monotonic() + EXIT_WAIT_SECONDS
     for s in list(_PLAYED):
         if s.thread is not None:
-            s.thread.join(timeout=5)
+            s.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    with _BUSY_LOCK:
+        idle = _BUSY_LOCK.wait_for(lambda: _BUSY[0] == 0, timeout=max(0.0, deadline - time.monotonic()))
+    if not idle or any(s.thread is not None and s.thread.is_alive() for s in list(_PLAYED)):
+        # a thread still inside a torch op when the interpreter finalises would abort the process:
+        # end it now instead (the worker processes and the zygote clean up after themselves)
+        log.warning("training in the server did not stop within %g s; exiting now", EXIT_WAIT_SECONDS)
+        logging.shutdown()
+        os._exit(0)
 
 
 # ---- pacing ----------------------------------------------------------------------------------------
@@ -153,9 +279,8 @@ def _interaction_pending() -> bool | None:
     cannot be read."""
     try:
         from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
-        from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
-        req = get_script_run_ctx().script_requests
+        req = _requests()
         return req._state == ScriptRequestType.STOP or (
             req._state == ScriptRequestType.RERUN and not req._rerun_data.fragment_id_queue)
     except Exception:

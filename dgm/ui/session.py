@@ -2,9 +2,11 @@
 
 The trainer lives in ``st.session_state`` under a per-page key, so every browser session has its own.
 A change of settings, seed or device starts a new run. A link with ``?steps=N`` replays: the page
-trains exactly N steps on the CPU and stops. Play / Pause / Step / Reset are buttons with callbacks
-(they run before the script reruns). Divergence (NaN) shows a message with Reset and "back to the last
-good state"; no traceback ever reaches the page.
+trains exactly N steps on the CPU and stops (or, when that would take too long, stops early and says
+so). Play / Pause / Step / Reset are buttons with callbacks (they run before the script reruns).
+Divergence (NaN) shows a message with Reset and "back to the last good state"; anything else that
+happened to the run (a lost worker process, a replay cut short) is a notice under the status line; no
+traceback ever reaches the page. Resuming from a weights file stops the run first (``resume``).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from typing import Any
 import streamlit as st
 
 from dgm.core import config as cfglib
-from dgm.core import registry, worker
+from dgm.core import export, registry, worker
 from dgm.core.registry import Experiment
 from dgm.core.train import Trainer, TrainingDiverged
 from dgm.ui import common, scheduling
-from dgm.ui.controls import STEPS
+from dgm.ui.controls import STEPS, view_param
 
 SPEEDS = ["auto", 1, 10, 100, 1000]
+view_param("{exp}.speed", lambda raw: raw in {str(v) for v in SPEEDS})
 
 
 @dataclass(eq=False)  # identity semantics: held in a WeakSet
@@ -43,6 +46,9 @@ class LiveState:
     panel_seconds: float = 0.0  # CPU seconds a redraw of the panels takes, smoothed
     remote: worker.RemoteRun | None = None  # the worker process training the run while it plays
     view_state: dict[str, Any] = field(default_factory=dict)  # what a page's view keeps over the run
+    notice: str | None = None  # what happened to the run that the page should say (not an error)
+    in_process: bool = False  # a worker process was lost: this run trains in the server from now on
+    resumed: bool = False  # weights were loaded: the run is no longer its seed's (no GIF replay)
 
 
 def _key(exp: Experiment) -> str:
@@ -59,7 +65,7 @@ def _fingerprint(cfg: Any, seed: int, device: str, replay: int | None) -> str:
 
 def replay_steps() -> int | None:
     raw = st.query_params.get(STEPS)
-    return int(float(raw)) if raw is not None else None
+    return None if raw is None else cfglib.run_setting("replay", raw)[0]
 
 
 def speed(exp: Experiment) -> str | int:
@@ -95,7 +101,7 @@ def _reset(exp: Experiment) -> None:
     with s.lock:
         scheduling.drop_remote(s)
         s.trainer.reset()
-        s.error, s.frames, s.view_state = None, [], {}
+        s.error, s.frames, s.view_state, s.notice, s.resumed = None, [], {}, None, False
 
 
 def _restore(exp: Experiment) -> None:
@@ -113,8 +119,20 @@ def _pretrained(exp_name: str, cfg_json: str, seed: int, steps: int) -> dict:
     copy of it, so nothing mutable is shared."""
     exp = registry.get(exp_name)
     trainer = exp.make(exp.config(**json.loads(cfg_json)), seed=seed, device="cpu")
-    trainer.step(steps)
+    scheduling.replay(trainer, steps)  # a ReplayCut is not cached: the next visit tries again
     return trainer.last_good
+
+
+def resume(exp: Experiment, s: LiveState, raw: bytes) -> int:
+    """Load a weights file into the run: the run stops first (a worker would otherwise overwrite the
+    weights with its next update) and keeps its whole state if the file is refused. Returns the step the
+    file was saved at; raises export.WeightsError."""
+    with s.lock:
+        s.playing = False
+        scheduling.stop_remote(s)
+        it = export.load_weights(s.trainer, raw, exp.name)
+        s.error, s.resumed, s.frames = None, True, []
+    return it
 
 
 def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int = 0) -> LiveState:
@@ -143,9 +161,12 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
             except TrainingDiverged as e:
                 s.error = str(e)
                 return s
+            except scheduling.ReplayCut as e:
+                s.notice, good = str(e), e.state
             trainer.restore(good)  # a copy: this session owns its state
             trainer.mark_good()
-            s.steps_per_s = 0.0 if time.perf_counter() - t0 < 1e-2 else n / (time.perf_counter() - t0)
+            dt = time.perf_counter() - t0
+            s.steps_per_s = 0.0 if dt < 1e-2 else good["iteration"] / dt
     return s
 
 
@@ -170,10 +191,12 @@ def status(s: LiveState) -> None:
             rate = f" · {(i1 - i0) / (t1 - t0):,.0f} steps/s"
     st.caption(f"**Iteration {s.trainer.iteration:,}**{rate}{fps} · {'playing' if s.playing else 'paused'}"
                f" · {s.trainer.device.type.upper()}")
+    if s.notice:
+        st.warning(common.plain(s.notice), icon=":material/info:")
 
 
 def error_panel(exp: Experiment, s: LiveState) -> None:
-    st.error(s.error, icon=":material/warning:")
+    st.error(common.plain(s.error), icon=":material/warning:")
     a, b, _ = st.columns([1, 2, 3])
     a.button("↺ Reset", key=f"{exp.name}.reset_err", on_click=_reset, args=(exp,), type="primary")
     last = s.trainer.last_good["iteration"]

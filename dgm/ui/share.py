@@ -1,16 +1,20 @@
-"""Share and export: the link to this experiment, a replay link, and downloads of the run."""
+"""Share and export: the link to this experiment, a replay link, and downloads of the run. Every
+download is bounded and stops with the server (``dgm.core.export``); a GIF replays the run from its seed,
+so it is offered for runs that are their seed's (not resumed from weights) of at most GIF_MAX_STEPS."""
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import streamlit as st
 
 from dgm.core import export as X
 from dgm.core.registry import Experiment
-from dgm.ui import common, session
+from dgm.ui import common, scheduling, session
 
 WEIGHTS_UPLOAD = "weights_upload"
+log = logging.getLogger(__name__)
 
 
 def page_link(extra: dict[str, str] | None = None, drop: tuple[str, ...] = ()) -> str:
@@ -29,15 +33,31 @@ def _load_weights(exp: Experiment) -> None:
     s = session.state(exp)
     if f is None or s is None:
         return
-    s.playing = False
+    name = common.plain(f.name, 80)
     try:
-        with s.lock:
-            it = X.load_weights(s.trainer, f.getvalue(), exp.name)
+        it = session.resume(exp, s, f.getvalue())
     except X.WeightsError as e:
-        st.session_state["_weights.msg"] = ("error", f"{f.name}: {e}")
+        st.session_state["_weights.msg"] = ("error", f"{name}: {common.plain(e)} The run is as it was, paused.")
         return
-    s.error, s.playing = None, False
-    st.session_state["_weights.msg"] = ("ok", f"Resumed from {f.name} at step {it:,} (the optimiser starts afresh).")
+    except Exception:  # a failure of ours: a message, never a traceback
+        log.exception("loading weights failed")
+        st.session_state["_weights.msg"] = ("error", f"{name}: these weights could not be loaded. The run is as "
+                                                     "it was, paused.")
+        return
+    st.session_state["_weights.msg"] = ("ok", f"Resumed from {name} at step {it:,} (the optimiser starts afresh).")
+
+
+def _gif_unavailable(s: session.LiveState) -> str | None:
+    """Why the GIF (a replay of the run from its seed) is not offered, or None."""
+    limit = scheduling.REPLAY_SECONDS
+    if s.resumed:
+        return "A GIF replays the run from its seed; this run was resumed from a weights file."
+    if s.trainer.iteration > X.GIF_MAX_STEPS:
+        return f"A GIF replays the run from its seed: at most {X.GIF_MAX_STEPS:,} steps."
+    if s.steps_per_s and s.trainer.iteration / s.steps_per_s > limit:
+        return (f"A GIF replays the run from its seed: at {s.steps_per_s:,.1f} steps/s that would take over "
+                f"{limit / 60:g} minutes here.")
+    return None
 
 
 def bar(exp: Experiment, s: session.LiveState) -> None:
@@ -47,7 +67,9 @@ def bar(exp: Experiment, s: session.LiveState) -> None:
     with a.popover("Copy link", icon=":material/link:", use_container_width=True):
         st.caption("This page with all its settings (copy with the icon on the right):")
         st.code(page_link(drop=("steps",)), language=None, wrap_lines=True)
-        st.caption(f"A replay link: opens this run trained for exactly {t.iteration:,} steps on the CPU and stopped.")
+        st.caption(f"A replay link: opens this run trained for exactly {t.iteration:,} steps on the CPU and stopped."
+                   + (" This run was resumed from a weights file, so the link replays its seed's run, not this one."
+                      if s.resumed else ""))
         st.code(page_link({"seed": str(common.seed()), "steps": str(t.iteration)}), language=None, wrap_lines=True)
     make = lambda: exp.make(t.config, seed=t.seed, device=t.device)  # noqa: E731
     with b.popover("Export", icon=":material/download:", use_container_width=True):
@@ -58,12 +80,13 @@ def bar(exp: Experiment, s: session.LiveState) -> None:
                                data=lambda: X.figures_zip(exp.figures(X.frozen_copy(make, t)), exp.name),
                                file_name=f"{exp.name}_figures.zip", mime="application/zip", on_click="ignore",
                                use_container_width=True)
-            steps = max(t.iteration, 1)
+            steps, why = max(t.iteration, 1), _gif_unavailable(s)
             st.download_button("The run as an animated GIF", file_name=f"{exp.name}_run.gif", mime="image/gif",
                                data=lambda: X.animation_gif(make, lambda tr: next(iter(exp.figures(tr).values())),
-                                                            steps=steps),
-                               on_click="ignore", use_container_width=True,
-                               help="Replays this run from its seed and draws 16 frames from step 0 to now.")
+                                                            steps=steps, should_stop=scheduling.stopping,
+                                                            max_seconds=scheduling.REPLAY_SECONDS),
+                               on_click="ignore", use_container_width=True, disabled=why is not None,
+                               help=why or "Replays this run from its seed and draws 16 frames from step 0 to now.")
         st.download_button("Model weights (safetensors)", data=lambda: X.weights_bytes(t, exp.name),
                            file_name=f"{exp.name}_step{t.iteration}.safetensors", mime="application/octet-stream",
                            on_click="ignore", use_container_width=True)

@@ -1,7 +1,9 @@
 """The "your own data" panel: upload a CSV or draw points; bad input never loses the data in use.
 
-The active data set of a session is kept under ``_custom.*`` keys in ``st.session_state``. A bad
-upload shows a message naming the problem and leaves the previous data in place.
+The active data set of a session is kept under ``_custom.*`` keys in ``st.session_state``, the data set
+itself included: the run-time registry keeps a data set for as long as someone holds it, so no other
+session's uploads can evict this one (``dgm.core.data``). A bad upload shows a message naming the problem
+and leaves the previous data in place. File names and cell values are shown as text (``common.plain``).
 """
 
 from __future__ import annotations
@@ -13,17 +15,28 @@ import streamlit as st
 import dgm.core.data
 from dgm.core import userdata as U
 from dgm.core import viz
+from dgm.ui.common import plain
 
 NAME, SCALING, ERROR, DRAWING = "_custom.name", "_custom.scaling", "_custom.error", "_custom.drawing"
+DIST = "_custom.dist"  # the data set itself: holding it keeps it registered
+ORIGIN = "_custom.origin"  # where this session's data came from (the same data may come from other sessions)
 UPLOAD, BRUSH, NOISE, PER_CLICK = "custom_upload", "custom_brush", "custom_noise", "custom_per_click"
 DRAW_BOX = (-4.0, 4.0, -4.0, 4.0)
 _GRID = np.stack(np.meshgrid(np.linspace(-3.9, 3.9, 40), np.linspace(-3.9, 3.9, 40)), -1).reshape(-1, 2)
 
 
 def active() -> str | None:
-    """The registered name of the session's data, if it has any that is still registered."""
-    name = st.session_state.get(NAME)
-    return name if name and dgm.core.data.lookup(name) is not None else None
+    """The registered name of the session's data, if it has any."""
+    name, dist = st.session_state.get(NAME), st.session_state.get(DIST)
+    if not name:
+        return None
+    if dgm.core.data.lookup(name) is None:
+        if dist is None or dist.name != name:  # not held (cannot happen while the session holds it)
+            st.session_state[NAME] = None
+            st.session_state[ERROR] = "Your data is no longer on the server; upload it or draw it again."
+            return None
+        dgm.core.data.register(dist)
+    return name
 
 
 def _use(points: np.ndarray, description: str) -> None:
@@ -33,6 +46,7 @@ def _use(points: np.ndarray, description: str) -> None:
         st.session_state[ERROR] = str(e)
         return
     st.session_state[NAME], st.session_state[SCALING], st.session_state[ERROR] = dist.name, scaling, None
+    st.session_state[DIST], st.session_state[ORIGIN] = dist, description
 
 
 def _on_upload() -> None:
@@ -48,6 +62,8 @@ def _on_upload() -> None:
         st.session_state[ERROR] = f"{f.name}: {e}"
         return
     _use(pts, f"uploaded {f.name}")
+    if st.session_state.get(ERROR):
+        st.session_state[ERROR] = f"{f.name}: {st.session_state[ERROR]}"
 
 
 def _selection_centres(event) -> np.ndarray:
@@ -104,7 +120,7 @@ def _draw_dialog() -> None:
         _use(np.asarray(points, dtype=np.float64).reshape(-1, 2), "your drawing")
         if st.session_state.get(ERROR) is None:
             st.rerun()
-        st.error(st.session_state[ERROR])
+        st.error(plain(st.session_state[ERROR]))
 
 
 def panel() -> str | None:
@@ -113,14 +129,15 @@ def panel() -> str | None:
                      help=f"x and y per row, with or without a header; up to {U.MAX_ROWS:,} rows.")
     if st.button("Draw points…", use_container_width=True):
         _draw_dialog()
-    if st.session_state.get(ERROR):
-        kept = " Your previous data is still in use." if active() else ""
-        st.error(st.session_state[ERROR] + kept, icon=":material/error:")
     name = active()
+    if st.session_state.get(ERROR):
+        kept = " Your previous data is still in use." if name else ""
+        st.error(plain(st.session_state[ERROR]) + kept, icon=":material/error:")
     if name:
         scaling = st.session_state.get(SCALING)
-        st.caption(f"**Using your data** ({dgm.core.data.lookup(name).description}): {scaling.describe() if scaling else ''} "
-                   "Its density is a kernel density estimate.")
+        origin = st.session_state.get(ORIGIN) or "your data"
+        st.caption(f"**Using your data** ({plain(origin, 120)}): "
+                   f"{plain(scaling.describe()) if scaling else ''} Its density is a kernel density estimate.")
     else:
         st.info("No data of your own yet: upload a CSV or draw points. Until then the page uses its default data.",
                 icon=":material/upload_file:")

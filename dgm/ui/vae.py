@@ -3,6 +3,7 @@ panel. The text is in dgm/families/vae/lessons.py."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -14,9 +15,20 @@ from dgm.families.vae import figures as vviz
 from dgm.families.vae.lessons import GRADIENT_NOTE
 from dgm.families.vae.trainer import BINARISED, IWAE_FINAL_K, data_label, per_example
 from dgm.ui import common, session, view
+from dgm.ui.controls import view_param
 
 PAIR_A, PAIR_B = "vae.pair_a", "vae.pair_b"
 GRADVAR = "_vae.gradvar"
+
+
+@functools.cache
+def _pair_labels() -> tuple[str, ...]:
+    """The interpolation picker's options as a link holds them."""
+    return tuple(f"test #{i}: a {d}" for i, d in enumerate(dgm.core.digits.digits().test.y.tolist()))
+
+
+view_param(PAIR_A, lambda raw: raw in _pair_labels())
+view_param(PAIR_B, lambda raw: raw in _pair_labels())
 
 
 def pair_picker(cfg: Any) -> tuple[int, int] | None:
@@ -25,7 +37,7 @@ def pair_picker(cfg: Any) -> tuple[int, int] | None:
         return None
     y = dgm.core.digits.digits().test.y.tolist()
     opts = list(range(len(y)))
-    fmt = lambda i: f"test #{i}: a {y[i]}"  # noqa: E731
+    fmt = _pair_labels().__getitem__
     a0, b0 = (y.index(4) if 4 in y else 0), (y.index(0) if 0 in y else 1)
     with st.expander("Interpolation endpoints", expanded=False):
         c1, c2 = st.columns(2)

@@ -30,7 +30,7 @@ def _safely(fn: Callable, *args: Any) -> Any:
         return fn(*args)
     except Exception as e:  # a figure must never take the page down
         log.exception("drawing failed")
-        st.error(f"Could not draw the figures: {e}", icon=":material/warning:")
+        st.error(f"Could not draw the figures: {common.plain(e)}", icon=":material/warning:")
         return None
 
 

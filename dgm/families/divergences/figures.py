@@ -303,11 +303,12 @@ def plot_data(trainer: DivergenceTrainer, best: dict[str, int], resolution: int 
 
 
 @torch.no_grad()
-def snapshot(trainer: DivergenceTrainer, w1: bool = False) -> dict[str, Any]:
+def snapshot(trainer: DivergenceTrainer, w1: bool = False, refine: bool = True) -> dict[str, Any]:
     """What every figure and table of the page needs (nothing changes in the trainer); with ``w1``, the
-    W1 column too (exact optimal transport: once a second on the page, not every frame)."""
+    W1 column too (exact optimal transport), and with ``refine`` the values of fits narrower than the
+    grid (see ``DivergenceTrainer.exact``): both once a second on the page, not every frame."""
     t = trainer.target
-    ex = trainer.exact()
+    ex = trainer.exact(refine)
     return {"table": trainer.table(ex), "errors": trainer.table_errors(ex), "params": trainer.params(ex),
             "w1": trainer.w1_column(ex[1]) if w1 else None, "grid": trainer.grid.describe(),
             "objectives": trainer.objectives, "primary": trainer.config.objective, "plot": plot_data(trainer, ex[1]),

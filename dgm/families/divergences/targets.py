@@ -130,6 +130,14 @@ MAX_SUB = 64  # at most this many sub-cells per axis in one cell
 
 
 @dataclass
+class Spots:
+    """Where a grid must be fine: Gaussian components' means (M, D) and covariances (M, D, D)."""
+
+    means: Tensor
+    covs: Tensor
+
+
+@dataclass
 class QuadGrid:
     """Quadrature nodes over a box in 1D or 2D: ``points`` (N, D) and the log volume of each node's cell
     ``log_vol`` (N,), so that sum exp(log_vol) f(points) is the midpoint rule for the integral of f.
@@ -154,9 +162,10 @@ class QuadGrid:
         return int(self.points.shape[0])
 
     @classmethod
-    def over(cls, box: Sequence[float], resolution: int, target: "Target | None" = None, device=None,
+    def over(cls, box: Sequence[float], resolution: int, target: "Target | Spots | None" = None, device=None,
              dtype=torch.float32, refine: float = SUB_STD) -> "QuadGrid":
-        """``resolution`` cells per axis over ``box``, refined around the narrow components of ``target``."""
+        """``resolution`` cells per axis over ``box``, refined around the narrow components of ``target``
+        (a Target, or any Spots)."""
         box = tuple(float(b) for b in box)
         d = len(box) // 2
         lo = torch.tensor(box[0::2], dtype=torch.float64)
@@ -192,7 +201,7 @@ class QuadGrid:
         return cls(box, (resolution,) * d, points, log_vol, [a.to(device=device, dtype=dtype) for a in axes],
                    float(h.prod()), finest, refine)
 
-    def coarse(self, target: "Target | None") -> "QuadGrid":
+    def coarse(self, target: "Target | Spots | None") -> "QuadGrid":
         """The same construction with every cell and sub-cell twice as wide (the error estimate's grid)."""
         return QuadGrid.over(self.box, max(self.shape[0] // 2, 1), target, self.points.device, self.points.dtype,
                              2 * self.refine)

@@ -1,0 +1,176 @@
+"""The worker side of ``dgm.core.worker``: the zygote process (``python -m dgm.core.worker_main SOCKET``)
+and the workers it forks, each of which trains one run and answers the server's syncs between short
+bursts. Everything the server does with them is in ``dgm.core.worker``."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import pickle
+import shutil
+import signal
+import socket
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from dgm.core.train import Trainer, TrainingDiverged
+
+log = logging.getLogger(__name__)
+
+BURST_SECONDS = 0.005  # a worker answers a sync within about this long (plus an evaluation, if one is due)
+IDLE_STOP_SECONDS = 10.0  # a worker stops training when no sync came for this long
+EXIT_AFTER_SECONDS = 20.0  # ... and exits when nothing more came for this long after that (the
+# session's trainer then continues from the last checkpoint it received, at most a second older)
+
+
+def send(conn: Connection, obj: Any) -> None:
+    """Plain pickle, tensors copied into the message. (Connection.send would use torch's reductions
+    for multiprocessing, which move every tensor into shared memory: slower for small tensors, and
+    the memory vanishes when the sender exits first.)"""
+    conn.send_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def recv(conn: Connection) -> Any:
+    return pickle.loads(conn.recv_bytes())
+
+
+# ---- the worker process ------------------------------------------------------------------------
+
+def warm_up() -> None:
+    """Build each model family once and train it a few steps: the imports, lazy torch kernels and data
+    sets that every worker would otherwise load on its own are then shared by all of them (called once,
+    in the zygote)."""
+    from dgm.core import registry
+
+    for name in registry.names():
+        try:
+            t = registry.get(name).make(seed=0, device="cpu")
+            t.step(3)
+            t.final()
+            t.import_state(t.export_state())
+        except Exception:  # a warm-up is an optimisation only
+            log.exception("warming up %s failed", name)
+
+
+def error_text(e: Exception) -> str:
+    """What a page shows when training stops with ``e`` (never a traceback)."""
+    return str(e) if isinstance(e, TrainingDiverged) else f"Training stopped with an error: {e}"
+
+
+def serve(conn: Connection) -> None:
+    """A worker's life: say it is ready, wait for a run, train it while someone syncs."""
+    send(conn, ("ready", os.getpid()))
+    try:
+        msg = recv(conn)
+    except (EOFError, OSError):
+        return
+    try:
+        _, exp_name, config, seed, datasets, state, runtime = msg
+        import dgm.core.data
+        from dgm.core import registry
+
+        for dist in datasets:
+            dgm.core.data.register(dist)
+        trainer = registry.get(exp_name).make(config, seed=seed, device="cpu")
+        trainer.import_state(state)
+        trainer.checkpoint_every_s = 1.0
+        trainer.set_runtime(runtime)
+    except Exception as e:
+        log.exception("worker could not start the run")
+        send(conn, ("failed", repr(e)))
+        return
+    send(conn, ("started",))  # the setup is done: from now on every sync is answered within a burst
+    _train_loop(conn, trainer)
+
+
+def _train_loop(conn: Connection, trainer: Trainer) -> None:
+    error: str | None = None
+    burst, rate = 1, 0.0
+    sent_last_good = None
+    last_msg = time.monotonic()
+    while True:
+        idle = error is not None or time.monotonic() - last_msg > IDLE_STOP_SECONDS
+        try:
+            ready = conn.poll(EXIT_AFTER_SECONDS if idle else 0)
+            msg = recv(conn) if ready else None
+        except (EOFError, OSError):
+            return  # the server went away
+        if ready:
+            kind = msg[0]
+            if kind == "sync":
+                trainer.set_runtime(msg[1])
+            # a sync gets what the figures need (and the checkpoint when it is new); a stop, everything
+            fresh = trainer.last_good is not sent_last_good
+            try:
+                send(conn, ("state", trainer.export_state(full=kind == "stop", last_good=fresh), rate, error))
+            except (BrokenPipeError, OSError):
+                return
+            sent_last_good = trainer.last_good
+            last_msg = time.monotonic()
+            if kind == "stop":
+                return
+            continue
+        if idle:
+            return  # nobody has asked for this run for a long while
+        t0 = time.perf_counter()
+        try:
+            trainer.step(burst)
+        except Exception as e:  # divergence, or any other failure: kept for the next sync
+            if not isinstance(e, TrainingDiverged):
+                log.exception("training failed")
+            error = error_text(e)
+            continue
+        r = burst / max(time.perf_counter() - t0, 1e-6)
+        rate = r if rate == 0 else 0.8 * rate + 0.2 * r
+        burst = int(min(max(BURST_SECONDS * rate, 1), 1000))
+
+
+def zygote_main(path: str) -> None:
+    """``python -m dgm.core.worker_main SOCKET``: see ``dgm.core.worker._Zygote``. The objects made by the warm-up are then
+    frozen out of the garbage collector's passes, which would otherwise touch (and so copy into every
+    worker) all of their memory pages. When the server goes away (its end of our stdin closes, even if
+    it was killed) or stops us, the zygote kills the workers it forked that are still alive and
+    removes the socket's folder: nothing is left behind."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    children: set[int] = set()
+    try:
+        warm_up()
+        gc.collect()
+        gc.freeze()
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers that exit are reaped at once
+        for _ in sys.stdin:  # until the server closes our stdin (or goes away)
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    sock.connect(path)
+                    serve(Connection(sock.detach()))
+                finally:
+                    os._exit(0)
+            children = {c for c in children if _is_child(c)} | {pid}
+    finally:
+        for pid in children:
+            if _is_child(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+
+def _is_child(pid: int) -> bool:
+    """Whether ``pid`` is still a live child of this process (not a reused number)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return int(fields[1]) == os.getpid() and fields[0] != "Z"
+
+
+if __name__ == "__main__":
+    zygote_main(sys.argv[1])
