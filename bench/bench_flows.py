@@ -37,7 +37,7 @@ from dgm.families.flows.lessons import EXPERIMENT
 from seedtable import TUNING_SEEDS, UNSEEN_SEEDS, Run, parse_seeds, report, run_seeds
 
 OUT = ROOT / "bench" / "out"
-STEP_BUDGET = 4000  # the default preset's step budget (its lesson's claim is about this many steps)
+STEP_BUDGET = 4000  # the step count of the default preset's seed table
 
 
 def flow_run(cfg, steps: int, every: int, seed: int) -> Run:
