@@ -7,9 +7,10 @@
 
 Starts the app on a free loopback port, opens the page, presses Play, and reads the page's status
 line over 10 s: steps per second as the page achieves them (drawing included) and redraws per second,
-and the CPU time that the server, its training workers and the browser used meanwhile. On the GAN
-page it also times the naive PyTorch loop of ``bench_gan.py`` (same networks, headless, in this
-process) before the server starts and after it stops: the issue's "same run" comparison.
+and the CPU time that the server, its training workers and the browser used meanwhile. On the GAN and
+diffusion pages it also times the naive PyTorch loop of ``bench_gan.py`` / ``bench_diffusion.py`` (same
+networks, headless, in this process) before the server starts and after it stops: the issue's "same run"
+comparison.
 
 The browser shares this machine's CPU with the server and the training workers. Two ways to take it
 out, as when students' browsers run on their own machines: ``--no-render`` keeps plotly.js out of
@@ -84,19 +85,26 @@ def split_cores() -> None:
                 pass  # a thread that has just ended
 
 
-def naive_rate(rounds: int = 3, n: int = 400) -> float:
-    """Steps per second of bench_gan's naive PyTorch loop over the default GAN, headless, here."""
+#: pages whose benchmark has a naive loop of the same model: page -> (bench module, naive class, config)
+NAIVE = {"gan": ("bench_gan", "NaiveGAN", "dgm.families.gan.trainer:GANConfig"),
+         "diffusion": ("bench_diffusion", "NaiveDiffusion", "dgm.families.diffusion.trainer:DiffusionConfig")}
+
+
+def naive_rate(page_name: str = "gan", rounds: int = 3, n: int = 400) -> float:
+    """Steps per second of the page's naive PyTorch loop (its bench script's) on the default config, here."""
+    import importlib
     import statistics
 
     import torch
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from bench_gan import NaiveGAN, rate
-
-    from dgm.families.gan.trainer import GANConfig
+    mod_name, cls_name, cfg_path = NAIVE[page_name]
+    mod = importlib.import_module(mod_name)
+    cfg_mod, cfg_cls = cfg_path.split(":")
+    config = getattr(importlib.import_module(cfg_mod), cfg_cls)
 
     torch.set_num_threads(1)
-    naive = NaiveGAN(GANConfig(), seed=0)
+    naive, rate = getattr(mod, cls_name)(config(), seed=0), mod.rate
     naive.step(50)
     return statistics.median(rate(naive.step, n) for _ in range(rounds))
 
@@ -126,7 +134,7 @@ def main(page_name: str = "gan", seconds: float = 10.0, render: bool = True, pro
          split: bool = False) -> None:
     from playwright.sync_api import sync_playwright
 
-    naive = [naive_rate()] if page_name == "gan" else []
+    naive = [naive_rate(page_name)] if page_name in NAIVE else []
     server = AppServer().start()
     try:
         with sync_playwright() as p:
@@ -181,7 +189,7 @@ def main(page_name: str = "gan", seconds: float = 10.0, render: bool = True, pro
     finally:
         server.stop()
     if naive:
-        naive.append(naive_rate())
+        naive.append(naive_rate(page_name))
         print(f"  naive PyTorch loop, headless, before and after: {naive[0]:.0f} and {naive[1]:.0f} steps/s; "
               f"the page trained {page_rate / (sum(naive) / 2):.2f}x as fast")
 

@@ -12,7 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: a family's rooms, from the bottom: a module may import rooms of its own rank or lower only
-ROOMS = {"model": 0, "layers": 0, "targets": 0, "trainer": 1, "fits": 1, "figures": 2, "elbo_figures": 2, "lessons": 3}
+ROOMS = {"model": 0, "layers": 0, "targets": 0, "trainer": 1, "fits": 1, "figures": 2, "elbo_figures": 2,
+         "image_figures": 2, "plane_figures": 2, "lessons": 3}
+ROOMS.update({"exact": 0, "samplers": 0, "sweeps": 2})  # the diffusion family's closed forms, samplers, measurements
 
 
 def _module_name(path: Path) -> str:

@@ -23,6 +23,9 @@ MODULES = {
     "gan": "dgm.families.gan.lessons",
     "flow": "dgm.families.flows.lessons",
     "vae": "dgm.families.vae.lessons",
+    "latents": "dgm.families.latents.lessons",
+    "autoregressive": "dgm.families.autoregressive.lessons",
+    "diffusion": "dgm.families.diffusion.lessons",
 }
 
 

@@ -68,6 +68,13 @@ PAGES: dict[str, list[PageInfo]] = {
                  "watch each invertible layer warp space and density", "flow"),
         PageInfo("pages/vae.py", "VAE", ":material/blur_on:", "vae",
                  "the ELBO taken apart, the 2D latent manifold, posterior collapse", "vae"),
+        PageInfo("pages/latents.py", "Latent variables", ":material/scatter_plot:", "latents",
+                 "no encoder (the density network) and discrete latents (Gumbel-softmax, VQ-VAE)", "latents"),
+        PageInfo("pages/autoregressive.py", "Autoregressive models", ":material/format_list_numbered:",
+                 "autoregressive", "an exact likelihood one pixel at a time, and why sampling is slow",
+                 "autoregressive"),
+        PageInfo("pages/diffusion.py", "Diffusion and flow matching", ":material/grain:", "diffusion",
+                 "learned scores against exact ones, samplers and NFE, guidance, reflow, exact likelihood", "diffusion"),
     ],
     "Lab": [
         PageInfo("pages/demo.py", "Live loop demo", ":material/autorenew:", "demo",

@@ -1,0 +1,1 @@
+"""Autoregressive models: an exact likelihood as a product of one-dimensional conditionals, and slow sampling."""

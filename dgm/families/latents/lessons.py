@@ -1,0 +1,150 @@
+"""The latents page's text, its lessons and the Experiment record."""
+
+from __future__ import annotations
+
+from dgm.core.registry import Experiment, Lesson, PageText
+from dgm.families.latents.figures import figures
+from dgm.families.latents.trainer import LatentsConfig, make_trainer, samples
+
+INTRO = (
+    "A latent-variable model draws a code z from a prior p(z) and an observation from a decoder p(x|z). "
+    "The **density network** has no encoder at all: it scores an x by averaging p(x|z) over K codes drawn "
+    "from the prior, and trains the decoder on that estimate. Press **Play** and watch the estimate against "
+    "K: with few samples it is far below what an encoder's importance-weighted bound (IWAE) finds for the "
+    "**same decoder**. **Discrete latents** replace z by categorical variables: the **Gumbel-softmax** VAE "
+    "trains through a relaxed, differentiable sample; the **VQ-VAE** snaps each encoder output to the "
+    "nearest vector of a learned codebook. Likelihoods are in nats per image on the test digits "
+    "(17 grey levels per pixel) or nats per point on 2D data."
+)
+
+THEORY_TITLE = "Theory: the Monte Carlo marginal likelihood, and why an encoder helps"
+THEORY = (
+    "**The estimate.** The marginal likelihood is an expectation over the prior, so K prior samples give "
+    "an unbiased estimate of p(x). In logarithms the sum must be taken with log-sum-exp: the terms "
+    "log p(x|z_k) of a digit are around −100 nats, and their exponentials underflow.",
+    r"$$\log p(x) \approx \log \frac1K \sum_{k=1}^K p(x|z_k) = \operatorname{logsumexp}_k "
+    r"\log p(x|z_k) - \log K,\qquad z_k \sim p(z)",
+    "**Bias and variance.** The logarithm of an unbiased estimate is biased low (Jensen), and the "
+    "bias shrinks only as the estimate's relative variance does. A prior sample rarely lands where "
+    "p(z|x) has its mass; the fewer land there, the noisier the estimate. The region shrinks "
+    "exponentially with the dimension of z, so the K needed grows exponentially too.",
+    "**An encoder fixes it.** Importance sampling from q(z|x) close to the posterior puts the samples "
+    "where they count. IWAE with k = 100 samples from a fitted encoder bounds log p(x) of the same "
+    "decoder from below, and is usually much tighter than thousands of prior samples:",
+    r"$$\log p(x) \ge \mathbb{E}\Big[\log \frac1k \sum_{i=1}^k \frac{p(x|z_i)\,p(z_i)}{q(z_i|x)}\Big],"
+    r"\qquad z_i \sim q(z|x)",
+    "On this page the encoder is fitted alongside the density network to the current decoder (its "
+    "gradients never reach the decoder), so both numbers measure one model. With **train the decoder "
+    "with = encoder** the decoder is trained as a VAE instead, on the ELBO.",
+    "**Gumbel-softmax.** A categorical sample is the argmax of the logits plus Gumbel noise (the Gumbel-max "
+    "trick). The argmax has no useful gradient, so it is relaxed to a softmax at temperature τ: a point "
+    "inside the simplex that tends to the one-hot sample as τ → 0.",
+    r"$$y = \operatorname{softmax}\big((\theta + g)/\tau\big),\quad g_c = -\log(-\log u_c),\ "
+    r"u_c \sim U(0, 1)",
+    "Training on relaxed samples optimises a slightly different model (the decoder sees points between "
+    "the corners): the gradient is **biased**, by more as τ grows, and its **variance** grows as τ "
+    "shrinks. **Straight-through** uses the one-hot sample in the forward pass and the relaxed sample's "
+    "gradient backwards. The **score function** (REINFORCE) needs no relaxation and is unbiased, "
+    "(f(y) − b) ∇ log q(y); a baseline b that does not depend on y lowers its variance. For one "
+    "categorical variable the exact gradient is a sum over its categories, so each estimator's bias and "
+    "variance can be measured (the panel at the bottom):",
+    r"$$\nabla_\theta \mathbb{E}_{q_\theta}[f(y)] = \sum_c \nabla_\theta \pi_c(\theta)\, f(e_c),\qquad "
+    r"\frac{\partial}{\partial \theta_j} = \pi_j\big(f(e_j) - \textstyle\sum_c \pi_c f(e_c)\big)",
+    "**VQ-VAE.** The encoder outputs vectors z_e; each is replaced by its nearest codebook vector e, and the "
+    "decoder sees only the codes. The nearest-neighbour step has no gradient, so the decoder's gradient "
+    "is copied straight through to z_e. The codebook is pulled towards the encoder outputs (by the loss, or "
+    "by moving averages of the outputs assigned to each code, EMA), and a **commitment** term with weight β "
+    "keeps the encoder close to its codes (sg: stop-gradient):",
+    r"$$\mathcal L = -\log p(x|z_q) + \|\mathrm{sg}[z_e] - e\|^2 + \beta\,\|z_e - \mathrm{sg}[e]\|^2,"
+    r"\qquad z_q = e_{k^*},\ k^* = \arg\min_k \|z_e - e_k\|",
+    "**Codebook collapse.** A code that no encoder output picks gets no update and stays where it is: a "
+    "**dead code**. Often only a handful of codes carry the whole data set. The **perplexity** of the "
+    "code frequencies, exp(entropy), counts the codes in effective use. **Dead-code restarts** move unused "
+    "codes onto random encoder outputs, where they start to be picked. With a uniform prior over the "
+    "codes, samples are poor: a VQ-VAE is usually paired with a learned (autoregressive) prior over its codes.",
+)
+
+ESTIMATOR_NOTE = (
+    "For the first categorical variable of the current model at 32 test digits (the others held at their "
+    "most likely class), f(y) = log p(x | y) and the exact gradient of E_q f(y) with respect to the "
+    "variable's logits is a sum over its categories. Each estimator is drawn 400 times: **bias²** is the "
+    "squared distance of their mean from the exact gradient, **variance** their scatter. The mean of 400 "
+    "draws is itself noisy, so an unbiased estimator's measured bias² sits at the **noise floor** "
+    "(variance / 400). The score function's baseline is f at the mean of y, softmax(θ), which does not "
+    "depend on the sample."
+)
+
+LESSONS = (
+    Lesson(
+        "the density network needs thousands of samples",
+        {"model": "density_net", "latent": 4, "k": 100},
+        "a 4-dimensional z: one prior sample misses by tens of nats; the estimate settles only at K in the hundreds",
+        "Press **Play** and watch the K figure. With K = 1 the estimate is tens of nats too low and its bars "
+        "(the spread of repeated estimates) are huge; each tenfold K raises it and narrows them, and it "
+        "settles only between K = 100 and 1,000. The dashed line is IWAE with 100 samples from an encoder "
+        "fitted to the same decoder. Raise the latent dimension and watch K = 1 and 10 fall further.",
+    ),
+    Lesson(
+        "an encoder fixes it",
+        {"model": "density_net", "latent": 4, "fit": "encoder"},
+        "the same decoder trained as a VAE: as its posteriors narrow, few prior samples miss them; the encoder's do not",
+        "The decoder is trained with an encoder, on the ELBO. Once it starts to use z, its posteriors "
+        "narrow: the prior's estimate with few samples drops further and further (watch K = 1 and 10 on the "
+        "curves fall while the others rise), and IWAE with 100 samples from the encoder keeps up with the "
+        "best the prior reaches with 1,000. The encoder is what lets a decoder have narrow posteriors and "
+        "still be scored and trained.",
+    ),
+    Lesson(
+        "density network on ring8",
+        {"model": "density_net", "data": "ring8", "latent": 1, "k": 100},
+        "a 1-dimensional z pushed through the decoder: one curve through the eight modes",
+        "The decoder's mean f(z) is a continuous function of one number, so the prior's samples pushed "
+        "through it (red) lie on a single curve that must pass through all eight modes; watch where the "
+        "learned density leaks along it between them.",
+    ),
+    Lesson(
+        "temperature trades bias for variance",
+        {"model": "gumbel", "tau": 1.0, "anneal": 1e-3, "tau_min": 0.1},
+        "a Gumbel-softmax VAE with τ annealed from 1 to 0.1; the estimator panel measures bias and variance",
+        "Press **Play** for a few hundred steps, then **Measure the estimators now**: at small τ the relaxed "
+        "estimators are nearly unbiased but scatter widely; at τ = 1 they are steady but off the exact "
+        "gradient. The score function with a baseline is unbiased at any τ, and noisier than the relaxation "
+        "at large τ.",
+    ),
+    Lesson(
+        "hard samples (straight-through)",
+        {"model": "gumbel", "hard": True, "tau": 0.5},
+        "one-hot codes forward, relaxed gradients backward: the decoder only ever sees true codes",
+        "The forward pass uses one-hot codes, so the decoder is trained on the codes it is sampled with. "
+        "Measure the estimators: at every temperature straight-through scatters a little more than the soft "
+        "Gumbel-softmax and is no closer to the exact gradient; what it buys is a decoder that never sees a "
+        "code between the corners.",
+    ),
+    Lesson(
+        "codebook collapse",
+        {"model": "vqvae", "codes": 64, "update": "loss", "restarts": False},
+        "a 64-code book updated by the loss: most codes are never picked and never move",
+        "Watch the codebook among the encoder outputs: a few red codes sit in the cloud and take every "
+        "assignment, the dead ones (×) stay where they started. The usage histogram ends in a long run of "
+        "zeros, and the perplexity stays far below 64.",
+    ),
+    Lesson(
+        "dead-code restarts",
+        {"model": "vqvae", "codes": 64, "update": "loss", "restarts": True},
+        "the same book with dead codes moved onto encoder outputs: nearly every code is in use",
+        "Every 20 steps, codes that almost no encoder output picks are moved onto random encoder outputs. The "
+        "dead codes disappear, the histogram flattens, the perplexity climbs, and the reconstruction improves.",
+    ),
+)
+
+EXPERIMENT = Experiment(
+    name="latents",
+    help="latent variables without an encoder and discrete latents: density network (digits or 2D data), "
+         "Gumbel-softmax VAE, VQ-VAE",
+    config=LatentsConfig,
+    trainer=make_trainer,
+    figures=figures,
+    samples=samples,
+    lessons=LESSONS,
+    text=PageText("Latent variables", INTRO, THEORY_TITLE, THEORY),
+)

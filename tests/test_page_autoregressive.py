@@ -1,0 +1,142 @@
+"""AppTest: the autoregressive models page (issue 20)."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import charts, open_page
+
+
+def _ok(at):
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _iteration(at) -> int:
+    for c in at.caption:
+        m = re.search(r"Iteration ([\d,]+)", c.value)
+        if m:
+            return int(m.group(1).replace(",", ""))
+    raise AssertionError("no status line")
+
+
+def _titles(at) -> list[str]:
+    return [(c["layout"].get("title") or {}).get("text", "") for c in charts(at)]
+
+
+def _chart(at, start: str) -> dict:
+    return next(c for c in charts(at) if (c["layout"].get("title") or {}).get("text", "").startswith(start))
+
+
+SMALL = {"hidden": "64", "train_size": "200"}
+
+
+def test_page_loads_with_its_figures_and_the_measured_sampling_time():
+    at = open_page("pages/autoregressive.py")
+    _ok(at)
+    assert at.title[0].value == "Autoregressive models"
+    assert _iteration(at) == 0
+    assert at.selectbox(key="model").value == "made" and at.selectbox(key="data").value == "digits"
+    titles = _titles(at)
+    assert len(titles) == 5, titles  # samples, per-pixel -log p, dependency map and matrix, curves
+    assert titles[0].startswith("36 samples, 64 steps each")
+    assert any(t.startswith("All pairs: 0 later inputs used") for t in titles)
+    timing = next(c.value for c in at.caption if c.value.startswith("Measured here"))
+    assert "64 passes" in timing and "VAE decoder" in timing and "RealNVP flow" in timing
+    assert any("Theory" in e.label for e in at.expander)
+
+
+def test_step_play_and_the_animation_of_sampling():
+    at = open_page("pages/autoregressive.py", SMALL)
+    at.selectbox(key="autoregressive.speed").set_value(100).run()
+    at.button(key="autoregressive.step").click().run()
+    _ok(at)
+    assert _iteration(at) == 100
+    metrics = {m.label: m.value for m in at.metric}
+    assert float(metrics["test NLL"]) > 0 and metrics["best step"] == "100"
+    assert "(model at step 100)" in _titles(at)[0]  # paused: the samples are of the model shown
+    at.button(key="autoregressive.play").click().run()  # one frame runs in AppTest
+    _ok(at)
+    assert _iteration(at) > 100
+    assert re.match(r"Sampling one pixel at a time: step \d+ of 64", _titles(at)[0]), _titles(at)[0]
+    at.button(key="autoregressive.play").click().run()
+    at.button(key="autoregressive.reset").click().run()
+    assert _iteration(at) == 0
+
+
+def test_the_blind_spot_lesson_and_the_gated_fix():
+    at = open_page("pages/autoregressive.py", {"preset": "the blind spot"})
+    _ok(at)
+    assert at.selectbox(key="model").value == "pixelcnn" and at.select_slider(key="kernel").value == 5
+    assert "210 of 2,016 earlier unseen" in _chart(at, "All pairs")["layout"]["title"]["text"]
+    assert any("Lesson: the blind spot" in i.value for i in at.info)
+    at.selectbox(key="stack").set_value("gated").run()
+    _ok(at)
+    assert "0 of 2,016 earlier unseen" in _chart(at, "All pairs")["layout"]["title"]["text"]
+
+
+def test_the_vae_pages_bounds_become_reference_lines():
+    at = open_page("pages/vae.py", {"width": "32", "train_size": "200"})
+    at.selectbox(key="vae.speed").set_value(100).run()
+    at.button(key="vae.step").click().run()
+    at.button(key="vae.step").click().run()  # 200 steps: one evaluation
+    _ok(at)
+    at.switch_page("pages/autoregressive.py").run()
+    _ok(at)
+    notes = [a["text"] for a in _chart(at, "Exact NLL")["layout"].get("annotations", [])]
+    assert any(n.startswith("VAE page −ELBO (z = 2") for n in notes), notes
+    assert any(n.startswith("VAE page −IWAE") for n in notes), notes
+
+
+def test_the_flows_pages_nll_becomes_a_reference_line_on_the_same_2d_data():
+    at = open_page("pages/flows.py", {"data": "moons", "layers": "2", "batch": "128"})  # values the AR page takes too
+    at.selectbox(key="flow.speed").set_value(100).run()
+    at.button(key="flow.step").click().run()  # a Step evaluates
+    _ok(at)
+    at.switch_page("pages/autoregressive.py").run()
+    at.selectbox(key="data").set_value("moons").run()
+    _ok(at)
+    notes = [a["text"] for a in _chart(at, "Exact NLL")["layout"].get("annotations", [])]
+    assert any(n.startswith("flows page NLL (realnvp, step ") for n in notes), notes
+    at.selectbox(key="data").set_value("8gaussians").run()  # another target: no line
+    notes = [a["text"] for a in _chart(at, "Exact NLL")["layout"].get("annotations", [])]
+    assert not any(n.startswith("flows page") for n in notes), notes
+
+
+def test_two_d_data_shows_density_slices_and_samples():
+    at = open_page("pages/autoregressive.py", {"data": "8gaussians", "hidden": "32"})
+    _ok(at)
+    at.button(key="autoregressive.step").click().run()
+    _ok(at)
+    assert _iteration(at) == 10
+    titles = _titles(at)
+    assert len(titles) == 5, titles
+    assert any(t.startswith("target 8gaussians: log p") for t in titles)
+    assert any(t.startswith("Slices p(x₂ | x₁)") for t in titles)
+
+
+def test_the_link_sets_the_view_controls_and_an_ensemble_samples_each_ordering():
+    at = open_page("pages/autoregressive.py", {"autoregressive.row": "3", "autoregressive.col": "6",
+                                               "autoregressive.digits": "#2: a 2", "autoregressive.ordering": "2",
+                                               "orderings": "4", "ordering": "random", **SMALL})
+    _ok(at)
+    assert not at.warning, [w.value for w in at.warning]
+    assert at.slider(key="autoregressive.row").value == 3 and at.slider(key="autoregressive.col").value == 6
+    assert at.slider(key="autoregressive.ordering").value == 2
+    assert at.multiselect(key="autoregressive.digits").value == [2]
+    assert "(row 3, col 6)" in _chart(at, "Inputs of the conditional")["layout"]["title"]["text"]
+    timing = next(c.value for c in at.caption if c.value.startswith("Measured here"))
+    assert "64 passes of the network (each pass runs every ordering at once)" in timing, timing
+
+
+def test_bad_link_parameters_give_a_note():
+    at = open_page("pages/autoregressive.py", {"model": "nope", "orderings": "3", "layers": "99",
+                                               "autoregressive.row": "9", "autoregressive.digits": "zz",
+                                               "autoregressive.ordering": "x"})
+    _ok(at)
+    text = at.warning[0].value.replace("\\", "")
+    assert "'nope'" in text and "orderings" in text
+    for bad in ("autoregressive.row='9'", "autoregressive.digits='zz'", "autoregressive.ordering='x'"):
+        assert bad in text, text
+    assert at.selectbox(key="model").value == "made"
+    assert at.slider(key="autoregressive.row").value == 5  # the default kept
