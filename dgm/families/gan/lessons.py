@@ -129,6 +129,7 @@ LESSONS = (
         "samples of a collapsed generator sit together, and D can see that at once. Collapse becomes expensive "
         "for G. Watch the **modes** curve against the collapse lesson's, and set *PacGAN packing m* back to 1 to "
         "compare. The heatmap shows D's verdict on a point packed with 3 of G's current samples.",
+        look="modes captured, against the collapse lesson's 2 or fewer",
     ),
     Lesson(
         "unrolled GAN: G looks ahead",
@@ -140,6 +141,7 @@ LESSONS = (
         "and lose as soon as D reacts; looking ahead, G sees the reaction coming and keeps its samples spread. "
         "Each G step now costs about six D steps, so the run is slower: compare the **modes** curve with the "
         "collapse lesson's at the same step, not the same second.",
+        look="modes captured at the same step as in the collapse lesson",
     ),
     Lesson(
         "R1 penalty: D flat on the data",
@@ -151,6 +153,7 @@ LESSONS = (
         " is, so once G's samples sit on a mode D has nothing left to push them with, and the game settles. Watch"
         " the **high-quality** fraction, then set *R1 weight γ* to 0 to compare. R2 is the same penalty at G's "
         "samples.",
+        look="the high-quality fraction as the samples settle on the modes",
     ),
     Lesson(
         "minibatch std: D sees the spread",
@@ -160,6 +163,7 @@ LESSONS = (
         "samples, the standard deviation of D's features over the group, averaged. Real points are spread over "
         "the ring, a collapsed cloud is not, so D can reject a whole group for being too alike and G gains by "
         "spreading out. Watch the **modes** curve; set *minibatch-std group* to 0 to compare.",
+        look="modes captured, against the collapse lesson's 2 or fewer",
     ),
     Lesson(
         "two-timescale learning rates",
@@ -169,6 +173,7 @@ LESSONS = (
         "close to optimal. A two-timescale update (Heusel et al.) does the opposite: D learns faster (here 4×), "
         "so at each moment G follows the gradient of a nearly optimal D, which points at the modes G is "
         "missing. Compare the **modes** and **mode KL** curves with the collapse lesson's.",
+        look="the modes and mode KL curves, against the collapse lesson's",
     ),
     Lesson(
         "grid25",
