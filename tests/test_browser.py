@@ -22,7 +22,7 @@ def test_home_page_renders_in_chromium(app_server, page):
 def test_demo_page_step_in_chromium(app_server, page):
     page.goto(app_server.url + "/demo?seed=1")
     wait_for_app(page)
-    assert page.get_by_text("Iteration 0").is_visible()
+    assert page.get_by_text("Iteration 0", exact=True).is_visible()
     page.get_by_role("button", name="Step ×10").click()
     page.get_by_text("Iteration 10", exact=False).wait_for(timeout=30_000)
     assert page.locator('[data-testid="stException"]').count() == 0

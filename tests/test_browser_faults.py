@@ -131,7 +131,7 @@ def test_the_server_stops_on_sigterm_while_it_trains_and_the_page_recovers_after
             time.sleep(0.2)
         again = _server(env, port=server.port).start(timeout=120)
         try:
-            pg.get_by_text("Iteration 0").wait_for(timeout=120_000)  # reconnected: the link's run, from the start
+            pg.get_by_text("Iteration 0", exact=True).wait_for(timeout=120_000)  # reconnected: the link's run, from the start
             wait_for_app(pg, 120_000)
             assert pg.locator('[data-testid="stException"]').count() == 0
         finally:

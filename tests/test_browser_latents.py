@@ -13,7 +13,7 @@ def test_density_network_steps_and_draws_the_estimate_against_k(app_server, page
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(app_server.url + "/latents?seed=1&width=32&k=10")
     wait_for_app(page, 180_000)
-    assert page.get_by_text("Iteration 0").is_visible()
+    assert page.get_by_text("Iteration 0", exact=True).is_visible()
     page.get_by_role("button", name="Step ×10").click()
     page.get_by_text("Iteration 10", exact=False).wait_for(timeout=60_000)
     wait_for_app(page, 60_000)

@@ -89,7 +89,11 @@ PAGES: dict[str, list[PageInfo]] = {
 
 
 def _home_alias() -> None:
-    st.switch_page(HOME.path)
+    # the home page's script, run here (st.switch_page would clear the link's parameters, which the sidebar's
+    # widgets are bound to, and Streamlit refuses that)
+    import runpy
+
+    runpy.run_path(str(APP.parent / HOME.path), run_name="__main__")
 
 
 def home_alias() -> st.Page:
