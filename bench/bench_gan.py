@@ -1,8 +1,8 @@
-"""GAN benchmark: speed against a plain PyTorch loop, and mode coverage on ring8 and grid25.
+"""GAN benchmark: speed against a plain PyTorch loop, and seed tables of mode coverage on ring8 and grid25.
 
-    .venv/bin/python bench/bench_gan.py                 # everything (a few minutes on 2 cores)
-    .venv/bin/python bench/bench_gan.py --only speed    # or: ring8, grid25
-    .venv/bin/python bench/bench_gan.py --seeds 3 --budget 30
+    .venv/bin/python bench/bench_gan.py --only speed
+    .venv/bin/python bench/bench_gan.py --only tables --table "ring8 default" --seeds 100-102,1000-1009
+    .venv/bin/python bench/bench_gan.py --only tables --table "grid25 preset" --steps 15000 --jobs 2
 
 Speed: training steps per second of ``GANTrainer`` (default config) and of a naive loop over the same
 networks, written the obvious way (a fresh sampler call per batch, BCE on sigmoid outputs, a full
@@ -11,14 +11,16 @@ measured alternately in the same process. Also the page's rate while playing, si
 trains in a worker process as on the live page, and each frame (at most 6 a second) syncs its state,
 takes a snapshot and serialises every figure to JSON (what Streamlit sends).
 
-Quality: for each seed, train the preset in chunks and check the mode metrics (docs/ARCHITECTURE.md) on 2,500
-samples after each chunk; report the wall time (training only, not the checks) to reach the target
-(ring8: 8/8 modes and >= 90% high quality; grid25: >= 24/25 modes and >= 80%), and the metrics at the end.
-"""
+Quality: seed tables (``seedtable.py``): each setting of ``TABLES`` trained for a fixed number of steps
+on every seed, the mode metrics (docs/ARCHITECTURE.md) on the trainer's 2,500 evaluation samples checked
+every ``--every`` steps; one row per seed at the fixed step count (the seeds used for tuning marked),
+the median and spread, and the step at which the median run first meets the target (ring8: 8/8 modes
+and >= 90% high quality; grid25: >= 24/25 modes and >= 80%)."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -36,6 +38,20 @@ from dgm.core.device import seeded
 from dgm.families.gan.lessons import EXPERIMENT
 from dgm.families.gan.trainer import GANConfig, GANTrainer
 from dgm.core.metrics import mode_stats
+from seedtable import TUNING_SEEDS, UNSEEN_SEEDS, Run, parse_seeds, report, run_seeds
+
+#: the remedies' lessons: each is the collapse lesson's setting plus one remedy
+REMEDIES = ("PacGAN: D judges packs", "unrolled GAN: G looks ahead", "R1 penalty: D flat on the data",
+            "minibatch std: D sees the spread", "two-timescale learning rates")
+#: the tables: name -> knob values (the presets' own, so the tables follow the lessons); each remedy on ring8
+#: (its lesson) and on grid25 (the same knobs with data=grid25), and the collapse lesson as the contrast
+TABLES = {
+    "ring8 default": {},
+    "grid25 preset": EXPERIMENT.presets["grid25"],
+    "ring8 vanilla GAN collapses": EXPERIMENT.presets["vanilla GAN collapses"],
+    **{f"ring8 {name}": EXPERIMENT.presets[name] for name in REMEDIES},
+    **{f"grid25 {name}": EXPERIMENT.presets[name] | {"data": "grid25"} for name in REMEDIES},
+}
 
 
 class NaiveGAN:
@@ -138,65 +154,56 @@ def bench_speed(rounds: int = 5, n: int = 400) -> None:
           f"{1000 * draw / frames:.0f} ms to draw)")
 
 
-def time_to_target(overrides: dict, seed: int, modes_needed: int, hq_needed: float, budget: float,
-                   max_steps: int | None = None, chunk: int = 250) -> tuple[float | None, int | None, dict, float, int]:
-    cfg = GANConfig(**overrides)
-    t = GANTrainer(cfg, seed=seed, device="cpu")
-    t.eval_every = 0
-    train_time, hit, hit_steps = 0.0, None, None
-    stats: dict = {}
-    while train_time < budget and (max_steps is None or t.iteration < max_steps):
+def gan_run(overrides: dict, steps: int, every: int, seed: int) -> Run:
+    """One seed: train ``steps`` steps, checking the mode metrics (on the trainer's 2,500 fixed evaluation
+    codes, as the page) every ``every`` steps."""
+    t = GANTrainer(GANConfig(**overrides), seed=seed, device="cpu")
+    t.eval_every = 0  # the checks below are all the evaluation this needs
+    checks, train = {}, 0.0
+    while t.iteration < steps:
         t0 = time.perf_counter()
-        t.step(chunk)
-        train_time += time.perf_counter() - t0
-        stats = mode_stats(t.generate(), t.data.centers, t.data.std)
-        if hit is None and stats["modes"] >= modes_needed and stats["high_quality"] >= hq_needed:
-            hit, hit_steps = train_time, t.iteration
-            break
-    return hit, hit_steps, stats, train_time, t.iteration
+        t.step(min(every, steps - t.iteration))
+        train += time.perf_counter() - t0
+        checks[t.iteration] = mode_stats(t.generate(), t.data.centers, t.data.std)
+    return Run(seed, checks, train)
 
 
-def bench_quality(name: str, overrides: dict, seeds: int, budget: float, modes_needed: int, hq_needed: float,
-                  max_steps: int | None = None, first_seed: int = 0) -> None:
-    print(f"\n{name}: {overrides or 'default config'}; target >= {modes_needed} modes and >= {hq_needed:.0%} "
-          f"high quality; budget {budget:.0f} s of training per seed")
-    times = []
-    for seed in range(first_seed, first_seed + seeds):
-        hit, hit_steps, s, tt, it = time_to_target(overrides, seed, modes_needed, hq_needed, budget, max_steps)
-        status = f"reached in {hit:5.1f} s ({hit_steps:,} steps)" if hit is not None else \
-            f"NOT reached in {tt:.0f} s ({it:,} steps)"
-        print(f"  seed {seed}: {status}; modes {s['modes']}, high quality {s['high_quality']:.1%}, "
-              f"mode KL {s['mode_kl']:.3f}", flush=True)
-        times.append(hit)
-    ok = [t for t in times if t is not None]
-    if ok:
-        print(f"  {len(ok)}/{seeds} seeds reached the target; time to target: median {statistics.median(ok):.1f} s, "
-              f"max {max(ok):.1f} s")
-    else:
-        print(f"  0/{seeds} seeds reached the target")
+TARGETS = {"ring8": (8, 0.90), "grid25": (24, 0.80)}
+
+
+def table(title: str, overrides: dict, seeds: list[int], steps: int, every: int, jobs: int, trace: int = 0) -> dict:
+    data = overrides.get("data", "ring8")
+    modes, hq = TARGETS[data]
+    runs = run_seeds(functools.partial(gan_run, overrides, steps, every), seeds, jobs)
+    cfg = {k: v for k, v in overrides.items()}
+    return report(f"{title}: {cfg}", runs, steps, {"modes": "d", "high_quality": ".1%", "mode_kl": ".3f"},
+                  lambda m: m["modes"] >= modes and m["high_quality"] >= hq,
+                  f">= {modes} modes and >= {hq:.0%} high quality (mode metrics on 2,500 samples, checked every "
+                  f"{every} steps)", trace=trace)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", choices=("speed", "ring8", "grid25"), default=None)
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--budget", type=float, default=60.0, help="seconds of training per seed before giving up")
-    p.add_argument("--max-steps", type=int, default=None, help="also stop a seed after this many steps")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (tiny nets: 1 is fastest)")
+    p.add_argument("--only", choices=("speed", "tables"), default=None)
+    p.add_argument("--table", nargs="*", default=None, metavar="NAME",
+                   help=f"which tables (default: all): {', '.join(TABLES)}")
+    p.add_argument("--seeds", default=None, help="seeds, e.g. 1000-1009,100 (default: the tuning and unseen seeds)")
+    p.add_argument("--steps", type=int, default=15000, help="the fixed step count of the tables")
+    p.add_argument("--every", type=int, default=500, help="check the mode metrics every this many steps")
+    p.add_argument("--trace", type=int, default=0, help="also print each seed's metrics every this many steps")
+    p.add_argument("--jobs", type=int, default=2, help="processes running seeds in parallel (one thread each)")
     p.add_argument("--set", nargs="*", default=[], metavar="KNOB=VALUE",
-                   help="override knobs of the benchmarked config, e.g. --set ema=0.999 lr_g=3e-3")
+                   help="override knobs of every benchmarked config, e.g. --set ema=0.999 lr_g=3e-3")
     a = p.parse_args()
     knobs = knob_map(GANConfig)
     extra = {k: knobs[k].parse(v) for k, v in (kv.split("=", 1) for kv in a.set)}
-    torch.set_num_threads(a.threads)
+    torch.set_num_threads(1)
     if a.only in (None, "speed"):
         bench_speed()
-    if a.only in (None, "ring8"):
-        bench_quality("ring8 (default preset)", extra, a.seeds, a.budget, 8, 0.90, a.max_steps, a.first_seed)
-    if a.only in (None, "grid25"):
-        bench_quality("grid25 (preset 'grid25')", EXPERIMENT.presets["grid25"] | extra, a.seeds, 2 * a.budget, 24, 0.80, a.max_steps,
-                      a.first_seed)
+    if a.only in (None, "tables"):
+        seeds = parse_seeds(a.seeds) if a.seeds else [*TUNING_SEEDS, *UNSEEN_SEEDS]
+        for name in a.table or TABLES:
+            table(name, TABLES[name] | extra, seeds, a.steps, a.every, a.jobs, a.trace)
 
 
 if __name__ == "__main__":

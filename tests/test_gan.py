@@ -279,7 +279,9 @@ def test_timeline_is_bounded_and_spans_the_run():
 
 def test_presets_are_valid_configs_with_lessons():
     assert set(PRESETS) == {"vanilla GAN collapses", "saturating loss stalls early", "WGAN-GP covers every mode",
-                            "CFG particles", "grid25"}
+                            "CFG particles", "PacGAN: D judges packs", "unrolled GAN: G looks ahead",
+                            "R1 penalty: D flat on the data", "minibatch std: D sees the spread",
+                            "two-timescale learning rates", "grid25"}
     assert all(les.blurb and les.text for les in EXPERIMENT.lessons)
     for values in PRESETS.values():
         cfg, notes = from_raw(GANConfig, {k: str(v) for k, v in values.items()}, strict=True)

@@ -57,6 +57,25 @@ def test_evaluation_does_not_disturb_training():
     assert [r["step"] for r in b.history.evals] == [0, 7, 14, 21, 28, 35, 42, 49]
 
 
+def test_evaluation_schedule_is_geometric_early_then_regular_and_by_steps_only():
+    """Curves fill from the start: evaluations at 10, 20, 50 (the early steps below eval_every), then every
+    eval_every steps; the same steps whatever the bursts (a replay gets the same curves)."""
+    a, b = DemoTrainer(DemoConfig(), seed=2), DemoTrainer(DemoConfig(), seed=2)
+    assert a.eval_every == 100
+    a.step(450)
+    for n in (3, 9, 1, 88, 349):
+        b.step(n)
+    steps = [r["step"] for r in a.history.evals]
+    assert steps == [0, 10, 20, 50, 100, 200, 300, 400] == [r["step"] for r in b.history.evals]
+    assert a.history.evals == b.history.evals
+    assert a.eval_schedule() == "at steps 10, 20 and 50, then every 100 steps"
+    a.eval_every = 1000
+    assert a.eval_schedule() == "at steps 10, 20, 50, 100, 200 and 500, then every 1,000 steps"
+    assert [s for s in range(3001) if a.eval_due(s)] == [0, 10, 20, 50, 100, 200, 500, 1000, 2000, 3000]
+    a.eval_every = 0
+    assert a.eval_schedule() == "at the end only" and not a.eval_due(10)
+
+
 def test_history_stays_bounded_and_spans_the_run():
     h = History(max_rows=100)
     for s in range(1, 10_001):

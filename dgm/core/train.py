@@ -7,8 +7,11 @@ raises ``TrainingDiverged``; the trainer stays usable: ``reset()`` starts over a
 
 Subclasses implement ``build()`` (models and optimisers) and ``train_step() -> dict[str, Tensor]``
 (scalar tensors, left on the device: the base class syncs once per burst, not once per step), and
-optionally ``evaluate()`` (held-out or sample-based metrics, run every ``eval_every`` steps and at the
-end). Steps draw their randomness from ``self.gen``, never from the global RNG, so that a seed fixes
+optionally ``evaluate()`` (held-out or sample-based metrics, run at the steps of the evaluation schedule
+and at the end). The schedule (``eval_due``) is geometric early, at the steps of ``eval_early`` below
+``eval_every`` (10, 20, 50, 100, 200, 500), then every ``eval_every`` steps, so that metric curves fill
+from the first seconds of a run; it depends on steps only, never on time, so a replay evaluates at the
+same steps and gets the same curves (and the same best-checkpoint choices that depend on them). Steps draw their randomness from ``self.gen``, never from the global RNG, so that a seed fixes
 a run whatever the grouping of steps into bursts. What the figures show is prepared by the family's
 ``figures`` module, from the trainer, without changing it.
 
@@ -102,8 +105,10 @@ class Trainer:
 
     #: the runtime settings' dataclass (its fields and their defaults)
     Runtime: type = NoRuntime
-    #: evaluate() every this many steps (0: only when asked)
+    #: evaluate() every this many steps (0: only when asked) ...
     eval_every: int = 0
+    #: ... and, before the first of those, at these steps: a readable curve from the first seconds of a run
+    eval_early: tuple[int, ...] = (10, 20, 50, 100, 200, 500)
     #: keep the "last good" copy of the state at most this often (0: after every burst). The live
     #: loop trains in many short chunks and sets 1 s, so copying the state does not eat the chunks.
     checkpoint_every_s: float = 0.0
@@ -174,7 +179,7 @@ class Trainer:
             out = self.train_step()
             self.iteration += 1
             pending.append((self.iteration, out))
-            if self.eval_every and self.iteration % self.eval_every == 0:
+            if self.eval_due(self.iteration):
                 self._flush(pending)
                 pending = []
                 self._eval()
@@ -183,6 +188,23 @@ class Trainer:
         if now - self._captured_at >= self.checkpoint_every_s:
             self.mark_good()
         return dict(self.latest)
+
+    def eval_due(self, step: int) -> bool:
+        """Is ``step`` on the evaluation schedule? Geometric early (``eval_early``), then every ``eval_every``."""
+        if not self.eval_every:
+            return False
+        return step % self.eval_every == 0 or (step < self.eval_every and step in self.eval_early)
+
+    def eval_schedule(self) -> str:
+        """The schedule in words, for the figures: 'at steps 10, 20, 50, 100, 200 and 500, then every 1,000'."""
+        if not self.eval_every:
+            return "at the end only"
+        early = [f"{s:,}" for s in sorted(self.eval_early) if s < self.eval_every]
+        every = f"every {self.eval_every:,} steps"
+        if not early:
+            return every
+        steps = early[0] if len(early) == 1 else ", ".join(early[:-1]) + " and " + early[-1]
+        return f"at step{'s' if len(early) > 1 else ''} {steps}, then {every}"
 
     def _flush(self, pending: list[tuple[int, dict[str, Tensor]]]) -> None:
         """Move a burst's metrics to the host in one sync; check every step; record the rows."""

@@ -146,8 +146,9 @@ def add_ellipses(fig: go.Figure, mean, cov, *, color: str, name: str, nsigs: Seq
 
 def curves(rows: Iterable[dict], keys: Sequence[str], *, title: str | None = None, labels: dict | None = None,
            log_y: bool = False, hlines: dict[str, float] | None = None, height: int = 300,
-           x: str = "step", colors: dict | None = None) -> go.Figure:
-    """Metric curves against ``x`` from history rows (rows may lack some keys)."""
+           x: str = "step", colors: dict | None = None, x_title: str | None = None) -> go.Figure:
+    """Metric curves against ``x`` from history rows (rows may lack some keys); ``x_title`` replaces the
+    x axis's title (e.g. to say how often the values were evaluated)."""
     rows = list(rows)
     fig = go.Figure()
     for i, k in enumerate(keys):
@@ -162,10 +163,16 @@ def curves(rows: Iterable[dict], keys: Sequence[str], *, title: str | None = Non
         fig.add_hline(y=y, line=dict(color="#555", dash="dash", width=1), annotation_text=label,
                       annotation_position="top left")
     base_layout(fig, title, height)
-    fig.update_xaxes(title=dict(text=x, standoff=4))
+    fig.update_xaxes(title=dict(text=x_title or x, standoff=4))
     if log_y:
         fig.update_yaxes(type="log")
     return fig
+
+
+def evaluated(schedule: str | None) -> str:
+    """The x-axis title of a curve of evaluated metrics: how often they were evaluated
+    (``Trainer.eval_schedule()``)."""
+    return f"step · evaluated {schedule}" if schedule else "step"
 
 
 def presenter(fig: go.Figure, scale: float = 1.5) -> go.Figure:

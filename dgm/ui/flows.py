@@ -72,7 +72,7 @@ def _metrics_line(trainer) -> None:
         parts.append(f"W1 {e['w1']:.3f} (exact optimal transport between 1,000 samples of q and 1,000 held-out "
                      f"points; two sets of true samples: {e['w1_floor']:.3f})")
     if parts:
-        st.caption(" · ".join(parts) + f" (evaluated every {trainer.eval_every} steps)")
+        st.caption(" · ".join(parts) + f" (evaluated {trainer.eval_schedule()})")
 
 
 class FlowView(view.View):

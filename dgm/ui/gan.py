@@ -170,9 +170,9 @@ def _metrics_caption(trainer) -> str:
         critic = f", critic's estimate {ev['critic_w1']:.3f}" if "critic_w1" in ev else ""
         parts.append(f"W1 {ev['w1']:.3f}{critic} (true samples: {ev.get('w1_floor', float('nan')):.3f})")
     where = f" (at iteration {trainer.history.evals[-1]['step']:,})" if trainer.history.evals else ""
-    every = f"{trainer.eval_every:,}"
-    head = (f"Metrics on 2,500 samples of G, every {every} steps: " + "; ".join(parts) + where + "." if parts else
-            f"The metric curves (modes, mode KL, MMD, JS, W1) appear after the first evaluation, at step {every}.")
+    every = trainer.eval_schedule()
+    head = (f"Metrics on 2,500 samples of G, evaluated {every}: " + "; ".join(parts) + where + "." if parts else
+            f"The metric curves (modes, mode KL, MMD, JS, W1) are evaluated {every}.")
     how = (" Each is an estimate; its dashed line is what 2,500 true samples of p get in G's place, the best "
            "a perfect generator can show. MMD²: the biased estimate (Gaussian kernels of bandwidths 0.1, 0.3, 1 "
            "and 3) against 2,500 data points, ± its first-order standard error over G's samples. W1: exact "

@@ -100,7 +100,7 @@ class VaeView(view.View):
 
     def panels(self, trainer) -> Callable[[], None]:
         s = self.snap or vviz.snapshot(trainer, interp=self.pair)
-        figs, eval_every = self._figures(trainer, s), trainer.eval_every
+        figs, schedule = self._figures(trainer, s), trainer.eval_schedule()
         with self.summary:
             _summary(trainer)
 
@@ -116,14 +116,14 @@ class VaeView(view.View):
             with self.curves:
                 if not s["analysis"]:
                     st.info(f"The held-out curves, the IWAE bound, the ELBO surgery and the KL per dimension appear "
-                            f"after the first evaluation, at step {eval_every}.", icon=":material/hourglass_top:")
+                            f"after the first evaluation (they are evaluated {schedule}).", icon=":material/hourglass_top:")
                     return
                 common.plot_row(figs, ["elbo", "terms"], "vae")
                 common.plot_row(figs, ["iwae", "surgery", "kl_dims"], "vae")
                 step = s["analysis"].get("step")
                 if step is not None:
                     st.caption(f"IWAE(k), ELBO surgery and the KL per dimension are of the current model on test "
-                               f"data, updated every {eval_every} steps (last: step {step:,}). The train/validation "
+                               f"data, evaluated {schedule} (last: step {step:,}). The train/validation "
                                "curves are of the current model; the dashed test curve and the numbers above, of "
                                "the best validation checkpoint.")
 

@@ -167,11 +167,12 @@ def log_det(info: dict, lines=None, n_lines: int = 0, line_pts: int = 0, *, heig
     return fig
 
 
-def nll_curves(rows, entropy: float | None, reverse: bool = False) -> go.Figure:
+def nll_curves(rows, entropy: float | None, reverse: bool = False, schedule: str | None = None) -> go.Figure:
     keys = ["train_nll", "nll"] + (["loss"] if reverse else [])
-    labels = {"train_nll": "training NLL (batch)", "nll": "held-out NLL", "loss": "loss: KL(q||p) − log Z"}
+    labels = {"train_nll": "training NLL (batch, every step)", "nll": "held-out NLL", "loss": "loss: KL(q||p) − log Z"}
     hl = {f"true entropy {entropy:.3f}": entropy} if entropy is not None else None
-    fig = viz.curves(rows, keys, title="NLL in nats (lower is better)", labels=labels, hlines=hl)
+    x_title = f"step · held-out NLL evaluated {schedule}" if schedule else "step"
+    fig = viz.curves(rows, keys, title="NLL in nats (lower is better)", labels=labels, hlines=hl, x_title=x_title)
     fig.update_layout(legend={"y": -0.3}, margin={"b": 60})
     if entropy is not None and not reverse:  # keep the floor and the recent values in view, whatever the start
         vals = [r[k] for r in rows for k in keys if k in r and r[k] is not None and math.isfinite(r[k])]
@@ -183,10 +184,11 @@ def nll_curves(rows, entropy: float | None, reverse: bool = False) -> go.Figure:
     return fig
 
 
-def kl_curves(rows, resolution: int) -> go.Figure:
+def kl_curves(rows, resolution: int, schedule: str | None = None) -> go.Figure:
     labels = {"forward_kl": "KL(p||q) (forward)", "reverse_kl": "KL(q||p) (reverse)"}
     fig = viz.curves(rows, ["forward_kl", "reverse_kl"], title=f"KL on a {resolution}×{resolution} grid (nats)",
-                     labels=labels, log_y=True, colors={"forward_kl": viz.PALETTE[1], "reverse_kl": viz.PALETTE[0]})
+                     labels=labels, log_y=True, colors={"forward_kl": viz.PALETTE[1], "reverse_kl": viz.PALETTE[0]},
+                     x_title=viz.evaluated(schedule))
     if fig.data:  # with no curve yet, a log axis over its default range only shows a clutter of labels
         fig.update_yaxes(dtick="D2")
     fig.update_layout(legend={"y": -0.3}, margin={"b": 60})
@@ -270,18 +272,19 @@ def figures(trainer: FlowTrainer, layer: int | None = None, log: bool = True) ->
     b["stage"] = lambda: stage(traj()["traj"][layer], traj()["lines"][layer], traj()["n_lines"], traj()["line_pts"],
                                f"after layer {layer}", color0=traj()["traj"][0])
     rows = trainer.history.merged()
-    b["nll"] = lambda: nll_curves(rows, trainer.entropy, reverse=trainer.config.objective == "reverse_kl")
+    every = trainer.eval_schedule()
+    b["nll"] = lambda: nll_curves(rows, trainer.entropy, reverse=trainer.config.objective == "reverse_kl", schedule=every)
     if trainer.log_p_grid is not None:
-        b["kl"] = lambda: kl_curves(rows, trainer.GRID_RES)
+        b["kl"] = lambda: kl_curves(rows, trainer.GRID_RES, every)
     if any("w1" in r for r in rows):
-        b["w1"] = lambda: w1_curves(rows)
+        b["w1"] = lambda: w1_curves(rows, schedule=every)
     return viz.Figures(b)
 
 
-def w1_curves(rows, height: int = 300):
+def w1_curves(rows, height: int = 300, schedule: str | None = None):
     """W1 between the flow's samples and held-out points (exact optimal transport on 1,000 + 1,000), with the
     value that true samples of p get (the floor of this estimate)."""
     last = next((r for r in reversed(rows) if "w1_floor" in r), {})
     hl = {"true samples of p": last["w1_floor"]} if last else None
     return viz.curves(rows, ["w1"], title="W1(p, q) by exact OT (1,000 points)", labels={"w1": "W1"},
-                      hlines=hl, height=height)
+                      hlines=hl, height=height, x_title=viz.evaluated(schedule))

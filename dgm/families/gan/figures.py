@@ -95,8 +95,9 @@ def polylines(lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def curves(rows: Sequence[dict], keys: Sequence[str], *, title: str, labels: dict | None = None,
            log_y: bool = False, hlines: dict[str, float] | None = None, height: int = 300,
-           bands: dict[str, str] | None = None) -> go.Figure:
-    """viz.curves with the light template and binary arrays; ``bands`` {key: sd key} shades ±1 sd."""
+           bands: dict[str, str] | None = None, x_title: str = "step") -> go.Figure:
+    """viz.curves with the light template and binary arrays; ``bands`` {key: sd key} shades ±1 sd; ``x_title``
+    says how often the values were evaluated."""
     traces = []
     for i, k in enumerate(keys):
         pts = np.array([(r["step"], r[k]) for r in rows if r.get(k) is not None and math.isfinite(r[k])],
@@ -118,7 +119,7 @@ def curves(rows: Sequence[dict], keys: Sequence[str], *, title: str, labels: dic
         shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": y, "y1": y,
                            "line": {"color": "#555", "dash": "dash", "width": 1}})
         notes.append({"xref": "paper", "x": 0, "y": y, "text": label, "showarrow": False, "xanchor": "left", "yanchor": "bottom"})
-    return go.Figure(data=traces, layout=_layout(title, height, xaxis={"title": "step"}, shapes=shapes,
+    return go.Figure(data=traces, layout=_layout(title, height, xaxis={"title": x_title}, shapes=shapes,
                                                  annotations=notes, yaxis={"type": "log" if log_y else "linear"}))
 
 
@@ -212,7 +213,7 @@ def learned_d(snap: dict[str, Any], box, height: int = 460) -> go.Figure:
     return fig
 
 
-def modes_curve(rows: Sequence[dict], n_modes: int | None, height: int = 300) -> go.Figure:
+def modes_curve(rows: Sequence[dict], n_modes: int | None, height: int = 300, x_title: str = "step") -> go.Figure:
     """Modes captured (left axis) and the high-quality fraction (right axis) against iteration."""
     traces = []
     pts = np.array([(r["step"], r["modes"], r.get("high_quality", np.nan)) for r in rows if r.get("modes") is not None],
@@ -223,7 +224,7 @@ def modes_curve(rows: Sequence[dict], n_modes: int | None, height: int = 300) ->
         traces.append(go.Scatter(x=pts[:, 0], y=100 * pts[:, 2], mode="lines+markers", name="high quality (%)",
                                  yaxis="y2", line={"color": viz.PALETTE[0], "width": 2}, marker={"size": 4}))
     return go.Figure(data=traces, layout=_layout(
-        "Modes captured and high-quality samples", height, right=50, xaxis={"title": "step"},
+        "Modes captured and high-quality samples", height, right=50, xaxis={"title": x_title},
         yaxis={"title": "modes", "range": [0, (n_modes or 1) * 1.05]},
         yaxis2={"title": "high quality %", "overlaying": "y", "side": "right", "range": [0, 105], "showgrid": False}))
 
@@ -237,24 +238,25 @@ def main_figures(snap: dict[str, Any], rows: Sequence[dict], data, *, show_manif
         b["learned_d"] = lambda: learned_d(snap, box)
         b["dstar"] = lambda: dstar(snap, box)
     b["losses"] = lambda: curves(rows, ["d_loss", "g_loss"], title="Losses",
-                                 labels={"d_loss": "D loss", "g_loss": "G loss"})
+                                 labels={"d_loss": "D loss", "g_loss": "G loss"}, x_title="step · every step")
+    ev = viz.evaluated(snap.get("eval_schedule"))
     if data.centers is not None and data.std is not None:
-        b["modes"] = lambda: modes_curve(rows, len(data.centers))
+        b["modes"] = lambda: modes_curve(rows, len(data.centers), x_title=ev)
         b["mode_kl"] = lambda: curves(rows, ["mode_kl"], title="Mode KL (0: every mode equally often)",
-                                      labels={"mode_kl": "mode KL"})
+                                      labels={"mode_kl": "mode KL"}, x_title=ev)
     last = next((r for r in reversed(rows) if "mmd_floor" in r), {})
     floor = lambda k: {"true samples of p": last[k]} if k in last else {}  # noqa: E731
     b["mmd"] = lambda: curves(rows, ["mmd"], title="MMD² (biased) to 2,500 data points", labels={"mmd": "MMD²"},
-                              log_y=True, hlines=floor("mmd_floor"))
+                              log_y=True, hlines=floor("mmd_floor"), x_title=ev)
     if any("js" in r for r in rows):
         b["js"] = lambda: curves(rows, ["js"], title="JS(p, q) in nats (smoothed p, q)",
                                  labels={"js": "JS (mean of 4 draws)"}, bands={"js": "js_sd"},
-                                 hlines={"log 2 (maximum)": math.log(2), **floor("js_floor")})
+                                 hlines={"log 2 (maximum)": math.log(2), **floor("js_floor")}, x_title=ev)
     if any("w1" in r for r in rows):
         keys = ["w1", "critic_w1"] if any("critic_w1" in r for r in rows) else ["w1"]
         b["w1"] = lambda: curves(rows, keys, title="W1(p, q) by exact OT",
                                  labels={"w1": "W1 (exact OT)", "critic_w1": "critic: E_p f − E_q f"},
-                                 hlines=floor("w1_floor"))
+                                 hlines=floor("w1_floor"), x_title=ev)
     return viz.Figures(b)
 
 
@@ -288,15 +290,16 @@ def snapshot(trainer: GANTrainer, n_points: int = 600, n_arrows: int = 150, reso
         "d_grid": grid,
         "d_values": trainer.d_output(grid.points).cpu(),
         "d_kind": "probability" if c.loss in PROB_LOSSES else ("score" if c.loss == "lsgan" else "critic"),
+        "eval_schedule": trainer.eval_schedule(),
     }
     # the generator's gradient field: -grad_x of its loss at generated points
     pts = fake[:n_arrows]
     with trainer.frozen(), torch.enable_grad():
         xg = pts.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(g_loss_per_sample(c.loss, trainer.D(xg)[:, 0]).sum(), xg)
+        (g,) = torch.autograd.grad(g_loss_per_sample(c.loss, trainer.d_point(xg)).sum(), xg)
         snap["arrows"] = (pts.cpu(), (-g).detach().cpu())
         if c.loss == "cfg":
-            snap["particles"] = cfg_move(trainer.D, pts, c.eta, c.T, trajectory=True).cpu()  # (T+1, n, 2)
+            snap["particles"] = cfg_move(trainer.d_point, pts, c.eta, c.T, trajectory=True).cpu()  # (T+1, n, 2)
     snap["manifold"] = manifold(trainer).cpu()
     # the optimal discriminator for the current generator, D* = p / (p + q), on the JS grid
     if trainer.log_p_smooth is not None:

@@ -73,7 +73,8 @@ LESSONS = (
         "A plain GAN (the log D trick, one D step per G step) whose generator learns ten times faster "
         "than its discriminator. Press Play and watch the orange cloud: instead of spreading over the "
         "ring it stays one tight blob that D keeps rejecting, so it jumps from one place to the next. The"
-        " **modes** curve stays near 0 or 1 and the **mode KL** stays near its maximum, log 8. Set the "
+        " **modes** curve stays low and the **mode KL** high (its maximum, log 8, when every sample sits "
+        "on one mode). Set the "
         "two learning rates equal, or use WGAN-GP, to see the blob spread out.",
     ),
     Lesson(
@@ -88,11 +89,11 @@ LESSONS = (
     Lesson(
         "WGAN-GP covers every mode",
         {"loss": "wgan_gp", "gp": 0.1, "d_steps": 5, "lr_d": 0.001, "lr_g": 0.001, "beta1": 0.0, "beta2": 0.9},
-        "a critic kept 1-Lipschitz by a gradient penalty pulls G onto all eight modes",
+        "a critic kept 1-Lipschitz by a gradient penalty keeps pulling every part of G's cloud towards a mode",
         "The critic is no longer a classifier: it scores points, and a gradient penalty keeps its slope "
         "near 1 everywhere between data and samples. Its gradient therefore never vanishes, even far from"
-        " the data, so every part of the generated cloud keeps being pulled towards some mode. Watch all "
-        "eight modes fill in.",
+        " the data, so every part of the generated cloud keeps being pulled towards some mode. Watch the "
+        "modes fill in.",
     ),
     Lesson(
         "CFG particles",
@@ -102,6 +103,56 @@ LESSONS = (
         "times uphill on D (D estimates log p/q, so uphill means 'towards the data, away from the "
         "samples'); then G is fitted by least squares to land on the moved points. The generator follows "
         "its own particles.",
+    ),
+    Lesson(
+        "PacGAN: D judges packs",
+        {"loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0001, "lr_g": 0.001, "decay": 1.0, "pack": 4},
+        "the collapsing GAN again, but D sees 4 samples at a time: a pack from one blob is easy to reject",
+        "The settings of *vanilla GAN collapses*, with one change: D no longer judges one point but a **pack** of "
+        "4, side by side (Lin et al., PacGAN). Four data points usually come from four different modes; four "
+        "samples of a collapsed generator sit together, and D can see that at once. Collapse becomes expensive "
+        "for G. Watch the **modes** curve against the collapse lesson's, and set *PacGAN packing m* back to 1 to "
+        "compare. The heatmap shows D's verdict on a point packed with 3 of G's current samples.",
+    ),
+    Lesson(
+        "unrolled GAN: G looks ahead",
+        {"loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0001, "lr_g": 0.001, "decay": 1.0, "unroll": 5},
+        "the collapsing GAN again, but G's loss is taken where D will be 5 steps later, so jumping to one mode "
+        "does not pay",
+        "The settings of *vanilla GAN collapses*, but G's update **unrolls** D: G's loss is taken at D's parameters "
+        "after 5 more (differentiable) steps of D's optimiser (Metz et al.). A collapsed G would win for one step "
+        "and lose as soon as D reacts; looking ahead, G sees the reaction coming and keeps its samples spread. "
+        "Each G step now costs about six D steps, so the run is slower: compare the **modes** curve with the "
+        "collapse lesson's at the same step, not the same second.",
+    ),
+    Lesson(
+        "R1 penalty: D flat on the data",
+        {"loss": "nonsaturating", "d_steps": 1, "lr_d": 0.001, "lr_g": 0.001, "decay": 1.0, "r1": 1.0},
+        "a gradient penalty on the data points (R1) damps the chase between G and D, and the samples settle "
+        "on the modes",
+        "Without a penalty, D keeps sharpening its verdict around the data, G overshoots, and the two circle "
+        "each other. **R1** (Mescheder et al.) adds γ/2 E‖∇D(x)‖² at data points: D must stay flat where the data"
+        " is, so once G's samples sit on a mode D has nothing left to push them with, and the game settles. Watch"
+        " the **high-quality** fraction, then set *R1 weight γ* to 0 to compare. R2 is the same penalty at G's "
+        "samples.",
+    ),
+    Lesson(
+        "minibatch std: D sees the spread",
+        {"loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0001, "lr_g": 0.001, "decay": 1.0, "mbstd": 4},
+        "the collapsing GAN again, but D's last layer also sees how spread out each group of 4 samples is",
+        "The settings of *vanilla GAN collapses*, plus one feature for D (Karras et al.): for each group of 4 "
+        "samples, the standard deviation of D's features over the group, averaged. Real points are spread over "
+        "the ring, a collapsed cloud is not, so D can reject a whole group for being too alike and G gains by "
+        "spreading out. Watch the **modes** curve; set *minibatch-std group* to 0 to compare.",
+    ),
+    Lesson(
+        "two-timescale learning rates",
+        {"loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0004, "lr_g": 0.0001, "decay": 1.0},
+        "the collapse lesson's learning rates the other way round: D learns 4 times faster than G",
+        "The collapse lesson gave G ten times D's learning rate, so G outran a discriminator that was never "
+        "close to optimal. A two-timescale update (Heusel et al.) does the opposite: D learns faster (here 4×), "
+        "so at each moment G follows the gradient of a nearly optimal D, which points at the modes G is "
+        "missing. Compare the **modes** and **mode KL** curves with the collapse lesson's.",
     ),
     Lesson(
         "grid25",

@@ -25,22 +25,28 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 import dgm.core.data
 from dgm.core import nets
 from dgm.core.config import knob
 from dgm.core.metrics import (
-    EVAL_SAMPLES, MMD, W1_SAMPLES, Grid, binned_kde, blur, grid_js, mode_stats, wasserstein1,
+    EVAL_SAMPLES, MMD, W1_SAMPLES, Grid, binned_kde, grid_js, mode_stats, wasserstein1,
 )
 from dgm.core.train import Trainer
 from dgm.families.gan.model import (
-    LOSSES, PROB_LOSSES, cfg_move, clip_, d_loss, g_loss, gradient_penalty, sample_prior,
+    LOSSES, PROB_LOSSES, MinibatchStd, cfg_move, clip_, d_loss, discriminator, g_loss, gradient_penalty, group_reference,
+    judge_alone, kde_bandwidth, make_optimizer, optimizer_state, pack, sample_prior, smoothed_log_p, unrolled_params,
+    zero_centred_penalty,
 )
 
 JS_RESOLUTION = 200  # grid for JS and D*: 200 x 200 cells over the data's box
 JS_DRAWS = 4  # sets of 2,500 samples of G (and of p, for the floor) that JS is averaged over
 WGAN_LOSSES = ("wgan", "wgan_gp")
 POOL = 32  # batches of real samples / latent codes drawn per call to the sampler
+REMEDIES = "Mode-collapse remedies"
+GAMMAS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+PARTNER_SETS = 4  # PacGAN, figures and metrics: a point is packed with m - 1 of G's samples, averaged over this many sets
 
 
 def _is(*names):
@@ -91,19 +97,21 @@ class GANConfig:
     z_dim: int = knob(2, "latent dimension", lo=1, hi=16, group="Networks", label="latent dim")
     prior: str = knob("gaussian", "latent prior: N(0, I) or uniform on [-1, 1]^d", choices=("gaussian", "uniform"),
                       group="Networks")
-
-
-
-def make_optimizer(name: str, params, lr: float, betas: tuple[float, float]):
-    params = list(params)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, fused=True)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, foreach=True)
-    raise ValueError(f"unknown optimiser {name!r}")
-
+    pack: int = knob(1, "PacGAN: D judges packs of m samples side by side (all real or all generated), so it can "
+                     "see that a pack of collapsed samples lacks variety; the batch is cut into batch // m packs "
+                     "(1: off)", lo=1, hi=8, group=REMEDIES, label="PacGAN packing m")
+    unroll: int = knob(0, "unrolled GAN: G's loss is taken at D's parameters after k more (differentiable) steps of D's "
+                       "optimiser, so G sees how D will answer its move (0: off). Costs about k + 1 times a D step "
+                       "per G step", lo=0, hi=10, group=REMEDIES, label="unrolled D steps k",
+                       show=lambda c: c.loss != "cfg")
+    r1: float = knob(0.0, "R1 penalty: D's loss adds γ/2 E_p ||∇D(x)||² at data points, so D stays flat on the data "
+                     "and stops sharpening its boundary around the modes (0: off)", choices=GAMMAS, group=REMEDIES,
+                     label="R1 weight γ")
+    r2: float = knob(0.0, "R2 penalty: the same at generated points, γ/2 E_q ||∇D(G(z))||² (0: off)", choices=GAMMAS,
+                     group=REMEDIES, label="R2 weight γ")
+    mbstd: int = knob(0, "minibatch standard deviation: D's last layer also gets the spread of its features over a "
+                      "group of this many samples, so a collapsed group looks fake (0: off)", choices=(0, 2, 4, 8, 16),
+                      group=REMEDIES, label="minibatch-std group")
 
 @dataclass
 class GANRuntime:
@@ -125,7 +133,8 @@ class GANTrainer(Trainer):
         dev = self.device
         self.data = dgm.core.data.get(c.data)
         self.G = nets.mlp(c.z_dim, 2, c.g_width, c.g_depth, act="leaky_relu").to(dev)
-        self.D = nets.mlp(2, 1, c.d_width, c.d_depth, act="leaky_relu", spectral_norm=c.sn).to(dev)
+        self.D = discriminator(2 * c.pack, c.d_width, c.d_depth, spectral_norm=c.sn, mbstd=c.mbstd).to(dev)
+        self._mbstd = next((m for m in self.D if isinstance(m, MinibatchStd)), None)
         # the weight average that samples are drawn from (None: G itself)
         self.G_avg = copy.deepcopy(self.G).requires_grad_(False) if c.ema > 0 else None
         betas = (c.beta1, c.beta2)
@@ -148,35 +157,10 @@ class GANTrainer(Trainer):
             JS_DRAWS - 1, EVAL_SAMPLES, c.z_dim)
         self._mmd = MMD(self.real_eval)
         self.js_grid = Grid.over(self.data.box, JS_RESOLUTION, device=dev)
-        self.kde_h = self._kde_bandwidth()
-        self.log_p_smooth = self._smoothed_p() if self.data.has_unnormalized else None
+        self.kde_h = kde_bandwidth(self.data, self.real_eval, JS_RESOLUTION)
+        self.log_p_smooth = (smoothed_log_p(self.data, self.js_grid, self.kde_h, JS_RESOLUTION)
+                             if self.data.has_unnormalized else None)
         self._floors: dict[str, float] | None = None
-
-    def _kde_bandwidth(self) -> float:
-        """The kernel's bandwidth, fixed for the run: the modes' std for mixtures with one, else Scott's
-        rule on 2,500 data points; never below one grid cell."""
-        cell = (self.data.box[1] - self.data.box[0]) / JS_RESOLUTION
-        if self.data.std is not None:
-            h = float(self.data.std)
-        else:
-            h = float(self.real_eval.std(0).mean()) * EVAL_SAMPLES ** (-1 / 6)
-        return max(h, cell)
-
-    @torch.no_grad()
-    def _smoothed_p(self) -> Tensor:
-        """log of p smoothed exactly as the kernel density estimate smooths q, normalised on the grid.
-        ``binned_kde`` spreads each sample over its 2 x 2 nearest cells (a tent of one cell per axis,
-        variance cell^2 / 6) and blurs by a Gaussian of std h: so p is convolved with a Gaussian of
-        variance h^2 + cell^2 / 6, in closed form where the data set knows it (mixtures, the
-        checkerboard), else by the same blur of p's grid values (the energies, smooth on this grid)."""
-        g = self.js_grid
-        cell = (self.data.box[1] - self.data.box[0]) / JS_RESOLUTION
-        try:
-            s = (self.kde_h**2 + cell**2 / 6) ** 0.5
-            return g.normalize(self.data.smoothed_log_prob(g.points, s))
-        except NotImplementedError:
-            p = g.normalize(self.data.unnormalized_log_prob(g.points)).exp()
-            return g.normalize(blur(p, g, self.kde_h).clamp_min(1e-300).log())
 
     # -- batches: drawn POOL steps at a time, from self.gen ---------------------------------------
     def _real(self) -> Tensor:
@@ -205,17 +189,33 @@ class GANTrainer(Trainer):
         self._real_pool, self._real_i, self._z_pool, self._z_i = extra["pools"]
 
     # -- one step --------------------------------------------------------------------------------
+    def _packed(self, x: Tensor) -> Tensor:
+        """Points (B, 2) as D's inputs: packs of ``pack`` points (B // m, 2m), or the points themselves."""
+        return pack(x, self.config.pack) if self.config.pack > 1 else x
+
+    def _d_pair(self, x: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+        """D's outputs on real and generated inputs (already packed). One batch through D where D treats
+        rows independently; with the minibatch-std layer, two, so that no group mixes real and fake."""
+        if self._mbstd is not None:
+            return self.D(x)[:, 0], self.D(fake)[:, 0]
+        out = self.D(torch.cat([x, fake]))[:, 0]  # (2B,)
+        return out[: x.shape[0]], out[x.shape[0]:]
+
     def _d_step(self, x: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
         """One D update on real x (B, 2) and generated ``fake`` (B, 2, detached); returns
-        (D loss, D's outputs on the generated points, detached)."""
+        (D loss, D's outputs on the generated inputs, detached)."""
         c = self.config
-        out = self.D(torch.cat([x, fake]))[:, 0]  # (2B,)
-        real_out, fake_out = out[: x.shape[0]], out[x.shape[0]:]
+        xr, xf = self._packed(x), self._packed(fake)
+        real_out, fake_out = self._d_pair(xr, xf)
         loss = d_loss(c.loss, real_out, fake_out)
         total = loss
         if c.loss == "wgan_gp":
-            eps = torch.rand(x.shape[0], 1, generator=self.gen, device=self.device)
-            total = loss + c.gp * gradient_penalty(self.D, x, fake, eps)
+            eps = torch.rand(xr.shape[0], 1, generator=self.gen, device=self.device)
+            total = total + c.gp * gradient_penalty(self.D, xr, xf, eps)
+        if c.r1:
+            total = total + c.r1 / 2 * zero_centred_penalty(self.D, xr)
+        if c.r2:
+            total = total + c.r2 / 2 * zero_centred_penalty(self.D, xf)
         self.opt_d.zero_grad(set_to_none=True)
         total.backward()
         self.opt_d.step()
@@ -223,13 +223,26 @@ class GANTrainer(Trainer):
             clip_(self.D, c.clip)
         return loss.detach(), fake_out.detach()
 
+    def _g_outputs(self, fake: Tensor, real: Tensor | None) -> Tensor:
+        """D's outputs on G's samples ``fake`` (B, 2, with their graph) for G's loss: at D's current
+        parameters, or, unrolled, at its parameters k optimiser steps ahead on (real, fake)."""
+        c = self.config
+        if not c.unroll:
+            return self.D(self._packed(fake))[:, 0]
+        if real is None:
+            real = self._real()
+        group = self.opt_d.param_groups[0]
+        ahead = unrolled_params(self.D, c.loss, real, fake, c.unroll, c.optimizer, optimizer_state(self.opt_d, self.D),
+                                group["lr"], (c.beta1, c.beta2), prepare=self._packed)
+        return functional_call(self.D, ahead, (self._packed(fake),))[:, 0]
+
     def train_step(self) -> dict[str, Tensor]:
         c = self.config
         train_d, train_g = self.runtime.mode != "g", self.runtime.mode != "d"
         if c.loss == "cfg":
             return self._cfg_step(train_d, train_g)
         # D steps; the last one shares the generator's forward pass with the G step
-        dl = fake_out = None
+        dl = fake_out = x = None
         for i in range(c.d_steps if train_d else 0):
             last = i == c.d_steps - 1
             z = self._z()
@@ -238,23 +251,27 @@ class GANTrainer(Trainer):
             else:
                 with torch.no_grad():
                     fake = self.G(z)
-            dl, fake_out = self._d_step(self._real(), fake.detach())
+            x = self._real()
+            dl, fake_out = self._d_step(x, fake.detach())
         if train_g:
             if not train_d:
                 fake = self.G(self._z())
-            gl = g_loss(c.loss, self.D(fake)[:, 0])
+            gl = g_loss(c.loss, self._g_outputs(fake, x))
             self.opt_g.zero_grad(set_to_none=True)
             gl.backward(inputs=self._g_params)  # G's gradients only: D's weight gradients are not needed
             self.opt_g.step()
             gl = gl.detach()
             if dl is None:  # G only: report D's loss on this batch without training it
                 with torch.no_grad():
-                    x = self._real()
-                    dl = d_loss(c.loss, self.D(x)[:, 0], self.D(fake.detach())[:, 0])
+                    dl = d_loss(c.loss, *self._d_pair(self._packed(self._real()), self._packed(fake.detach())))
         else:
             gl = g_loss(c.loss, fake_out)  # D only: the generator's loss at the current D
         self._decay()
         return {"d_loss": dl, "g_loss": gl}
+
+    def _d_points(self, x: Tensor) -> Tensor:
+        """D on generated points x (B, 2) as in training (packed): the gradient of its sum is each point's own."""
+        return self.D(self._packed(x))
 
     def _cfg_step(self, train_d: bool, train_g: bool) -> dict[str, Tensor]:
         """xICFG, simplified: k logistic-regression steps of D (real vs G(z)); then move the generated
@@ -268,7 +285,7 @@ class GANTrainer(Trainer):
         if train_g:
             z = self._z()
             fake = self.G(z)
-            target = cfg_move(self.D, fake.detach(), c.eta, c.T)  # (B, 2)
+            target = cfg_move(self._d_points, fake.detach(), c.eta, c.T)  # (B, 2)
             gl = 0.5 * (fake - target).pow(2).sum(1).mean()
             self.opt_g.zero_grad(set_to_none=True)
             gl.backward()
@@ -276,7 +293,7 @@ class GANTrainer(Trainer):
             gl = gl.detach()
             if dl is None:
                 with torch.no_grad():
-                    dl = d_loss(c.loss, self.D(self._real())[:, 0], self.D(fake.detach())[:, 0])
+                    dl = d_loss(c.loss, *self._d_pair(self._packed(self._real()), self._packed(fake.detach())))
         else:
             gl = torch.zeros((), device=self.device)
         self._decay()
@@ -310,6 +327,25 @@ class GANTrainer(Trainer):
         finally:
             self.G.train(modes[0])
             self.D.train(modes[1])
+
+    def _partners(self) -> Tensor | None:
+        """PacGAN: the m - 1 companions a point is packed with when D judges it alone (figures, metrics):
+        PARTNER_SETS sets of G's samples from the fixed evaluation codes, (S, m - 1, 2); None without packing."""
+        m = self.config.pack
+        if m == 1:
+            return None
+        with torch.no_grad():
+            return self.sampler(self.z_eval[: PARTNER_SETS * (m - 1)]).view(PARTNER_SETS, m - 1, 2)
+
+    def d_point(self, x: Tensor) -> Tensor:
+        """D's output at each point of x (N, 2), differentiable in x, in evaluation mode (call inside
+        ``frozen()``). Packed, a point is judged in a pack with m - 1 of G's samples, averaged over
+        PARTNER_SETS sets of them; with the minibatch-std layer, as a point in a group of G's samples
+        (the layer's statistic is the average one of G's samples in groups of its size)."""
+        if self._mbstd is not None:
+            with torch.no_grad():
+                self._mbstd.reference = group_reference(self.D, self._packed(self.sampler(self.z_eval[: self.config.batch])))
+        return judge_alone(self.D, x, self._partners())
 
     @torch.no_grad()
     def generate(self, n: int | None = None, generator: torch.Generator | None = None) -> Tensor:
@@ -357,8 +393,9 @@ class GANTrainer(Trainer):
         else:
             out["mmd"] = float("nan")
         out["w1"] = wasserstein1(x[:W1_SAMPLES], self.real_eval[:W1_SAMPLES])
-        if self.config.loss in WGAN_LOSSES:
-            # the critic's estimate of W1: E_p f - E_q f on the same 2,500 + 2,500 points
+        if self.config.loss in WGAN_LOSSES and self.config.pack == 1:
+            # the critic's estimate of W1: E_p f - E_q f on the same 2,500 + 2,500 points (a packed critic
+            # judges packs: its gap is not an estimate of W1 between p and q)
             out["critic_w1"] = float(self.d_raw(self.real_eval).mean() - self.d_raw(finite).mean())
         if self.log_p_smooth is not None:
             more = [self.generate_codes(z) for z in self.z_more]
@@ -372,9 +409,9 @@ class GANTrainer(Trainer):
             return self.sampler(z)
 
     def d_raw(self, x: Tensor) -> Tensor:
-        """D's raw output (a logit, a critic value or a score) at x (N, 2), without training."""
+        """D's raw output (a logit, a critic value or a score) at x (N, 2), without training (``d_point``)."""
         with torch.no_grad(), self.frozen():
-            return self.D(x)[:, 0]
+            return self.d_point(x)
 
     def d_output(self, x: Tensor) -> Tensor:
         """What the heatmap shows: sigmoid(l) for the classifier losses, else D's raw output."""

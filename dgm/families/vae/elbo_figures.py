@@ -16,18 +16,21 @@ _layout = viz.base_layout
 
 
 def _curves(rows: list[dict], keys: Sequence[str], *, title: str, labels: dict, colors: dict | None = None,
-            hlines: dict[str, float] | None = None, height: int = 300) -> go.Figure:
-    fig = viz.curves(rows, keys, title=title, labels=labels, colors=colors, hlines=hlines, height=height)
+            hlines: dict[str, float] | None = None, height: int = 300, schedule: str | None = None) -> go.Figure:
+    fig = viz.curves(rows, keys, title=title, labels=labels, colors=colors, hlines=hlines, height=height,
+                     x_title=viz.evaluated(schedule))
     fig.update_layout(legend=dict(y=-0.3), margin=dict(b=70))
     return fig
 
 
-def elbo_curves(rows: list[dict], entropy: float | None = None, unit: str = "nats per example") -> go.Figure:
+def elbo_curves(rows: list[dict], entropy: float | None = None, unit: str = "nats per example",
+                schedule: str | None = None) -> go.Figure:
     hl = {"−H(p): the best possible": -entropy} if entropy is not None else None
     fig = _curves(rows, ["train_elbo", "val_elbo", "elbo"], title=f"ELBO ({unit}): train vs validation",
                      labels={"train_elbo": "train ELBO (current)", "val_elbo": "validation ELBO (current)",
                              "elbo": "test ELBO (best checkpoint)"},
-                     colors={"train_elbo": viz.PALETTE[1], "val_elbo": viz.PALETTE[0], "elbo": "#555"}, hlines=hl)
+                     colors={"train_elbo": viz.PALETTE[1], "val_elbo": viz.PALETTE[0], "elbo": "#555"}, hlines=hl,
+                     schedule=schedule)
     for tr in fig.data:
         if tr.name.startswith("test"):
             tr.line.dash = "dash"
@@ -35,9 +38,9 @@ def elbo_curves(rows: list[dict], entropy: float | None = None, unit: str = "nat
     return fig
 
 
-def terms_curves(rows: list[dict]) -> go.Figure:
+def terms_curves(rows: list[dict], schedule: str | None = None) -> go.Figure:
     fig = _curves(rows, ["val_recon", "val_kl"], title="Validation: reconstruction term and KL term (nats)",
-                     labels={"val_recon": "E_q log p(x|z)", "val_kl": "KL(q(z|x) ‖ p(z))"})
+                     labels={"val_recon": "E_q log p(x|z)", "val_kl": "KL(q(z|x) ‖ p(z))"}, schedule=schedule)
     for tr in fig.data:
         if tr.name.startswith("KL"):
             tr.yaxis = "y2"

@@ -275,7 +275,8 @@ def snapshot(trainer: VAETrainer, interp: tuple[int, int] | None = None, n_grid:
                            "latent": D,
                            "mu": mu.cpu().numpy(), "logvar": logvar.cpu().numpy(),
                            "labels": trainer.test_y.cpu().numpy() if trainer.test_y is not None else None,
-                           "analysis": trainer.analysis, "images": trainer.images}
+                           "analysis": trainer.analysis, "images": trainer.images,
+                           "eval_schedule": trainer.eval_schedule()}
     prior = m.prior_mixture()
     out["prior"] = tuple(t.detach().cpu().numpy() for t in prior)
     zs = m.sample_prior(100 if trainer.images else 1000, gen)
@@ -317,7 +318,8 @@ def snapshot(trainer: VAETrainer, interp: tuple[int, int] | None = None, n_grid:
 def page_figures(s: dict[str, Any], rows: list[dict], config: Any, entropy: float | None = None) -> viz.Figures:
     """The page's main figures, by name, each built when first used (the CLI's --png writes them all)."""
     b = {"manifold": lambda: manifold(s), "latent": lambda: latent_space(s),
-         "elbo": lambda: elbo_curves(rows, entropy, per_example(config)), "terms": lambda: terms_curves(rows),
+         "elbo": lambda: elbo_curves(rows, entropy, per_example(config), s.get("eval_schedule")),
+         "terms": lambda: terms_curves(rows, s.get("eval_schedule")),
          "iwae": lambda: iwae_vs_k(s, per_example(config)), "surgery": lambda: surgery(s),
          "kl_dims": lambda: kl_per_dim(s, standard=config.prior == "standard")}
     if s["images"]:
