@@ -29,6 +29,7 @@ pytestmark = pytest.mark.browser
 #: replay length per page: enough to show the phenomenon, short enough for CI
 STEPS = {"demo": 60, "divergences": 150, "gan": 300, "flows": 200, "vae": 150, "autoregressive": 150, "latents": 100}
 STEPS["diffusion"] = 500  # DDPM on ring8: every mode found
+STEPS["gan_seeds"] = 200  # eight GAN seeds at once
 CASES = [(p, STEPS[p.url]) for p in all_pages() if p.experiment in registry.names() and p.url in STEPS]
 
 

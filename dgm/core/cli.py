@@ -3,7 +3,9 @@
 Prints one JSON object: {"config", "seed", "device", "steps", "seconds", "status", "final", "history"}.
 ``--out DIR`` also writes final.json, history.csv (row by row while the run trains) and, for 2D
 generators, samples.npy with 2,500 final samples; ``--png DIR`` writes the page's main figures as PNG
-images. ``--data-file points.csv`` trains on your own data (a CSV of two numeric columns).
+images. ``--data-file points.csv`` trains on your own data (a CSV of two numeric columns). ``--seeds K``
+(where the family has a batched trainer) trains K seeds at once and adds "seeds", "runs" (each seed's
+finals) and "summary" (median and range over the seeds); samples.npy then holds (K, 2500, 2).
 
 Every flag is checked before any training, by the same rules as the page's controls and links
 (``dgm.core.config.check``); a bad one is refused with one line on stderr and exit code 2. A run
@@ -15,6 +17,7 @@ shows its traceback).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -32,6 +35,7 @@ EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_DIVERGED, EXIT_STOPPED = 0, 1, 2, 3, 13
 PROG = "python -m dgm"
 MESSAGE_CHARS = 300  # a message is one line of at most about this many characters
 DEFAULT_STEPS = cfglib.knob_map(cfglib.RunSettings)["steps"].default
+MAX_SEEDS = 1024  # --seeds K: at most this many runs in one batch (a GPU trains 1,024 at ~160x one CPU run)
 
 
 class Refused(ValueError):
@@ -96,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
         budget.add_argument("--seconds", default=None,
                             help=f"train for this wall time instead, in seconds [{limits['seconds'].limits()}]")
         run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device")
+        if exp.seeds is not None:
+            run.add_argument("--seeds", default=None, metavar="K",
+                             help=f"train K seeds at once (--seed, --seed + 1, ..., --seed + K - 1) as one batched "
+                                  f"model [1 to {MAX_SEEDS}]; reports each seed's finals and their median and range")
         run.add_argument("--preset", default=None, choices=sorted(exp.presets or {}) or None,
                          help="start from a lesson preset (flags given override it)")
         run.add_argument("--out", default=None, help="write final.json, history.csv (and samples.npy) here")
@@ -163,6 +171,34 @@ def _user_data(exp: registry.Experiment, args: argparse.Namespace, raw: dict[str
     return dist.name
 
 
+def _seeds(args: argparse.Namespace) -> int | None:
+    """--seeds K as a number (None without the flag); refuses what is not 1 to MAX_SEEDS, and --png with it."""
+    raw = getattr(args, "seeds", None)
+    if raw is None:
+        return None
+    try:
+        k = int(str(raw).strip())
+    except ValueError:
+        raise Refused(f"refused: --seeds {cfglib.shown(raw)}: give a whole number of seeds, 1 to {MAX_SEEDS}") from None
+    if not 1 <= k <= MAX_SEEDS:
+        raise Refused(f"refused: --seeds {k}: give 1 to {MAX_SEEDS} seeds")
+    if args.png is not None:
+        raise Refused("refused: --png draws one run's figures; with --seeds, give --out (samples.npy holds every seed's)")
+    return k
+
+
+def _batch_samples(exp: registry.Experiment):
+    """The samples of every run of a batch, (K, n, 2), from the experiment's samples of one run."""
+    def samples(batch, n: int) -> np.ndarray:
+        runs = []
+        for k in range(batch.k):
+            with batch.as_run(k) as r:
+                runs.append(np.asarray(exp.samples(r, n)))
+        return np.stack(runs)
+
+    return samples
+
+
 class _Signals:
     """SIGINT and SIGTERM: while ``armed`` (building and training) the handler raises ``_Stop`` at once;
     otherwise (writing results) it only notes the signal, which ends the run once the files are written."""
@@ -206,14 +242,13 @@ def _prepare(args: argparse.Namespace):
     except ValueError as e:
         raise Refused(f"refused: {e}") from None
     if data_name is not None:
-        import dataclasses
-
         cfg = dataclasses.replace(cfg, **{_custom_knob(exp.config).name: data_name})
     seed = _run_setting("seed", args.seed, 0)
     steps = _run_setting("steps", args.steps, None)
     seconds = _run_setting("seconds", args.seconds, None)
     if steps is None and seconds is None:
         steps = DEFAULT_STEPS
+    args.n_seeds = _seeds(args)
     if args.device == "cuda":
         from dgm.core import device as devlib
 
@@ -239,7 +274,10 @@ def _train(exp, cfg, seed, steps, seconds, args, outputs, signals) -> tuple[dict
         signals.armed = True
         signals.check()
         try:
-            trainer = exp.make(cfg, seed=seed, device=args.device)
+            if args.n_seeds is None:
+                trainer = exp.make(cfg, seed=seed, device=args.device)
+            else:
+                trainer = exp.seeds(cfg, seeds=range(seed, seed + args.n_seeds), device=args.device)
         except ValueError as e:  # settings that do not go together (e.g. reverse KL on sampled data)
             raise Refused(f"refused: {e}") from None
         trainer.run(steps=steps, seconds=seconds, burst=None, after_burst=lambda done: outputs.add(trainer))
@@ -268,6 +306,11 @@ def _train(exp, cfg, seed, steps, seconds, args, outputs, signals) -> tuple[dict
         result["error"] = message
     if getattr(args, "data_file", None):
         result["data_file"] = args.data_file
+    if args.n_seeds is not None:
+        result["seeds"] = list(trainer.seeds)
+        result["runs"] = trainer.finals()
+        result["summary"] = trainer.summary()
+        exp = dataclasses.replace(exp, figures=None, samples=exp.samples and _batch_samples(exp))
     result = _jsonable(result)
     written = outputs.finish(result, trainer, exp)
     if message and written:

@@ -16,7 +16,7 @@ import numpy as np
 
 from dgm.core.train import Trainer
 
-#: experiment name -> the module that defines it
+#: experiment name -> the module that defines it (as ``EXPERIMENT``, or as the attribute after a colon)
 MODULES = {
     "demo": "dgm.families.demo.lessons",
     "divergence": "dgm.families.divergences.lessons",
@@ -26,6 +26,7 @@ MODULES = {
     "latents": "dgm.families.latents.lessons",
     "autoregressive": "dgm.families.autoregressive.lessons",
     "diffusion": "dgm.families.diffusion.lessons",
+    "gan_seeds": "dgm.families.gan.lessons:SEEDS_EXPERIMENT",
 }
 
 
@@ -60,6 +61,9 @@ class Experiment:
     samples: Callable[[Trainer, int], np.ndarray] | None = None  # n final 2D samples, where it makes them
     lessons: tuple[Lesson, ...] = ()
     text: PageText | None = None
+    #: (config, seeds=, device=) -> a trainer of many seeds at once whose ``runs[k]`` is the run of
+    #: ``seeds[k]`` (with ``as_run(k)``, ``finals()`` and ``summary()``), where the family has one
+    seeds: Callable[..., Trainer] | None = None
 
     def make(self, config: Any = None, seed: int = 0, device: str = "auto") -> Trainer:
         return self.trainer(config if config is not None else self.config(), seed=seed, device=device)
@@ -77,12 +81,13 @@ def names() -> list[str]:
     """Experiments whose module is present."""
     out = []
     for name, mod in MODULES.items():
-        if importlib.util.find_spec(mod) is not None:
+        if importlib.util.find_spec(mod.split(":")[0]) is not None:
             out.append(name)
     return out
 
 
 def get(name: str) -> Experiment:
-    if name not in MODULES or importlib.util.find_spec(MODULES[name]) is None:
+    if name not in MODULES or importlib.util.find_spec(MODULES[name].split(":")[0]) is None:
         raise KeyError(f"unknown experiment {name!r}; choose one of {', '.join(names())}")
-    return importlib.import_module(MODULES[name]).EXPERIMENT
+    module, _, attr = MODULES[name].partition(":")
+    return getattr(importlib.import_module(module), attr or "EXPERIMENT")

@@ -64,6 +64,8 @@ PAGES: dict[str, list[PageInfo]] = {
                  "fit a simple q to a multimodal p: forward KL covers modes, reverse KL seeks one", "divergence"),
         PageInfo("pages/gan.py", "GAN dynamics", ":material/swords:", "gan",
                  "the two-player game, live: losses, the discriminator's view, mode collapse measured", "gan"),
+        PageInfo("pages/gan_seeds.py", "GAN lottery", ":material/casino:", "gan_seeds",
+                 "the same GAN on many seeds at once: how often does it capture every mode?", "gan_seeds"),
         PageInfo("pages/flows.py", "Normalizing flows", ":material/waves:", "flows",
                  "watch each invertible layer warp space and density", "flow"),
         PageInfo("pages/vae.py", "VAE", ":material/blur_on:", "vae",

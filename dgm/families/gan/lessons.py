@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dgm.core.registry import Experiment, Lesson, PageText
 from dgm.families.gan.figures import figures
+from dgm.families.gan import seeds_figures
+from dgm.families.gan.seeds import GANSeeds, GANSeedsConfig, make as make_seeds
 from dgm.families.gan.trainer import GANConfig, GANTrainer
 
 INTRO = (
@@ -181,5 +183,41 @@ EXPERIMENT = Experiment(
     figures=figures,
     samples=_samples,
     lessons=LESSONS,
+    seeds=GANSeeds,
     text=PageText("GAN dynamics", INTRO, THEORY_TITLE, THEORY),
+)
+
+
+SEEDS_LESSONS = (
+    Lesson("Same settings, different seeds", {"runs": 8},
+           "eight runs of the default GAN, identical but for the seed: some capture every mode, some do not",
+           "Eight GANs with the same settings, data and schedule; only the seed differs (initial weights, "
+           "samples, latent codes). Press Play and watch the small multiples part ways: within a few thousand "
+           "steps some runs sit on all eight modes and others keep circling or leave a mode empty. The table "
+           "counts how many capture every mode. One run of a GAN is one draw from this lottery; a claim about a "
+           "loss or a setting needs the fraction, not the lucky seed."),
+    Lesson("WGAN-GP across seeds", {"runs": 8, "loss": "wgan_gp", "gp": 0.1},
+           "the gradient penalty's runs, eight at once: how much less of a lottery is it?",
+           "The same eight seeds with the Wasserstein loss and a gradient penalty. Compare the spread of the "
+           "mode counts in the table with the default loss's: a remedy for mode collapse should narrow the "
+           "spread, not only move the best run."),
+)
+
+SEEDS_INTRO = (
+    "A GAN's result depends on its seed: the same settings can capture every mode on one run and collapse on "
+    "the next. This page trains several runs at once, identical but for the seed, as one batched model (each "
+    "layer one batched matrix product over the runs, so they cost little more than one), and shows them side "
+    "by side with their metrics. Run k is exactly the GAN page's run of its seed; a run that diverges stops "
+    "and the others go on."
+)
+
+SEEDS_EXPERIMENT = Experiment(
+    name="gan_seeds",
+    help="train a GAN on several seeds at once (batched): each run's samples and metrics, and the fraction "
+         "that captures every mode",
+    config=GANSeedsConfig,
+    trainer=make_seeds,
+    figures=seeds_figures.figures,
+    lessons=SEEDS_LESSONS,
+    text=PageText("GAN lottery: many seeds at once", SEEDS_INTRO),
 )
