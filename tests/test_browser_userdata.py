@@ -21,7 +21,7 @@ def test_upload_then_bad_uploads_keep_the_data(app_server, page):
     wait_for_app(page)
     assert page.get_by_text("No data of your own yet").is_visible()
     upload(page, "mine.csv", GOOD.encode())
-    assert page.get_by_text("Using your data").is_visible()
+    page.get_by_text("Using your data").wait_for(timeout=60_000)  # the rerun can start late on a loaded machine
     assert page.get_by_text("200 points, centred").is_visible()
     assert page.get_by_text("q fitted to custom:").first.is_visible()
     for name, content, message in [
@@ -30,7 +30,7 @@ def test_upload_then_bad_uploads_keep_the_data(app_server, page):
         ("binary.csv", b"\x89PNG\r\n\x00\x00binary", "not a text file"),
     ]:
         upload(page, name, content)
-        assert page.get_by_text(message).first.is_visible(), message
+        page.get_by_text(message).first.wait_for(timeout=60_000)
         assert page.get_by_text("Your previous data is still in use").is_visible()
         assert page.get_by_text("q fitted to custom:").first.is_visible()
     assert page.locator('[data-testid="stException"]').count() == 0

@@ -8,6 +8,8 @@ figures in ``dgm/viz/<family>.py``.
 
 from __future__ import annotations
 
+import re
+
 import math
 import threading
 import warnings
@@ -172,7 +174,14 @@ def curves(rows: Iterable[dict], keys: Sequence[str], *, title: str | None = Non
 def evaluated(schedule: str | None) -> str:
     """The x-axis title of a curve of evaluated metrics: how often they were evaluated
     (``Trainer.eval_schedule()``)."""
-    return f"step · evaluated {schedule}" if schedule else "step"
+    if not schedule:
+        return "step"
+    m = re.fullmatch(r"at steps? (.*), then every (.*?)( steps)?", schedule)
+    if m is None:
+        return f"step · evaluated {schedule}"
+    steps = re.split(r", | and ", m.group(1))
+    early = steps[0] if len(steps) == 1 else f"{steps[0]} … {steps[-1]}"
+    return f"step (evaluated at {early}, then every {m.group(2)})"  # fits under a third of the page
 
 
 def presenter(fig: go.Figure, scale: float = 1.5) -> go.Figure:

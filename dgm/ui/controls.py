@@ -189,6 +189,10 @@ def config_sidebar(exp: Experiment) -> Any:
         for k in cfglib.knobs(exp.config):
             groups.setdefault(k.group, []).append(k)
         for i, (group, ks) in enumerate(groups.items()):
+            partial = dataclasses.replace(exp.config(), **values)
+            if all(k.show is not None and not k.show(partial) for k in ks):  # nothing to show: no empty box
+                values.update({k.name: k.default for k in ks})
+                continue
             with st.expander(group, expanded=i < 2):
                 for k in ks:
                     partial = dataclasses.replace(exp.config(), **values)

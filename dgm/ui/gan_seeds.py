@@ -22,8 +22,6 @@ class SeedsView(view.View):
         return self.snap
 
     def layout(self, batch) -> None:
-        if not self.state.playing and batch.history.evals and batch.history.evals[-1]["step"] != batch.iteration:
-            batch.final()  # paused, or a replay's end: every run measured where it stands
         self.main_box = st.container()
         self.below = st.container()
 
@@ -40,7 +38,7 @@ class SeedsView(view.View):
 
     def panels(self, batch) -> Callable[[], None]:
         snap = self._snapshot(batch)
-        every = batch.eval_every
+        every = batch.eval_schedule()
 
         def show() -> None:
             with self.below:
@@ -48,7 +46,7 @@ class SeedsView(view.View):
                 left, right = st.columns([1.1, 1])
                 with left:
                     st.dataframe(sf.table_rows(snap), hide_index=True, use_container_width=True)
-                    st.caption(f"Each run's metrics at its last evaluation (every {every:,} steps and at a pause), "
+                    st.caption(f"Each run's metrics at its last evaluation ({every}), "
                                "on 2,500 samples of its own generator, as on the GAN page: modes captured, the "
                                "share of high-quality samples (within 3 std of a mode centre), MMD², W1 and JS.")
                 with right:

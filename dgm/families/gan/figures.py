@@ -119,8 +119,10 @@ def curves(rows: Sequence[dict], keys: Sequence[str], *, title: str, labels: dic
         shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": y, "y1": y,
                            "line": {"color": "#555", "dash": "dash", "width": 1}})
         notes.append({"xref": "paper", "x": 0, "y": y, "text": label, "showarrow": False, "xanchor": "left", "yanchor": "bottom"})
-    return go.Figure(data=traces, layout=_layout(title, height, xaxis={"title": x_title}, shapes=shapes,
-                                                 annotations=notes, yaxis={"type": "log" if log_y else "linear"}))
+    layout = _layout(title, height, xaxis={"title": x_title}, shapes=shapes, annotations=notes,
+                     yaxis={"type": "log" if log_y else "linear"})
+    layout["legend"]["y"], layout["margin"]["b"] = -0.3, 55  # the legend under the x axis's title
+    return go.Figure(data=traces, layout=layout)
 
 
 def arrow_geometry(points, grads, box, max_frac: float = 0.08, head: float = 0.35):
@@ -223,10 +225,12 @@ def modes_curve(rows: Sequence[dict], n_modes: int | None, height: int = 300, x_
                                  line={"color": viz.PALETTE[1], "width": 2}, marker={"size": 4}))
         traces.append(go.Scatter(x=pts[:, 0], y=100 * pts[:, 2], mode="lines+markers", name="high quality (%)",
                                  yaxis="y2", line={"color": viz.PALETTE[0], "width": 2}, marker={"size": 4}))
-    return go.Figure(data=traces, layout=_layout(
-        "Modes captured and high-quality samples", height, right=50, xaxis={"title": x_title},
-        yaxis={"title": "modes", "range": [0, (n_modes or 1) * 1.05]},
-        yaxis2={"title": "high quality %", "overlaying": "y", "side": "right", "range": [0, 105], "showgrid": False}))
+    layout = _layout("Modes captured and high-quality samples", height, right=50, xaxis={"title": x_title},
+                     yaxis={"title": "modes", "range": [0, (n_modes or 1) * 1.05]},
+                     yaxis2={"title": "high quality %", "overlaying": "y", "side": "right", "range": [0, 105],
+                             "showgrid": False})
+    layout["legend"]["y"], layout["margin"]["b"] = -0.3, 55  # the legend under the x axis's title
+    return go.Figure(data=traces, layout=layout)
 
 
 def main_figures(snap: dict[str, Any], rows: Sequence[dict], data, *, show_manifold: bool = True,

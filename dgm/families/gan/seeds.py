@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from dgm.core.config import knob
 from dgm.core.stacked import StackedMLP
 from dgm.core.train import Trainer, TrainingDiverged
-from dgm.families.gan.model import cfg_move, clip_, d_loss, g_loss_per_sample, sample_prior
-from dgm.families.gan.trainer import POOL, GANConfig, GANTrainer, make_optimizer
+from dgm.families.gan.model import cfg_move, clip_, d_loss, g_loss_per_sample, make_optimizer, sample_prior
+from dgm.families.gan.trainer import POOL, GANConfig, GANTrainer
 
 MAX_SEEDS = 1024
 PAGE_RUNS = 16  # at most this many on the page (small multiples of a 4 x 4 grid)
@@ -43,8 +43,14 @@ SUMMARY_METRICS = ("modes", "high_quality", "mmd", "w1", "js")
 class GANSeedsConfig(GANConfig):
     """The GAN's settings, and how many seeds train at once (the page's "many seeds" view)."""
 
-    sn: bool = knob(False, "spectral normalisation is not available with many seeds at once", group="Loss",
-                    show=lambda c: False)
+    # not (yet) batched: spectral normalisation and the mode-collapse remedies that change D's inputs or
+    # G's update (one seed at a time on the GAN page); two timescales (lr_d, lr_g) are batched
+    sn: bool = knob(False, "not available with many seeds at once", group="Loss", show=lambda c: False)
+    pack: int = knob(1, "not available with many seeds at once", group="Remedies", show=lambda c: False)
+    unroll: int = knob(0, "not available with many seeds at once", group="Remedies", show=lambda c: False)
+    r1: float = knob(0.0, "not available with many seeds at once", group="Remedies", show=lambda c: False)
+    r2: float = knob(0.0, "not available with many seeds at once", group="Remedies", show=lambda c: False)
+    mbstd: int = knob(0, "not available with many seeds at once", group="Remedies", show=lambda c: False)
     runs: int = knob(8, "seeds trained at once, with the same settings: the page's seed, seed + 1, …", lo=2,
                      hi=PAGE_RUNS, group="Seeds", label="runs (seeds at once)")
 
@@ -65,6 +71,10 @@ class GANSeeds(Trainer):
             raise ValueError(f"give 1 to {MAX_SEEDS} distinct seeds")
         if config.sn:
             raise ValueError("many seeds at once do not support spectral normalisation of D (train one seed at a time)")
+        off = [f"{k}={getattr(config, k)}" for k, plain in (("pack", 1), ("unroll", 0), ("r1", 0.0), ("r2", 0.0),
+                                                              ("mbstd", 0)) if getattr(config, k) != plain]
+        if off:
+            raise ValueError(f"many seeds at once do not support {', '.join(off)} yet (train one seed at a time)")
         self.seeds = seeds
         super().__init__(config, seed=seeds[0], device=device)
 

@@ -241,6 +241,11 @@ export default function (component) {
       // uirevision: a zoom, pan or legend choice of the reader survives the next frames
       const layout = Object.assign({ uirevision: "dgm" }, fig.layout, { autosize: true });
       delete layout.width;
+      // a range the reader zoomed or panned to wins over the figure's own, which may move every frame
+      // (a view that follows its samples), until a double click gives the view back
+      for (const [ax, range] of Object.entries(root.__dgmUserRanges || {})) {
+        layout[ax] = Object.assign({}, layout[ax], { range: range.slice(), autorange: false });
+      }
       root.__dgmDense = splitDense(fig);
       // traces the same as last time are handed over as the same objects: plotly then sees no
       // change in them, and redraws only what did change (on a live view often only the title)
@@ -262,6 +267,15 @@ export default function (component) {
       if (!root.__dgmHooked) {  // zoom, pan, resize and legend clicks redraw the canvas too
         root.__dgmHooked = true;
         root.on("plotly_afterplot", () => drawDense(root));
+        root.on("plotly_relayout", (ev) => {
+          const user = root.__dgmUserRanges || {};
+          for (const ax of ["xaxis", "yaxis"]) {
+            if (ev[ax + ".autorange"]) delete user[ax];
+            const r = ev[ax + ".range"] || (ax + ".range[0]" in ev ? [ev[ax + ".range[0]"], ev[ax + ".range[1]"]] : null);
+            if (r) user[ax] = r;
+          }
+          root.__dgmUserRanges = user;
+        });
       }
       drawDense(root);
       root.setAttribute("data-drawn", "true");
