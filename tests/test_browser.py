@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import wait_for_app
+from conftest import wait_for_app, wait_for_charts
 
 pytestmark = pytest.mark.browser
 
@@ -85,8 +85,7 @@ def test_dense_traces_are_drawn_on_a_canvas_that_follows_the_legend_and_zoom(app
     The loss curve, whose axes fit its data, keeps its lines in plotly."""
     page.goto(app_server.url + "/gan?seed=0&steps=300")
     wait_for_app(page, 180_000)
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=dgmPlot]')]"
-                           ".every(e => e.dataset.drawn === 'true')", timeout=60_000)
+    wait_for_charts(page)
     game = page.locator('[data-testid="stMain"] [data-testid="dgmPlot"]').first
     game.evaluate("""(root) => { window.__orange = () => {  // orange (generated) pixels on the canvas
         const cv = root.querySelector('canvas.dgm-dense');
