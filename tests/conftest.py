@@ -168,6 +168,19 @@ def wait_for_app(pg, timeout_ms: int = 60_000) -> None:
     pg.wait_for_timeout(500)
 
 
+def wait_for_charts(pg, timeout_ms: int = 60_000) -> None:
+    """Wait until the page shows at least one chart and plotly.js has drawn every one of them. (At least
+    one: between the script's first run and the one that draws the charts there may be none, and "every
+    chart drawn" holds of no charts.)"""
+    pg.wait_for_function(
+        """() => {
+            const charts = [...document.querySelectorAll('[data-testid=dgmPlot]')];
+            return charts.length > 0 && charts.every(e => e.dataset.drawn === 'true' && e._fullLayout);
+        }""",
+        timeout=timeout_ms,
+    )
+
+
 # ---- running in parallel, and what is slow ---------------------------------------------------------
 
 def pytest_collection_modifyitems(config, items):

@@ -38,7 +38,8 @@ def test_sampling_is_animated_pixel_by_pixel_while_the_page_plays(app_server, pa
     wait_for_app(page)
     steps = [int(m.group(1)) for t in titles if (m := re.match(r"Sampling one pixel at a time: step (\d+) of 64", t.replace("<br>", " ")))]
     assert len(set(steps)) >= 4, titles  # the batch builds up step by step
-    assert steps == sorted(steps) or len(set(steps)) >= 8, steps
+    rises = sum(b > a for a, b in zip(steps, steps[1:]))
+    assert rises >= len(steps) - 2, steps  # step by step, with at most one new batch begun
     samples, curves = updates["0"], updates["4"]
     assert curves < samples, (samples, curves)
     status = page.locator('[data-testid="stCaptionContainer"]', has_text="paused").first

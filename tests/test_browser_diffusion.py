@@ -38,7 +38,7 @@ def test_diffusion_page_plays_live_and_switches_its_field(app_server, page):
     status = page.locator('[data-testid="stCaptionContainer"]', has_text="Iteration").first.inner_text()
     assert "Iteration 0" not in status
     assert updates["learned"] >= 5, updates  # every frame
-    assert 1 <= updates["samples"] < updates["learned"], updates  # about once a second
+    assert 1 <= updates["samples"] <= updates["learned"], updates  # about once a second (as often when frames are slow)
     assert updates["exact"] == 0, updates  # the same figure at every redraw: nothing for plotly to do
     page.get_by_text("velocity", exact=True).click()
     wait_for_app(page)

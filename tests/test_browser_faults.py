@@ -164,6 +164,12 @@ def test_no_leftover_processes_check_sees_processes(tmp_path):
     """The check above can fail: it finds a process that names the folder."""
     proc = subprocess.Popen(["sh", "-c", "sleep 30", str(tmp_path)])
     try:
+        # until the child has exec'd, its /proc cmdline is still this test's own: on a slow machine
+        # that can last a while, so look until the child shows its own command line
+        deadline = time.monotonic() + 30
+        while b"sleep 30" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline, "the child never exec'd"
+            time.sleep(0.02)
         assert proc.pid in _leftovers(tmp_path)
     finally:
         proc.kill()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for_app
+from conftest import wait_for_app, wait_for_charts
 from dgm.core import registry, kernels
 from dgm.ui.pages import all_pages
 from screenshots import BASELINES, ScreenshotMismatch, compare
@@ -39,8 +39,7 @@ def chart_pngs(page, url: str) -> list[bytes]:
     page.mouse.move(0, 0)
     charts = page.locator('[data-testid="stMain"] [data-testid="dgmPlot"]')
     # every chart drawn by plotly.js (it loads once per page, then draws after the script has finished)
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=dgmPlot]')]"
-                           ".every(e => e.dataset.drawn === 'true')", timeout=60_000)
+    wait_for_charts(page)
     page.wait_for_timeout(300)
     return [charts.nth(i).screenshot(animations="disabled", caret="hide") for i in range(charts.count())]
 

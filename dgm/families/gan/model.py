@@ -279,3 +279,16 @@ def smoothed_log_p(data, grid, h: float, resolution: int) -> Tensor:
     except NotImplementedError:
         p = grid.normalize(data.unnormalized_log_prob(grid.points)).exp()
         return grid.normalize(blur(p, grid, h).clamp_min(1e-300).log())
+
+
+def build_optimizers(t) -> None:
+    """G's and D's optimisers (``t.opt_g``, ``t.opt_d``) over ``t.G`` and ``t.D``, and their learning-rate
+    decay per 1,000 steps (``t.sched_g``, ``t.sched_d``) when the config asks for one."""
+    c = t.config
+    betas = (c.beta1, c.beta2)
+    t.opt_g = make_optimizer(c.optimizer, t.G.parameters(), c.lr_g, betas)
+    t.opt_d = make_optimizer(c.optimizer, t.D.parameters(), c.lr_d, betas)
+    if c.decay < 1.0:
+        gamma = c.decay ** (1 / 1000)
+        t.sched_g = torch.optim.lr_scheduler.ExponentialLR(t.opt_g, gamma)
+        t.sched_d = torch.optim.lr_scheduler.ExponentialLR(t.opt_d, gamma)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from dgm.core.config import knob
 from dgm.core.stacked import StackedMLP
 from dgm.core.train import Trainer, TrainingDiverged
-from dgm.families.gan.model import cfg_move, clip_, d_loss, g_loss_per_sample, make_optimizer, sample_prior
+from dgm.families.gan.model import build_optimizers, cfg_move, clip_, d_loss, g_loss_per_sample, sample_prior
 from dgm.families.gan.trainer import POOL, GANConfig, GANTrainer
 
 MAX_SEEDS = 1024
@@ -85,13 +85,7 @@ class GANSeeds(Trainer):
         self.G = StackedMLP.from_mlps([r.G for r in self.runs])
         self.D = StackedMLP.from_mlps([r.D for r in self.runs])
         self.G_avg = StackedMLP.from_mlps([r.G for r in self.runs]).requires_grad_(False) if c.ema > 0 else None
-        betas = (c.beta1, c.beta2)
-        self.opt_g = make_optimizer(c.optimizer, self.G.parameters(), c.lr_g, betas)
-        self.opt_d = make_optimizer(c.optimizer, self.D.parameters(), c.lr_d, betas)
-        if c.decay < 1.0:
-            gamma = c.decay ** (1 / 1000)
-            self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma)
-            self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma)
+        build_optimizers(self)  # the single run's optimisers, over the stacked weights
         self._g_params = list(self.G.parameters())
         self._pools: dict[str, Tensor | None] = {"real": None, "z": None}
         self._next = {"real": POOL, "z": POOL}

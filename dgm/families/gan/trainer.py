@@ -36,7 +36,7 @@ from dgm.core.metrics import (
 from dgm.core.train import Trainer
 from dgm.families.gan.model import (
     LOSSES, PROB_LOSSES, MinibatchStd, cfg_move, clip_, d_loss, discriminator, g_loss, gradient_penalty, group_reference,
-    judge_alone, kde_bandwidth, make_optimizer, optimizer_state, pack, sample_prior, smoothed_log_p, unrolled_params,
+    build_optimizers, judge_alone, kde_bandwidth, optimizer_state, pack, sample_prior, smoothed_log_p, unrolled_params,
     zero_centred_penalty,
 )
 
@@ -137,13 +137,7 @@ class GANTrainer(Trainer):
         self._mbstd = next((m for m in self.D if isinstance(m, MinibatchStd)), None)
         # the weight average that samples are drawn from (None: G itself)
         self.G_avg = copy.deepcopy(self.G).requires_grad_(False) if c.ema > 0 else None
-        betas = (c.beta1, c.beta2)
-        self.opt_g = make_optimizer(c.optimizer, self.G.parameters(), c.lr_g, betas)
-        self.opt_d = make_optimizer(c.optimizer, self.D.parameters(), c.lr_d, betas)
-        if c.decay < 1.0:
-            gamma = c.decay ** (1 / 1000)
-            self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma)
-            self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma)
+        build_optimizers(self)
         self._g_params = list(self.G.parameters())
         self._real_pool: Tensor | None = None
         self._z_pool: Tensor | None = None
