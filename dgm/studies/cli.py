@@ -75,8 +75,9 @@ def spec_from(args: argparse.Namespace) -> StudySpec:
 class _Progress:
     """One line on stderr, at most once a second (rewritten in place on a terminal)."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream, self.last, self.tty = stream, 0.0, stream.isatty()
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.last, self.tty = 0.0, self.stream.isatty()
 
     def __call__(self, p: engine.Progress) -> None:
         now = time.monotonic()

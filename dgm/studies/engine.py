@@ -165,6 +165,8 @@ def ray_address(address: str | None) -> str | None:
 
 
 def _ray_init(address: str | None, num_cpus: int | None):
+    # tasks train on the CPU: keep Ray from rewriting the workers' visible GPUs (and from warning that it will stop)
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     import ray
 
     root = str(Path(__file__).resolve().parents[2])

@@ -173,5 +173,5 @@ def _whole(name: str, raw: Any, lo: int, hi: int) -> int:
     except ValueError:
         v = None
     if v is None or not lo <= v <= hi:
-        raise StudyError(f"--{name} {cfglib.shown(raw)}: give a whole number from {lo:,} to {hi:,}")
+        raise StudyError(f"--{name} {cfglib.shown(raw, quote=False)}: give a whole number from {lo:,} to {hi:,}")
     return v

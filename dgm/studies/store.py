@@ -49,16 +49,13 @@ class Store:
         except (OSError, sqlite3.Error) as e:
             raise StudyError(f"--out {out}: cannot keep a study there ({getattr(e, 'strerror', None) or e})") from None
         ident = json.dumps(spec.identity(), sort_keys=True)
+        row = store.db.execute("SELECT identity FROM study").fetchone()
+        if row is not None and row[0] != ident:
+            store.close()
+            raise StudyError(f"--out {out} holds another study ({_differs(json.loads(row[0]), spec.identity())}); "
+                             "give another folder")
         with store.db:
-            row = store.db.execute("SELECT identity FROM study").fetchone()
-            if row is None:
-                store.db.execute("INSERT INTO study VALUES (1, ?, ?)", (ident, json.dumps(spec.to_dict())))
-            elif row[0] != ident:
-                store.close()
-                raise StudyError(f"--out {out} holds another study ({_differs(json.loads(row[0]), spec.identity())}); "
-                                 "give another folder")
-            else:
-                store.db.execute("UPDATE study SET spec = ? WHERE id = 1", (json.dumps(spec.to_dict()),))
+            store.db.execute("INSERT OR REPLACE INTO study VALUES (1, ?, ?)", (ident, json.dumps(spec.to_dict())))
         return store
 
     @classmethod

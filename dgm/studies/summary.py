@@ -16,7 +16,7 @@ BOOT = 2000
 LEVEL = 0.95
 BOOT_SEED = 0
 #: the metrics a summary shows by default, in this order, where the runs have them
-DEFAULT_METRICS = ("modes", "high_quality", "mode_kl", "mmd", "w1", "nll", "val_nll", "test_nll", "loss")
+DEFAULT_METRICS = ("modes", "high_quality", "mode_kl", "mmd", "w1", "heldout_nll", "nll", "val_nll", "test_nll", "loss")
 
 
 def median_interval(values: list[float], boot: int = BOOT, level: float = LEVEL,
