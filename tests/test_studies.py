@@ -140,6 +140,12 @@ def test_the_command_line_prints_the_table_and_resumes(tmp_path, capsys):
     assert cli.main(argv) == 0
     out2, err2 = capsys.readouterr()
     assert out2 == out and "0 runs done now, 6 in" in err2
+    assert cli.main([*argv, "--markdown"]) == 0  # the same table, for a document
+    md = capsys.readouterr()[0].splitlines()
+    assert md[0].startswith("| setting | runs | heldout_nll median") and md[1].startswith("| --- |")
+    import re
+
+    assert [c.strip() for c in md[2].strip("|").split("|")] == re.split(r"\s{2,}", lines[2].strip())
     with sqlite3.connect(tmp_path / "study.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 6
 

@@ -72,8 +72,8 @@ def setting_label(values: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in values.items()) or "(defaults)"
 
 
-def table(rows: list[dict[str, Any]], metrics: list[str]) -> str:
-    """The summary as a plain-text table: one line per setting, each metric as 'median [lo, hi]'."""
+def table(rows: list[dict[str, Any]], metrics: list[str], markdown: bool = False) -> str:
+    """The summary as a plain-text (or markdown) table: one line per setting, each metric 'median [lo, hi]'."""
     head = ["setting", "runs"] + [f"{m} median [{LEVEL:.0%} CI]" for m in metrics]
     body = []
     for r in rows:
@@ -84,6 +84,8 @@ def table(rows: list[dict[str, Any]], metrics: list[str]) -> str:
             s = r[m]
             cells.append(f"{_num(s['median'])} [{_num(s['lo'])}, {_num(s['hi'])}]")
         body.append(cells)
+    if markdown:
+        return "\n".join("| " + " | ".join(c) + " |" for c in [head, ["---"] * len(head), *body])
     widths = [max(len(c[i]) for c in [head, *body]) for i in range(len(head))]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body)])
