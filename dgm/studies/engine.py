@@ -172,9 +172,9 @@ def _ray_init(address: str | None, num_cpus: int | None):
     root = str(Path(__file__).resolve().parents[2])
     if address is None:
         env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}}
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 object_store_memory=OBJECT_STORE,
-                 configure_logging=False, runtime_env=env)
+        # "local": a new instance of our own, never one that another program started on this machine
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                 log_to_driver=False, object_store_memory=OBJECT_STORE, configure_logging=False, runtime_env=env)
     else:  # a cluster: its workers get the dgm package with the tasks
         ray.init(address=address, log_to_driver=False, configure_logging=False,
                  runtime_env={"py_modules": [str(Path(root) / "dgm")]})
@@ -182,10 +182,7 @@ def _ray_init(address: str | None, num_cpus: int | None):
 
 
 def _run_ray(todo, take, stored, should_stop, *, address=None, num_cpus=None) -> int:
-    address = ray_address(address)
-    if address is None:  # a local instance of our own, not one an outer program left in RAY_ADDRESS
-        os.environ.pop("RAY_ADDRESS", None)
-    ray = _ray_init(address, num_cpus)
+    ray = _ray_init(ray_address(address), num_cpus)
     try:
         @ray.remote(num_cpus=0)
         class Reports(_LocalReporter):

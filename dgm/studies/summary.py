@@ -65,7 +65,7 @@ def _num(v: float) -> str:
         return "-"
     if v == int(v) and abs(v) < 1e6:
         return f"{int(v)}"
-    return f"{v:.3g}" if abs(v) < 1e-2 or abs(v) >= 1e3 else f"{v:.3f}"
+    return f"{v:.3g}"
 
 
 def setting_label(values: dict[str, Any]) -> str:
