@@ -155,6 +155,7 @@ def test_the_command_line_prints_the_table_and_resumes(tmp_path, capsys):
     (["demo", "--grid", "wings=2", "--seeds", "2", "--steps", "5"], "demo has no such knob"),
     (["demo", "--grid", "lr=0.1", "--steps", "5"], "give --seeds"),
     (["nosuch", "--seeds", "2", "--steps", "5"], "unknown experiment 'nosuch'"),
+    (["gan_seeds", "--seeds", "2", "--steps", "5"], "study gan instead"),
     (["--seeds", "2"], "give an EXPERIMENT"),
     (["demo", "--spec", "x.json"], "--spec FILE holds the whole study"),
     (["--spec", "/no/such/file.json"], "No such file"),

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from dgm.core import registry
 from dgm.studies import engine, summary
-from dgm.studies.spec import StudyError, StudySpec, parse_grid
+from dgm.studies.spec import MANY_SEEDS, StudyError, StudySpec, parse_grid
 from dgm.studies.store import Store
 
 PROG = "python -m dgm study"
@@ -33,7 +33,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", nargs="?", metavar="EXPERIMENT", help=f"one of {', '.join(registry.names())}")
+    p.add_argument("experiment", nargs="?", metavar="EXPERIMENT",
+                   help=f"one of {', '.join(n for n in registry.names() if n not in MANY_SEEDS)}")
     p.add_argument("--grid", action="append", default=[], metavar="KNOB=v1,v2",
                    help="a knob and its values (repeat for more knobs; every combination runs)")
     p.add_argument("--set", action="append", default=[], metavar="KNOB=value", help="a knob value for every setting")

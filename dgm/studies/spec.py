@@ -22,6 +22,8 @@ from dgm.core import registry
 
 MAX_RUNS = 100_000  # settings x seeds in one study
 MAX_SEEDS = 1024
+#: experiments whose one run is already many seeds (a page's view): a study of the experiment they batch does that
+MANY_SEEDS = {"gan_seeds": "gan"}
 EVALS = ("end", "schedule")  # evaluate at the end only, or on the family's schedule too (costs time)
 
 
@@ -66,6 +68,9 @@ class StudySpec:
         """A checked spec from raw values (strings from flags, or JSON/TOML values)."""
         if experiment not in registry.names():
             raise StudyError(f"unknown experiment {cfglib.shown(experiment)}; choose one of {', '.join(registry.names())}")
+        if experiment in MANY_SEEDS:
+            raise StudyError(f"{experiment} trains many seeds as one run; study {MANY_SEEDS[experiment]} instead (a study "
+                             "trains each setting's seeds as one batch where it can)")
         exp = registry.get(experiment)
         kmap = cfglib.knob_map(exp.config)
         parsed: dict[str, tuple] = {}
