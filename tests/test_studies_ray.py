@@ -13,7 +13,7 @@ from dgm.studies import engine
 from dgm.studies.spec import StudySpec, key
 from dgm.studies.store import Store
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]  # one Ray at a time under xdist
 
 
 def test_a_killed_worker_loses_no_run_and_duplicates_none(tmp_path, monkeypatch):
