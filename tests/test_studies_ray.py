@@ -22,11 +22,12 @@ def test_a_killed_worker_loses_no_run_and_duplicates_none(tmp_path, monkeypatch)
     killed: list[tuple[str, int]] = []
 
     def on_progress(p: engine.Progress) -> None:
-        if not killed and p.event.startswith("start "):
-            task, pid = p.event[len("start "):].rsplit(" ", 1)
-            assert int(pid) != os.getpid()  # a worker process, not this one
-            os.kill(int(pid), signal.SIGKILL)  # mid-task: it has just reported and not yet trained
-            killed.append((task, int(pid)))
+        if not killed and p.event.startswith("steps "):  # a task has trained some steps and reported them
+            task = p.event[len("steps "):]
+            pid = p.started[task]  # the process id it reported when it started
+            assert pid != os.getpid()  # a worker process, not this one
+            os.kill(pid, signal.SIGKILL)
+            killed.append((task, pid))
 
     result = engine.run_study(spec, str(tmp_path), num_cpus=2, on_progress=on_progress)
     assert killed and result.retried >= 1
