@@ -86,7 +86,8 @@ def _add_knobs(p: argparse.ArgumentParser, cls: type) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog=f"{PROG} study --help: one experiment over a grid of settings and seeds (a study)")
     sub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
     limits = cfglib.knob_map(cfglib.RunSettings)
     for name in registry.names():

@@ -82,6 +82,8 @@ PAGES: dict[str, list[PageInfo]] = {
                  "learned scores against exact ones, samplers and NFE, guidance, reflow, exact likelihood", "diffusion"),
     ],
     "Lab": [
+        PageInfo("pages/studies.py", "Studies", ":material/query_stats:", "studies",
+                 "a grid of settings on many seeds at once: medians, intervals, and a replay of every run"),
         PageInfo("pages/demo.py", "Live loop demo", ":material/autorenew:", "demo",
                  "the live-training loop on the smallest model: a Gaussian fitted by maximum likelihood", "demo"),
     ],
