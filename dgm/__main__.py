@@ -1,5 +1,8 @@
 import sys
 
-from dgm.core.cli import main
+if sys.argv[1:2] == ["arena"]:  # the arena composes families: its CLI lives above them (dgm/arena/cli.py)
+    from dgm.arena.cli import main
+else:
+    from dgm.core.cli import main
 
 sys.exit(main())

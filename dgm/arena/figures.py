@@ -1,0 +1,143 @@
+"""The arena's figures: every family's samples on the same axes (plotly small multiples), and the measured
+table linked to the metric curves (altair: a click on a family in the table or a legend picks it in every
+chart; error bars span the seeds)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from dgm.arena.run import DIGITS, QUALITY_LEVEL
+from dgm.core import viz
+
+SIDE = 8
+CURVES = ("precision", "recall", "coverage", "mmd", "digits_fid", "nll")  # the curves' metrics, where measured
+COLUMNS = {"likelihood": "likelihood", "nll": "NLL (nats)", "precision": "precision", "recall": "recall",
+           "density": "density", "coverage": "coverage", "mmd": "MMD²", "w1": "W1", "modes": "modes",
+           "digits_fid": "Digits-FID", "digits_is": "Digits-IS", "samples_per_s": "samples/s", "latent": "latent size",
+           "seconds_to_quality": "s to quality", "steps": "steps", "train_s": "train s"}
+
+
+def snapshot(trainer) -> dict[str, Any]:
+    a = trainer.arena
+    data = None if a.images else a.real[:500].numpy()
+    shown: dict[str, list[np.ndarray]] = {}
+    for e in a.entrants:
+        if e.shown is not None:
+            shown.setdefault(e.family, []).append(e.shown)
+    return {"data": data, "box": None if a.images else a.dist.box, "images": a.images, "shown": shown,
+            "families": list(dict.fromkeys(e.family for e in a.entrants)), "rows": a.rows(), "table": a.table(),
+            "step": a.iteration, "budget": trainer.config.budget, "seeds": trainer.config.seeds}
+
+
+def small_multiples(s: dict[str, Any], height: int = 260) -> go.Figure:
+    """Each family's samples (its first seed) side by side on the same axes, over the data (grey); the digits as
+    images. Families not measured yet show an empty panel."""
+    fams = s["families"]
+    n = max(len(fams), 1)
+    gap = 0.015
+    width = (1 - gap * (n - 1)) / n
+    traces, layout, notes = [], {}, []
+    for j, fam in enumerate(fams):
+        ax = "" if j == 0 else str(j + 1)
+        x = s["shown"].get(fam, [None])[0]
+        if s["images"]:
+            if x is not None:
+                img = np.concatenate([np.concatenate(list(x[r * 4:(r + 1) * 4].reshape(-1, SIDE, SIDE)), 1)
+                                      for r in range(max(1, len(x) // 4))], 0)
+                traces.append(go.Heatmap(z=img[::-1], colorscale="Greys", zmin=0, zmax=1, showscale=False,
+                                         xaxis=f"x{ax}", yaxis=f"y{ax}", hoverinfo="skip"))
+            rng_x, rng_y = [-0.5, 4 * SIDE - 0.5], [-0.5, 2 * SIDE - 0.5]
+        else:
+            if s["data"] is not None:
+                traces.append(go.Scattergl(x=s["data"][:, 0], y=s["data"][:, 1], mode="markers", xaxis=f"x{ax}",
+                                           yaxis=f"y{ax}", marker=dict(size=3, color=viz.DATA_COLOR, opacity=0.25),
+                                           showlegend=False, hoverinfo="skip"))
+            if x is not None:
+                traces.append(go.Scattergl(x=x[:, 0], y=x[:, 1], mode="markers", xaxis=f"x{ax}", yaxis=f"y{ax}",
+                                           marker=dict(size=3, color=viz.PALETTE[j % len(viz.PALETTE)], opacity=0.6),
+                                           showlegend=False, hoverinfo="skip"))
+            xmin, xmax, ymin, ymax = s["box"]
+            rng_x, rng_y = [xmin, xmax], [ymin, ymax]
+        x0 = j * (width + gap)
+        layout[f"xaxis{ax}"] = dict(domain=[x0, x0 + width], range=rng_x, showticklabels=False, zeroline=False)
+        layout[f"yaxis{ax}"] = dict(range=rng_y, showticklabels=False, zeroline=False, scaleanchor=f"x{ax}")
+        notes.append(dict(text=fam, x=x0 + width / 2, y=1.0, xref="paper", yref="paper", xanchor="center",
+                          yanchor="bottom", showarrow=False))
+    fig = go.Figure(traces)
+    what = "8 samples each" if s["images"] else "500 samples each, the data in grey"
+    fig.update_layout(**layout, annotations=notes, height=height, margin=dict(l=10, r=10, t=60, b=10),
+                      title=f"Every family's samples at step {s['step']:,} of {s['budget']:,} ({what})")
+    return fig
+
+
+def table_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """The measured table, with readable column names and rounded figures."""
+    out = []
+    for r in s["table"]:
+        row: dict[str, Any] = {"family": r["family"]}
+        if "skipped" in r:
+            row["likelihood"] = f"skipped: {r['skipped']}"
+            out.append(row)
+            continue
+        for k, label in COLUMNS.items():
+            if k not in r:
+                continue
+            v = r[k]
+            if isinstance(v, float):
+                sd = r.get(f"{k}_sd")
+                v = f"{v:.3g}" + (f" ± {sd:.2g}" if sd is not None and math.isfinite(sd) else "")
+            row[label] = v
+        out.append(row)
+    return out
+
+
+def _long(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    recs = [{"family": r["family"], "seed": r["seed"], "step": r["step"], "seconds": r["seconds"], "metric": m,
+             "value": r[m]} for r in rows for m in CURVES if m in r and r[m] is not None and math.isfinite(r[m])]
+    return pd.DataFrame(recs, columns=["family", "seed", "step", "seconds", "metric", "value"])
+
+
+def linked_charts(s: dict[str, Any]) -> alt.VConcatChart:
+    """The table's precision and recall as points (one per family and seed, the mean with an error bar over the
+    seeds), over the curves of each metric against steps and against training seconds, one facet per metric.
+    One selection (click a family, or its legend entry) picks it in every chart."""
+    df = _long(s["rows"])
+    pick = alt.selection_point(fields=["family"], bind="legend")
+    color = alt.Color("family:N", legend=alt.Legend(orient="top"), scale=alt.Scale(domain=s["families"]))
+    opacity = alt.condition(pick, alt.value(1.0), alt.value(0.15))
+    last = df.sort_values("step").groupby(["family", "seed", "metric"]).tail(1)
+    pr = last[last.metric.isin(["precision", "recall"])].pivot_table(index=["family", "seed"], columns="metric",
+                                                                   values="value").reset_index()
+    if pr.empty or not {"precision", "recall"} <= set(pr.columns):
+        pr = pd.DataFrame({"family": pd.Series(dtype=str), "seed": pd.Series(dtype=int),
+                           "precision": pd.Series(dtype=float), "recall": pd.Series(dtype=float)})
+    base = alt.Chart(pr)
+    scatter = base.mark_point(size=90, filled=True).encode(
+        x=alt.X("mean(recall):Q", scale=alt.Scale(domain=[0, 1]), title="recall (data near a sample)"),
+        y=alt.Y("mean(precision):Q", scale=alt.Scale(domain=[0, 1]), title="precision (samples near the data)"),
+        color=color, opacity=opacity, tooltip=["family", "mean(precision):Q", "mean(recall):Q"]).add_params(pick)
+    bars = base.mark_errorbar(extent="stdev").encode(x="recall:Q", y="precision:Q", color=color, opacity=opacity)
+    level = alt.Chart(pd.DataFrame({"v": [QUALITY_LEVEL]})).mark_rule(strokeDash=[4, 4], color="grey")
+    pr_chart = (scatter + bars.transform_filter("datum.recall != null") + level.encode(x="v:Q") + level.encode(y="v:Q")
+                ).properties(width=260, height=220, title="precision vs recall (last measurement)")
+
+    def curves(x: str, title: str) -> alt.FacetChart:
+        line = alt.Chart().mark_line(point=True).encode(x=alt.X(f"{x}:Q", title=title), y=alt.Y("mean(value):Q",
+                                                       title=None), color=color, opacity=opacity)
+        band = alt.Chart().mark_errorband(extent="stdev").encode(x=f"{x}:Q", y=alt.Y("value:Q", title=None),
+                                                                 color=color)
+        return alt.layer(band, line, data=df).properties(width=170, height=130).facet(
+            column=alt.Column("metric:N", title=None, sort=list(CURVES))).resolve_scale(y="independent")
+
+    return alt.vconcat(pr_chart, curves("step", "steps (each family)"), curves("seconds", "training seconds"))
+
+
+def figures(trainer) -> viz.Figures:
+    s = snapshot(trainer)
+    return viz.Figures({"samples": lambda: small_multiples(s)})

@@ -1,0 +1,90 @@
+"""The arena as a trainer, so that its page plays, replays, links and exports like every page: one step of
+the arena is one step of every family (and seed) in turn; measurements come at ``measures`` equal parts of
+the budget (dgm.arena.run)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from dgm.arena.run import DATASETS, MEASURES, ArenaRun, Budget
+from dgm.core.config import knob
+from dgm.core.train import Trainer
+
+
+@dataclass
+class ArenaConfig:
+    data: str = knob("ring8", "the data every family trains on (each with its page's default settings)",
+                     choices=DATASETS, group="Arena")
+    budget: int = knob(1000, "steps each family trains", lo=10, hi=20_000, step=10, label="budget (steps per family)",
+                       group="Arena")
+    seeds: int = knob(1, "runs of each family, seeds 0, 1, ...: their spread is the stability column", lo=1, hi=5,
+                      group="Arena")
+    measures: int = knob(4, "measurements along the budget (the curves' points)", lo=1, hi=20, group="Arena")
+
+
+class ArenaTrainer(Trainer):
+    eval_every = 0  # the arena measures on its own schedule (``measures`` along the budget)
+
+    def build(self) -> None:
+        c = self.config
+        self.arena = ArenaRun(c.data, Budget(steps=c.budget), seeds=c.seeds, seed=self.seed, rounds=c.measures,
+                              device=str(self.device))
+
+    def step(self, n: int = 1) -> dict[str, float]:
+        """n steps of every family in turn (fewer at the end of the budget); nothing once it is spent."""
+        done = self.arena.advance(n)
+        self.iteration = self.arena.iteration
+        if done:
+            self.latest = self.summary()
+            self.history.record(self.iteration, self.latest)
+            if time.monotonic() - self._captured_at >= self.checkpoint_every_s:
+                self.mark_good()
+        return dict(self.latest)
+
+    @property
+    def finished(self) -> bool:
+        return self.iteration >= self.config.budget
+
+    def summary(self) -> dict[str, float]:
+        """Each family's latest figures, flattened (``GAN.precision``); the steps and the measurements done."""
+        out: dict[str, float] = {"measurements": float(self.arena.done_rounds)}
+        for row in self.arena.table():
+            for m in MEASURES:
+                if m in row:
+                    out[f"{row['family']}.{m}"] = row[m]
+        return out
+
+    def evaluate(self) -> dict[str, float]:
+        return {k: v for k, v in self.summary().items() if not k.endswith("samples_per_s")}
+
+    # -- state: the families' runs travel with the arena's -------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        return {"iteration": self.arena.iteration, "rounds": self.arena.done_rounds,
+                "entrants": [(e.seconds, e.failed, copy.deepcopy(e.rows), e.shown) for e in self.arena.entrants]}
+
+    def _load_meta(self, meta: dict[str, Any]) -> None:
+        self.arena.iteration, self.arena.done_rounds = meta["iteration"], meta["rounds"]
+        for e, (seconds, failed, rows, shown) in zip(self.arena.entrants, meta["entrants"]):
+            e.seconds, e.failed, e.rows, e.shown = seconds, failed, copy.deepcopy(rows), shown
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"runs": [e.trainer.checkpoint() for e in self.arena.entrants], **self._meta()}
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        for e, ck in zip(self.arena.entrants, extra["runs"]):
+            e.trainer.restore(ck)
+        self._load_meta(extra)
+
+    def derived_state(self) -> dict[str, Any]:
+        """What the figures read, for a replica of the run (a worker process's light state)."""
+        return {"light": [e.trainer.export_state(full=False, last_good=False) for e in self.arena.entrants],
+                **self._meta()}
+
+    def load_derived_state(self, d: dict[str, Any]) -> None:
+        if "light" in d:
+            for e, s in zip(self.arena.entrants, d["light"]):
+                e.trainer.import_state(s)
+        self._load_meta(d)
