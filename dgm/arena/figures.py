@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from dgm.arena.run import DIGITS, QUALITY_LEVEL
+from dgm.arena.run import QUALITY_LEVEL
 from dgm.core import viz
 
 SIDE = 8
