@@ -37,11 +37,11 @@ def test_budget_parsing():
 
 def test_round_robin_fills_the_table_on_the_same_points():
     a = ArenaRun("ring8", Budget(steps=30), seeds=2, rounds=2, families=["gan", "flow"], samples=400)
-    a.advance(10)
-    assert [e.trainer.iteration for e in a.entrants] == [10, 10, 10, 10] and a.done_rounds == 0
+    a.advance(7)
+    assert [e.trainer.iteration for e in a.entrants] == [7, 7, 7, 7] and a.done_rounds == 0
     a.advance(100)
-    assert a.iteration == 30 and a.done_rounds == 2 and not a.round()
-    assert [r["step"] for r in a.entrants[0].rows] == [15, 30]
+    assert a.iteration == 30 and a.done_rounds == 3 and not a.round()
+    assert [r["step"] for r in a.entrants[0].rows] == [10, 15, 30]  # an early measurement, then two equal parts
     table = {r["family"]: r for r in a.table()}
     gan, flow = table["GAN"], table["flow"]
     assert gan["likelihood"] == "none" and "nll" not in gan and gan["latent"] == 2

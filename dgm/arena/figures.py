@@ -89,7 +89,9 @@ def table_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
             if k not in r:
                 continue
             v = r[k]
-            if isinstance(v, float):
+            if v is None:
+                v = "none" if k == "latent" else "—"
+            elif isinstance(v, float):
                 sd = r.get(f"{k}_sd")
                 v = f"{v:.3g}" + (f" ± {sd:.2g}" if sd is not None and math.isfinite(sd) else "")
             row[label] = v
@@ -103,13 +105,32 @@ def _long(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(recs, columns=["family", "seed", "step", "seconds", "metric", "value"])
 
 
+TABLE_COLUMNS = ("likelihood", "NLL (nats)", "precision", "recall", "coverage", "samples/s", "latent size")
+
+
+def _table_chart(s: dict[str, Any], pick, color, opacity) -> alt.LayerChart:
+    """The measured table drawn by altair, so that a click on a family's row picks it in the charts below."""
+    cells = [{"family": r["family"], "column": c, "text": str(r.get(c, "—"))}
+             for r in table_rows(s) for c in ("family", *TABLE_COLUMNS)]
+    base = alt.Chart(pd.DataFrame(cells)).encode(
+        y=alt.Y("family:N", sort=s["families"], axis=None),
+        x=alt.X("column:N", sort=["family", *TABLE_COLUMNS], axis=alt.Axis(orient="top", title=None, labelAngle=0)))
+    rows = base.mark_rect(color="#f4f4f4", stroke="white").encode(opacity=opacity).add_params(pick)
+    text = base.mark_text(fontSize=11).encode(text="text:N", color=alt.condition(
+        "datum.column == 'family'", color, alt.value("#222")))
+    return (rows + text).properties(width=820, height=24 * max(len(s["families"]), 1),
+                                    title="the table (click a family: it is picked in every chart)")
+
+
 def linked_charts(s: dict[str, Any]) -> alt.VConcatChart:
-    """The table's precision and recall as points (one per family and seed, the mean with an error bar over the
-    seeds), over the curves of each metric against steps and against training seconds, one facet per metric.
-    One selection (click a family, or its legend entry) picks it in every chart."""
+    """The measured table; precision against recall (one point per family, the mean over the seeds with an error
+    bar spanning them); the curves of each metric against steps and against training seconds, one facet per
+    metric. One selection (click a family's row, a point or a legend entry) picks it in every chart."""
     df = _long(s["rows"])
     pick = alt.selection_point(fields=["family"], bind="legend")
-    color = alt.Color("family:N", legend=alt.Legend(orient="top"), scale=alt.Scale(domain=s["families"]))
+    fams = s["families"]  # the small multiples' colours, in the same order
+    color = alt.Color("family:N", legend=alt.Legend(orient="top"),
+                      scale=alt.Scale(domain=fams, range=[viz.PALETTE[j % len(viz.PALETTE)] for j in range(len(fams))]))
     opacity = alt.condition(pick, alt.value(1.0), alt.value(0.15))
     last = df.sort_values("step").groupby(["family", "seed", "metric"]).tail(1)
     pr = last[last.metric.isin(["precision", "recall"])].pivot_table(index=["family", "seed"], columns="metric",
@@ -121,21 +142,26 @@ def linked_charts(s: dict[str, Any]) -> alt.VConcatChart:
     scatter = base.mark_point(size=90, filled=True).encode(
         x=alt.X("mean(recall):Q", scale=alt.Scale(domain=[0, 1]), title="recall (data near a sample)"),
         y=alt.Y("mean(precision):Q", scale=alt.Scale(domain=[0, 1]), title="precision (samples near the data)"),
-        color=color, opacity=opacity, tooltip=["family", "mean(precision):Q", "mean(recall):Q"]).add_params(pick)
+        color=color, opacity=opacity, tooltip=["family", "mean(precision):Q", "mean(recall):Q"])
     bars = base.mark_errorbar(extent="stdev").encode(x="recall:Q", y="precision:Q", color=color, opacity=opacity)
     level = alt.Chart(pd.DataFrame({"v": [QUALITY_LEVEL]})).mark_rule(strokeDash=[4, 4], color="grey")
     pr_chart = (scatter + bars.transform_filter("datum.recall != null") + level.encode(x="v:Q") + level.encode(y="v:Q")
                 ).properties(width=260, height=220, title="precision vs recall (last measurement)")
 
-    def curves(x: str, title: str) -> alt.FacetChart:
-        line = alt.Chart().mark_line(point=True).encode(x=alt.X(f"{x}:Q", title=title), y=alt.Y("mean(value):Q",
-                                                       title=None), color=color, opacity=opacity)
-        band = alt.Chart().mark_errorband(extent="stdev").encode(x=f"{x}:Q", y=alt.Y("value:Q", title=None),
-                                                                 color=color)
-        return alt.layer(band, line, data=df).properties(width=170, height=130).facet(
+    def facets(layers: alt.LayerChart) -> alt.FacetChart:
+        return layers.properties(width=170, height=130).facet(
             column=alt.Column("metric:N", title=None, sort=list(CURVES))).resolve_scale(y="independent")
 
-    return alt.vconcat(pr_chart, curves("step", "steps (each family)"), curves("seconds", "training seconds"))
+    # against steps: the mean over the seeds, a band spanning them (the seeds share their steps)
+    line = alt.Chart().mark_line(point=True).encode(x=alt.X("step:Q", title="steps (each family)"),
+                                                    y=alt.Y("mean(value):Q", title=None), color=color, opacity=opacity)
+    band = alt.Chart().mark_errorband(extent="stdev").encode(x="step:Q", y=alt.Y("value:Q", title=None), color=color)
+    # against training seconds: one line per seed (each seed has its own clock)
+    timed = alt.Chart().mark_line(point=True).encode(x=alt.X("seconds:Q", title="training seconds"),
+                                                     y=alt.Y("value:Q", title=None), detail="seed:N", color=color,
+                                                     opacity=opacity)
+    return alt.vconcat(_table_chart(s, pick, color, opacity), pr_chart, facets(alt.layer(band, line, data=df)),
+                       facets(alt.layer(timed, data=df)))
 
 
 def figures(trainer) -> viz.Figures:

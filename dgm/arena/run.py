@@ -42,6 +42,7 @@ DIGITS = "digits"
 DATASETS = ("ring8", "grid25", "8gaussians", DIGITS)  # the page's choices (any 2D set by name works too)
 NLL_POINTS = 500
 QUALITY_LEVEL = 0.7
+EARLY = (10, 100)  # a steps budget also measures at these steps (before its first equal part ends)
 MAX_STEPS, MAX_SECONDS = 100_000, 3_600.0
 MAX_SEEDS = 10
 SHOWN, SHOWN_IMAGES = 500, 8  # samples kept for the figures (2D points, digits)
@@ -157,9 +158,15 @@ class ArenaRun:
             if not e.failed:
                 e.rows.append(self.measure(e))
 
+    @property
+    def points(self) -> list[int]:
+        """A steps budget: the steps of the measurements, the budget split into ``rounds`` equal parts, after
+        early ones (``EARLY``) before the first part's end, so that the curves start soon."""
+        parts = [math.ceil(self.budget.steps * k / self.rounds) for k in range(1, self.rounds + 1)]
+        return sorted({p for p in EARLY if p < parts[0]} | set(parts))
+
     def next_measurement(self) -> int:
-        """The step of the next measurement (a steps budget): the budget split into ``rounds`` equal parts."""
-        return math.ceil(self.budget.steps * (self.done_rounds + 1) / self.rounds)
+        return self.points[min(self.done_rounds, len(self.points) - 1)]
 
     def advance(self, n: int) -> int:
         """A steps budget: every family (and seed) trains up to n more steps in turn, stopping at each
@@ -170,14 +177,15 @@ class ArenaRun:
             for e in self.entrants:
                 self._train(e, steps=stop - e.trainer.iteration)
             self.iteration = stop
-            if stop == self.next_measurement():
+            if stop == self.next_measurement() and self.done_rounds < len(self.points):
                 self._measure_all()
         return self.iteration - start
 
     def round(self) -> bool:
         """Every family (and seed) trains its share of the budget in turn, then every one is measured.
         Returns True while rounds remain."""
-        if self.done_rounds >= self.rounds:
+        total = self.rounds if self.budget.steps is None else len(self.points)
+        if self.done_rounds >= total:
             return False
         if self.budget.steps is not None:
             self.advance(self.next_measurement() - self.iteration)
@@ -185,7 +193,7 @@ class ArenaRun:
             for e in self.entrants:
                 self._train(e, seconds=(self.budget.seconds - e.seconds) / (self.rounds - self.done_rounds))
             self._measure_all()
-        return self.done_rounds < self.rounds
+        return self.done_rounds < total
 
     def run(self) -> list[dict[str, Any]]:
         while self.round():

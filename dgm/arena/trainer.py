@@ -22,7 +22,8 @@ class ArenaConfig:
                        group="Arena")
     seeds: int = knob(1, "runs of each family, seeds 0, 1, ...: their spread is the stability column", lo=1, hi=5,
                       group="Arena")
-    measures: int = knob(4, "measurements along the budget (the curves' points)", lo=1, hi=20, group="Arena")
+    measures: int = knob(4, "measurements at equal parts of the budget (the curves' points; also at steps 10 and "
+                         "100 when they come before the first)", lo=1, hi=20, group="Arena")
 
 
 class ArenaTrainer(Trainer):
