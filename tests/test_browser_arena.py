@@ -17,7 +17,7 @@ def test_step_fills_the_table_and_the_linked_charts(app_server, page):
     page.get_by_role("button", name="Step ×10").click()
     page.get_by_text("Iteration 10", exact=False).wait_for(timeout=120_000)
     wait_for_app(page, 120_000)
-    multiples = page.locator('[data-testid="stMain"] [data-testid="dgmPlot"]', has_text="Every family's samples")
+    multiples = page.locator('[data-testid="stMain"] [data-testid="dgmPlot"]', has_text="Samples at step")
     multiples.first.wait_for(timeout=60_000)
     panels = multiples.first.evaluate("(root) => root._fullLayout.annotations.map(a => a.text)")
     assert panels == ["GAN", "flow", "VAE", "autoregressive", "diffusion"]

@@ -20,7 +20,7 @@ def test_a_replay_link_fills_the_measured_table_and_every_familys_panel():
     assert t.iteration == 10 and t.finished and t.arena.done_rounds == 1
     fams = [e.family for e in t.arena.entrants]
     assert fams == ["GAN", "flow", "VAE", "autoregressive", "diffusion"]
-    multiples = next(s for s in charts(at) if "Every family's samples" in str(s["layout"].get("title")))
+    multiples = next(s for s in charts(at) if "Samples at step" in str(s["layout"].get("title")))
     assert [a["text"] for a in multiples["layout"]["annotations"]] == fams
     table = at.dataframe[0].value
     assert list(table["family"]) == fams

@@ -36,8 +36,9 @@ def snapshot(trainer) -> dict[str, Any]:
 
 
 def small_multiples(s: dict[str, Any], height: int = 260) -> go.Figure:
-    """Each family's samples (its first seed) side by side on the same axes, over the data (grey); the digits as
-    images. Families not measured yet show an empty panel."""
+    """Each family's samples (its first seed, 500 points from its last measurement) side by side on the same
+    axes, over the data (grey), with the share that falls outside them; the digits as 8 images each. Families
+    not measured yet show an empty panel."""
     fams = s["families"]
     n = max(len(fams), 1)
     gap = 0.015
@@ -46,6 +47,7 @@ def small_multiples(s: dict[str, Any], height: int = 260) -> go.Figure:
     for j, fam in enumerate(fams):
         ax = "" if j == 0 else str(j + 1)
         x = s["shown"].get(fam, [None])[0]
+        label = fam
         if s["images"]:
             if x is not None:
                 img = np.concatenate([np.concatenate(list(x[r * 4:(r + 1) * 4].reshape(-1, SIDE, SIDE)), 1)
@@ -64,15 +66,17 @@ def small_multiples(s: dict[str, Any], height: int = 260) -> go.Figure:
                                            showlegend=False, hoverinfo="skip"))
             xmin, xmax, ymin, ymax = s["box"]
             rng_x, rng_y = [xmin, xmax], [ymin, ymax]
+            if x is not None:
+                out = ~((x[:, 0] >= xmin) & (x[:, 0] <= xmax) & (x[:, 1] >= ymin) & (x[:, 1] <= ymax))
+                label = fam + (f" ({out.mean():.0%} outside)" if out.any() else "")
         x0 = j * (width + gap)
         layout[f"xaxis{ax}"] = dict(domain=[x0, x0 + width], range=rng_x, showticklabels=False, zeroline=False)
         layout[f"yaxis{ax}"] = dict(range=rng_y, showticklabels=False, zeroline=False, scaleanchor=f"x{ax}")
-        notes.append(dict(text=fam, x=x0 + width / 2, y=1.0, xref="paper", yref="paper", xanchor="center",
+        notes.append(dict(text=label, x=x0 + width / 2, y=1.0, xref="paper", yref="paper", xanchor="center",
                           yanchor="bottom", showarrow=False))
     fig = go.Figure(traces)
-    what = "8 samples each" if s["images"] else "500 samples each, the data in grey"
     fig.update_layout(**layout, annotations=notes, height=height, margin=dict(l=10, r=10, t=60, b=10),
-                      title=f"Every family's samples at step {s['step']:,} of {s['budget']:,} ({what})")
+                      title=f"Samples at step {s['step']:,} of {s['budget']:,}")
     return fig
 
 

@@ -50,16 +50,17 @@ class ArenaTrainer(Trainer):
         return self.iteration >= self.config.budget
 
     def summary(self) -> dict[str, float]:
-        """Each family's latest figures, flattened (``GAN.precision``); the steps and the measurements done."""
+        """Each family's latest figures, flattened (``GAN.precision``), and the measurements done; not the
+        sampling speeds (measurements of this machine, not of the run)."""
         out: dict[str, float] = {"measurements": float(self.arena.done_rounds)}
         for row in self.arena.table():
             for m in MEASURES:
-                if m in row:
+                if m in row and m != "samples_per_s":
                     out[f"{row['family']}.{m}"] = row[m]
         return out
 
     def evaluate(self) -> dict[str, float]:
-        return {k: v for k, v in self.summary().items() if not k.endswith("samples_per_s")}
+        return self.summary()
 
     # -- state: the families' runs travel with the arena's -------------------------------------------------
     def _meta(self) -> dict[str, Any]:
