@@ -63,6 +63,10 @@ class ArenaTrainer(Trainer):
         return self.summary()
 
     # -- state: the families' runs travel with the arena's -------------------------------------------------
+    def modules(self):
+        """Every family's modules, by entrant and name (``0.G``): what a replica's figures read."""
+        return {f"{i}.{k}": m for i, e in enumerate(self.arena.entrants) for k, m in e.trainer.modules().items()}
+
     def _meta(self) -> dict[str, Any]:
         return {"iteration": self.arena.iteration, "rounds": self.arena.done_rounds,
                 "entrants": [(e.seconds, e.failed, copy.deepcopy(e.rows), e.shown) for e in self.arena.entrants]}
@@ -81,12 +85,12 @@ class ArenaTrainer(Trainer):
         self._load_meta(extra)
 
     def derived_state(self) -> dict[str, Any]:
-        """What the figures read, for a replica of the run (a worker process's light state)."""
-        return {"light": [e.trainer.export_state(full=False, last_good=False) for e in self.arena.entrants],
-                **self._meta()}
+        """Beyond the modules (``modules``): what the figures read, for a replica of the run (a worker process's
+        light state)."""
+        return {"runs": [(e.trainer.iteration, e.trainer.derived_state()) for e in self.arena.entrants], **self._meta()}
 
     def load_derived_state(self, d: dict[str, Any]) -> None:
-        if "light" in d:
-            for e, s in zip(self.arena.entrants, d["light"]):
-                e.trainer.import_state(s)
+        for e, (iteration, derived) in zip(self.arena.entrants, d["runs"]):
+            e.trainer.iteration = iteration
+            e.trainer.load_derived_state(derived)
         self._load_meta(d)
