@@ -49,3 +49,11 @@ def test_a_bad_budget_in_the_link_gives_a_note():
     at = open_page(PAGE, params={"budget": "-5"})
     assert not at.exception
     assert any("budget" in w.value for w in [*at.warning, *at.info, *at.caption, *at.markdown])
+
+
+def test_the_home_pages_taxonomy_table_links_to_the_measured_one():
+    at = open_page()
+    links = [e for e in at.get("page_link") if "arena" in e.proto.page]
+    assert any("measured table" in e.proto.label for e in links)
+    md = " ".join(m.value for m in at.markdown)
+    assert "typed in from the lectures" in md and "Arena" in md
