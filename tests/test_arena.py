@@ -90,6 +90,15 @@ def test_a_memorising_kde_has_perfect_looking_samples_and_a_poor_heldout_likelih
     assert float(kde_log_prob(pts, x, bandwidth=h)) == pytest.approx(direct, rel=1e-6)
 
 
+def test_precision_vs_recall_reads_the_gan_and_the_flow_from_the_table():
+    row = {"density": 0.5, "coverage": 0.4}
+    table = [{"family": "GAN", "precision": 0.9, "recall": 0.3, **row}, {"family": "flow", "precision": 0.2,
+             "recall": 1.0, **row}, {"family": "VAE", "skipped": "no"}]
+    line = contrasts.precision_recall(table)
+    assert "GAN: precision 0.90, recall 0.30" in line and "Sharper samples: GAN; more of the data covered: flow" in line
+    assert contrasts.precision_recall(table[:1]) is None
+
+
 def test_cli_prints_the_table_and_writes_csv(tmp_path, capsys):
     out = tmp_path / "t.csv"
     assert cli_main(["--data", "ring8", "--budget", "10", "--rounds", "1", "--families", "autoregressive",

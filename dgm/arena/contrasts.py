@@ -71,7 +71,16 @@ def memorising_kde(data: str = "8gaussians", train: int = N, narrow: float = 0.0
     return out
 
 
-def precision_recall(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each measured family's precision, recall, density and coverage, from an arena table."""
-    keys = ("precision", "recall", "density", "coverage")
-    return [{"family": r["family"], **{k: r[k] for k in keys if k in r}} for r in table if "precision" in r]
+def precision_recall(table: list[dict[str, Any]], pair: tuple[str, str] = ("GAN", "flow")) -> str | None:
+    """The lectures' contrast of sharp samples on part of the data against blur over all of it, read from an
+    arena table: the two families' precision, recall, density and coverage in one line (None until both are
+    measured), saying which one has the higher precision and which the higher recall."""
+    rows = {r["family"]: r for r in table if "precision" in r}
+    if not all(f in rows for f in pair):
+        return None
+    a, b = (rows[f] for f in pair)
+    sharp = pair[0] if a["precision"] >= b["precision"] else pair[1]
+    covers = pair[0] if a["recall"] > b["recall"] else pair[1]
+    parts = [f"{f}: precision {r['precision']:.2f}, recall {r['recall']:.2f}, density {r['density']:.2f}, "
+             f"coverage {r['coverage']:.2f}" for f, r in zip(pair, (a, b))]
+    return "; ".join(parts) + f". Sharper samples: {sharp}; more of the data covered: {covers}."

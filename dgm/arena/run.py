@@ -241,7 +241,9 @@ class ArenaRun:
             es = [e for e in self.entrants if e.family == label]
             rec, t = es[0].exp.arena, es[0].trainer
             finals = [e.rows[-1] for e in es if e.rows]
-            row: dict[str, Any] = {"family": label, "likelihood": rec.kind if rec.likelihood else "none",
+            measured = any(math.isfinite(f.get("nll", math.nan)) for f in finals)
+            kind = rec.kind if measured else ("none on this data" if rec.likelihood and finals else "none")
+            row: dict[str, Any] = {"family": label, "likelihood": kind,
                                    "latent": rec.latent(t), "seeds": len(es),
                                    "steps": int(np.mean([e.trainer.iteration for e in es])),
                                    "train_s": float(np.mean([e.seconds for e in es]))}

@@ -56,6 +56,9 @@ class ArenaView(view.View):
                     "coverage (k = 5) on 2,500 samples against 2,500 data points (on the digits, in a classifier's "
                     f"features); samples/s measured; 's to quality': training seconds until precision and recall "
                     f"both reach {QUALITY_LEVEL}.")
+                line = con.precision_recall(snap["table"])
+                if line:
+                    st.markdown(f"**Precision vs recall, GAN against flow.** {line}")
                 st.altair_chart(af.linked_charts(snap))
                 st.caption("Click a family (or its legend entry) to pick it in every chart; error bars and bands "
                            "span the seeds.")
