@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import wait_for_app
+from conftest import wait_for_app, wait_for_charts
 from dgm.core import registry
 from dgm.ui.pages import all_pages
 
@@ -34,8 +34,7 @@ TITLES = """() => [...document.querySelectorAll('[data-testid=stMain] [data-test
 def _open(page, url: str) -> None:
     page.goto(url)
     wait_for_app(page, 240_000)
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=dgmPlot]')]"
-                           ".every(e => e.dataset.drawn === 'true')", timeout=60_000)
+    wait_for_charts(page)
 
 
 def test_the_figure_comes_first_and_chart_titles_fit(app_server, browser):
@@ -83,7 +82,7 @@ def test_pause_step_and_reset_take_effect_during_play(app_server, page, info):
                            ".some(e => e.textContent.includes('playing'))", timeout=60_000)
     page.wait_for_timeout(2000)
     page.get_by_role("button", name="Pause").click()
-    page.get_by_role("button", name="Play").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Play").wait_for(timeout=120_000)
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
                            ".some(e => e.textContent.includes('paused'))", timeout=60_000)
     wait_for_app(page)
@@ -91,7 +90,7 @@ def test_pause_step_and_reset_take_effect_during_play(app_server, page, info):
     page.get_by_role("button", name="Step ×10").click()
     page.wait_for_function(f"() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
                            f".some(e => e.textContent.includes('Iteration') && !e.textContent.startsWith({before[:20]!r}))",
-                           timeout=60_000)
+                           timeout=120_000)  # a Step can end in an evaluation (the lottery's: eight runs)
     page.get_by_role("button", name="Play").click()
     page.wait_for_timeout(1500)
     page.get_by_role("button", name="↺ Reset").click()

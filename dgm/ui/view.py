@@ -99,9 +99,12 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
     bar = st.columns([0.9, 0.9, 0.9, 0.9, 0.9, 1.0, 1.05, 2.4], vertical_alignment="center", gap="small")
     session.controls(exp, s, bar[:4])  # one compact control bar, the status line at its end: the figure next
     share.bar(exp, s, bar[4:7])
-    line, status = bar[7].empty(), st.container()
-    session.status(s, line, _watch_text(les, s.trainer))  # at once (a Pause shows before any figure is drawn);
-    # the frame below rewrites it
+    # the status line, and below the bar a slot for the run's notice or error panel: the frame fills that slot
+    # at every run (a fragment may write outside itself only where it wrote in the last full run)
+    line, status = bar[7].empty(), st.empty()
+    with status.container():
+        session.status(s, line, _watch_text(les, s.trainer))  # at once (a Pause shows before any figure is
+        # drawn); the frame below rewrites it
     view.state = s
     with s.lock:
         _safely(view.layout, s.trainer)
@@ -134,7 +137,7 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
         with cur.lock:  # a consistent model for the status line and every figure
             if cur.playing:
                 cur.frames = (cur.frames + [(time.perf_counter(), cur.trainer.iteration)])[-20:]
-            with status:
+            with status.container():
                 if cur.error:
                     session.error_panel(exp, cur)
                 session.status(cur, line, _watch_text(les, cur.trainer))
