@@ -15,7 +15,7 @@ import torch
 from dgm.arena import contrasts
 from dgm.arena.cli import main as cli_main
 from dgm.arena.run import ArenaRun, Budget
-from dgm.arena.trainer import ArenaConfig, ArenaTrainer
+from dgm.arena.trainer import ArenaConfig, ArenaTrainer, BudgetSpent
 from dgm.core import registry
 from dgm.core.metrics import kde_log_prob
 
@@ -67,6 +67,8 @@ def test_the_arena_trainer_moves_between_processes_and_replays_exactly():
     t.step(50)
     r.step(50)
     assert t.finished and r.finished and t.iteration == 20
+    with pytest.raises(BudgetSpent, match="budget is spent"):  # a playing page stops here, not in a busy loop
+        t.step(1)
     a, b = t.evaluate(), r.evaluate()
     assert a == b and a["autoregressive.nll"] > 0
 

@@ -11,7 +11,17 @@ from typing import Any
 
 from dgm.arena.run import DATASETS, MEASURES, ArenaRun, Budget
 from dgm.core.config import knob
-from dgm.core.train import Trainer
+from dgm.core.train import Trainer, TrainingDiverged
+
+
+class BudgetSpent(TrainingDiverged):
+    """Raised by a step after the budget is spent, so that a playing page stops (with this message) instead of
+    asking a finished arena for steps in a loop; the run is whole and its figures stay."""
+
+    def __init__(self, step: int):
+        FloatingPointError.__init__(self, f"The arena's budget is spent: every family has trained {step:,} steps "
+                                          "and been measured. Raise the budget to see more, or Reset.")
+        self.step, self.metrics = step, {}
 
 
 @dataclass
@@ -35,7 +45,9 @@ class ArenaTrainer(Trainer):
                               device=str(self.device))
 
     def step(self, n: int = 1) -> dict[str, float]:
-        """n steps of every family in turn (fewer at the end of the budget); nothing once it is spent."""
+        """n steps of every family in turn (fewer at the end of the budget); ``BudgetSpent`` once it is spent."""
+        if self.finished and n > 0:
+            raise BudgetSpent(self.iteration)
         done = self.arena.advance(n)
         self.iteration = self.arena.iteration
         if done:
