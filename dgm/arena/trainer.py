@@ -75,10 +75,6 @@ class ArenaTrainer(Trainer):
         return self.summary()
 
     # -- state: the families' runs travel with the arena's -------------------------------------------------
-    def modules(self):
-        """Every family's modules, by entrant and name (``0.G``): what a replica's figures read."""
-        return {f"{i}.{k}": m for i, e in enumerate(self.arena.entrants) for k, m in e.trainer.modules().items()}
-
     def _meta(self) -> dict[str, Any]:
         return {"iteration": self.arena.iteration, "rounds": self.arena.done_rounds,
                 "entrants": [(e.seconds, e.failed, copy.deepcopy(e.rows), e.shown) for e in self.arena.entrants]}
@@ -88,12 +84,31 @@ class ArenaTrainer(Trainer):
         for e, (seconds, failed, rows, shown) in zip(self.arena.entrants, meta["entrants"]):
             e.seconds, e.failed, e.rows, e.shown = seconds, failed, copy.deepcopy(rows), shown
 
+    def stateful(self):
+        """Every family's modules, optimisers and schedulers, by entrant and name (``0.G``): checkpoints and
+        the weights export hold them all."""
+        return {f"{i}.{k}": v for i, e in enumerate(self.arena.entrants) for k, v in e.trainer.stateful().items()}
+
+    def modules(self):
+        """Every family's modules, by entrant and name: what a replica's figures read."""
+        return {f"{i}.{k}": m for i, e in enumerate(self.arena.entrants) for k, m in e.trainer.modules().items()}
+
     def extra_state(self) -> dict[str, Any]:
-        return {"runs": [e.trainer.checkpoint() for e in self.arena.entrants], **self._meta()}
+        """Each family's run beyond its modules and optimisers (``stateful``): step, random stream, history."""
+        runs = [{"iteration": t.iteration, "gen": t.gen.get_state(), "history": t.history.state_dict(),
+                 "latest": dict(t.latest), "latest_eval": dict(t.latest_eval), "extra": t.extra_state()}
+                for t in (e.trainer for e in self.arena.entrants)]
+        return {"runs": copy.deepcopy(runs), **self._meta()}
 
     def load_extra_state(self, extra: dict[str, Any]) -> None:
-        for e, ck in zip(self.arena.entrants, extra["runs"]):
-            e.trainer.restore(ck)
+        for e, r in zip(self.arena.entrants, extra["runs"]):
+            t = e.trainer
+            t.iteration = r["iteration"]
+            t.gen.set_state(r["gen"])
+            t.history.load_state_dict(copy.deepcopy(r["history"]))
+            t.latest, t.latest_eval = dict(r["latest"]), dict(r["latest_eval"])
+            t.load_extra_state(r["extra"])
+            t.on_restore()
         self._load_meta(extra)
 
     def derived_state(self) -> dict[str, Any]:
