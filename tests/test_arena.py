@@ -111,6 +111,18 @@ def test_cli_prints_the_table_and_writes_csv(tmp_path, capsys):
     assert out.read_text().splitlines()[0].startswith("family,")
 
 
+def test_cli_trains_on_your_own_data(tmp_path, capsys):
+    f = tmp_path / "points.csv"
+    g = torch.Generator().manual_seed(0)
+    f.write_text("x,y\n" + "\n".join(f"{a:.4f},{b:.4f}" for a, b in torch.randn(300, 2, generator=g).tolist()))
+    assert cli_main(["--data-file", str(f), "--budget", "5", "--rounds", "1", "--families", "gan,flow"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["data"].startswith("custom:") and [r["family"] for r in res["table"]] == ["GAN", "flow"]
+    assert all(math.isfinite(r["precision"]) and "modes" not in r for r in res["table"])  # no mode centres
+    assert cli_main(["--data-file", str(tmp_path / "missing.csv")]) == 2
+    assert "No such file" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv,says", [(["--budget", "5x"], "budget"), (["--data", "nope"], "unknown distribution"),
                                         (["--seeds", "99"], "seeds"), (["--families", "gan,zzz"], "zzz")])
 def test_cli_refuses_bad_flags_in_one_line(argv, says, capsys):

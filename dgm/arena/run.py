@@ -224,7 +224,7 @@ class ArenaRun:
         out = quality.prdc(self.real, x)
         out["mmd"] = self.mmd.mmd2(finite) if len(finite) else float("nan")
         out["w1"] = wasserstein1(x[:W1_SAMPLES], self.real[:W1_SAMPLES])
-        if hasattr(self.dist, "centers"):
+        if getattr(self.dist, "centers", None) is not None:
             ms = mode_stats(x, self.dist.centers, self.dist.std)
             out["modes"], out["high_quality"] = float(ms["modes"]), ms["high_quality"]
         return out
