@@ -48,8 +48,8 @@ def run(data: str, budget: Budget, seeds: int, rounds: int):
     t0 = time.perf_counter()
     arena = ArenaRun(data, budget, seeds=seeds, rounds=rounds)
     while arena.round():
-        print(f"  ... round {arena.done_rounds}/{rounds} ({time.perf_counter() - t0:.0f}s)", flush=True)
-    print(f"  ({rounds} rounds, {time.perf_counter() - t0:.0f}s in all)")
+        print(f"  ... measurement {arena.done_rounds} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    print(f"  ({arena.done_rounds} measurements, {time.perf_counter() - t0:.0f}s in all)")
     return arena.table()
 
 

@@ -81,7 +81,8 @@ def small_multiples(s: dict[str, Any], height: int = 260) -> go.Figure:
 
 
 def table_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
-    """The measured table, with readable column names and rounded figures."""
+    """The measured table, with readable column names and rounded figures, every row with the same columns in
+    the same order ("—" where a family has no figure)."""
     out = []
     for r in s["table"]:
         row: dict[str, Any] = {"family": r["family"]}
@@ -95,12 +96,15 @@ def table_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
             v = r[k]
             if v is None:
                 v = "none" if k == "latent" else "—"
+            elif isinstance(v, int):
+                v = f"{v:,}"
             elif isinstance(v, float):
                 sd = r.get(f"{k}_sd")
                 v = f"{v:.3g}" + (f" ± {sd:.2g}" if sd is not None and math.isfinite(sd) else "")
             row[label] = v
         out.append(row)
-    return out
+    cols = ["family", *(c for c in COLUMNS.values() if any(c in r for r in out))]  # one order for every row
+    return [{c: r.get(c, "—") for c in cols} for r in out]
 
 
 def _long(rows: list[dict[str, Any]]) -> pd.DataFrame:
