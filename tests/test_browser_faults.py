@@ -94,12 +94,13 @@ def test_a_worker_killed_while_the_page_plays(app_server, page):
         page.wait_for_timeout(300)
     for w in _workers(app_server.proc.pid):  # the run's worker (and the spare)
         os.kill(w, signal.SIGKILL)
-    page.get_by_text("The training process stopped").wait_for(timeout=30_000)
-    before = _iteration(page)
-    page.wait_for_timeout(2000)
-    assert _iteration(page) > before, "the run goes on in the server"
+    page.get_by_text("The training process stopped").wait_for(timeout=60_000)
+    before, deadline = _iteration(page), time.monotonic() + 60
+    while _iteration(page) <= before:  # the run goes on in the server (frames come slowly on a loaded machine)
+        assert time.monotonic() < deadline, "the run does not go on in the server"
+        page.wait_for_timeout(300)
     page.get_by_role("button", name="Pause").click()
-    wait_for_app(page)
+    wait_for_app(page, 120_000)
     assert page.locator('[data-testid="stException"]').count() == 0
 
 

@@ -31,7 +31,11 @@ STEPS = {"demo": 60, "divergences": 150, "gan": 300, "flows": 200, "vae": 150, "
 STEPS["diffusion"] = 500  # DDPM on ring8: every mode found
 STEPS["gan_seeds"] = 200  # eight GAN seeds at once
 STEPS["arena"] = 10  # every family 10 steps and measured once (its early measurement): the replay takes seconds
-CASES = [(p, STEPS[p.url]) for p in all_pages() if p.experiment in registry.names() and p.url in STEPS]
+#: more replays of a page, with knobs set in the link: (page, knobs, steps)
+VARIANTS = [("latents", {"model": "gumbel"}, 100), ("latents", {"model": "vqvae"}, 100)]
+_PAGES = {p.url: p for p in all_pages() if p.experiment in registry.names()}
+CASES = ([(p, STEPS[url], {}) for url, p in _PAGES.items() if url in STEPS]
+         + [(_PAGES[url], steps, knobs) for url, knobs, steps in VARIANTS])
 
 
 def chart_pngs(page, url: str) -> list[bytes]:
@@ -55,20 +59,20 @@ def _flat(prefix: str, v) -> dict:
     return {prefix: float(v)}
 
 
-def replay_final(exp_name: str, steps: int, seed: int = 0) -> dict:
+def replay_final(exp_name: str, steps: int, seed: int = 0, knobs: dict | None = None) -> dict:
     """Every number in the replayed run's final metrics, flattened (name, name.key, name[i]), but measured
     times (``*_seconds``): they are measurements of this machine, not part of the replay."""
     exp = registry.get(exp_name)
-    t = exp.make(exp.config(), seed=seed, device="cpu")
+    t = exp.make(exp.config(**(knobs or {})), seed=seed, device="cpu")
     t.step(steps)
     return {k2: v2 for k, v in t.final().items() if not k.endswith("_seconds") for k2, v2 in _flat(k, v).items()}
 
 
-def other_tier_final(exp_name: str, steps: int) -> dict:
+def other_tier_final(exp_name: str, steps: int, knobs: dict) -> dict:
     """The same replay on the other x86 kernel tier, in a subprocess (a tier is chosen per process)."""
     other = "sse2" if kernels.tier() == "avx2" else "avx2"
     code = ("import json, sys; sys.path.insert(0, 'tests'); from test_screenshots import replay_final;"
-            f"print(json.dumps(replay_final({exp_name!r}, {steps})))")
+            f"print(json.dumps(replay_final({exp_name!r}, {steps}, knobs={knobs!r})))")
     r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
                        text=True, timeout=600, env=kernels.unpinned_env(os.environ, **{kernels.ENV: other}))
     assert r.returncode == 0, r.stderr
@@ -87,16 +91,22 @@ def check_numbers(final: dict, expected: dict) -> bool:
     return same_tier
 
 
-@pytest.mark.parametrize("info,steps", CASES, ids=[c[0].url for c in CASES])
-def test_page_figures_match_baselines(app_server, page, update_screenshots, info, steps):
-    pngs = chart_pngs(page, f"{app_server.url}/{info.url}?seed=0&steps={steps}")
+def _name(info, knobs: dict) -> str:
+    return "-".join([info.url, *map(str, knobs.values())])
+
+
+@pytest.mark.parametrize("info,steps,knobs", CASES, ids=[_name(c[0], c[2]) for c in CASES])
+def test_page_figures_match_baselines(app_server, page, update_screenshots, info, steps, knobs):
+    link = "".join(f"&{k}={v}" for k, v in knobs.items())
+    pngs = chart_pngs(page, f"{app_server.url}/{info.url}?seed=0&steps={steps}{link}")
     assert pngs, "the page shows no figures"
     assert page.locator('[data-testid="stException"]').count() == 0
-    counts = BASELINES / f"{info.url}.json"
+    name = _name(info, knobs)
+    counts = BASELINES / f"{name}.json"
     # the figures' data: the same replay, headless, must give the same numbers
-    final = replay_final(info.experiment, steps)
+    final = replay_final(info.experiment, steps, knobs=knobs)
     if update_screenshots:
-        other = other_tier_final(info.experiment, steps)
+        other = other_tier_final(info.experiment, steps, knobs)
         spread = {k: abs(v - other[k]) for k, v in final.items()}
         counts.write_text(json.dumps({"figures": len(pngs), "kernels": kernels.tier(), "final": final,
                                       "spread": spread}, indent=1, sort_keys=True))
@@ -106,7 +116,7 @@ def test_page_figures_match_baselines(app_server, page, update_screenshots, info
         pytest.skip(f"numbers agree within the measured spread; pictures are compared on the {expected['kernels']} "
                     f"kernel tier only (this machine: {kernels.tier()})")
     for i, png in enumerate(pngs):
-        compare(png, f"{info.url}_{i}", update_screenshots)
+        compare(png, f"{name}_{i}", update_screenshots)
 
 
 def test_a_different_seed_fails_the_comparison(app_server, page, update_screenshots):

@@ -197,6 +197,7 @@ def curves(rows: Iterable[dict], keys: Sequence[str], *, title: str | None = Non
                       annotation_position="top left")
     base_layout(fig, title, height)
     fig.update_xaxes(title=dict(text=x_title or x, standoff=4))
+    fig.update_layout(legend_y=-0.3, margin_b=55)  # the legend under the x axis's title, not over it
     if log_y:
         fig.update_yaxes(type="log")
     return fig
