@@ -31,6 +31,10 @@ st.markdown(
 """
 )
 
+st.markdown("The table above is typed in from the lectures. The **Arena** measures it: every family on the same "
+            "data and budget, with likelihood, sample quality, sampling speed, latent size and the spread over seeds.")
+st.page_link("pages/arena.py", label="**The measured table: the Arena**", icon=":material/leaderboard:")
+
 st.subheader("Pages")
 for info in all_pages():
     if info is HOME:

@@ -1,4 +1,4 @@
-"""The architecture's arrows (docs/ARCHITECTURE.md), read from the code: pages -> ui -> families -> core,
+"""The architecture's arrows (docs/ARCHITECTURE.md), read from the code: pages -> ui -> arena -> families -> core,
 a family's rooms point down (lessons -> figures -> trainer -> model), no family reaches into another,
 Streamlit only in the ui layer, and no import circles."""
 
@@ -52,16 +52,18 @@ def _graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
 GRAPH, ALL_IMPORTS = _graph()
 
 
-def _layer(m: str) -> float:
+def _layer(m: str) -> int:
     if m.startswith("dgm.core") or m == "dgm":
         return 0
     if m.startswith("dgm.families"):
         return 1
-    if m.startswith("dgm.studies") or m == "dgm.__main__":
-        return 1.5  # studies compose the registry's experiments (found by name); the entry point reaches both CLIs
+    if m.startswith("dgm.arena"):
+        return 2  # composes families (the arena); below the ui
+    if m.startswith("dgm.studies"):
+        return 2  # studies compose the registry's experiments (found by name, no family imported); below the ui
     if m.startswith("dgm.ui"):
-        return 2
-    return 3  # pages, app.py
+        return 3
+    return 4  # pages, app.py, and dgm.__main__ (the CLI's entry point: it dispatches to the arena's and the studies' CLIs)
 
 
 def test_arrows_point_from_pages_to_ui_to_families_to_core():
@@ -94,7 +96,7 @@ def test_studies_reach_families_only_through_the_registry():
 
 def test_only_the_ui_layer_imports_streamlit():
     bad = [m for m, imps in ALL_IMPORTS.items()
-           if _layer(m) < 2 and any(i == "streamlit" or i.startswith("streamlit.") for i in imps)]
+           if _layer(m) < 3 and any(i == "streamlit" or i.startswith("streamlit.") for i in imps)]
     assert not bad
 
 

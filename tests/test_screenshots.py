@@ -30,6 +30,7 @@ pytestmark = pytest.mark.browser
 STEPS = {"demo": 60, "divergences": 150, "gan": 300, "flows": 200, "vae": 150, "autoregressive": 150, "latents": 100}
 STEPS["diffusion"] = 500  # DDPM on ring8: every mode found
 STEPS["gan_seeds"] = 200  # eight GAN seeds at once
+STEPS["arena"] = 10  # every family 10 steps and measured once (its early measurement): the replay takes seconds
 #: more replays of a page, with knobs set in the link: (page, knobs, steps)
 VARIANTS = [("latents", {"model": "gumbel"}, 100), ("latents", {"model": "vqvae"}, 100)]
 _PAGES = {p.url: p for p in all_pages() if p.experiment in registry.names()}

@@ -27,6 +27,7 @@ MODULES = {
     "autoregressive": "dgm.families.autoregressive.lessons",
     "diffusion": "dgm.families.diffusion.lessons",
     "gan_seeds": "dgm.families.gan.lessons:SEEDS_EXPERIMENT",
+    "arena": "dgm.arena.lessons",  # every family above at once (a floor above the families: dgm/arena)
 }
 
 
@@ -83,6 +84,24 @@ class PageText:
 
 
 @dataclass(frozen=True)
+class Arena:
+    """How a family enters the arena (dgm/arena): one model of the family, built from its page's defaults
+    with ``data`` set, competes with the others on the same data.
+
+    ``samples(trainer, n)``: n samples as a float array in the data's own space (2D points; the digits as
+    intensities in [0, 1], (n, 64)). ``likelihood(trainer, x)``: the held-out negative log-likelihood in nats
+    per example of points ``x`` (2D points; the digits as grey levels 0..16), or None where the family gives
+    none on this data; ``kind`` says what it is ("exact", "bound", ...). ``latent(trainer)``: the size of the
+    code a sample is made from (None: no code)."""
+
+    label: str
+    samples: Callable[[Trainer, int], np.ndarray]
+    latent: Callable[[Trainer], int | None]
+    likelihood: Callable[[Trainer, Any], float | None] | None = None
+    kind: str = "none"
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     help: str  # one line for --help
@@ -95,6 +114,7 @@ class Experiment:
     #: (config, seeds=, device=) -> a trainer of many seeds at once whose ``runs[k]`` is the run of
     #: ``seeds[k]`` (with ``as_run(k)``, ``finals()`` and ``summary()``), where the family has one
     seeds: Callable[..., Trainer] | None = None
+    arena: Arena | None = None  # how the family enters the arena, where it does
 
     def make(self, config: Any = None, seed: int = 0, device: str = "auto") -> Trainer:
         return self.trainer(config if config is not None else self.config(), seed=seed, device=device)
@@ -115,6 +135,11 @@ def names() -> list[str]:
         if importlib.util.find_spec(mod.split(":")[0]) is not None:
             out.append(name)
     return out
+
+
+def arena_entries() -> list[Experiment]:
+    """The experiments that enter the arena (an ``arena`` record), in registry order."""
+    return [e for e in (get(n) for n in names()) if e.arena is not None]
 
 
 def get(name: str) -> Experiment:

@@ -81,6 +81,10 @@ PAGES: dict[str, list[PageInfo]] = {
         PageInfo("pages/diffusion.py", "Diffusion and flow matching", ":material/grain:", "diffusion",
                  "learned scores against exact ones, samplers and NFE, guidance, reflow, exact likelihood", "diffusion"),
     ],
+    "Compare": [
+        PageInfo("pages/arena.py", "Arena", ":material/leaderboard:", "arena",
+                 "every family on the same data and budget: the taxonomy table measured", "arena"),
+    ],
     "Lab": [
         PageInfo("pages/studies.py", "Studies", ":material/query_stats:", "studies",
                  "a grid of settings on many seeds at once: medians, intervals, and a replay of every run"),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dgm.core.registry import Experiment, Lesson, PageText
+import torch
+
+from dgm.core.registry import Arena, Experiment, Lesson, PageText
 from dgm.families.autoregressive.figures import figures
 from dgm.families.autoregressive.trainer import ARConfig, ARTrainer, samples
 
@@ -120,6 +122,18 @@ LESSONS = (
     ),
 )
 
+def _ar_nll(t: ARTrainer, x) -> float | None:
+    """The exact NLL in nats: of 2D points, or of grey-level digits (levels 0..16)."""
+    if t.images and t.levels != 17:
+        return None  # the binarised digits: another data set
+    with torch.no_grad():
+        x = x.to(t.device)
+        return float(-t.model.log_prob(x.round().long() if t.images else x).mean())
+
+
+ARENA = Arena("autoregressive", samples=samples, latent=lambda t: None, likelihood=_ar_nll, kind="exact")
+
+
 EXPERIMENT = Experiment(
     name="autoregressive",
     help="autoregressive models (FVSBN, NADE, MADE, PixelCNN) on the 8x8 digits, or p(x1)p(x2|x1) on 2D data",
@@ -129,4 +143,5 @@ EXPERIMENT = Experiment(
     samples=samples,
     lessons=LESSONS,
     text=PageText("Autoregressive models", INTRO, THEORY_TITLE, THEORY),
+    arena=ARENA,
 )

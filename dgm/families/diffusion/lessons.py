@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dgm.core.registry import Experiment, Lesson, PageText
+import torch
+
+from dgm.core.registry import Arena, Experiment, Lesson, PageText
+from dgm.families.diffusion.samplers import log_likelihood
+from dgm.families.diffusion.trainer import NLL_STEPS
 from dgm.families.diffusion.figures import figures
 from dgm.families.diffusion.trainer import DiffusionConfig, DiffusionTrainer
 
@@ -161,6 +165,27 @@ def _samples(trainer: DiffusionTrainer, n: int):
     return trainer.generate(n)[0].cpu().numpy()  # (n, 2), or (n, 64) digits in [-1, 1]
 
 
+def _arena_samples(t: DiffusionTrainer, n: int):
+    x = t.generate(n)[0].cpu()
+    return ((x + 1) / 2).clamp(0, 1).numpy() if t.images else x.numpy()  # the digits back to [0, 1]
+
+
+def _diffusion_nll(t: DiffusionTrainer, x) -> float | None:
+    """The probability-flow ODE's NLL (nats per point, Heun steps), on 2D data; None on the digits (there it
+    is a density of continuous pixels, not a likelihood of grey levels)."""
+    if t.images:
+        return None
+    den = t.denoiser()
+    null = t.n_classes or None
+    f = (lambda z, s: den(z, s, torch.full((z.shape[0],), null, dtype=torch.long, device=z.device))) if null \
+        else (lambda z, s: den(z, s))
+    return float(-log_likelihood(f, t.schedule, x.to(t.device), NLL_STEPS).mean())
+
+
+ARENA = Arena("diffusion", samples=_arena_samples, latent=lambda t: t.dim, likelihood=_diffusion_nll,
+              kind="exact (ODE)")
+
+
 EXPERIMENT = Experiment(
     name="diffusion",
     help="train DDPM, a denoising score model or flow matching on 2D mixtures (exact scores) or digits; samplers, "
@@ -171,4 +196,5 @@ EXPERIMENT = Experiment(
     samples=_samples,
     lessons=LESSONS,
     text=PageText("Diffusion and flow matching", INTRO, THEORY_TITLE, THEORY),
+    arena=ARENA,
 )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dgm.core.registry import Experiment, Lesson, PageText
+import torch
+
+from dgm.core.registry import Arena, Experiment, Lesson, PageText
 from dgm.families.flows.figures import figures
 from dgm.families.flows.trainer import FlowConfig, FlowTrainer
 
@@ -123,13 +125,26 @@ LESSONS = (
     ),
 )
 
+def _flow_samples(t: FlowTrainer, n: int):
+    return t.model.sample(n, t.eval_generator(2)).detach().cpu().numpy()
+
+
+def _flow_nll(t: FlowTrainer, x) -> float:
+    with torch.no_grad():
+        return float(-t.model.log_prob(x.to(t.device)).mean())
+
+
+ARENA = Arena("flow", samples=_flow_samples, latent=lambda t: 2, likelihood=_flow_nll, kind="exact")
+
+
 EXPERIMENT = Experiment(
     name="flow",
     help="fit a normalizing flow (planar, radial, NICE, RealNVP, spline, MAF, IAF) to a 2D target",
     config=FlowConfig,
     trainer=FlowTrainer,
     figures=figures,
-    samples=lambda t, n: t.model.sample(n, t.eval_generator(2)).detach().cpu().numpy(),
+    samples=_flow_samples,
     lessons=LESSONS,
     text=PageText("Normalizing flows", INTRO, THEORY_TITLE, THEORY),
+    arena=ARENA,
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dgm.core.metrics import mode_stats
-from dgm.core.registry import Experiment, Lesson, PageText, Watch
+from dgm.core.registry import Arena, Experiment, Lesson, PageText, Watch
 from dgm.families.gan.figures import figures
 from dgm.families.gan import seeds_figures
 from dgm.families.gan.seeds import GANSeeds, GANSeedsConfig, make as make_seeds
@@ -195,6 +195,9 @@ def _samples(trainer: GANTrainer, n: int):
     return trainer.generate(n).cpu().numpy()
 
 
+ARENA = Arena("GAN", samples=_samples, latent=lambda t: t.config.z_dim)
+
+
 EXPERIMENT = Experiment(
     name="gan",
     help="train a GAN (7 losses, incl. WGAN-GP and CFG) on 2D data; mode coverage, MMD and JS measured",
@@ -205,6 +208,7 @@ EXPERIMENT = Experiment(
     lessons=LESSONS,
     seeds=GANSeeds,
     text=PageText("GAN dynamics", INTRO, THEORY_TITLE, THEORY),
+    arena=ARENA,
 )
 
 

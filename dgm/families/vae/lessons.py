@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dgm.core.registry import Experiment, Lesson, PageText, Watch
+import torch
+
+from dgm.core.registry import Arena, Experiment, Lesson, PageText, Watch
+from dgm.families.vae.model import iwae_bound
 from dgm.families.vae.figures import figures
-from dgm.families.vae.trainer import VAEConfig, VAETrainer, samples
+from dgm.families.vae.trainer import BINARISED, VAEConfig, VAETrainer, samples
 
 INTRO = (
     "A variational autoencoder learns two networks at once: an **encoder** that maps an image to a "
@@ -145,6 +148,22 @@ LESSONS = (
     ),
 )
 
+ARENA_IWAE_K = 100  # importance samples of the arena's held-out bound
+
+
+def _vae_nll(t: VAETrainer, x) -> float | None:
+    """-IWAE(k = 100), an upper bound on the NLL in nats, on the 2D data or the grey-level digits (the
+    binarised digits are another data set)."""
+    if t.config.data == BINARISED:
+        return None
+    with torch.no_grad():
+        return float(-iwae_bound(t.model, x.to(t.device), ARENA_IWAE_K, t.eval_generator(21)).mean())
+
+
+ARENA = Arena("VAE", samples=samples, latent=lambda t: t.config.latent, likelihood=_vae_nll,
+              kind=f"bound (IWAE, k = {ARENA_IWAE_K})")
+
+
 EXPERIMENT = Experiment(
     name="vae",
     help="variational autoencoder on the 8x8 digits or 2D data: ELBO, IWAE, beta, learned priors",
@@ -154,4 +173,5 @@ EXPERIMENT = Experiment(
     samples=samples,
     lessons=LESSONS,
     text=PageText("VAE", INTRO, THEORY_TITLE, THEORY),
+    arena=ARENA,
 )

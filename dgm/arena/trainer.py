@@ -1,0 +1,123 @@
+"""The arena as a trainer, so that its page plays, replays, links and exports like every page: one step of
+the arena is one step of every family (and seed) in turn; measurements come at ``measures`` equal parts of
+the budget (dgm.arena.run)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from dgm.arena.run import DATASETS, MEASURES, ArenaRun, Budget
+from dgm.core.config import knob
+from dgm.core.train import Trainer, TrainingDiverged
+
+
+class BudgetSpent(TrainingDiverged):
+    """Raised by a step after the budget is spent, so that a playing page stops (with this message) instead of
+    asking a finished arena for steps in a loop; the run is whole and its figures stay."""
+
+    def __init__(self, step: int):
+        FloatingPointError.__init__(self, f"The arena's budget is spent: every family has trained {step:,} steps "
+                                          "and been measured. Raise the budget to see more, or Reset.")
+        self.step, self.metrics = step, {}
+
+
+@dataclass
+class ArenaConfig:
+    data: str = knob("ring8", "the data every family trains on (each with its page's default settings)",
+                     choices=DATASETS, group="Arena")
+    budget: int = knob(1000, "steps each family trains", lo=10, hi=20_000, step=10, label="budget (steps per family)",
+                       group="Arena")
+    seeds: int = knob(1, "runs of each family, seeds 0, 1, ...: their spread is the stability column", lo=1, hi=5,
+                      group="Arena")
+    measures: int = knob(4, "measurements at equal parts of the budget (the curves' points; also at steps 10 and "
+                         "100 when they come before the first)", lo=1, hi=20, group="Arena")
+
+
+class ArenaTrainer(Trainer):
+    eval_every = 0  # the arena measures on its own schedule (``measures`` along the budget)
+
+    def build(self) -> None:
+        c = self.config
+        self.arena = ArenaRun(c.data, Budget(steps=c.budget), seeds=c.seeds, seed=self.seed, rounds=c.measures,
+                              device=str(self.device))
+
+    def step(self, n: int = 1) -> dict[str, float]:
+        """n steps of every family in turn (fewer at the end of the budget); ``BudgetSpent`` once it is spent."""
+        if self.finished and n > 0:
+            raise BudgetSpent(self.iteration)
+        done = self.arena.advance(n)
+        self.iteration = self.arena.iteration
+        if done:
+            self.latest = self.summary()
+            self.history.record(self.iteration, self.latest)
+            if time.monotonic() - self._captured_at >= self.checkpoint_every_s:
+                self.mark_good()
+        return dict(self.latest)
+
+    @property
+    def finished(self) -> bool:
+        return self.iteration >= self.config.budget
+
+    def summary(self) -> dict[str, float]:
+        """Each family's latest figures, flattened (``GAN.precision``), and the measurements done; not the
+        sampling speeds (measurements of this machine, not of the run)."""
+        out: dict[str, float] = {"measurements": float(self.arena.done_rounds)}
+        for row in self.arena.table():
+            for m in MEASURES:
+                if m in row and m != "samples_per_s":
+                    out[f"{row['family']}.{m}"] = row[m]
+        return out
+
+    def evaluate(self) -> dict[str, float]:
+        return self.summary()
+
+    # -- state: the families' runs travel with the arena's -------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        return {"iteration": self.arena.iteration, "rounds": self.arena.done_rounds,
+                "entrants": [(e.seconds, e.failed, copy.deepcopy(e.rows), e.shown) for e in self.arena.entrants]}
+
+    def _load_meta(self, meta: dict[str, Any]) -> None:
+        self.arena.iteration, self.arena.done_rounds = meta["iteration"], meta["rounds"]
+        for e, (seconds, failed, rows, shown) in zip(self.arena.entrants, meta["entrants"]):
+            e.seconds, e.failed, e.rows, e.shown = seconds, failed, copy.deepcopy(rows), shown
+
+    def stateful(self):
+        """Every family's modules, optimisers and schedulers, by entrant and name (``0.G``): checkpoints and
+        the weights export hold them all."""
+        return {f"{i}.{k}": v for i, e in enumerate(self.arena.entrants) for k, v in e.trainer.stateful().items()}
+
+    def modules(self):
+        """Every family's modules, by entrant and name: what a replica's figures read."""
+        return {f"{i}.{k}": m for i, e in enumerate(self.arena.entrants) for k, m in e.trainer.modules().items()}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Each family's run beyond its modules and optimisers (``stateful``): step, random stream, history."""
+        runs = [{"iteration": t.iteration, "gen": t.gen.get_state(), "history": t.history.state_dict(),
+                 "latest": dict(t.latest), "latest_eval": dict(t.latest_eval), "extra": t.extra_state()}
+                for t in (e.trainer for e in self.arena.entrants)]
+        return {"runs": copy.deepcopy(runs), **self._meta()}
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        for e, r in zip(self.arena.entrants, extra["runs"]):
+            t = e.trainer
+            t.iteration = r["iteration"]
+            t.gen.set_state(r["gen"])
+            t.history.load_state_dict(copy.deepcopy(r["history"]))
+            t.latest, t.latest_eval = dict(r["latest"]), dict(r["latest_eval"])
+            t.load_extra_state(r["extra"])
+            t.on_restore()
+        self._load_meta(extra)
+
+    def derived_state(self) -> dict[str, Any]:
+        """Beyond the modules (``modules``): what the figures read, for a replica of the run (a worker process's
+        light state)."""
+        return {"runs": [(e.trainer.iteration, e.trainer.derived_state()) for e in self.arena.entrants], **self._meta()}
+
+    def load_derived_state(self, d: dict[str, Any]) -> None:
+        for e, (iteration, derived) in zip(self.arena.entrants, d["runs"]):
+            e.trainer.iteration = iteration
+            e.trainer.load_derived_state(derived)
+        self._load_meta(d)

@@ -1,0 +1,136 @@
+"""The arena (dgm/arena): families enter by registering, train round-robin under one budget, are measured on
+the same points; its trainer moves between processes whole; the likelihood-vs-samples contrasts; its CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dgm.arena import contrasts
+from dgm.arena.cli import main as cli_main
+from dgm.arena.run import ArenaRun, Budget
+from dgm.arena.trainer import ArenaConfig, ArenaTrainer, BudgetSpent
+from dgm.core import registry
+from dgm.core.metrics import kde_log_prob
+
+
+def test_families_enter_by_registering_and_skip_data_they_do_not_train_on():
+    entries = {e.name for e in registry.arena_entries()}
+    assert {"gan", "flow", "vae", "autoregressive", "diffusion"} <= entries
+    assert "arena" not in entries and "divergence" not in entries
+    a = ArenaRun("digits", Budget(steps=1), families=["gan", "vae"])
+    assert [e.family for e in a.entrants] == ["VAE"] and "GAN" in a.skipped
+
+
+def test_budget_parsing():
+    assert Budget.parse("3000") == Budget(steps=3000) and Budget.parse("60s") == Budget(seconds=60.0)
+    for bad in ("0", "5x", "-3", "0s", "1e9"):
+        with pytest.raises(ValueError):
+            Budget.parse(bad)
+
+
+def test_round_robin_fills_the_table_on_the_same_points():
+    a = ArenaRun("ring8", Budget(steps=30), seeds=2, rounds=2, families=["gan", "flow"], samples=400)
+    a.advance(7)
+    assert [e.trainer.iteration for e in a.entrants] == [7, 7, 7, 7] and a.done_rounds == 0
+    a.advance(100)
+    assert a.iteration == 30 and a.done_rounds == 3 and not a.round()
+    assert [r["step"] for r in a.entrants[0].rows] == [10, 15, 30]  # an early measurement, then two equal parts
+    table = {r["family"]: r for r in a.table()}
+    gan, flow = table["GAN"], table["flow"]
+    assert gan["likelihood"] == "none" and "nll" not in gan and gan["latent"] == 2
+    assert flow["likelihood"] == "exact" and gan["seeds"] == 2 and "precision_sd" in gan
+    # the flow's NLL is its exact log-likelihood on the arena's held-out points
+    t = a.entrants[2].trainer
+    with torch.no_grad():
+        assert a.entrants[2].rows[-1]["nll"] == pytest.approx(float(-t.model.log_prob(a.heldout).mean()), rel=1e-6)
+    for m in ("precision", "recall", "density", "coverage", "mmd", "w1", "modes", "samples_per_s"):
+        assert math.isfinite(gan[m]) and math.isfinite(flow[m]), m
+
+
+def test_the_arena_trainer_moves_between_processes_and_replays_exactly():
+    cfg = ArenaConfig(budget=20, measures=2)
+    t = ArenaTrainer(cfg, seed=0, device="cpu")
+    t.arena.entrants = [e for e in t.arena.entrants if e.exp.name == "autoregressive"]  # one cheap family
+    t.step(12)
+    full = pickle.loads(pickle.dumps(t.export_state(full=True)))
+    r = ArenaTrainer(cfg, seed=0, device="cpu")
+    r.arena.entrants = [e for e in r.arena.entrants if e.exp.name == "autoregressive"]
+    r.import_state(full)
+    assert r.iteration == 12 and r.arena.done_rounds == 1
+    t.step(50)
+    r.step(50)
+    assert t.finished and r.finished and t.iteration == 20
+    with pytest.raises(BudgetSpent, match="budget is spent"):  # a playing page stops here, not in a busy loop
+        t.step(1)
+    a, b = t.evaluate(), r.evaluate()
+    assert a == b and a["autoregressive.nll"] > 0
+
+
+def test_a_mixture_with_one_percent_of_a_good_model_loses_at_most_log_100_nats():
+    m = contrasts.noise_mixture("ring8", good=0.01)
+    assert 0 < m["change"] <= math.log(100) + 1e-9
+    assert m["change"] > 0.9 * math.log(100)  # on a peaked mixture the bound is nearly reached
+    assert m["precision_good"] > 0.95 and m["precision_mixture"] < 0.05  # while 99% of its samples are noise
+
+
+def test_a_memorising_kde_has_perfect_looking_samples_and_a_poor_heldout_likelihood():
+    k = contrasts.memorising_kde("8gaussians")
+    assert k["precision_narrow"] > 0.95 and k["recall_narrow"] > 0.9
+    assert k["nll_narrow"] > k["nll_scott"] + 10 and k["nll_narrow"] > k["nll_true"] + 10
+    # the KDE's likelihood is the mean of its kernels (checked against a direct sum at one point)
+    x = torch.tensor([[0.3, -0.2]])
+    pts = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    h = 0.5
+    direct = math.log(sum(math.exp(-float(((x - p) ** 2).sum()) / (2 * h * h)) for p in pts) / (2 * 2 * math.pi * h * h))
+    assert float(kde_log_prob(pts, x, bandwidth=h)) == pytest.approx(direct, rel=1e-6)
+
+
+def test_precision_vs_recall_reads_the_gan_and_the_flow_from_the_table():
+    row = {"density": 0.5, "coverage": 0.4}
+    table = [{"family": "GAN", "precision": 0.9, "recall": 0.3, **row}, {"family": "flow", "precision": 0.2,
+             "recall": 1.0, **row}, {"family": "VAE", "skipped": "no"}]
+    line = contrasts.precision_recall(table)
+    assert "GAN: precision 0.90, recall 0.30" in line and "Sharper samples: GAN; more of the data covered: flow" in line
+    assert contrasts.precision_recall(table[:1]) is None
+
+
+def test_cli_prints_the_table_and_writes_csv(tmp_path, capsys):
+    out = tmp_path / "t.csv"
+    assert cli_main(["--data", "ring8", "--budget", "10", "--rounds", "1", "--families", "autoregressive",
+                     "--out", str(out)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["budget"] == "10 steps" and res["table"][0]["family"] == "autoregressive"
+    assert res["table"][0]["steps"] == 10 and res["table"][0]["likelihood"] == "exact"
+    assert out.read_text().splitlines()[0].startswith("family,")
+
+
+def test_cli_trains_on_your_own_data(tmp_path, capsys):
+    f = tmp_path / "points.csv"
+    g = torch.Generator().manual_seed(0)
+    f.write_text("x,y\n" + "\n".join(f"{a:.4f},{b:.4f}" for a, b in torch.randn(300, 2, generator=g).tolist()))
+    assert cli_main(["--data-file", str(f), "--budget", "5", "--rounds", "1", "--families", "gan,flow"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["data"].startswith("custom:") and [r["family"] for r in res["table"]] == ["GAN", "flow"]
+    assert all(math.isfinite(r["precision"]) and "modes" not in r for r in res["table"])  # no mode centres
+    assert cli_main(["--data-file", str(tmp_path / "missing.csv")]) == 2
+    assert "No such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,says", [(["--budget", "5x"], "budget"), (["--data", "nope"], "unknown distribution"),
+                                        (["--seeds", "99"], "seeds"), (["--families", "gan,zzz"], "zzz")])
+def test_cli_refuses_bad_flags_in_one_line(argv, says, capsys):
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_python_m_dgm_arena_dispatches():
+    r = subprocess.run([sys.executable, "-m", "dgm", "arena", "--budget", "nope"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("refused: budget")
