@@ -146,6 +146,21 @@ def test_a_lost_worker_is_reported_and_leaves_the_run_as_it_was():
     assert t.iteration == seen
 
 
+def test_a_worker_in_a_long_evaluation_answers_busy_and_is_not_given_up():
+    """Evaluating 8 GAN runs at once takes a second or more (past REPLY_TIMEOUT on a slow machine): meanwhile the
+    worker answers "busy", the run is not given up, and it goes on."""
+    from dgm.families.gan.seeds import GANSeedsConfig
+
+    t = registry.get("gan_seeds").make(GANSeedsConfig(runs=8, g_width=16, d_width=16, batch=64), seed=0, device="cpu")
+    run = start("gan_seeds", t)
+    train_there(run, t, until=11)  # the evaluations at steps 0 and 10 (the early schedule), there
+    assert run.busy >= 1 and run.error is None
+    assert [e["step"] for e in t.history.evals][:2] == [0, 10]
+    seen = t.iteration
+    run.stop(t)  # (that the state handed back is the run's, exactly: the tests above)
+    assert t.iteration >= seen and not run.proc.alive()
+
+
 def test_workers_never_run_the_main_module(tmp_path, monkeypatch):
     """Under Streamlit, sys.modules["__main__"] is the page script being run; multiprocessing would
     re-run it in each child. A worker forks from the zygote and must not."""

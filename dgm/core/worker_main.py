@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -21,6 +22,7 @@ from dgm.core.train import Trainer, TrainingDiverged
 log = logging.getLogger(__name__)
 
 BURST_SECONDS = 0.005  # a worker answers a sync within about this long (plus an evaluation, if one is due)
+BUSY_AFTER = 0.25  # a sync still waiting after this long (the loop is in an evaluation) is answered "busy"
 IDLE_STOP_SECONDS = 10.0  # a worker stops training when no sync came for this long
 EXIT_AFTER_SECONDS = 20.0  # ... and exits when nothing more came for this long after that (the
 # session's trainer then continues from the last checkpoint it received, at most a second older)
@@ -86,7 +88,61 @@ def serve(conn: Connection) -> None:
     _train_loop(conn, trainer)
 
 
+class _Inbox:
+    """The server's messages, read by a thread of their own: a message the training loop has not taken
+    within BUSY_AFTER (it is in a long evaluation) is answered ("busy",) at once, so that the server can
+    tell a busy worker from a hung one. The loop still takes the message afterwards: it applies a sync's
+    settings without answering again, and answers a stop with the run's whole state."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.send_lock = threading.Lock()
+        self.cv = threading.Condition()
+        self.msg: Any = None
+        self.answered = False
+        self.closed = False
+        threading.Thread(target=self._read, name="dgm-worker-inbox", daemon=True).start()
+
+    def send(self, obj: Any) -> None:
+        with self.send_lock:
+            send(self.conn, obj)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                msg = recv(self.conn)
+            except (EOFError, OSError):
+                with self.cv:
+                    self.closed = True
+                    self.cv.notify_all()
+                return
+            with self.cv:
+                self.msg, self.answered = msg, False
+                self.cv.notify_all()
+                if self.cv.wait_for(lambda: self.msg is not msg, timeout=BUSY_AFTER):
+                    continue
+                self.answered = True
+            try:
+                self.send(("busy",))
+            except OSError:
+                return
+
+    def take(self, timeout: float) -> tuple[Any, bool] | None:
+        """The next message and whether it was answered "busy" already; None if none came within
+        ``timeout`` seconds. Raises EOFError when the server has gone."""
+        with self.cv:
+            self.cv.wait_for(lambda: self.msg is not None or self.closed, timeout=timeout)
+            if self.msg is None:
+                if self.closed:
+                    raise EOFError
+                return None
+            msg, answered, self.msg = self.msg, self.answered, None
+            self.cv.notify_all()
+            return msg, answered
+
+
 def _train_loop(conn: Connection, trainer: Trainer) -> None:
+    inbox = _Inbox(conn)
     error: str | None = None
     burst, rate = 1, 0.0
     sent_last_good = None
@@ -94,22 +150,24 @@ def _train_loop(conn: Connection, trainer: Trainer) -> None:
     while True:
         idle = error is not None or time.monotonic() - last_msg > IDLE_STOP_SECONDS
         try:
-            ready = conn.poll(EXIT_AFTER_SECONDS if idle else 0)
-            msg = recv(conn) if ready else None
-        except (EOFError, OSError):
+            got = inbox.take(EXIT_AFTER_SECONDS if idle else 0)
+        except EOFError:
             return  # the server went away
-        if ready:
+        if got is not None:
+            msg, answered = got
             kind = msg[0]
+            last_msg = time.monotonic()
             if kind == "sync":
                 trainer.set_runtime(msg[1])
+                if answered:
+                    continue  # "busy" went back already; the next sync gets the state
             # a sync gets what the figures need (and the checkpoint when it is new); a stop, everything
             fresh = trainer.last_good is not sent_last_good
             try:
-                send(conn, ("state", trainer.export_state(full=kind == "stop", last_good=fresh), rate, error))
+                inbox.send(("state", trainer.export_state(full=kind == "stop", last_good=fresh), rate, error))
             except (BrokenPipeError, OSError):
                 return
             sent_last_good = trainer.last_good
-            last_msg = time.monotonic()
             if kind == "stop":
                 return
             continue
