@@ -215,3 +215,14 @@ def test_a_stop_writes_what_exists_and_exits_130(tmp_path, sig):
     assert steps == sorted(steps) and steps[-1] >= final["steps"] - 1
     assert np.isfinite(np.load(out / "samples.npy")).all()
     assert not [p for p in os.listdir(out) if p.startswith(".dgm")], "no temporary files left"
+
+
+def test_ctrl_c_while_starting_up_exits_quietly(tmp_path):
+    """Ctrl-C in the first fraction of a second (torch still importing, or the run being built): exit code
+    130 and no traceback."""
+    proc = _start(["demo", "--seconds", "60"], tmp_path)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
