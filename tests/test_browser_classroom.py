@@ -73,7 +73,12 @@ def test_a_lesson_reaches_its_point_after_play(app_server, page, info, les):
     page.get_by_role("button", name="Pause").click()
 
 
-@pytest.mark.parametrize("info", PAGES, ids=[p.url for p in PAGES])
+#: the pages whose controls issue 18 found slow (the others share the same control bar and live loop; timing
+#: every page in the browser costs the suite minutes: bench/classroom.py measures them all)
+CONTROLLED = [p for p in PAGES if p.url in ("demo", "gan", "flows", "vae")]
+
+
+@pytest.mark.parametrize("info", CONTROLLED, ids=[p.url for p in CONTROLLED])
 def test_pause_step_and_reset_take_effect_during_play(app_server, page, info):
     _open(page, f"{app_server.url}/{info.url}")
     status = lambda: page.locator('[data-testid="stCaptionContainer"]', has_text="Iteration").first  # noqa: E731

@@ -27,3 +27,28 @@ def test_density_network_steps_and_draws_the_estimate_against_k(app_server, page
     assert page.locator('[data-testid="stException"]').count() == 0
     assert "seed=1" in page.url
     assert not errors, errors
+
+
+@pytest.mark.parametrize("model,chart", [("gumbel", "KL(q(y|x)")])
+def test_discrete_models_play_and_pause_in_the_browser(app_server, page, model, chart):
+    """The Gumbel-softmax VAE and the VQ-VAE, chosen by the link: Play trains live, its chart follows the
+    run, Pause stops it where it is."""
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(app_server.url + f"/latents?seed=2&model={model}")
+    wait_for_app(page, 180_000)
+    status = page.locator('[data-testid="stCaptionContainer"]', has_text="Iteration").first
+    page.get_by_role("button", name="Play").click()
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+                           ".some(e => /Iteration [1-9][0-9,]* .*playing/.test(e.textContent))", timeout=120_000)
+    page.get_by_role("button", name="Pause").click()
+    page.get_by_role("button", name="Play").wait_for(timeout=120_000)
+    wait_for_app(page, 120_000)
+    shown = int(status.inner_text().split("Iteration", 1)[1].split()[0].replace(",", ""))
+    assert shown > 0 and "paused" in status.inner_text()
+    page.wait_for_timeout(1500)
+    assert int(status.inner_text().split("Iteration", 1)[1].split()[0].replace(",", "")) == shown  # stopped
+    assert page.locator('[data-testid="stMain"] [data-testid="dgmPlot"]', has_text=chart).count() >= 1
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert f"model={model}" in page.url
+    assert not errors, errors

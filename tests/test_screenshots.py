@@ -139,6 +139,10 @@ def test_a_picture_moved_by_one_pixel_matches_and_a_moved_figure_does_not():
     base[20:100, 30:130] = rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)  # a busy picture
     moved = np.roll(base, 1, axis=0)  # the whole screenshot one pixel lower
     assert diff_fraction(Image.fromarray(moved), Image.fromarray(base)) == 0.0
+    taller = np.concatenate([base, base[-1:]], axis=0)  # the element's box one pixel taller, same picture
+    assert diff_fraction(Image.fromarray(taller), Image.fromarray(base)) == 0.0
+    two_taller = np.concatenate([base, base[-2:]], axis=0)
+    assert diff_fraction(Image.fromarray(two_taller), Image.fromarray(base)) == 1.0
     changed = base.copy()
     changed[40:70, 60:90] = np.roll(changed[40:70, 60:90], 3, axis=1)  # one part of the figure moved
     assert diff_fraction(Image.fromarray(changed), Image.fromarray(base)) > 0.002

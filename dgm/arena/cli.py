@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any, Sequence
 
 from dgm.arena.run import DATASETS, MAX_SEEDS, ArenaRun, Budget
 from dgm.core import registry
+from dgm.core.outputs import jsonable
 
 EXIT_OK, EXIT_REFUSED, EXIT_STOPPED = 0, 2, 130
 
@@ -44,22 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_jsonable(x) for x in v]
-    return v
-
 
 def write_csv(path: str, table: list[dict[str, Any]]) -> None:
     keys = list(dict.fromkeys(k for r in table for k in r))
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
-        w.writerows(_jsonable(table))
+        w.writerows(jsonable(table))
 
 
 def _user_data(path: str):
@@ -100,6 +91,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_STOPPED
     if args.out:
         write_csv(args.out, table)
-    print(json.dumps(_jsonable({"data": data, "budget": str(budget), "seeds": args.seeds, "rounds": args.rounds,
+    print(json.dumps(jsonable({"data": data, "budget": str(budget), "seeds": args.seeds, "rounds": args.rounds,
                                 "seconds": time.perf_counter() - t0, "table": table}), indent=1))
     return EXIT_OK

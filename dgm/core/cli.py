@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import signal
 import sys
@@ -30,6 +29,7 @@ import numpy as np
 
 from dgm.core import config as cfglib
 from dgm.core import registry
+from dgm.core.outputs import jsonable
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_DIVERGED, EXIT_STOPPED = 0, 1, 2, 3, 130
 PROG = "python -m dgm"
@@ -116,17 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
         _add_knobs(sp, exp.config)
     return p
 
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    return v
 
 
 def _run_setting(flag: str, raw: str | None, default: Any) -> Any:
@@ -312,7 +301,7 @@ def _train(exp, cfg, seed, steps, seconds, args, outputs, signals) -> tuple[dict
         result["runs"] = trainer.finals()
         result["summary"] = trainer.summary()
         exp = dataclasses.replace(exp, figures=None, samples=exp.samples and _batch_samples(exp))
-    result = _jsonable(result)
+    result = jsonable(result)
     written = outputs.finish(result, trainer, exp)
     if message and written:
         message += f" (written: {', '.join(written)})"

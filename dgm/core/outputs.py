@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import tempfile
 from typing import Any
@@ -145,3 +146,17 @@ class Outputs:
         if self._history is not None:
             self._history.close()
             self._history = None
+
+
+def jsonable(v: Any) -> Any:
+    """``v`` as plain JSON values: non-finite floats become None (JSON has no NaN), numpy scalars Python
+    numbers, tuples lists; dicts and lists are walked."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, (np.floating, np.integer)):
+        return jsonable(v.item())
+    return v

@@ -57,7 +57,8 @@ log = logging.getLogger(__name__)
 REPLY_TIMEOUT = 2.0  # a worker that does not answer a sync in this time is given up (killed; the run goes on
 # in the server from its last full state). It answers between bursts of BURST_SECONDS, and "busy" during a
 # long evaluation (its inbox thread answers within BUSY_AFTER): a hung or stopped worker answers neither.
-STOP_TIMEOUT = 120.0  # a busy worker's last state, after a stop, may wait for its evaluation to end
+STOP_WAIT = 1.0  # a stop waits this long for a busy worker's state, then takes the run's last checkpoint
+# (at most about a second old) instead: a Pause does not wait for an evaluation to end
 START_TIMEOUT = 120.0  # the zygote's warm-up (the first worker) takes a few seconds, more on a busy machine;
 # a run's setup in a worker (building its trainer) may take this long before the worker says "started"
 WORKER_MB = 150  # memory to allow per worker: about 50 MB of its own, plus its share of the zygote's
@@ -261,15 +262,19 @@ class RemoteRun:
 
     def _ask(self, kind: str, runtime: dict[str, Any], trainer: Trainer) -> None:
         """A sync or a stop. A sync answered "busy" (the worker is in an evaluation) leaves the trainer as
-        it is; a stop answered "busy" waits for the state."""
+        it is; a stop answered "busy" waits STOP_WAIT for the state, then ends the worker and takes the
+        run's last checkpoint (which the syncs keep fresh)."""
         try:
             _send(self.proc.conn, (kind, runtime))
             if not self.proc.conn.poll(REPLY_TIMEOUT):
                 raise self._lost(f"the worker did not answer within {REPLY_TIMEOUT:g} s")
             reply = _recv(self.proc.conn)
             if reply[0] == "busy" and kind == "stop":
-                if not self.proc.conn.poll(STOP_TIMEOUT):
-                    raise self._lost(f"the worker did not stop within {STOP_TIMEOUT:g} s")
+                self.busy += 1
+                if not self.proc.conn.poll(STOP_WAIT):
+                    self.proc.close(kill=True)
+                    trainer.restore_last_good()
+                    return
                 reply = _recv(self.proc.conn)
         except (EOFError, OSError) as e:
             raise self._lost(f"the worker is gone ({e!r})") from None

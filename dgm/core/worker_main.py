@@ -41,6 +41,10 @@ def recv(conn: Connection) -> Any:
 
 # ---- the worker process ------------------------------------------------------------------------
 
+#: experiments that train many models at once (the lottery's GAN seeds, the arena's families)
+COMPOSITES = ("gan_seeds", "arena")
+
+
 def warm_up() -> None:
     """Build each model family once and train it a few steps: the imports, lazy torch kernels and data
     sets that every worker would otherwise load on its own are then shared by all of them (called once,
@@ -49,7 +53,10 @@ def warm_up() -> None:
 
     for name in registry.names():
         try:
-            t = registry.get(name).make(seed=0, device="cpu")
+            exp = registry.get(name)  # the imports, at least
+            if name in COMPOSITES:
+                continue  # made of the families' models, warmed up by theirs: building one costs seconds
+            t = exp.make(seed=0, device="cpu")
             t.step(3)
             t.final()
             t.import_state(t.export_state())

@@ -11,7 +11,6 @@ and the tests that end a worker mid-study); it returns its runs' records, which 
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 
 from dgm.core import config as cfglib
 from dgm.core import registry
+from dgm.core.outputs import jsonable
 from dgm.core.train import TrainingDiverged
 
 
@@ -40,15 +40,6 @@ class Unit:
 class Reporter(Protocol):
     def report(self, unit: str, pid: int, steps: int) -> None: ...
 
-
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
 
 
 def _quiet(trainer) -> None:
@@ -102,7 +93,7 @@ def _run_one(exp, cfg, unit: Unit, seed: int, base: dict, reporter, offset: int)
         status, error = "diverged", f"diverged at step {e.step:,}"
         t.restore_last_good()
     final = t.final()
-    return {**base, "seed": seed, "status": status, "final": _clean(final), "history": _clean(t.history.merged()),
+    return {**base, "seed": seed, "status": status, "final": jsonable(final), "history": jsonable(t.history.merged()),
             "steps": t.iteration, "seconds": time.perf_counter() - start, "batched": 0, "error": error}
 
 
@@ -125,7 +116,7 @@ def _run_batch(unit: Unit, batch, base: dict, reporter) -> list[dict[str, Any]]:
         final = {m: v for m, v in finals[k].items() if m not in ("seed", "diverged_at")}
         div = batch.diverged.get(k)
         out.append({**base, "seed": seed, "status": "diverged" if div is not None else "finished",
-                    "final": _clean(final), "history": _clean(run.history.merged()),
+                    "final": jsonable(final), "history": jsonable(run.history.merged()),
                     "steps": run.iteration if div is not None else batch.iteration, "seconds": seconds,
                     "batched": batch.k, "error": None if div is None else f"diverged at step {div:,}"})
     return out
