@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import wait_for_app, wait_for_charts
+from conftest import pause, wait_for_app, wait_for_charts
 
 pytestmark = pytest.mark.browser
 
@@ -69,7 +69,7 @@ def test_playing_updates_each_chart_in_place(app_server, page):
     # while it plays (Pause reruns the whole page, which may rebuild a chart whose fragment it cut short)
     same = page.evaluate("() => window.__svgs.every(s => s.isConnected)")
     fit, curves = page.evaluate("() => window.__updates")
-    page.get_by_role("button", name="Pause").click()
+    pause(page)
     wait_for_app(page)
     status = page.locator('[data-testid="stCaptionContainer"]', has_text="Iteration").first.inner_text()
     assert "Iteration 0" not in status
@@ -145,7 +145,7 @@ def test_gan_page_redraws_its_main_view_every_frame_and_its_panels_once_a_second
     page.wait_for_function("() => window.__updates.game >= 12", timeout=90_000)
     zoomed = game_chart.evaluate("(root) => [root._fullLayout.xaxis.range, root._fullLayout.yaxis.range]")
     hidden = losses_chart.evaluate("(root) => root._fullData.map(t => t.visible)")
-    page.get_by_role("button", name="Pause").click()
+    pause(page)
     wait_for_app(page)
     updates = page.evaluate("() => window.__updates")
     game, learned, losses = updates["game"], updates["Learned D"], updates["Losses"]

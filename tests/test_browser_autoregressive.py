@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from conftest import wait_for_app
+from conftest import pause, wait_for_app
 
 pytestmark = pytest.mark.browser
 
@@ -34,7 +34,7 @@ def test_sampling_is_animated_pixel_by_pixel_while_the_page_plays(app_server, pa
     # however loaded the machine, the samples redraw every frame and the curves only now and then
     page.wait_for_function("() => window.__updates[0] >= 8 && window.__updates[4] >= 1", timeout=120_000)
     titles, updates = page.evaluate("() => [window.__titles, window.__updates]")
-    page.get_by_role("button", name="Pause").click()
+    pause(page)
     wait_for_app(page)
     steps = [int(m.group(1)) for t in titles if (m := re.match(r"Sampling one pixel at a time: step (\d+) of 64", t.replace("<br>", " ")))]
     assert len(set(steps)) >= 4, titles  # the batch builds up step by step

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import wait_for_app, wait_for_charts
+from conftest import pause, wait_for_app, wait_for_charts
 from dgm.core import registry
 from dgm.ui.pages import all_pages
 
@@ -70,7 +70,7 @@ def test_a_lesson_reaches_its_point_after_play(app_server, page, info, les):
     # the page says when its number reaches the lesson's point (how soon: bench/classroom.py)
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
                            ".some(e => e.textContent.includes(\"the lesson's point\"))", timeout=240_000)
-    page.get_by_role("button", name="Pause").click()
+    pause(page)
 
 
 #: the pages whose controls issue 18 found slow (the others share the same control bar and live loop; timing
@@ -86,7 +86,7 @@ def test_pause_step_and_reset_take_effect_during_play(app_server, page, info):
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
                            ".some(e => e.textContent.includes('playing'))", timeout=60_000)
     page.wait_for_timeout(2000)
-    page.get_by_role("button", name="Pause").click()
+    pause(page)
     page.get_by_role("button", name="Play").wait_for(timeout=120_000)
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
                            ".some(e => e.textContent.includes('paused'))", timeout=60_000)

@@ -4,7 +4,7 @@ it."""
 
 import pytest
 
-from conftest import wait_for_app
+from conftest import pause, wait_for_app
 
 pytestmark = pytest.mark.browser
 
@@ -33,7 +33,7 @@ def test_diffusion_page_plays_live_and_switches_its_field(app_server, page):
     # the first frame carries the run's first evaluation (seconds on a busy machine): wait for frames, not a time
     page.wait_for_function("() => window.__updates.learned >= 5 && window.__updates.samples >= 1", timeout=90_000)
     updates = page.evaluate("() => window.__updates")  # while it plays (Pause reruns the whole page)
-    page.get_by_role("button", name="Pause").click()
+    pause(page)
     wait_for_app(page)
     status = page.locator('[data-testid="stCaptionContainer"]', has_text="Iteration").first.inner_text()
     assert "Iteration 0" not in status

@@ -3,7 +3,7 @@ Monte Carlo estimate against K beside the encoder's IWAE."""
 
 import pytest
 
-from conftest import wait_for_app
+from conftest import pause, wait_for_app
 
 pytestmark = pytest.mark.browser
 
@@ -41,7 +41,7 @@ def test_discrete_models_play_and_pause_in_the_browser(app_server, page, model, 
     page.get_by_role("button", name="Play").click()
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
                            ".some(e => /Iteration [1-9][0-9,]* .*playing/.test(e.textContent))", timeout=120_000)
-    page.get_by_role("button", name="Pause").click()
+    pause(page)
     page.get_by_role("button", name="Play").wait_for(timeout=120_000)
     wait_for_app(page, 120_000)
     shown = int(status.inner_text().split("Iteration", 1)[1].split()[0].replace(",", ""))
