@@ -173,8 +173,11 @@ def pause(pg, tries: int = 3) -> None:
     on a loaded machine a click that lands while a live frame redraws the control bar's status line is now
     and then not taken; a second click is. The retries are counted in the failure message."""
     paused = ("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
-              ".some(e => e.textContent.includes('Iteration') && e.textContent.includes('paused'))")
+              ".some(e => e.textContent.includes('Iteration') && e.textContent.includes('paused'))"
+              " || [...document.querySelectorAll('[data-testid=stMain] button')].some(b => b.innerText.includes('Play'))")
     for attempt in range(tries):
+        if pg.evaluate(paused):
+            return  # the last click was taken (the status line comes with the next frame)
         pg.get_by_role("button", name="Pause").click()
         try:
             pg.wait_for_function(paused, timeout=20_000)

@@ -40,7 +40,7 @@ CASES = ([(p, STEPS[url], {}) for url, p in _PAGES.items() if url in STEPS]
 
 def chart_pngs(page, url: str) -> list[bytes]:
     page.goto(url)
-    wait_for_app(page, timeout_ms=180_000)
+    wait_for_app(page, timeout_ms=300_000)  # the lottery's replay evaluates eight runs six times
     page.mouse.move(0, 0)
     charts = page.locator('[data-testid="stMain"] [data-testid="dgmPlot"]')
     # every chart drawn by plotly.js (it loads once per page, then draws after the script has finished)
