@@ -148,8 +148,17 @@ def page(browser):
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, device_scale_factor=1,
                               reduced_motion="reduce")
     pg = ctx.new_page()
+    _record_events(pg)
     yield pg
     ctx.close()
+
+
+def _record_events(pg) -> None:
+    """Keep the page's uncaught errors, console errors and crashes, for ``shown``."""
+    pg.dgm_events = []
+    pg.on("pageerror", lambda e: pg.dgm_events.append(f"pageerror: {e}"))
+    pg.on("console", lambda m: m.type == "error" and pg.dgm_events.append(f"console: {m.text[:300]}"))
+    pg.on("crash", lambda _: pg.dgm_events.append("the page crashed"))
 
 
 def wait_for_app(pg, timeout_ms: int = 60_000) -> None:
@@ -168,17 +177,44 @@ def wait_for_app(pg, timeout_ms: int = 60_000) -> None:
     pg.wait_for_timeout(500)
 
 
+def shown(pg, name: str) -> str:
+    """What the page shows (its main text, for a failure message), with a full-page screenshot saved as
+    .pytest_cache/NAME.png."""
+    shot = Path(__file__).resolve().parents[1] / ".pytest_cache" / f"{name}.png"
+    shot.parent.mkdir(exist_ok=True)
+    events = f"; its events: {getattr(pg, 'dgm_events', [])[-8:]}"
+    try:
+        pg.screenshot(path=str(shot), full_page=True)
+        return f"{shot}: " + repr(pg.locator('[data-testid="stMain"]').inner_text(timeout=5000)[:1500]) + events
+    except Exception as e:  # the page itself may be what failed
+        return f"(the page could not be read: {str(e)[:200]}; {pg.url}; html {pg.content()[:600]!r}){events}"
+
+
+def iteration(pg) -> int:
+    """The iteration the page's status line shows."""
+    try:
+        status = pg.locator('[data-testid="stCaptionContainer"]', has_text="Iteration").first.inner_text()
+    except Exception:
+        raise AssertionError(f"no status line; the page shows {shown(pg, 'no-status-line')}") from None
+    return int(status.split("Iteration", 1)[1].split()[0].replace(",", ""))
+
+
 def pause(pg, tries: int = 3) -> None:
-    """Press Pause during play and wait until the status line says "paused". Known, not fixed (issue 18):
-    on a loaded machine a click that lands while a live frame redraws the control bar's status line is now
-    and then not taken; a second click is. The retries are counted in the failure message."""
+    """Press Pause during play and wait until the status line says "paused" (a click taken while a frame is
+    on its way shows with the frame after it). A click not taken is clicked again (the failure message counts
+    the clicks); if the page shows no Pause button, the failure says what it shows instead."""
     paused = ("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
               ".some(e => e.textContent.includes('Iteration') && e.textContent.includes('paused'))"
               " || [...document.querySelectorAll('[data-testid=stMain] button')].some(b => b.innerText.includes('Play'))")
     for attempt in range(tries):
         if pg.evaluate(paused):
-            return  # the last click was taken (the status line comes with the next frame)
-        pg.get_by_role("button", name="Pause").click()
+            return
+        try:
+            pg.get_by_role("button", name="Pause").click(timeout=60_000)
+        except Exception:
+            if pg.evaluate(paused):
+                return
+            raise AssertionError(f"no Pause button to click; the page shows {shown(pg, 'no-pause-button')}") from None
         try:
             pg.wait_for_function(paused, timeout=20_000)
             return

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import pause, wait_for_app, wait_for_charts
+from conftest import iteration, pause, wait_for_app, wait_for_charts
 
 pytestmark = pytest.mark.browser
 
@@ -27,6 +27,24 @@ def test_demo_page_step_in_chromium(app_server, page):
     page.get_by_text("Iteration 10", exact=False).wait_for(timeout=30_000)
     assert page.locator('[data-testid="stException"]').count() == 0
     assert "seed=1" in page.url
+
+
+def test_pause_clicked_twice_stays_paused(app_server, page):
+    """Two quick clicks on Pause (a double click, or a second click while the first is handled) pause the
+    run: the button is not a toggle that the second click turns back to Play."""
+    page.goto(app_server.url + "/demo?seed=4")
+    wait_for_app(page)
+    page.get_by_role("button", name="Play").click()
+    page.get_by_role("button", name="Pause").wait_for(timeout=30_000)
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+                           ".some(e => /Iteration [1-9]/.test(e.textContent))", timeout=60_000)
+    page.get_by_role("button", name="Pause").dblclick()
+    page.get_by_role("button", name="Play").wait_for(timeout=30_000)
+    page.get_by_text("paused", exact=False).first.wait_for(timeout=30_000)
+    at = iteration(page)
+    page.wait_for_timeout(3000)
+    assert page.get_by_role("button", name="Play").is_visible() and iteration(page) == at
+    assert page.locator('[data-testid="stException"]').count() == 0
 
 
 def test_fresh_server_serves_the_navigation_to_simultaneous_first_visitors(browser):

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from conftest import AppServer, pause, wait_for_app
+from conftest import AppServer, iteration, pause, wait_for_app
 from dgm.ui.pages import all_pages
 
 pytestmark = pytest.mark.browser
@@ -78,11 +78,6 @@ def _workers(server_pid: int) -> list[int]:
     return [w for z in zygotes for w in _children(z)]
 
 
-def _iteration(page) -> int:
-    status = page.locator('[data-testid="stCaptionContainer"]', has_text="Iteration").first.inner_text()
-    return int(status.split("Iteration", 1)[1].split()[0].replace(",", ""))
-
-
 def test_a_worker_killed_while_the_page_plays(app_server, page):
     """The page says what happened and goes on training in the server from the run's last state."""
     page.goto(app_server.url + "/demo?seed=5")
@@ -90,7 +85,7 @@ def test_a_worker_killed_while_the_page_plays(app_server, page):
     page.get_by_role("button", name="Play").click()
     deadline = time.monotonic() + 120
     # the run's worker and the spare (until a worker is ready, a run trains in the server's threads)
-    while len(_workers(app_server.proc.pid)) < 2 or _iteration(page) < 200:
+    while len(_workers(app_server.proc.pid)) < 2 or iteration(page) < 200:
         assert time.monotonic() < deadline, "no worker process trained the run"
         page.wait_for_timeout(300)
     # kill every worker (the run's and the spares) until the page says its run's worker went: until a
@@ -102,8 +97,8 @@ def test_a_worker_killed_while_the_page_plays(app_server, page):
         for w in _workers(app_server.proc.pid):
             os.kill(w, signal.SIGKILL)
         page.wait_for_timeout(3000)
-    before, deadline = _iteration(page), time.monotonic() + 60
-    while _iteration(page) <= before:  # the run goes on in the server (frames come slowly on a loaded machine)
+    before, deadline = iteration(page), time.monotonic() + 60
+    while iteration(page) <= before:  # the run goes on in the server (frames come slowly on a loaded machine)
         assert time.monotonic() < deadline, "the run does not go on in the server"
         page.wait_for_timeout(300)
     pause(page)

@@ -78,9 +78,10 @@ def _speed_key(exp: Experiment) -> str:
 
 # -- button callbacks (they run before the script reruns) -----------------------------------------
 
-def _play(exp: Experiment) -> None:
+def _play(exp: Experiment, play: bool) -> None:
+    """Play (``play``) or Pause, as the clicked button said."""
     s = state(exp)
-    s.playing = not s.playing and s.error is None
+    s.playing = play and s.error is None
     if not s.playing:
         with s.lock:
             scheduling.stop_remote(s)
@@ -175,8 +176,11 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
 def controls(exp: Experiment, s: LiveState, cols=None) -> None:
     """Play, Step, Reset and the speed, in four columns of the control bar (``cols``; made here if None)."""
     c1, c2, c3, c4 = cols or st.columns([1, 1, 1, 1.4, 3], vertical_alignment="bottom")[:4]
-    c1.button("⏸ Pause" if s.playing else "▶ Play", key=f"{exp.name}.play", on_click=_play, args=(exp,),
-              type="primary", use_container_width=True, disabled=s.error is not None)
+    # two buttons in one place, not one that toggles: a click on "Pause" pauses, whatever else happened since
+    # the page drew it (a toggle undid a click that reached the script twice, or one sent twice)
+    c1.button("⏸ Pause" if s.playing else "▶ Play", key=f"{exp.name}.{'pause' if s.playing else 'play'}",
+              on_click=_play, args=(exp, not s.playing), type="primary", use_container_width=True,
+              disabled=s.error is not None)
     v = speed(exp)
     c2.button(f"Step ×{10 if v == 'auto' else v}", key=f"{exp.name}.step", on_click=_step, args=(exp,),
               use_container_width=True, disabled=s.error is not None)
