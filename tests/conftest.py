@@ -177,6 +177,17 @@ def wait_for_app(pg, timeout_ms: int = 60_000) -> None:
     pg.wait_for_timeout(500)
 
 
+def flat_numbers(v, prefix: str = "") -> dict[str, float]:
+    """Every number in a nest of dicts and lists, by path (``a.b``, ``a[0]``); booleans and text left out."""
+    if isinstance(v, dict):
+        return {k2: v2 for k, x in v.items() for k2, v2 in flat_numbers(x, f"{prefix}.{k}" if prefix else str(k)).items()}
+    if isinstance(v, (list, tuple)):
+        return {k2: v2 for i, x in enumerate(v) for k2, v2 in flat_numbers(x, f"{prefix}[{i}]").items()}
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return {}
+    return {prefix: float(v)}
+
+
 def shown(pg, name: str) -> str:
     """What the page shows (its main text, for a failure message), with a full-page screenshot saved as
     .pytest_cache/NAME.png."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for_app, wait_for_charts
+from conftest import flat_numbers, wait_for_app, wait_for_charts
 from dgm.core import registry, kernels
 from dgm.ui.pages import all_pages
 from screenshots import BASELINES, ScreenshotMismatch, compare
@@ -49,23 +49,13 @@ def chart_pngs(page, url: str) -> list[bytes]:
     return [charts.nth(i).screenshot(animations="disabled", caret="hide") for i in range(charts.count())]
 
 
-def _flat(prefix: str, v) -> dict:
-    if isinstance(v, dict):
-        return {k2: v2 for k, x in v.items() for k2, v2 in _flat(f"{prefix}.{k}", x).items()}
-    if isinstance(v, (list, tuple)):
-        return {k2: v2 for i, x in enumerate(v) for k2, v2 in _flat(f"{prefix}[{i}]", x).items()}
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return {}
-    return {prefix: float(v)}
-
-
 def replay_final(exp_name: str, steps: int, seed: int = 0, knobs: dict | None = None) -> dict:
     """Every number in the replayed run's final metrics, flattened (name, name.key, name[i]), but measured
     times (``*_seconds``): they are measurements of this machine, not part of the replay."""
     exp = registry.get(exp_name)
     t = exp.make(exp.config(**(knobs or {})), seed=seed, device="cpu")
     t.step(steps)
-    return {k2: v2 for k, v in t.final().items() if not k.endswith("_seconds") for k2, v2 in _flat(k, v).items()}
+    return {k2: v2 for k, v in t.final().items() if not k.endswith("_seconds") for k2, v2 in flat_numbers(v, k).items()}
 
 
 def other_tier_final(exp_name: str, steps: int, knobs: dict) -> dict:
