@@ -17,6 +17,8 @@ import pytest
 import dgm  # noqa: F401  (first: pins the CPU kernels before any test runs a torch op; dgm/core/kernels.py)
 
 ROOT = Path(__file__).resolve().parents[1]
+# the runs pages save for a server restart (dgm/ui/persist.py): in the test cache, not the user's
+os.environ.setdefault("DGM_RUN_DIR", str(ROOT / ".pytest_cache" / "runs"))
 CHROMIUM = os.environ.get("DGM_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--font-render-hinting=none",
@@ -175,6 +177,34 @@ def wait_for_app(pg, timeout_ms: int = 60_000) -> None:
         timeout=timeout_ms,
     )
     pg.wait_for_timeout(500)
+
+
+_GEOMETRY = """() => {
+  const f = document.querySelector('[data-testid=stMain] [data-testid=dgmPlot]');
+  const b = [...document.querySelectorAll('[data-testid=stMain] button')].find(x => /Play|Pause/.test(x.innerText));
+  const r = (e) => { const q = e.getBoundingClientRect(); return [q.top, q.bottom, q.left, q.right]; };
+  return {fig: f && r(f), play: b && r(b), scroll: window.scrollY};
+}"""
+
+
+def figure_geometry(pg) -> dict:
+    """Where the page's main figure and its Play (or Pause) button are in the window, as [top, bottom, left,
+    right] (None if absent), and how far the page is scrolled."""
+    return pg.evaluate(_GEOMETRY)
+
+
+# every chart title's edges against its chart's width (plotly draws titles as SVG text, unclipped)
+_TITLES = """() => [...document.querySelectorAll('[data-testid=stMain] [data-testid=dgmPlot]')].flatMap(p => {
+  const svg = p.querySelector('svg.main-svg'); if (!svg) return [];
+  const w = svg.getBoundingClientRect();
+  return [...p.querySelectorAll('.gtitle')].map(t => { const b = t.getBoundingClientRect();
+    return {text: t.textContent, left: b.left - w.left, right: b.right - w.left, width: w.width}; });
+})"""
+
+
+def overflowing_titles(pg) -> list[dict]:
+    """The chart titles that run past their chart's left or right edge (by more than a pixel)."""
+    return [t for t in pg.evaluate(_TITLES) if t["left"] < -1 or t["right"] > t["width"] + 1]
 
 
 def flat_numbers(v, prefix: str = "") -> dict[str, float]:

@@ -105,6 +105,42 @@ def test_a_worker_killed_while_the_page_plays(app_server, page):
     assert page.locator('[data-testid="stException"]').count() == 0
 
 
+def test_a_server_restart_gives_the_page_its_run_back(browser, tmp_path):
+    """Stopped and started again on the same port, the server gives the open page its run back where it was
+    last saved (a Step saves at once), says so, and the run goes on from there. (Before, the page lost its
+    run; and a notice drawn from a live frame could crash the browser's page: the click that reconnects a
+    page after a restart did that.)"""
+    env = {"DGM_RUN_DIR": str(tmp_path / "runs")}
+    server = _server(env).start(timeout=120)
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    try:
+        pg.goto(server.url + "/demo?seed=3")
+        wait_for_app(pg)
+        for n in (10, 20):
+            pg.get_by_role("button", name="Step ×10").click()
+            pg.get_by_text(f"Iteration {n} ", exact=False).wait_for(timeout=60_000)
+        assert "run=" in pg.url
+        server.stop()
+        again = _server(env, port=server.port).start(timeout=120)
+        try:
+            notice, deadline = pg.get_by_text("continues from step 20"), time.monotonic() + 120
+            while not notice.is_visible():  # the page reconnects; its first click reaches a new session,
+                assert time.monotonic() < deadline, "the page never showed its run again"  # which shows the run
+                pg.get_by_role("button", name="Step ×10").click()
+                pg.wait_for_timeout(3000)
+            n = iteration(pg)
+            assert n in (20, 30), n  # 30 if the click that reconnected was also taken as a Step
+            pg.get_by_role("button", name="Step ×10").click()
+            pg.get_by_text(f"Iteration {n + 10} ", exact=False).wait_for(timeout=60_000)
+            assert pg.locator('[data-testid="stException"]').count() == 0
+        finally:
+            again.stop()
+    finally:
+        ctx.close()
+        server.stop()
+
+
 def test_the_server_stops_on_sigterm_while_it_trains_and_the_page_recovers_after_a_restart(browser, tmp_path):
     """A Step of a heavy model is training in the server when SIGTERM comes: the server stops within
     seconds, without aborting, and leaves no process or folder behind; started again on the same port,

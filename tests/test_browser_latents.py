@@ -29,7 +29,7 @@ def test_density_network_steps_and_draws_the_estimate_against_k(app_server, page
     assert not errors, errors
 
 
-@pytest.mark.parametrize("model,chart", [("gumbel", "KL(q(y|x)")])
+@pytest.mark.parametrize("model,chart", [("gumbel", "KL(q(y|x)"), ("vqvae", "Codebook perplexity")])
 def test_discrete_models_play_and_pause_in_the_browser(app_server, page, model, chart):
     """The Gumbel-softmax VAE and the VQ-VAE, chosen by the link: Play trains live, its chart follows the
     run, Pause stops it where it is."""

@@ -21,12 +21,12 @@ from dgm.core import config as cfglib
 from dgm.core.config import Knob
 from dgm.core.registry import Experiment
 from dgm.core.userdata import CUSTOM
-from dgm.ui import common
+from dgm.ui import common, persist
 from dgm.ui.pages import ensure_app
 
 PRESET = "preset"  # URL parameter and widget key of the lesson selector
 STEPS = "steps"  # URL parameter for deterministic replay
-GLOBAL_PARAMS = {common.SEED, common.DEVICE, common.PRESENTER, PRESET, STEPS}
+GLOBAL_PARAMS = {common.SEED, common.DEVICE, common.PRESENTER, PRESET, STEPS, persist.PARAM}
 #: the URL parameters of the controls beside a page's figures, each with the test of a raw value its widget
 #: accepts; "{exp}" in a name stands for the page's experiment (a ui module registers its own)
 VIEW_PARAMS: dict[str, Callable[[str], bool]] = {}
@@ -89,6 +89,9 @@ def sanitize(exp: Experiment) -> None:
         notes.append(f"there is no lesson called {cfglib.shown(qp[PRESET])} on this page")
         fix[PRESET] = None
     common.check_run_param(STEPS, "replay", notes, fix)
+    if persist.PARAM in qp and not persist.valid_id(qp[persist.PARAM]):
+        notes.append(f"{persist.PARAM}={cfglib.shown(qp[persist.PARAM])} names no run; a new run starts")
+        fix[persist.PARAM] = None
     raw = {name: qp[name] for name in qp.keys() if name not in GLOBAL_PARAMS and "." not in name}
     values, problems = cfglib.check(exp.config, raw)
     for name, r in raw.items():

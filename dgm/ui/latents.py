@@ -72,8 +72,8 @@ class LatentsView(view.View):
         self.snap: dict[str, Any] | None = None
 
     def layout(self, trainer) -> None:
-        self.summary = st.container()
         self.top = st.columns(2)
+        self.summary = st.container()  # the numbers under the main figures: the figure comes first
         self.below = st.container()
 
     def _main_names(self, s: dict[str, Any]) -> list[str]:

@@ -23,7 +23,7 @@ from dgm.core import config as cfglib
 from dgm.core import export, registry, worker
 from dgm.core.registry import Experiment
 from dgm.core.train import Trainer, TrainingDiverged
-from dgm.ui import common, scheduling
+from dgm.ui import common, persist, scheduling
 from dgm.ui.controls import STEPS, view_param
 
 SPEEDS = ["auto", 1, 10, 100, 1000]
@@ -49,6 +49,8 @@ class LiveState:
     notice: str | None = None  # what happened to the run that the page should say (not an error)
     in_process: bool = False  # a worker process was lost: this run trains in the server from now on
     resumed: bool = False  # weights were loaded: the run is no longer its seed's (no GIF replay)
+    run_id: str | None = None  # the run's name on the server's disk (dgm.ui.persist); None for a replay
+    saved: tuple[float, int] = (0.0, 0)  # time.monotonic() and iteration of the last save to disk
 
 
 def _key(exp: Experiment) -> str:
@@ -137,6 +139,29 @@ def resume(exp: Experiment, s: LiveState, raw: bytes) -> int:
     return it
 
 
+def _run_id() -> str:
+    """The run id in the page's address, or a new one written there."""
+    rid = st.query_params.get(persist.PARAM)
+    if not persist.valid_id(rid):
+        rid = persist.new_id()
+        common.fix_url({persist.PARAM: rid})
+    return rid
+
+
+def save(exp: Experiment, s: LiveState) -> None:
+    """Write the run to the server's disk if it moved since the last save: while it plays, its last good
+    state every persist.SAVE_EVERY seconds; stopped, its exact state (call holding the lock)."""
+    if s.run_id is None:
+        return
+    stopped = not s.playing and s.remote is None and s.error is None
+    state = s.trainer.checkpoint() if stopped else s.trainer.last_good
+    now = time.monotonic()
+    if state is None or state["iteration"] == s.saved[1] or (not stopped and now - s.saved[0] < persist.SAVE_EVERY):
+        return
+    s.saved = (now, state["iteration"])
+    persist.save(s.run_id, exp.name, s.fingerprint, state)
+
+
 def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int = 0) -> LiveState:
     """The page's LiveState, built anew when the settings, seed or device change."""
     replay = replay_steps()
@@ -152,6 +177,16 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
         trainer.checkpoint_every_s = 1.0
         s = LiveState(trainer=trainer, fingerprint=fp, playing=autoplay and replay is None)
         st.session_state[_key(exp)] = s
+        if replay is None:  # a replay is its link: nothing to keep
+            s.run_id = _run_id()
+            kept = persist.load(s.run_id, exp.name, fp)
+            if kept is not None:  # the server restarted (or the address was opened again): go on from there
+                trainer.restore(kept, copy_=False)
+                trainer.mark_good()
+                s.saved, s.playing = (time.monotonic(), trainer.iteration), False
+                s.notice = (f"This run continues from step {trainer.iteration:,}, where the server last saved it "
+                            "(the address names the run: a server restart loses nothing but the last seconds).")
+                return s
         n = replay if replay is not None else warm_steps
         if n and trainer.device.type != "cpu":
             scheduling.train(s, n)  # the shared cache holds CPU runs only
@@ -176,11 +211,10 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
 def controls(exp: Experiment, s: LiveState, cols=None) -> None:
     """Play, Step, Reset and the speed, in four columns of the control bar (``cols``; made here if None)."""
     c1, c2, c3, c4 = cols or st.columns([1, 1, 1, 1.4, 3], vertical_alignment="bottom")[:4]
-    # two buttons in one place, not one that toggles: a click on "Pause" pauses, whatever else happened since
-    # the page drew it (a toggle undid a click that reached the script twice, or one sent twice)
-    c1.button("⏸ Pause" if s.playing else "▶ Play", key=f"{exp.name}.{'pause' if s.playing else 'play'}",
-              on_click=_play, args=(exp, not s.playing), type="primary", use_container_width=True,
-              disabled=s.error is not None)
+    # the click says what it wants (not a toggle: a click whose trigger reaches the script twice pauses once).
+    # One key for both labels: a new key makes a new widget, which the browser showed seconds late
+    c1.button("⏸ Pause" if s.playing else "▶ Play", key=f"{exp.name}.play", on_click=_play,
+              args=(exp, not s.playing), type="primary", use_container_width=True, disabled=s.error is not None)
     v = speed(exp)
     c2.button(f"Step ×{10 if v == 'auto' else v}", key=f"{exp.name}.step", on_click=_step, args=(exp,),
               use_container_width=True, disabled=s.error is not None)
@@ -191,8 +225,7 @@ def controls(exp: Experiment, s: LiveState, cols=None) -> None:
 
 
 def status(s: LiveState, line=None, extra: str = "") -> None:
-    """The status line (in ``line``, a slot of the control bar, if given; ``extra`` ends it) and the run's
-    notice, if any."""
+    """The status line (in ``line``, a slot of the control bar, if given; ``extra`` ends it)."""
     fps, rate = "", f" · {s.steps_per_s:,.0f} steps/s" if s.steps_per_s else ""
     if s.playing and len(s.frames) > 2:
         (t0, i0), (t1, i1) = s.frames[0], s.frames[-1]
@@ -201,6 +234,12 @@ def status(s: LiveState, line=None, extra: str = "") -> None:
             rate = f" · {(i1 - i0) / (t1 - t0):,.0f} steps/s"
     (line or st).caption(f"**Iteration {s.trainer.iteration:,}**{rate}{fps} · {'playing' if s.playing else 'paused'}"
                f" · {s.trainer.device.type.upper()}{extra}")
+
+
+def notices(exp: Experiment, s: LiveState) -> None:
+    """The run's error panel (a divergence) and its notice (anything else that happened to it), if any."""
+    if s.error:
+        error_panel(exp, s)
     if s.notice:
         st.warning(common.plain(s.notice), icon=":material/info:")
 

@@ -11,7 +11,7 @@ import streamlit as st
 
 from dgm.core import export as X
 from dgm.core.registry import Experiment
-from dgm.ui import common, scheduling, session
+from dgm.ui import common, persist, scheduling, session
 
 WEIGHTS_UPLOAD = "weights_upload"
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ def page_link(extra: dict[str, str] | None = None, drop: tuple[str, ...] = ()) -
         parts = urlsplit(st.context.url or "")
     except Exception:  # noqa: BLE001 - no browser context (AppTest)
         parts = urlsplit("")
-    params = {k: v for k, v in st.query_params.to_dict().items() if k not in drop}
+    params = {k: v for k, v in st.query_params.to_dict().items() if k not in drop and k != persist.PARAM}
     params.update(extra or {})
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(params), ""))
 

@@ -78,8 +78,8 @@ class VaeView(view.View):
         self.snap: dict[str, Any] | None = None
 
     def layout(self, trainer) -> None:
-        self.summary = st.container()
         self.top = st.columns([1, 1.1])
+        self.summary = st.container()  # the numbers under the main figures: the figure comes first
         self.images, self.curves = st.container(), st.container()
 
     def _figures(self, trainer, s: dict[str, Any]) -> Any:

@@ -99,12 +99,13 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
     bar = st.columns([0.9, 0.9, 0.9, 0.9, 0.9, 1.0, 1.05, 2.4], vertical_alignment="center", gap="small")
     session.controls(exp, s, bar[:4])  # one compact control bar, the status line at its end: the figure next
     share.bar(exp, s, bar[4:7])
-    # the status line, and below the bar a slot for the run's notice or error panel: the frame fills that slot
-    # at every run (a fragment may write outside itself only where it wrote in the last full run)
-    line, status = bar[7].empty(), st.empty()
-    with status.container():
-        session.status(s, line, _watch_text(les, s.trainer))  # at once (a Pause shows before any figure is
-        # drawn); the frame below rewrites it
+    # the status line, which the frame rewrites (one element in a slot), and under the bar the run's error panel
+    # or notice, drawn by full runs only: a live frame that wrote blocks outside itself (a notice in a container
+    # in a slot) crashed the browser's page now and then ("Cannot set a node at a delta path": a blank page)
+    line = bar[7].empty()
+    session.status(s, line, _watch_text(les, s.trainer))  # at once (a Pause shows before any figure is drawn)
+    shown = (s.notice, s.error)
+    session.notices(exp, s)
     view.state = s
     with s.lock:
         _safely(view.layout, s.trainer)
@@ -131,17 +132,15 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
         if cur.remote is not None:
             with cur.lock:
                 scheduling.sync(cur)
-        if timed and not cur.playing:
-            st.rerun(scope="app")  # paused by divergence: stop the timer, show why
+        if (timed and not cur.playing) or (cur.notice, cur.error) != shown:
+            st.rerun(scope="app")  # paused by divergence (stop the timer), or news about the run: show it
         cpu0 = time.thread_time()  # the redraw's CPU time (its wall time grows with the GIL's queue)
         with cur.lock:  # a consistent model for the status line and every figure
             if cur.playing:
                 cur.frames = (cur.frames + [(time.perf_counter(), cur.trainer.iteration)])[-20:]
-            with status.container():
-                if cur.error:
-                    session.error_panel(exp, cur)
-                session.status(cur, line, _watch_text(les, cur.trainer))
+            session.status(cur, line, _watch_text(les, cur.trainer))
             show = _safely(view.main, cur.trainer)
+            session.save(exp, cur)  # for a server restart
         if callable(show):  # the figures, built from what view.main took, while training goes on
             _safely(show)
         dt = time.thread_time() - cpu0

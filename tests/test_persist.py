@@ -1,0 +1,126 @@
+"""A page's run survives a server restart (issue 16): saved to disk under the run id in its address
+(dgm/ui/persist.py), found again by a new session with that address, continued exactly."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pytest
+import torch
+
+from conftest import open_page
+from dgm.core import registry
+from dgm.ui import persist
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(persist.ENV, str(tmp_path))
+    return tmp_path
+
+
+def _iteration(at) -> int:
+    for c in at.caption:
+        m = re.search(r"Iteration ([\d,]+)", c.value)
+        if m:
+            return int(m.group(1).replace(",", ""))
+    raise AssertionError("no status line")
+
+
+def _trainer(at, exp="demo"):
+    return at.session_state[f"_live.{exp}"].trainer
+
+
+def test_saved_state_is_read_back_only_for_the_same_run_and_settings(run_dir):
+    exp = registry.get("demo")
+    t = exp.make(exp.config(), seed=0, device="cpu")
+    t.step(5)
+    assert persist.save("abcdefgh12", "demo", "fp", t.checkpoint())
+    back = persist.load("abcdefgh12", "demo", "fp")
+    assert back["iteration"] == 5 and torch.equal(back["gen"], t.gen.get_state())
+    assert persist.load("abcdefgh12", "demo", "other settings") is None
+    assert persist.load("abcdefgh12", "gan", "fp") is None
+    assert persist.load("../../etc/x", "demo", "fp") is None  # not an id: never a path
+    (run_dir / "zzzzzzzz99.demo.pt").write_bytes(b"not a checkpoint")
+    assert persist.load("zzzzzzzz99", "demo", "fp") is None  # a damaged file is no run
+
+
+def test_the_folder_is_private(tmp_path, monkeypatch):
+    monkeypatch.setenv(persist.ENV, str(tmp_path / "cache" / "runs"))
+    assert persist.save("abcdefgh12", "demo", "fp", {"iteration": 1})
+    assert (tmp_path / "cache" / "runs").stat().st_mode & 0o077 == 0  # no one else reads a user's runs
+
+
+def test_a_pickle_in_the_folder_is_never_executed(run_dir):
+    class Boom:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(run_dir / "pwned"),))
+
+    torch.save({"experiment": "demo", "fingerprint": "fp", "state": Boom()}, run_dir / "abcdefgh12.demo.pt")
+    assert persist.load("abcdefgh12", "demo", "fp") is None
+    assert not (run_dir / "pwned").exists()
+
+
+def test_the_folder_keeps_the_newest_files(run_dir, monkeypatch):
+    monkeypatch.setattr(persist, "KEEP", 3)
+    for i in range(5):
+        assert persist.save(f"run0000{i}x", "demo", "fp", {"iteration": i})
+        t = time.time() - 100 + i  # older first
+        os.utime(run_dir / f"run0000{i}x.demo.pt", (t, t))
+    persist.save("run00009x", "demo", "fp", {"iteration": 9})
+    old = time.time() - persist.MAX_AGE - 1
+    os.utime(run_dir / "run00003x.demo.pt", (old, old))  # past the age limit
+    persist.save("run00010x", "demo", "fp", {"iteration": 10})
+    assert sorted(p.name for p in run_dir.glob("*.pt")) == ["run00004x.demo.pt", "run00009x.demo.pt",
+                                                            "run00010x.demo.pt"]
+
+
+def test_an_unwritable_folder_costs_the_save_not_the_run(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv(persist.ENV, str(blocker / "runs"))  # a folder under a file cannot be made
+    assert persist.save("abcdefgh12", "demo", "fp", {"iteration": 1}) is False
+
+
+def test_a_new_session_with_the_address_continues_the_run_exactly(run_dir):
+    """A server restart, as a page sees it: a new session (nothing in memory) opens the same address."""
+    at = open_page("pages/demo.py", {"seed": "3"})
+    rid = at.query_params[persist.PARAM]
+    rid = rid[0] if isinstance(rid, list) else rid
+    assert persist.valid_id(rid)
+    for _ in range(2):
+        at.button(key="demo.step").click().run()
+    assert _iteration(at) == 20
+    assert (run_dir / f"{rid}.demo.pt").is_file()  # saved when the Step stopped
+
+    again = open_page("pages/demo.py", {"seed": "3", persist.PARAM: rid})
+    assert _iteration(again) == 20
+    assert any("continues from step 20" in w.value for w in again.warning), [w.value for w in again.warning]
+    again.button(key="demo.step").click().run()
+
+    straight = open_page("pages/demo.py", {"seed": "3"})  # the same run, never interrupted
+    for _ in range(3):
+        straight.button(key="demo.step").click().run()
+    a, b = _trainer(again).checkpoint(), _trainer(straight).checkpoint()
+    assert a["iteration"] == b["iteration"] == 30
+    for k, sd in a["objects"].items():
+        for name, v in sd.items():
+            if torch.is_tensor(v):
+                assert torch.equal(v, b["objects"][k][name]), (k, name)
+    assert a["history"] == b["history"]
+
+
+def test_other_settings_or_a_bad_id_start_a_new_run(run_dir):
+    at = open_page("pages/demo.py", {"seed": "3"})
+    rid = at.query_params[persist.PARAM]
+    rid = rid[0] if isinstance(rid, list) else rid
+    at.button(key="demo.step").click().run()
+    other = open_page("pages/demo.py", {"seed": "4", persist.PARAM: rid})  # another seed: another run
+    assert _iteration(other) == 0
+    bad = open_page("pages/demo.py", {"seed": "3", persist.PARAM: "<script>"})
+    assert _iteration(bad) == 0
+    assert any("names no run" in w.value for w in bad.warning), [w.value for w in bad.warning]
+    new = bad.query_params[persist.PARAM]
+    assert persist.valid_id(new[0] if isinstance(new, list) else new)
