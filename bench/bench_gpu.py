@@ -61,7 +61,7 @@ def main() -> None:
         print(f"{k:>5} {r:>12.0f} {r / one:>14.1f}x", flush=True)
     names = registry.names() if a.experiments == "all" else [] if a.experiments == "none" else a.experiments.split(",")
     if names:
-        print(f"\nfirst 100 steps of each experiment (default config, seed 0), seconds; CPU on one thread:")
+        print("\nfirst 100 steps of each experiment (default config, seed 0), seconds; CPU on one thread:")
         print(f"{'experiment':>15} {'CPU':>7} {'GPU':>7} {'CPU/GPU':>8}")
     for name in names:
         exp, secs = registry.get(name), {}

@@ -61,11 +61,15 @@ def disagreements(cpu: list[dict], gpu: list[dict]) -> list[str]:
 @on_cuda
 @pytest.mark.parametrize("name", COMPARED)
 def test_every_experiment_trains_on_cuda_and_agrees_with_the_cpu(name):
-    cpu = [finals(name, "cpu", s) for s in SEEDS]
-    gpu = [finals(name, "cuda", s) for s in SEEDS]
+    # a batch of K runs (the lottery) trains seeds s..s+K-1: its samples are batches that share no run (three
+    # overlapping batches agreed with each other too well, and with the GPU's batches not at all: H200, 2026-11-28)
+    k = getattr(registry.get(name).config(), "runs", 1)
+    seeds = tuple(s * k for s in SEEDS)
+    cpu = [finals(name, "cpu", s) for s in seeds]
+    gpu = [finals(name, "cuda", s) for s in seeds]
     assert set(gpu[0]) == set(cpu[0])
     bad = disagreements(cpu, gpu)
-    assert not bad, f"{name}, {STEPS} steps, seeds {SEEDS}: " + "; ".join(bad)
+    assert not bad, f"{name}, {STEPS} steps, seeds {seeds}: " + "; ".join(bad)
 
 
 @on_cuda

@@ -376,3 +376,14 @@ def test_heldout_bounds_carry_their_standard_errors():
     per = elbo_parts(m, x, gen(12), samples=4)["elbo"]
     assert out["elbo_se"] == pytest.approx(float(per.std() / math.sqrt(len(per))), rel=1e-6)
     assert 0 < out["iwae_se"] < 10 * out["elbo_se"]
+
+
+def test_images_are_tiled_row_major_with_grey_lines_between_them():
+    from dgm.core import viz
+
+    imgs = np.stack([np.full((2, 3), v, np.float32) for v in (0.0, 0.5, 1.0)])
+    out = viz.tile(imgs, ncols=2)
+    assert out.shape == (2 * 3 + 1, 2 * 4 + 1)  # two rows of tiles, one-pixel lines around each
+    assert (out[1:3, 1:4] == 0.0).all() and (out[1:3, 5:8] == 0.5).all() and (out[4:6, 1:4] == 1.0).all()
+    assert (out[0] == 0.3).all() and (out[:, 4] == 0.3).all() and (out[4:6, 5:8] == 0.3).all()  # the empty slot
+    assert np.isnan(viz.tile(imgs, 3, fill=np.nan)[0, 0])

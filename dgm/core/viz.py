@@ -90,6 +90,18 @@ def layout(title: str | None = None, height: int = 380, *, xaxis: dict | None = 
                 xaxis=dict(_AXIS, **(xaxis or {})), yaxis=dict(_AXIS, **(yaxis or {})), **extra)
 
 
+def tile(images: np.ndarray, ncols: int, gap: int = 1, fill: float = 0.3) -> np.ndarray:
+    """(N, h, w) images -> one (rows*(h+gap)+gap, ncols*(w+gap)+gap) array, row-major, the lines between the
+    tiles ``fill`` (a grey level; NaN: not drawn), for one greyscale heatmap of many small images."""
+    n, h, w = images.shape
+    nrows = max(1, math.ceil(n / ncols))
+    out = np.full((nrows * (h + gap) + gap, ncols * (w + gap) + gap), fill, dtype=np.float32)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        out[gap + r * (h + gap):gap + r * (h + gap) + h, gap + c * (w + gap):gap + c * (w + gap) + w] = images[i]
+    return out
+
+
 def plane(box, title: str | None = None, height: int = 380) -> go.Figure:
     """An empty 2D plane over ``box`` with equal aspect."""
     xmin, xmax, ymin, ymax = box

@@ -8,7 +8,6 @@ Images are drawn as ONE heatmap of tiled 8x8 digits (ink white on black), so a g
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,7 +20,6 @@ from dgm.families.autoregressive.model import dependency
 from dgm.families.autoregressive.trainer import SIDE, ARTrainer, timed_sample
 
 GREY = [[0.0, "#000000"], [1.0, "#ffffff"]]
-GAP = 0.3  # grey level of the lines between tiles
 UNDRAWN = "#9ecae1"  # the background: pixels not drawn yet
 SEEN, BLIND, LATER, SELF, WRONG = "#4292c6", "#fd8d3c", "#e0e0e0", "#d62728", "#000000"
 PROBES = 4  # random images whose gradients the dependency check averages
@@ -32,18 +30,6 @@ def default_digits(labels: Sequence[int]) -> list[int]:
     """The index of the first test digit of each label in DEFAULT_DIGITS."""
     labels = list(labels)
     return [labels.index(d) for d in DEFAULT_DIGITS if d in labels]
-
-
-def tile(images: np.ndarray, ncols: int, gap: int = 1, fill: float = GAP) -> np.ndarray:
-    """(N, h, w) images (NaN: not drawn) -> one (rows*(h+gap)+gap, ncols*(w+gap)+gap) array, row-major, the
-    gaps between them ``fill``."""
-    n, h, w = images.shape
-    nrows = max(1, math.ceil(n / ncols))
-    out = np.full((nrows * (h + gap) + gap, ncols * (w + gap) + gap), fill, dtype=np.float32)
-    for i in range(n):
-        r, c = divmod(i, ncols)
-        out[gap + r * (h + gap):gap + r * (h + gap) + h, gap + c * (w + gap):gap + c * (w + gap) + w] = images[i]
-    return out
 
 
 def _image_axes(domain: Sequence[float] = (0, 1), anchor: str = "x") -> tuple[dict, dict]:
@@ -58,7 +44,7 @@ def image_grid(images: np.ndarray, ncols: int, title: str | None, height: int = 
     xa, ya = _image_axes()
     lay = viz.layout(title, height, xaxis=xa, yaxis=ya, shapes=shapes or [])
     lay["margin"], lay["plot_bgcolor"] = dict(l=10, r=10, t=40 if title else 10, b=10), bg
-    return go.Figure(go.Heatmap(z=tile(images, ncols), colorscale=GREY, zmin=0, zmax=1, showscale=False,
+    return go.Figure(go.Heatmap(z=viz.tile(images, ncols), colorscale=GREY, zmin=0, zmax=1, showscale=False,
                                 hoverinfo="skip"), layout=lay)
 
 
@@ -115,8 +101,8 @@ def pixel_nll_figure(d: dict[str, Any]) -> go.Figure:
     lay["annotations"] = [dict(x=1 + i * w + (SIDE - 1) / 2, y=0.5, xref="x", yref="paper", showarrow=False,
                                text=f"{d['nll'][i].sum():.1f}",
                                font=dict(size=11), yanchor="middle") for i in range(n)]
-    return go.Figure([go.Heatmap(z=tile(imgs, n), colorscale=GREY, zmin=0, zmax=1, showscale=False, hoverinfo="skip"),
-                      go.Heatmap(z=tile(nll, n, fill=np.nan), xaxis="x2", yaxis="y2", colorscale="YlOrRd", zmin=0, zmax=top,
+    return go.Figure([go.Heatmap(z=viz.tile(imgs, n), colorscale=GREY, zmin=0, zmax=1, showscale=False, hoverinfo="skip"),
+                      go.Heatmap(z=viz.tile(nll, n, fill=np.nan), xaxis="x2", yaxis="y2", colorscale="YlOrRd", zmin=0, zmax=top,
                                  colorbar=dict(title="nats", thickness=10, len=0.45, y=0.23),
                                  hovertemplate="%{z:.2f} nats<extra></extra>")], layout=lay)
 

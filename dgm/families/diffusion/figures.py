@@ -229,17 +229,6 @@ def clouds_row(clouds: Sequence[tuple[str, Any]], box, data=None, height: int = 
     return go.Figure(data=traces, layout=layout)
 
 
-def tile(images: np.ndarray, ncols: int, gap: int = 1) -> np.ndarray:
-    """(N, 8, 8) images in [0, 1] -> one array with grey lines between them, row-major."""
-    n, h, w = images.shape
-    rows = max(1, math.ceil(n / ncols))
-    out = np.full((rows * (h + gap) + gap, ncols * (w + gap) + gap), 0.3, np.float32)
-    for i in range(n):
-        r, c = divmod(i, ncols)
-        out[gap + r * (h + gap):gap + r * (h + gap) + h, gap + c * (w + gap):gap + c * (w + gap) + w] = images[i]
-    return out
-
-
 def image_grid(images, ncols: int, title: str, height: int = 360, rows: list[str] | None = None) -> go.Figure:
     """Digits (N, 64) in [-1, 1] as one greyscale heatmap; ``rows`` labels the rows."""
     imgs = np.clip((_np(images).reshape(-1, 8, 8) + 1) / 2, 0, 1)
@@ -250,7 +239,7 @@ def image_grid(images, ncols: int, title: str, height: int = 360, rows: list[str
                      yaxis={"showgrid": False, "zeroline": False, "ticks": "", "autorange": "reversed",
                             "scaleanchor": "x", "constrain": "domain", **ylabels})
     lay["margin"] = {"l": 70 if rows else 10, "r": 10, "t": 40, "b": 10}
-    return go.Figure(go.Heatmap(z=tile(imgs, ncols), colorscale=[[0, "#000"], [1, "#fff"]], zmin=0, zmax=1,
+    return go.Figure(go.Heatmap(z=viz.tile(imgs, ncols), colorscale=[[0, "#000"], [1, "#fff"]], zmin=0, zmax=1,
                                 showscale=False, hoverinfo="skip"), layout=lay)
 
 

@@ -3,7 +3,6 @@ the builders are pure: a snapshot dict and history rows in, plotly figures out."
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -24,12 +23,7 @@ DENSITY_RES = 60
 
 def image_grid(images: np.ndarray, ncols: int, title: str, height: int = 300) -> go.Figure:
     """(N, 8, 8) images in [0, 1] tiled row-major into one greyscale heatmap, one pixel of grey between tiles."""
-    n, h, w = images.shape
-    rows = max(1, math.ceil(n / ncols))
-    out = np.full((rows * (h + 1) + 1, ncols * (w + 1) + 1), 0.3, dtype=np.float32)
-    for i in range(n):
-        r, c = divmod(i, ncols)
-        out[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = np.clip(images[i], 0, 1)
+    out = viz.tile(np.clip(images, 0, 1), ncols)
     lay = viz.layout(title, height, xaxis=dict(showgrid=False, zeroline=False, showticklabels=False, constrain="domain"),
                      yaxis=dict(showgrid=False, zeroline=False, showticklabels=False, autorange="reversed",
                                 scaleanchor="x", scaleratio=1, constrain="domain"))

@@ -8,7 +8,6 @@ hundreds of digits stays a single cheap SVG trace.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,21 +23,8 @@ from dgm.families.vae.trainer import VAETrainer, per_example
 LABEL_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                 "#bcbd22", "#17becf"]
 GREY = [[0.0, "#000000"], [1.0, "#ffffff"]]
-GAP = 0.3  # grey level of the lines between tiles
 _layout = viz.base_layout
 _plane = viz.plane
-
-
-def tile(images: np.ndarray, ncols: int, gap: int = 1) -> np.ndarray:
-    """(N, h, w) images in [0, 1] -> one (rows*(h+gap)+gap, ncols*(w+gap)+gap) array, row-major."""
-    n, h, w = images.shape
-    nrows = max(1, math.ceil(n / ncols))
-    out = np.full((nrows * (h + gap) + gap, ncols * (w + gap) + gap), GAP, dtype=np.float32)
-    for i in range(n):
-        r, c = divmod(i, ncols)
-        y, x = gap + r * (h + gap), gap + c * (w + gap)
-        out[y:y + h, x:x + w] = images[i]
-    return out
 
 
 def image_grid(images: np.ndarray, ncols: int, title: str | None = None, height: int = 300,
@@ -46,7 +32,7 @@ def image_grid(images: np.ndarray, ncols: int, title: str | None = None, height:
                yticks: tuple[Sequence[float], Sequence[str]] | None = None,
                xtitle: str | None = None, ytitle: str | None = None, width: int | None = None) -> go.Figure:
     """Tiled greyscale images as one heatmap; ticks are given at tile indices (0..ncols-1)."""
-    arr = tile(np.clip(images, 0, 1), ncols)
+    arr = viz.tile(np.clip(images, 0, 1), ncols)
     h = images.shape[1] + 1
 
     def _axis(ticks):
