@@ -98,7 +98,13 @@ def test_a_new_session_with_the_address_continues_the_run_exactly(run_dir):
     again = open_page("pages/demo.py", {"seed": "3", persist.PARAM: rid})
     assert _iteration(again) == 20
     assert any("continues from step 20" in w.value for w in again.warning), [w.value for w in again.warning]
+    fork = again.query_params[persist.PARAM]
+    fork = fork[0] if isinstance(fork, list) else fork
+    assert fork != rid and (run_dir / f"{fork}.demo.pt").is_file()  # its own id, saved at once
+    before = (run_dir / f"{rid}.demo.pt").read_bytes()
     again.button(key="demo.step").click().run()
+    assert (run_dir / f"{rid}.demo.pt").read_bytes() == before  # the run it started from is left as it was
+    assert persist.load(fork, "demo", again.session_state["_live.demo"].fingerprint)["iteration"] == 30
 
     straight = open_page("pages/demo.py", {"seed": "3"})  # the same run, never interrupted
     for _ in range(3):

@@ -270,6 +270,26 @@ def test_training_in_the_server_stops_when_the_server_does(monkeypatch):
         scheduling.replay(s.trainer, 50_000)
 
 
+def test_what_breaks_while_the_server_stops_is_no_error_of_the_run(monkeypatch, caplog):
+    """At the interpreter's exit an evaluation's first import of POT failed ("can't register atexit after
+    shutdown") and its traceback reached the server's log (a CI run); a failure while the server stops ends the
+    training quietly and leaves the run as it was, with no error shown."""
+    s = live("demo")
+
+    def fails(*a, **k):
+        raise RuntimeError("can't register atexit after shutdown")
+
+    monkeypatch.setattr(s.trainer, "run", fails)
+    monkeypatch.setattr(scheduling, "stopping", lambda: True)
+    with caplog.at_level("INFO"):
+        scheduling.train(s, 10)
+    assert s.error is None and s.trainer.iteration == 0
+    assert not [r for r in caplog.records if r.exc_info], "no traceback in the log"
+    monkeypatch.setattr(scheduling, "stopping", lambda: False)
+    scheduling.train(s, 10)  # the same failure while the server runs is the run's error, said on the page
+    assert "can't register atexit" in s.error
+
+
 def test_a_step_that_would_take_too_long_is_cut_and_said(monkeypatch):
     monkeypatch.setattr(scheduling, "MAX_TRAIN_SECONDS", 0.2)
     s = live("demo")

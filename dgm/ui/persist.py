@@ -5,7 +5,8 @@ out). While the run plays, every ``SAVE_EVERY`` seconds, and whenever it stops, 
 (``Trainer.last_good``: the whole run, optimiser and random state included) is written to
 ``<dir>/<id>.<experiment>.pt``. When the server has restarted and the tab reconnects, the page finds no
 run in its session, finds the file its address names, and, if the file holds a run of the same settings,
-continues from it and says so.
+continues from it under a new id and says so (so tabs opened with one copied address never overwrite each
+other's runs, nor the one they started from).
 
 The files are written with ``torch.save`` and read with ``torch.load(weights_only=True)``: tensors and plain
 containers only, never a pickle. The folder is the user's cache (``$DGM_RUN_DIR``, else

@@ -117,6 +117,9 @@ def train(s: LiveState, n: int) -> None:
         with _Busy():
             done = s.trainer.run(steps=n, burst=None, should_stop=over)
     except Exception as e:  # divergence, or any other failure: a message, never a traceback
+        if stopping():  # the server is going away: what breaks meanwhile (e.g. an import refused at the
+            log.info("training ended by the server's stop: %s", e)  # interpreter's exit) is no failure of the run
+            return
         if not isinstance(e, TrainingDiverged):
             log.exception("training failed")
         s.error, s.playing = worker.error_text(e), False

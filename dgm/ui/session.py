@@ -183,7 +183,10 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
             if kept is not None:  # the server restarted (or the address was opened again): go on from there
                 trainer.restore(kept, copy_=False)
                 trainer.mark_good()
-                s.saved, s.playing = (time.monotonic(), trainer.iteration), False
+                # under a new id, saved at the first frame: tabs opened with one copied address each go their
+                # own way and never overwrite the run they started from
+                s.run_id, s.saved, s.playing = persist.new_id(), (0.0, -1), False
+                common.fix_url({persist.PARAM: s.run_id})
                 s.notice = (f"This run continues from step {trainer.iteration:,}, where the server last saved it "
                             "(the address names the run: a server restart loses nothing but the last seconds).")
                 return s
