@@ -218,6 +218,17 @@ def flat_numbers(v, prefix: str = "") -> dict[str, float]:
     return {prefix: float(v)}
 
 
+def at_iteration(at) -> int:
+    """The iteration in an AppTest page's status line."""
+    import re
+
+    for c in at.caption:
+        m = re.search(r"Iteration ([\d,]+)", c.value)
+        if m:
+            return int(m.group(1).replace(",", ""))
+    raise AssertionError("no status line")
+
+
 def shown(pg, name: str) -> str:
     """What the page shows (its main text, for a failure message), with a full-page screenshot saved as
     .pytest_cache/NAME.png."""

@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import re
 
-from conftest import charts, open_page
+from conftest import at_iteration, charts, open_page
 
 
 def _ok(at):
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, [e.value for e in at.error]
-
-
-def _iteration(at) -> int:
-    for c in at.caption:
-        m = re.search(r"Iteration ([\d,]+)", c.value)
-        if m:
-            return int(m.group(1).replace(",", ""))
-    raise AssertionError("no status line")
 
 
 def _title(c: dict) -> str:
@@ -40,7 +32,7 @@ def test_page_loads_with_its_figures_and_the_measured_sampling_time():
     at = open_page("pages/autoregressive.py")
     _ok(at)
     assert at.title[0].value == "Autoregressive models"
-    assert _iteration(at) == 0
+    assert at_iteration(at) == 0
     assert at.selectbox(key="model").value == "made" and at.selectbox(key="data").value == "digits"
     titles = _titles(at)
     assert len(titles) == 5, titles  # samples, per-pixel -log p, dependency map and matrix, curves
@@ -56,17 +48,17 @@ def test_step_play_and_the_animation_of_sampling():
     at.selectbox(key="autoregressive.speed").set_value(100).run()
     at.button(key="autoregressive.step").click().run()
     _ok(at)
-    assert _iteration(at) == 100
+    assert at_iteration(at) == 100
     metrics = {m.label: m.value for m in at.metric}
     assert float(metrics["test NLL"]) > 0 and metrics["best step"] == "100"
     assert "(model at step 100)" in _titles(at)[0]  # paused: the samples are of the model shown
     at.button(key="autoregressive.play").click().run()  # one frame runs in AppTest
     _ok(at)
-    assert _iteration(at) > 100
+    assert at_iteration(at) > 100
     assert re.match(r"Sampling one pixel at a time: step \d+ of 64", _titles(at)[0]), _titles(at)[0]
     at.button(key="autoregressive.play").click().run()
     at.button(key="autoregressive.reset").click().run()
-    assert _iteration(at) == 0
+    assert at_iteration(at) == 0
 
 
 def test_the_blind_spot_lesson_and_the_gated_fix():
@@ -113,7 +105,7 @@ def test_two_d_data_shows_density_slices_and_samples():
     _ok(at)
     at.button(key="autoregressive.step").click().run()
     _ok(at)
-    assert _iteration(at) == 10
+    assert at_iteration(at) == 10
     titles = _titles(at)
     assert len(titles) == 5, titles
     assert any(t.startswith("target 8gaussians: log p") for t in titles)

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import base64
-import re
 
 import numpy as np
 
-from conftest import charts, open_page
+from conftest import at_iteration, charts, open_page
 
 
 def _ok(at):
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, [e.value for e in at.error]
-
-
-def _iteration(at) -> int:
-    for c in at.caption:
-        m = re.search(r"Iteration ([\d,]+)", c.value)
-        if m:
-            return int(m.group(1).replace(",", ""))
-    raise AssertionError("no status line")
 
 
 def _title(c: dict) -> str:
@@ -36,13 +27,13 @@ def test_density_network_page_steps_and_shows_the_gap_to_iwae():
     at = open_page("pages/latents.py", {"width": "32", "k": "10"})
     _ok(at)
     assert at.title[0].value == "Latent variables"
-    assert _iteration(at) == 0
+    assert at_iteration(at) == 0
     assert len(charts(at)) == 2  # the K figure (empty until an evaluation) and the samples
     assert any("first evaluation" in i.value for i in at.info)
     at.selectbox(key="latents.speed").set_value(10).run()
     at.button(key="latents.step").click().run()  # evaluates the initial model, then trains
     _ok(at)
-    assert _iteration(at) == 10
+    assert at_iteration(at) == 10
     metrics = {m.label: m for m in at.metric}
     assert {"MC, K = 1", "MC, K = 1,000", "IWAE (k = 100)"} <= set(metrics)
     iwae, mc = float(metrics["IWAE (k = 100)"].value), float(metrics["MC, K = 1"].value)

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import re
 
-from conftest import charts, open_page, text
+from conftest import at_iteration, charts, open_page, text
 
 
 def _ok(at):
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, [e.value for e in at.error]
-
-
-def _iteration(at) -> int:
-    for c in at.caption:
-        m = re.search(r"Iteration ([\d,]+)", c.value)
-        if m:
-            return int(m.group(1).replace(",", ""))
-    raise AssertionError("no status line")
 
 
 SMALL = {"width": "32", "train_size": "200"}
@@ -27,7 +18,7 @@ def test_page_loads_with_its_figures():
     at = open_page("pages/vae.py")
     _ok(at)
     assert at.title[0].value == "VAE"
-    assert _iteration(at) == 0
+    assert at_iteration(at) == 0
     assert at.selectbox(key="data").value == "digits" and at.slider(key="latent").value == 2
     assert len(charts(at)) == 5  # manifold, latent, 3 image grids; the rest after an evaluation
     assert any("first evaluation" in i.value for i in at.info)
@@ -40,7 +31,7 @@ def test_step_and_play_advance_the_trainer_and_metrics_appear():
     at.button(key="vae.step").click().run()
     at.button(key="vae.step").click().run()
     _ok(at)
-    assert _iteration(at) == 200
+    assert at_iteration(at) == 200
     labels = [m.label for m in at.metric]
     assert "test ELBO" in labels and "active units" in labels
     assert len(charts(at)) == 10  # + 2 curves, IWAE(k), surgery, KL per dimension
@@ -48,10 +39,10 @@ def test_step_and_play_advance_the_trainer_and_metrics_appear():
     assert float(elbo.value) < 0
     at.button(key="vae.play").click().run()  # one frame runs in AppTest
     _ok(at)
-    assert _iteration(at) > 200
+    assert at_iteration(at) > 200
     at.button(key="vae.play").click().run()  # pause
     at.button(key="vae.reset").click().run()
-    assert _iteration(at) == 0
+    assert at_iteration(at) == 0
 
 
 def test_preset_link_sets_its_knobs():
@@ -74,7 +65,7 @@ def test_two_d_data_and_learned_prior():
     _ok(at)
     at.button(key="vae.step").click().run()
     _ok(at)
-    assert _iteration(at) == 10
+    assert at_iteration(at) == 10
     assert at.select_slider(key="components").value == 5
 
 

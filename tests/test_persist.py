@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 
 import pytest
 import torch
 
-from conftest import open_page
+from conftest import at_iteration, open_page
 from dgm.core import registry
 from dgm.ui import persist
 
@@ -19,14 +18,6 @@ from dgm.ui import persist
 def run_dir(tmp_path, monkeypatch):
     monkeypatch.setenv(persist.ENV, str(tmp_path))
     return tmp_path
-
-
-def _iteration(at) -> int:
-    for c in at.caption:
-        m = re.search(r"Iteration ([\d,]+)", c.value)
-        if m:
-            return int(m.group(1).replace(",", ""))
-    raise AssertionError("no status line")
 
 
 def _trainer(at, exp="demo"):
@@ -92,11 +83,11 @@ def test_a_new_session_with_the_address_continues_the_run_exactly(run_dir):
     assert persist.valid_id(rid)
     for _ in range(2):
         at.button(key="demo.step").click().run()
-    assert _iteration(at) == 20
+    assert at_iteration(at) == 20
     assert (run_dir / f"{rid}.demo.pt").is_file()  # saved when the Step stopped
 
     again = open_page("pages/demo.py", {"seed": "3", persist.PARAM: rid})
-    assert _iteration(again) == 20
+    assert at_iteration(again) == 20
     assert any("continues from step 20" in w.value for w in again.warning), [w.value for w in again.warning]
     fork = again.query_params[persist.PARAM]
     fork = fork[0] if isinstance(fork, list) else fork
@@ -124,9 +115,9 @@ def test_other_settings_or_a_bad_id_start_a_new_run(run_dir):
     rid = rid[0] if isinstance(rid, list) else rid
     at.button(key="demo.step").click().run()
     other = open_page("pages/demo.py", {"seed": "4", persist.PARAM: rid})  # another seed: another run
-    assert _iteration(other) == 0
+    assert at_iteration(other) == 0
     bad = open_page("pages/demo.py", {"seed": "3", persist.PARAM: "<script>"})
-    assert _iteration(bad) == 0
+    assert at_iteration(bad) == 0
     assert any("names no run" in w.value for w in bad.warning), [w.value for w in bad.warning]
     new = bad.query_params[persist.PARAM]
     assert persist.valid_id(new[0] if isinstance(new, list) else new)
