@@ -154,12 +154,13 @@ def save(exp: Experiment, s: LiveState) -> None:
     if s.run_id is None:
         return
     stopped = not s.playing and s.remote is None and s.error is None
-    state = s.trainer.checkpoint() if stopped else s.trainer.last_good
+    good = s.trainer.last_good
+    it = s.trainer.iteration if stopped else good["iteration"] if good else None
     now = time.monotonic()
-    if state is None or state["iteration"] == s.saved[1] or (not stopped and now - s.saved[0] < persist.SAVE_EVERY):
+    if it is None or it == s.saved[1] or (not stopped and now - s.saved[0] < persist.SAVE_EVERY):
         return
-    s.saved = (now, state["iteration"])
-    persist.save(s.run_id, exp.name, s.fingerprint, state)
+    s.saved = (now, it)
+    persist.save(s.run_id, exp.name, s.fingerprint, s.trainer.checkpoint() if stopped else good)
 
 
 def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int = 0) -> LiveState:
