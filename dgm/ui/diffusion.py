@@ -101,12 +101,13 @@ class DiffusionView(view.View):
         self.snap: dict[str, Any] | None = None  # the field snapshot of the last frame
 
     def layout(self, trainer) -> None:
-        self.caption = st.container()
         if trainer.images:
             self.top = st.container()
+            self.caption = st.container()  # the evaluation's numbers under the main figures: the figure first
             self.mid = st.columns([1, 1.3])
         else:
             self.top = st.columns(3)
+            self.caption = st.container()
             self.mid = st.columns(3)
         self.curves = st.container()
 
