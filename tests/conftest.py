@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -220,8 +221,6 @@ def flat_numbers(v, prefix: str = "") -> dict[str, float]:
 
 def at_iteration(at) -> int:
     """The iteration in an AppTest page's status line."""
-    import re
-
     for c in at.caption:
         m = re.search(r"Iteration ([\d,]+)", c.value)
         if m:
@@ -232,7 +231,7 @@ def at_iteration(at) -> int:
 def shown(pg, name: str) -> str:
     """What the page shows (its main text, for a failure message), with a full-page screenshot saved as
     .pytest_cache/NAME.png."""
-    shot = Path(__file__).resolve().parents[1] / ".pytest_cache" / f"{name}.png"
+    shot = ROOT / ".pytest_cache" / f"{name}.png"
     shot.parent.mkdir(exist_ok=True)
     events = f"; its events: {getattr(pg, 'dgm_events', [])[-8:]}"
     try:

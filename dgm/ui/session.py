@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import streamlit as st
 
@@ -148,19 +148,21 @@ def _run_id() -> str:
     return rid
 
 
-def save(exp: Experiment, s: LiveState) -> None:
-    """Write the run to the server's disk if it moved since the last save: while it plays, its last good
-    state every persist.SAVE_EVERY seconds; stopped, its exact state (call holding the lock)."""
+def due_save(exp: Experiment, s: LiveState) -> Callable[[], None] | None:
+    """What writes the run to the server's disk if it moved since the last save (while it plays, its last good
+    state every persist.SAVE_EVERY seconds; stopped, its exact state), else None. Call holding the lock; call
+    what it returns after releasing it (the state is a copy: training goes on meanwhile)."""
     if s.run_id is None:
-        return
+        return None
     stopped = not s.playing and s.remote is None and s.error is None
     good = s.trainer.last_good
     it = s.trainer.iteration if stopped else good["iteration"] if good else None
     now = time.monotonic()
     if it is None or it == s.saved[1] or (not stopped and now - s.saved[0] < persist.SAVE_EVERY):
-        return
+        return None
     s.saved = (now, it)
-    persist.save(s.run_id, exp.name, s.fingerprint, s.trainer.checkpoint() if stopped else good)
+    state = s.trainer.checkpoint() if stopped else good  # last_good is replaced, never changed: no copy needed
+    return lambda: persist.save(s.run_id, exp.name, s.fingerprint, state)
 
 
 def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int = 0) -> LiveState:

@@ -140,9 +140,11 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
                 cur.frames = (cur.frames + [(time.perf_counter(), cur.trainer.iteration)])[-20:]
             session.status(cur, line, _watch_text(les, cur.trainer))
             show = _safely(view.main, cur.trainer)
-            session.save(exp, cur)  # for a server restart
+            save = session.due_save(exp, cur)  # for a server restart
         if callable(show):  # the figures, built from what view.main took, while training goes on
             _safely(show)
+        if save is not None:  # written outside the lock
+            save()
         dt = time.thread_time() - cpu0
         cur.draw_seconds = dt if cur.draw_seconds == 0 else 0.7 * cur.draw_seconds + 0.3 * dt
 
