@@ -7,7 +7,9 @@ PORT ?= 8501
 # the address the app listens on: this machine only by default. To serve a class on the network, say so:
 # `make run HOST=0.0.0.0` (every interface; there is no login, so only on a network you trust)
 HOST ?= 127.0.0.1
-TEST_WORKERS ?= 2  # pytest-xdist processes; the browser tests share one of them (tests/conftest.py)
+# pytest-xdist processes: one per CPU, at least 2, at most 8; the browser tests take one of them up to three
+# workers, then one per two (tests/conftest.py: browser_groups)
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 2 ? 2 : (n > 8 ? 8 : n) )))
 export PYTHONDONTWRITEBYTECODE := 1
 # fewer malloc arenas: the server's session threads then hand freed memory back (load test: +1 MB
 # per session instead of +5 MB, measured with bench/load_test.py)

@@ -289,12 +289,32 @@ def wait_for_charts(pg, timeout_ms: int = 60_000) -> None:
 
 # ---- running in parallel, and what is slow ---------------------------------------------------------
 
+def browser_groups(workers: int) -> int:
+    """How many xdist groups the browser tests form: one (one app server and one Chromium, shared) up to
+    three workers; then one per two workers, at most four. Each group starts its own server and browser (the
+    fixtures are per worker), which pays on a machine with the cores to run them side by side."""
+    return max(1, min(4, workers // 2)) if workers >= 4 else 1
+
+
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), every browser test goes to one
-    worker, so they share one app server and one Chromium; the other tests spread over the rest."""
+    """Under pytest-xdist (`make test` runs `-n WORKERS --dist loadgroup`), the browser tests of one file stay
+    on one worker, and the files are dealt to ``browser_groups`` groups, heaviest first, so that the groups
+    take about the same time; the other tests spread over every worker."""
+    workers = getattr(config.option, "numprocesses", None)
+    n = browser_groups(workers if isinstance(workers, int) else 0)
+    files = dict.fromkeys(item.nodeid.split("::")[0] for item in items if item.get_closest_marker("browser"))
+    load, group = [0.0] * n, {}
+    for f in sorted(files, key=lambda f: (-BROWSER_WEIGHT.get(f, 30), f)):  # each file to the lightest group
+        i = load.index(min(load))
+        group[f], load[i] = f"browser{i}", load[i] + BROWSER_WEIGHT.get(f, 30)
     for item in items:
         if item.get_closest_marker("browser"):
-            item.add_marker(pytest.mark.xdist_group("browser"))
+            item.add_marker(pytest.mark.xdist_group(group[item.nodeid.split("::")[0]]))
+
+
+#: seconds of test time per browser file (a `make test` on 2 cores): how the files are dealt to the groups
+BROWSER_WEIGHT = {"tests/test_screenshots.py": 316, "tests/test_browser_classroom.py": 189,
+                  "tests/test_browser_faults.py": 159, "tests/test_browser.py": 123}
 
 
 _FILE_SECONDS: dict[str, float] = {}
