@@ -73,6 +73,57 @@ def test_the_arena_trainer_moves_between_processes_and_replays_exactly():
     assert a == b and a["autoregressive.nll"] > 0
 
 
+def test_a_seconds_budget_trains_each_family_its_time_in_slices_and_measures_at_equal_parts():
+    a = ArenaRun("ring8", Budget(seconds=0.6), rounds=2, families=["gan", "autoregressive"])
+    assert a.marks == [0.3, 0.6]
+    slices = 0
+    while a.advance_time(5):
+        slices += 1
+        assert slices < 1000
+        # between measurements no family runs past the next one's time by more than one slice of 5 steps
+        assert a.done_rounds == 2 or all(e.seconds < a.marks[a.done_rounds] + 1.0 for e in a.entrants)
+    assert a.done_rounds == 2 and a.iteration == 5 * slices
+    for e in a.entrants:
+        assert 0.6 <= e.seconds < 1.6, (e.family, e.seconds)  # its time, cut at the budget (one burst over at most)
+        assert [r["seconds"] >= m for r, m in zip(e.rows, a.marks)] == [True, True]
+        assert e.trainer.iteration >= 5 and e.rows[-1]["step"] == e.trainer.iteration
+    # each family trains what it manages in its time: the cheap autoregressive model more steps than the GAN
+    steps = {e.family: e.trainer.iteration for e in a.entrants}
+    assert steps["autoregressive"] != steps["GAN"]
+
+
+def test_the_arena_trainer_with_a_seconds_budget_stops_when_it_is_spent():
+    cfg = ArenaConfig(unit="seconds", seconds=1, measures=1)
+    assert str(cfg.limit) == "1s" and str(ArenaConfig(budget=30).limit) == "30 steps"
+    t = ArenaTrainer(cfg, seed=0, device="cpu")
+    t.arena.entrants = [e for e in t.arena.entrants if e.exp.name == "autoregressive"]  # one cheap family
+    while not t.finished:
+        t.step(20)
+    assert t.arena.done_rounds == 1 and t.latest["measurements"] == 1.0
+    with pytest.raises(BudgetSpent, match=r"its budget \(1s\)"):
+        t.step(1)
+
+
+def test_loaded_weights_go_on_from_their_step_and_are_measured_at_once():
+    from dgm.core import export as X
+
+    def cheap(seed):  # two families: enough to see each one's run take the file's weights and step
+        t = ArenaTrainer(ArenaConfig(budget=40, measures=2), seed=seed, device="cpu")
+        t.arena.entrants = [e for e in t.arena.entrants if e.exp.name in ("autoregressive", "flow")]
+        return t
+
+    a, b = cheap(0), cheap(3)
+    a.step(20)
+    assert X.load_weights(b, X.weights_bytes(a, "arena"), "arena") == 20
+    assert b.iteration == b.arena.iteration == 20 and not b.finished
+    assert [e.trainer.iteration for e in b.arena.entrants] == [20, 20]
+    assert [len(e.rows) for e in b.arena.entrants] == [1, 1] and b.latest["measurements"] == 0.0
+    for m, mod in a.modules().items():
+        assert all(torch.equal(v, b.modules()[m].state_dict()[k]) for k, v in mod.state_dict().items()), m
+    b.step(100)
+    assert b.finished and b.iteration == 40 and [e.trainer.iteration for e in b.arena.entrants] == [40, 40]
+
+
 def test_a_mixture_with_one_percent_of_a_good_model_loses_at_most_log_100_nats():
     m = contrasts.noise_mixture("ring8", good=0.01)
     assert 0 < m["change"] <= math.log(100) + 1e-9

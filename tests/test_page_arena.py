@@ -4,6 +4,8 @@ small multiples and the linked altair charts; the contrasts are shown; a bad bud
 import json
 
 from conftest import charts, open_page
+from dgm.core import config as cfglib
+from dgm.core import registry
 
 PAGE = "pages/arena.py"
 
@@ -45,6 +47,48 @@ def test_digits_skip_the_2d_only_families():
     table = at.dataframe[0].value.set_index("family")
     assert table.loc["GAN", "likelihood"].startswith("skipped") and table.loc["flow", "likelihood"].startswith("skipped")
     assert "Digits-FID" in table.columns and table.loc["autoregressive", "likelihood"] == "exact"
+
+
+def test_your_own_data_trains_the_families_that_take_it_and_says_which_do_not():
+    import numpy as np
+
+    from dgm.core.userdata import make_distribution
+    from dgm.ui import userdata
+
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal((-2, 0), 0.3, (200, 2)), rng.normal((2, 1), 0.5, (200, 2))])
+    dist, scaling = make_distribution(points, "two blobs")
+    at = open_page()
+    at.session_state[userdata.NAME], at.session_state[userdata.DIST] = dist.name, dist
+    at.session_state[userdata.SCALING] = scaling
+    for k, v in {"data": "custom", "budget": "10", "measures": "1", "seed": "0", "steps": "10"}.items():
+        at.query_params[k] = v
+    at.switch_page(PAGE).run()
+    _clean(at)
+    t = at.session_state["_live.arena"].trainer
+    assert t.config.data == dist.name and t.finished
+    table = at.dataframe[0].value.set_index("family")
+    takes = {e.arena.label: "custom" in cfglib.knob_map(e.config)["data"].choices for e in registry.arena_entries()}
+    assert list(table.index) == list(takes)
+    for fam, yes in takes.items():  # the families whose pages take your data (today all) train and are measured
+        assert table.loc[fam, "likelihood"].startswith("skipped") != yes, fam
+        assert (table.loc[fam, "precision"] != "—") == yes, fam
+    assert t.arena.real.shape == (2500, 2) and abs(float(t.arena.real[:, 0].mean())) < 0.2  # your data, standardised
+
+
+def test_a_seconds_budget_from_the_link_trains_by_the_clock_and_says_it_is_not_a_replay():
+    at = open_page(PAGE, params={"unit": "seconds", "seconds": "2", "measures": "1", "seed": "0"})
+    _clean(at)
+    labels = [w.label for w in at.sidebar.slider]
+    assert "Budget (seconds per family)" in labels and "Budget (steps per family)" not in labels
+    t = at.session_state["_live.arena"].trainer
+    assert t.config.limit.seconds == 2.0
+    at.button(key="arena.step").click().run()
+    while not t.finished:  # Step until the budget is spent (each press one slice of every family)
+        at.button(key="arena.step").click().run()
+    assert not at.exception and all("budget is spent" in e.value for e in at.error), [e.value for e in at.error]
+    assert all(e.seconds >= 2.0 or e.failed for e in t.arena.entrants)
+    assert any("gives the same settings, not the same numbers" in c.value for c in at.caption)
 
 
 def test_a_bad_budget_in_the_link_gives_a_note():

@@ -32,7 +32,9 @@ def snapshot(trainer) -> dict[str, Any]:
             shown.setdefault(e.family, []).append(e.shown)
     return {"data": data, "box": None if a.images else a.dist.box, "images": a.images, "shown": shown,
             "families": list(dict.fromkeys(e.family for e in a.entrants)), "rows": a.rows(), "table": a.table(),
-            "step": a.iteration, "budget": trainer.config.budget, "seeds": trainer.config.seeds}
+            "step": a.iteration, "budget": trainer.config.budget, "seeds": trainer.config.seeds,
+            "limit": str(trainer.config.limit), "timed": trainer.config.unit == "seconds",
+            "measured": a.done_rounds, "measures": a.rounds}
 
 
 def small_multiples(s: dict[str, Any], height: int = 260) -> go.Figure:
@@ -76,8 +78,14 @@ def small_multiples(s: dict[str, Any], height: int = 260) -> go.Figure:
                           yanchor="bottom", showarrow=False))
     fig = go.Figure(traces)
     fig.update_layout(**layout, annotations=notes, height=height, margin=dict(l=10, r=10, t=60, b=10),
-                      title=f"Samples at step {s['step']:,} of {s['budget']:,}")
+                      title=_title(s))
     return fig
+
+
+def _title(s: dict[str, Any]) -> str:
+    if s.get("timed"):  # a seconds budget: the measurements are the run's clock
+        return f"Samples at measurement {s['measured']} of {s['measures']} (a budget of {s['limit']} per family)"
+    return f"Samples at step {s['step']:,} of {s['budget']:,}"
 
 
 def table_rows(s: dict[str, Any]) -> list[dict[str, Any]]:

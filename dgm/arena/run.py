@@ -181,6 +181,27 @@ class ArenaRun:
                 self._measure_all()
         return self.iteration - start
 
+    @property
+    def marks(self) -> list[float]:
+        """A seconds budget: each family's training seconds at the measurements (equal parts of the budget)."""
+        return [self.budget.seconds * k / self.rounds for k in range(1, self.rounds + 1)]
+
+    def advance_time(self, n: int) -> bool:
+        """A seconds budget, a slice at a time (what a playing page asks): every family (and seed) short of the
+        next measurement's training time trains up to n more steps, cut at that time; once every one has
+        reached it, all are measured. Steps are offered, not counted (``iteration`` grows by n a slice): each
+        family trains what this machine does in its time. Returns False once the budget is spent."""
+        if self.done_rounds >= self.rounds:
+            return False
+        mark = self.marks[self.done_rounds]
+        for e in self.entrants:
+            if e.seconds < mark:
+                self._train(e, steps=max(int(n), 1), seconds=mark - e.seconds)
+        self.iteration += max(int(n), 1)
+        if all(e.failed or e.seconds >= mark for e in self.entrants):
+            self._measure_all()
+        return True
+
     def round(self) -> bool:
         """Every family (and seed) trains its share of the budget in turn, then every one is measured.
         Returns True while rounds remain."""

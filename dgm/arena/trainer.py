@@ -11,6 +11,7 @@ from typing import Any
 
 from dgm.arena.run import DATASETS, MEASURES, ArenaRun, Budget
 from dgm.core.config import knob
+from dgm.core.userdata import CUSTOM
 from dgm.core.train import Trainer, TrainingDiverged
 
 
@@ -18,22 +19,34 @@ class BudgetSpent(TrainingDiverged):
     """Raised by a step after the budget is spent, so that a playing page stops (with this message) instead of
     asking a finished arena for steps in a loop; the run is whole and its figures stay."""
 
-    def __init__(self, step: int):
-        FloatingPointError.__init__(self, f"The arena's budget is spent: every family has trained {step:,} steps "
-                                          "and been measured. Raise the budget to see more, or Reset.")
+    def __init__(self, step: int, budget: str):
+        FloatingPointError.__init__(self, f"The arena's budget is spent: every family has trained its budget "
+                                          f"({budget}) and been measured. Raise the budget to see more, or Reset.")
         self.step, self.metrics = step, {}
+
+
+UNITS = ("steps", "seconds")
 
 
 @dataclass
 class ArenaConfig:
-    data: str = knob("ring8", "the data every family trains on (each with its page's default settings)",
-                     choices=DATASETS, group="Arena")
+    data: str = knob("ring8", "the data every family trains on (each with its page's default settings; your own "
+                     "2D data: the families whose pages take it)", choices=(*DATASETS, CUSTOM), group="Arena")
+    unit: str = knob("steps", "the budget in optimisation steps (a replay: the same run on every machine) or in "
+                     "seconds of training (what this machine does in that time: a link gives the same settings, not "
+                     "the same numbers)", choices=UNITS, label="budget in", group="Arena")
     budget: int = knob(1000, "steps each family trains", lo=10, hi=20_000, step=10, label="budget (steps per family)",
-                       group="Arena")
+                       group="Arena", show=lambda c: c.unit == "steps")
+    seconds: int = knob(30, "seconds of training for each family (building and measuring not counted)", lo=2, hi=600,
+                        label="budget (seconds per family)", group="Arena", show=lambda c: c.unit == "seconds")
     seeds: int = knob(1, "runs of each family, seeds 0, 1, ...: their spread is the stability column", lo=1, hi=5,
                       group="Arena")
     measures: int = knob(4, "measurements at equal parts of the budget (the curves' points; also at steps 10 and "
-                         "100 when they come before the first)", lo=1, hi=20, group="Arena")
+                         "100 when they come before the first, with a steps budget)", lo=1, hi=20, group="Arena")
+
+    @property
+    def limit(self) -> Budget:
+        return Budget(seconds=float(self.seconds)) if self.unit == "seconds" else Budget(steps=self.budget)
 
 
 class ArenaTrainer(Trainer):
@@ -41,14 +54,15 @@ class ArenaTrainer(Trainer):
 
     def build(self) -> None:
         c = self.config
-        self.arena = ArenaRun(c.data, Budget(steps=c.budget), seeds=c.seeds, seed=self.seed, rounds=c.measures,
+        self.arena = ArenaRun(c.data, c.limit, seeds=c.seeds, seed=self.seed, rounds=c.measures,
                               device=str(self.device))
 
     def step(self, n: int = 1) -> dict[str, float]:
-        """n steps of every family in turn (fewer at the end of the budget); ``BudgetSpent`` once it is spent."""
+        """n steps of every family in turn (fewer at the end of the budget; with a seconds budget, each family's
+        n steps are cut at its next measurement's time); ``BudgetSpent`` once the budget is spent."""
         if self.finished and n > 0:
-            raise BudgetSpent(self.iteration)
-        done = self.arena.advance(n)
+            raise BudgetSpent(self.iteration, str(self.config.limit))
+        done = self.arena.advance(n) if self.config.unit == "steps" else self.arena.advance_time(n)
         self.iteration = self.arena.iteration
         if done:
             self.latest = self.summary()
@@ -59,6 +73,8 @@ class ArenaTrainer(Trainer):
 
     @property
     def finished(self) -> bool:
+        if self.config.unit == "seconds":
+            return self.arena.done_rounds >= self.arena.rounds
         return self.iteration >= self.config.budget
 
     def summary(self) -> dict[str, float]:
@@ -73,6 +89,17 @@ class ArenaTrainer(Trainer):
 
     def evaluate(self) -> dict[str, float]:
         return self.summary()
+
+    def on_weights_loaded(self, iteration: int) -> None:
+        """Every family goes on from the file's step (a steps budget counts from there) and is measured at once,
+        so that the table shows the loaded models."""
+        self.iteration = self.arena.iteration = iteration
+        for e in self.arena.entrants:
+            e.trainer.on_weights_loaded(iteration)
+            e.failed = None
+            e.rows.append(self.arena.measure(e))
+        self.latest = self.summary()
+        self.history.record(self.iteration, self.latest)
 
     # -- state: the families' runs travel with the arena's -------------------------------------------------
     def _meta(self) -> dict[str, Any]:

@@ -97,8 +97,8 @@ def weights_bytes(trainer: Trainer, experiment: str) -> bytes:
         if mod_name not in trainer.modules():
             continue  # optimisers and schedulers are not saved: training resumes with a fresh optimiser
         for k, v in sd.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"{mod_name}.{k}"] = v.detach().cpu().contiguous()
+            if isinstance(v, torch.Tensor):  # a copy: tensors that modules share (a flow's masks) are written each
+                tensors[f"{mod_name}.{k}"] = v.detach().cpu().clone(memory_format=torch.contiguous_format)
     meta = {"experiment": experiment, "config": json.dumps(cfglib.to_dict(trainer.config)),
             "seed": str(trainer.seed), "iteration": str(state["iteration"]), "dgm_version": dgm.__version__}
     return st_save(tensors, metadata=meta)
@@ -172,7 +172,10 @@ def load_weights(trainer: Trainer, raw: bytes, experiment: str) -> int:
             f"{len(shapes)} tensors of another shape" if shapes else "",
             f"{len(kinds)} tensors of another kind" if kinds else ""]))
         raise WeightsError(f"These weights do not fit this model ({detail}). Set the same settings and try again.")
-    bad = [k for k in expected if tensors[k].is_floating_point() and not bool(torch.isfinite(tensors[k]).all())]
+    # NaN nowhere, infinities only in buffers (where they mark "nothing yet", such as no best validation score)
+    params = {f"{m}.{k}" for m, mod in modules.items() for k, _ in mod.named_parameters()}
+    bad = [k for k in expected if tensors[k].is_floating_point() and not bool(
+        (torch.isfinite(tensors[k]) if k in params else ~torch.isnan(tensors[k])).all())]
     if bad:
         raise WeightsError(f"These weights hold NaN or infinite values ({len(bad)} tensors, e.g. "
                            f"{cfglib.shown(bad[0])}); they cannot be trained from.")
@@ -185,7 +188,7 @@ def load_weights(trainer: Trainer, raw: bytes, experiment: str) -> int:
     except Exception as e:  # checked above; should a module still refuse, nothing is half loaded
         trainer.restore(before, copy_=False)
         raise WeightsError(f"These weights could not be loaded: {e}") from None
-    trainer.iteration = it
+    trainer.on_weights_loaded(it)
     trainer.mark_good()
     return it
 

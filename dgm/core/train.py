@@ -156,6 +156,12 @@ class Trainer:
     def on_restore(self) -> None:
         """Called after a checkpoint is restored: drop caches derived from the model."""
 
+    def on_weights_loaded(self, iteration: int) -> None:
+        """Called after a weights file was loaded into the modules (dgm.core.export.load_weights): the run goes
+        on from the step the file was saved at."""
+        self.iteration = iteration
+        self.on_restore()
+
     # -- runtime settings ------------------------------------------------------------------------------
     def set_runtime(self, values: Mapping[str, Any] | None = None, **kw: Any) -> None:
         """Change runtime settings (names of ``Runtime``'s fields); unknown names raise ValueError."""

@@ -46,10 +46,14 @@ class ArenaView(view.View):
         def show() -> None:
             with self.below:
                 if not snap["rows"]:
-                    st.info(f"Press Play: every family trains {snap['budget']:,} steps in turn and is measured "
+                    st.info(f"Press Play: every family trains {snap['limit']} in turn and is measured "
                             f"{trainer.config.measures} times along the way.")
                     return
                 st.dataframe(af.table_rows(snap), hide_index=True, width="stretch")
+                if snap["timed"]:
+                    st.caption(f"A budget of {snap['limit']} per family measures this machine: each family trains "
+                               "the steps it manages in that time (the 'steps' column), so a link gives the same "
+                               "settings, not the same numbers. A budget in steps replays exactly.")
                 st.caption(
                     "The measured taxonomy table, at the last measurement (mean ± sd over the seeds). NLL: nats per "
                     "example on the same held-out points (exact, a bound, or none); precision, recall, density, "
