@@ -1,5 +1,6 @@
 """A real browser on the arena page (issue 23): Step trains every family and fills the measured table, the
-small multiples draw one panel per family, and the altair chart that links the table to the curves is drawn."""
+small multiples draw one panel per family, and a click on a family in the altair chart (its row in the table or its
+legend entry) picks it in every chart."""
 
 import pytest
 
@@ -28,6 +29,30 @@ def test_step_fills_the_table_and_the_linked_charts(app_server, page):
     view = chart.locator("canvas, svg").first
     view.wait_for(timeout=60_000)
     assert view.bounding_box()["height"] > 400  # the table, precision vs recall and two rows of curves
+    # the selection links the charts: a click on a family's row or its legend entry leaves only that
+    # family's points opaque (the rest dimmed to 0.15); a double click shows every family again
+    fams = ["GAN", "flow", "VAE", "autoregressive", "diffusion"]
+    assert sorted(_opaque(chart)) == sorted(fams)
+    _click(page, chart.locator('g.mark-rect.role-mark path[aria-label$="family: flow"]').first)
+    assert _opaque(chart) == ["flow"]
+    _click(page, chart.locator('g.mark-rect.role-mark path[aria-label$="family: flow"]').first, double=True)
+    assert sorted(_opaque(chart)) == sorted(fams)
+    _click(page, chart.locator(".role-legend-symbol path").nth(fams.index("VAE")))  # the legend is in their order
+    assert _opaque(chart) == ["VAE"]
     assert page.locator('[data-testid="stException"]').count() == 0
     assert "budget=10" in page.url
     assert not errors, errors
+
+
+def _opaque(chart) -> list[str]:
+    """The families whose precision-vs-recall points are drawn opaque (vega's SVG: one path per point)."""
+    return chart.evaluate("""e => [...new Set([...e.querySelectorAll('g.mark-symbol.role-mark path[aria-label*="family: "]')]
+        .filter(p => p.getAttribute('opacity') == '1').map(p => p.getAttribute('aria-label').match(/family: ([^;]+)/)[1]))]""")
+
+
+def _click(page, target, double: bool = False) -> None:
+    """A real mouse click at the middle of an SVG mark (vega picks the mark under the pointer)."""
+    target.scroll_into_view_if_needed()
+    box = target.bounding_box()
+    (page.mouse.dblclick if double else page.mouse.click)(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_timeout(500)

@@ -143,7 +143,9 @@ def linked_charts(s: dict[str, Any]) -> alt.VConcatChart:
     bar spanning them); the curves of each metric against steps and against training seconds, one facet per
     metric. One selection (click a family's row, a point or a legend entry) picks it in every chart."""
     df = _long(s["rows"])
-    pick = alt.selection_point(fields=["family"], bind="legend")
+    # clicks on the table's rows and the points pick too (a legend-bound selection ignores them unless told), a
+    # double click clears; the selection lives in the views that draw a family: the table's rows and the points
+    pick = alt.selection_point(fields=["family"], bind="legend", on="click", clear="dblclick")
     fams = s["families"]  # the small multiples' colours, in the same order
     color = alt.Color("family:N", legend=alt.Legend(orient="top"),
                       scale=alt.Scale(domain=fams, range=[viz.PALETTE[j % len(viz.PALETTE)] for j in range(len(fams))]))
@@ -158,7 +160,7 @@ def linked_charts(s: dict[str, Any]) -> alt.VConcatChart:
     scatter = base.mark_point(size=90, filled=True).encode(
         x=alt.X("mean(recall):Q", scale=alt.Scale(domain=[0, 1]), title="recall (data near a sample)"),
         y=alt.Y("mean(precision):Q", scale=alt.Scale(domain=[0, 1]), title="precision (samples near the data)"),
-        color=color, opacity=opacity, tooltip=["family", "mean(precision):Q", "mean(recall):Q"])
+        color=color, opacity=opacity, tooltip=["family", "mean(precision):Q", "mean(recall):Q"]).add_params(pick)
     bars = base.mark_errorbar(extent="stdev").encode(x="recall:Q", y="precision:Q", color=color, opacity=opacity)
     level = alt.Chart(pd.DataFrame({"v": [QUALITY_LEVEL]})).mark_rule(strokeDash=[4, 4], color="grey")
     pr_chart = (scatter + bars.transform_filter("datum.recall != null") + level.encode(x="v:Q") + level.encode(y="v:Q")

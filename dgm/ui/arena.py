@@ -64,8 +64,8 @@ class ArenaView(view.View):
                 if line:
                     st.markdown(f"**Precision vs recall, GAN against flow.** {line}")
                 st.altair_chart(af.linked_charts(snap))
-                st.caption("Click a family (or its legend entry) to pick it in every chart; error bars and bands "
-                           "span the seeds.")
+                st.caption("Click a family (its row, its legend entry or its point) to pick it in every chart; "
+                           "double-click to show them all again. Error bars and bands span the seeds.")
 
         return show
 
