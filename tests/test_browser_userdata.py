@@ -1,5 +1,7 @@
 """Your own data in a real browser: upload a good CSV, then bad ones; the good data stays in use."""
 
+import re
+
 import pytest
 
 from conftest import wait_for_app
@@ -58,3 +60,24 @@ def test_draw_points_with_the_lasso(app_server, page):
     assert page.get_by_text("Using your data").is_visible()
     assert page.get_by_text("(your drawing)", exact=False).is_visible()
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_a_link_to_uploaded_data_opens_it_for_someone_else(app_server, page, browser):
+    """A teacher uploads a file; the page's link names the data (data=custom:<digest>), and a student who opens
+    that link in another browser trains on the same data."""
+    page.goto(app_server.url + "/demo?data=custom")
+    wait_for_app(page)
+    upload(page, "class.csv", GOOD.encode())
+    page.get_by_text("Using your data").wait_for(timeout=60_000)
+    name = re.search(r"custom:[0-9a-f]{10}", page.get_by_text("q fitted to custom:").first.text_content()).group(0)
+    other = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        student = other.new_page()
+        student.goto(app_server.url + f"/demo?data={name}")
+        wait_for_app(student)
+        student.get_by_text("Using your data").wait_for(timeout=60_000)
+        assert student.get_by_text("uploaded class.csv", exact=False).first.is_visible()
+        assert student.get_by_text(f"q fitted to {name}").first.is_visible()
+        assert student.locator('[data-testid="stException"]').count() == 0
+    finally:
+        other.close()

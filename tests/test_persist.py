@@ -121,3 +121,52 @@ def test_other_settings_or_a_bad_id_start_a_new_run(run_dir):
     assert any("names no run" in w.value for w in bad.warning), [w.value for w in bad.warning]
     new = bad.query_params[persist.PARAM]
     assert persist.valid_id(new[0] if isinstance(new, list) else new)
+
+
+# ---- your own data in a link (issue 18) ------------------------------------------------------------
+
+def _kept_data(rng_seed: int = 0):
+    """A data set kept on this server's disk as an upload would keep it, and never registered here: the name is
+    new (a random digest), so only the file can bring it back."""
+    import numpy as np
+
+    digest = np.random.default_rng().bytes(5).hex()
+    name = f"custom:{digest}"
+    pts = torch.as_tensor(np.random.default_rng(rng_seed).normal(size=(300, 2)) * (1, 0.3), dtype=torch.float32)
+    scaling = {"center": (1.0, 2.0), "scale": 0.5, "n_points": 300, "n_used": 0}
+    assert persist.save_data(name, pts, "uploaded blobs.csv", scaling)
+    return name, pts
+
+
+def test_a_kept_data_set_reads_back_by_its_name_only(run_dir):
+    name, pts = _kept_data()
+    back = persist.load_data(name)
+    assert torch.equal(back["points"], pts) and back["description"] == "uploaded blobs.csv"
+    assert persist.load_data("custom:0123456789") is None  # not kept here
+    for bad in ("custom:../../etc", "ring8", "custom:ABCDEF0123", name + "0"):
+        assert persist.load_data(bad) is None and not persist.save_data(bad, pts, "x", {})
+    (run_dir / f"{name.split(':')[1]}.data.pt").write_bytes(b"damaged")
+    assert persist.load_data(name) is None
+
+
+def test_a_link_to_your_own_data_opens_it_and_shares_it_again(run_dir):
+    from dgm.core.userdata import EmpiricalKDE
+
+    name, pts = _kept_data()
+    at = open_page("pages/gan.py", params={"data": name, "seed": "0", "steps": "10"})
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    t = at.session_state["_live.gan"].trainer
+    assert t.config.data == name and isinstance(t.data, EmpiricalKDE) and torch.equal(t.data.points, pts)
+    assert at.query_params["data"] == "custom"
+    captions = [c.value.replace("\\", "").replace("\u2060", "") for c in at.sidebar.caption]
+    assert any("Using your data" in c and "(from a link: uploaded blobs.csv)" in c for c in captions), captions
+    links = [c.value for c in at.code if "data=" in c.value]  # the Link popover's two links name the data again
+    assert len(links) == 2 and all(f"data=custom%3A{name.split(':')[1]}" in v for v in links), links
+
+
+def test_a_link_to_data_this_server_does_not_keep_says_so_and_uses_the_default(run_dir):
+    at = open_page("pages/gan.py", params={"data": "custom:0123456789", "seed": "0"})
+    assert not at.exception
+    notes = " ".join(w.value for w in at.warning).replace("\\", "").replace("\u2060", "")
+    assert "another server, or too long ago" in notes and "using 'ring8'" in notes
+    assert at.session_state["_live.gan"].trainer.config.data == "ring8"

@@ -216,6 +216,16 @@ def make_distribution(points: np.ndarray, description: str = "your data") -> tup
     return dist, scaling
 
 
+def rebuild(name: str, points: np.ndarray | Tensor, description: str) -> EmpiricalKDE:
+    """A data set from its name and the points its density is made of (kept by a server for a link): the
+    same name, the same density and samples as the one that was made from the user's file."""
+    dist = dgm.core.data.lookup(name)
+    if dist is None:
+        dist = EmpiricalKDE(name, points, description)
+        dgm.core.data.register(dist)
+    return dist
+
+
 def spray(centers: np.ndarray, per_point: int, width: float, noise: float, seed: int = 0) -> np.ndarray:
     """Points for a drawing: around each brushed location, ``per_point`` points spread uniformly
     in a disc of radius ``width``, plus Gaussian ``noise``."""

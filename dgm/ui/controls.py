@@ -93,6 +93,7 @@ def sanitize(exp: Experiment) -> None:
         notes.append(f"{persist.PARAM}={cfglib.shown(qp[persist.PARAM])} names no run; a new run starts")
         fix[persist.PARAM] = None
     raw = {name: qp[name] for name in qp.keys() if name not in GLOBAL_PARAMS and "." not in name}
+    _own_data_from_link(kmap, raw, notes, fix)
     values, problems = cfglib.check(exp.config, raw)
     for name, r in raw.items():
         if name not in values:  # unknown, or not a usable value
@@ -108,6 +109,23 @@ def sanitize(exp: Experiment) -> None:
     _check_view_params(exp, notes, fix)
     common.fix_url(fix)
     common.add_notes(notes)
+
+
+def _own_data_from_link(kmap: dict[str, Knob], raw: dict[str, str], notes: list[str], fix: dict) -> None:
+    """A link's ``data=custom:<digest>`` (a shared link to someone's own data): that data set becomes the
+    session's, and the knob reads "custom"; a data set this server does not keep gets a note."""
+    k, value = kmap.get("data"), raw.get("data", "")
+    if k is None or CUSTOM not in (k.choices or ()) or not value.startswith(CUSTOM + ":"):
+        return
+    from dgm.ui import userdata
+
+    note = userdata.from_link(value)
+    if note is None:
+        raw["data"] = fix["data"] = CUSTOM
+    else:
+        notes.append(f"{note}; using {k.default!r}")
+        del raw["data"]
+        fix["data"] = None
 
 
 def sanitize_page_without_knobs() -> None:

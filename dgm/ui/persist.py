@@ -8,6 +8,8 @@ run in its session, finds the file its address names, and, if the file holds a r
 continues from it under a new id and says so (so tabs opened with one copied address never overwrite each
 other's runs, nor the one they started from).
 
+A user's own data set is kept the same way (``<digest>.data.pt``), so that a shared link can name it.
+
 The files are written with ``torch.save`` and read with ``torch.load(weights_only=True)``: tensors and plain
 containers only, never a pickle. The folder is the user's cache (``$DGM_RUN_DIR``, else
 ``$XDG_CACHE_HOME/dgm-explorer/runs``, else ``~/.cache/dgm-explorer/runs``), private to the user; it keeps
@@ -59,23 +61,61 @@ def _path(run_id: str, exp_name: str) -> Path:
 def save(run_id: str, exp_name: str, fingerprint: str, state: dict[str, Any]) -> bool:
     """Write ``state`` (a ``Trainer.checkpoint``) as the run ``run_id`` of ``exp_name`` with settings
     ``fingerprint``, atomically. False (and a log line) if it could not be written."""
-    d = folder()
+    return _write(_path(run_id, exp_name), {"experiment": exp_name, "fingerprint": fingerprint, "saved": time.time(),
+                                            "state": state})
+
+
+def _write(path: Path, obj: dict[str, Any]) -> bool:
+    d = path.parent
     try:
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                torch.save({"experiment": exp_name, "fingerprint": fingerprint, "saved": time.time(),
-                            "state": state}, f)
-            os.replace(tmp, _path(run_id, exp_name))
+                torch.save(obj, f)
+            os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         _prune(d)
         return True
     except Exception as e:  # noqa: BLE001 - best effort: the run goes on in memory
-        log.warning("could not save the run to %s: %s", d, e)
+        log.warning("could not write %s: %s", path, e)
         return False
+
+
+# -- a user's own data, so that a link can name it (``data=custom:<digest>``) -------------------------------
+_DATA = re.compile(r"custom:([0-9a-f]{10})")
+
+
+def _data_path(name: str) -> Path | None:
+    m = _DATA.fullmatch(name or "")
+    return folder() / f"{m.group(1)}.data.pt" if m else None
+
+
+def save_data(name: str, points: torch.Tensor, description: str, scaling: dict[str, Any]) -> bool:
+    """Keep a user's data set (its name, the points its density is made of, where it came from and how it was
+    scaled) with the runs, so that a link naming it opens it on this server for as long as runs are kept."""
+    path = _data_path(name)
+    return path is not None and _write(path, {"name": name, "points": points.detach().cpu().float().contiguous(),
+                                              "description": str(description), "scaling": dict(scaling)})
+
+
+def load_data(name: str) -> dict[str, Any] | None:
+    """The data set ``save_data`` kept under ``name``, or None (no such file, a name that is not a data set's,
+    or a file that cannot be read: logged)."""
+    path = _data_path(name)
+    try:
+        if path is None or not path.is_file():
+            return None
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        pts = saved.get("points")
+        if saved.get("name") != name or not isinstance(pts, torch.Tensor) or pts.ndim != 2 or pts.shape[1] != 2:
+            return None
+        return saved
+    except Exception as e:  # noqa: BLE001 - a damaged file is no data set
+        log.warning("could not read the data set %s: %s", path, e)
+        return None
 
 
 def load(run_id: str, exp_name: str, fingerprint: str) -> dict[str, Any] | None:

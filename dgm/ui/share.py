@@ -10,8 +10,9 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import streamlit as st
 
 from dgm.core import export as X
+from dgm.core.userdata import CUSTOM
 from dgm.core.registry import Experiment
-from dgm.ui import common, persist, scheduling, session
+from dgm.ui import common, persist, scheduling, session, userdata
 
 WEIGHTS_UPLOAD = "weights_upload"
 log = logging.getLogger(__name__)
@@ -24,6 +25,8 @@ def page_link(extra: dict[str, str] | None = None, drop: tuple[str, ...] = ()) -
     except Exception:  # noqa: BLE001 - no browser context (AppTest)
         parts = urlsplit("")
     params = {k: v for k, v in st.query_params.to_dict().items() if k not in drop and k != persist.PARAM}
+    if params.get("data") == CUSTOM and (name := userdata.active()):
+        params["data"] = name  # the session's own data, by its name: the server keeps it for links (persist)
     params.update(extra or {})
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(params), ""))
 

@@ -8,6 +8,8 @@ and leaves the previous data in place. File names and cell values are shown as t
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -15,6 +17,7 @@ import streamlit as st
 import dgm.core.data
 from dgm.core import userdata as U
 from dgm.core import viz
+from dgm.ui import persist
 from dgm.ui.common import plain
 
 NAME, SCALING, ERROR, DRAWING = "_custom.name", "_custom.scaling", "_custom.error", "_custom.drawing"
@@ -47,6 +50,25 @@ def _use(points: np.ndarray, description: str) -> None:
         return
     st.session_state[NAME], st.session_state[SCALING], st.session_state[ERROR] = dist.name, scaling, None
     st.session_state[DIST], st.session_state[ORIGIN] = dist, description
+    persist.save_data(dist.name, dist.points, description, dataclasses.asdict(scaling))  # for links that name it
+
+
+def from_link(name: str) -> str | None:
+    """Make the data set a link names (``data=custom:<digest>``) this session's data: one in use on this server,
+    or one it keeps (``persist.save_data``). Returns None, or a note saying why the link's data is not here."""
+    if st.session_state.get(NAME) == name and active() == name:
+        return None
+    kept = persist.load_data(name)
+    if kept is None:
+        return (f"data={name} is a data set uploaded or drawn on another server, or too long ago (this "
+                f"one keeps them for {persist.MAX_AGE / 86400:.0f} days); upload it again")
+    dist = U.rebuild(name, kept["points"], kept["description"])
+    sc = kept["scaling"]
+    scaling = U.Scaling(center=tuple(sc["center"]), scale=float(sc["scale"]), n_points=int(sc["n_points"]),
+                        n_used=int(sc.get("n_used", 0)))
+    st.session_state[NAME], st.session_state[SCALING], st.session_state[ERROR] = dist.name, scaling, None
+    st.session_state[DIST], st.session_state[ORIGIN] = dist, f"from a link: {kept['description']}"
+    return None
 
 
 def _on_upload() -> None:
