@@ -42,6 +42,8 @@ def test_draw_points_with_the_lasso(app_server, page):
     page.goto(app_server.url + "/demo?data=custom")
     wait_for_app(page)
     page.get_by_role("button", name="Draw points…").click()
+    page.locator('[role="dialog"]').get_by_text("lasso", exact=True).click()
+    wait_for_app(page)
     plot = page.locator('[role="dialog"] [data-testid="stPlotlyChart"] .nsewdrag').first
     plot.wait_for(timeout=30_000)
     box = plot.bounding_box()
@@ -81,3 +83,25 @@ def test_a_link_to_uploaded_data_opens_it_for_someone_else(app_server, page, bro
         assert student.locator('[data-testid="stException"]').count() == 0
     finally:
         other.close()
+
+
+def test_click_a_spot_to_spray_points(app_server, page):
+    page.goto(app_server.url + "/demo?data=custom")
+    wait_for_app(page)
+    page.get_by_role("button", name="Draw points…").click()
+    dialog = page.locator('[role="dialog"]')
+    plot = dialog.locator('[data-testid="stPlotlyChart"] .nsewdrag').first
+    plot.wait_for(timeout=30_000)
+    box = plot.bounding_box()
+    counts = []
+    for fx, fy in [(0.3, 0.3), (0.7, 0.6)]:  # two spots, one click each: 20 points around each (the default)
+        page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"], steps=4)  # hover, then click
+        page.wait_for_timeout(300)
+        page.mouse.down()
+        page.mouse.up()
+        dialog.get_by_text(f"{20 * (len(counts) + 1)} points", exact=True).wait_for(timeout=30_000)
+        counts.append(len(counts) + 1)
+    wait_for_app(page)
+    dialog.locator("button", has_text="Use this drawing").click()
+    page.get_by_text("Using your data").wait_for(timeout=30_000)
+    assert page.get_by_text("40 points, centred", exact=False).is_visible()

@@ -24,6 +24,7 @@ NAME, SCALING, ERROR, DRAWING = "_custom.name", "_custom.scaling", "_custom.erro
 DIST = "_custom.dist"  # the data set itself: holding it keeps it registered
 ORIGIN = "_custom.origin"  # where this session's data came from (the same data may come from other sessions)
 UPLOAD, BRUSH, NOISE, PER_CLICK = "custom_upload", "custom_brush", "custom_noise", "custom_per_click"
+TOOL = "custom_tool"
 DRAW_BOX = (-4.0, 4.0, -4.0, 4.0)
 _GRID = np.stack(np.meshgrid(np.linspace(-3.9, 3.9, 40), np.linspace(-3.9, 3.9, 40)), -1).reshape(-1, 2)
 
@@ -105,25 +106,31 @@ def _add_brush(centres: np.ndarray) -> None:
     st.session_state[DRAWING] = list(st.session_state.get(DRAWING, [])) + new.tolist()
 
 
-def _drawing_figure(points: list) -> go.Figure:
+#: how a pick is made on the drawing canvas: the chart's drag mode. A click selects a spot only when dragging
+#: does not select (Streamlit turns click selection off in lasso and box modes), so the user chooses the tool.
+TOOLS = {"click a spot": False, "lasso": "lasso", "box": "select"}
+
+
+def _drawing_figure(points: list, dragmode: str | bool = False) -> go.Figure:
     fig = viz.plane(DRAW_BOX, height=420)
     fig.add_trace(go.Scatter(x=_GRID[:, 0], y=_GRID[:, 1], mode="markers", name="canvas",
                              marker=dict(size=9, color="rgba(0,0,0,0.04)"), hoverinfo="none", showlegend=False))
     if points:
         viz.add_points(fig, np.asarray(points), name="your points", color=viz.PALETTE[1], size=4, opacity=0.7)
-    fig.update_layout(dragmode="lasso", clickmode="event+select")
+    fig.update_layout(dragmode=dragmode)
     return fig
 
 
 @st.dialog("Draw your data", width="large")
 def _draw_dialog() -> None:
-    st.caption("Click a spot, or brush over a region with the lasso (or *Box select* in the chart's toolbar): "
-               "points are sprayed around every spot you pick. Then press **Use this drawing**.")
+    st.caption("Pick spots with a click, or brush over a region with the lasso or a box: points are sprayed around "
+               "every spot you pick. Then press **Use this drawing**.")
+    tool = st.radio("Pick with", list(TOOLS), horizontal=True, key=TOOL)
     a, b, c = st.columns(3)
     a.slider("Brush width", 0.05, 1.5, 0.3, 0.05, key=BRUSH)
     b.slider("Spray noise", 0.0, 0.5, 0.05, 0.01, key=NOISE)
     c.slider("Points per spot", 1, 100, 20, key=PER_CLICK)
-    event = st.plotly_chart(_drawing_figure(st.session_state.get(DRAWING, [])), on_select="rerun",
+    event = st.plotly_chart(_drawing_figure(st.session_state.get(DRAWING, []), TOOLS[tool]), on_select="rerun",
                             selection_mode=("points", "box", "lasso"), key="custom_canvas",
                             config={"displaylogo": False})
     centres = _selection_centres(event)
