@@ -93,7 +93,7 @@ def test_a_seconds_budget_trains_each_family_its_time_in_slices_and_measures_at_
 
 
 def test_the_arena_trainer_with_a_seconds_budget_stops_when_it_is_spent():
-    cfg = ArenaConfig(unit="seconds", seconds=1, measures=1)
+    cfg = ArenaConfig(unit="seconds", budget_s=1, measures=1)
     assert str(cfg.limit) == "1s" and str(ArenaConfig(budget=30).limit) == "30 steps"
     t = ArenaTrainer(cfg, seed=0, device="cpu")
     t.arena.entrants = [e for e in t.arena.entrants if e.exp.name == "autoregressive"]  # one cheap family

@@ -77,7 +77,7 @@ def test_your_own_data_trains_the_families_that_take_it_and_says_which_do_not():
 
 
 def test_a_seconds_budget_from_the_link_trains_by_the_clock_and_says_it_is_not_a_replay():
-    at = open_page(PAGE, params={"unit": "seconds", "seconds": "2", "measures": "1", "seed": "0"})
+    at = open_page(PAGE, params={"unit": "seconds", "budget_s": "2", "measures": "1", "seed": "0"})
     _clean(at)
     labels = [w.label for w in at.sidebar.slider]
     assert "Budget (seconds per family)" in labels and "Budget (steps per family)" not in labels

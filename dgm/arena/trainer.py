@@ -37,7 +37,7 @@ class ArenaConfig:
                      "the same numbers)", choices=UNITS, label="budget in", group="Arena")
     budget: int = knob(1000, "steps each family trains", lo=10, hi=20_000, step=10, label="budget (steps per family)",
                        group="Arena", show=lambda c: c.unit == "steps")
-    seconds: int = knob(30, "seconds of training for each family (building and measuring not counted)", lo=2, hi=600,
+    budget_s: int = knob(30, "seconds of training for each family (building and measuring not counted)", lo=2, hi=600,
                         label="budget (seconds per family)", group="Arena", show=lambda c: c.unit == "seconds")
     seeds: int = knob(1, "runs of each family, seeds 0, 1, ...: their spread is the stability column", lo=1, hi=5,
                       group="Arena")
@@ -46,7 +46,7 @@ class ArenaConfig:
 
     @property
     def limit(self) -> Budget:
-        return Budget(seconds=float(self.seconds)) if self.unit == "seconds" else Budget(steps=self.budget)
+        return Budget(seconds=float(self.budget_s)) if self.unit == "seconds" else Budget(steps=self.budget)
 
 
 class ArenaTrainer(Trainer):
