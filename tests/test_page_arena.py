@@ -49,7 +49,7 @@ def test_digits_skip_the_2d_only_families():
     assert "Digits-FID" in table.columns and table.loc["autoregressive", "likelihood"] == "exact"
 
 
-def test_your_own_data_trains_the_families_that_take_it_and_says_which_do_not():
+def test_your_own_data_trains_every_family_whose_page_takes_it():
     import numpy as np
 
     from dgm.core.userdata import make_distribution
