@@ -104,4 +104,4 @@ def test_click_a_spot_to_spray_points(app_server, page):
     wait_for_app(page)
     dialog.locator("button", has_text="Use this drawing").click()
     page.get_by_text("Using your data").wait_for(timeout=30_000)
-    assert page.get_by_text("40 points, centred", exact=False).is_visible()
+    assert page.get_by_text("40 points, kept where they are", exact=False).is_visible()  # rescaling: opt-in

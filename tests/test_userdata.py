@@ -68,6 +68,15 @@ def test_ten_million_rows_are_refused_quickly():
         U.parse_csv(raw)
 
 
+def test_a_drawing_keeps_where_it_was_drawn_unless_rescaling_is_asked_for():
+    pts = np.random.default_rng(3).normal(size=(200, 2)) * 0.4 + (2.0, -1.0)
+    kept, scaling = U.make_distribution(pts, "your drawing", rescale=False)
+    assert np.allclose(kept.points.numpy(), pts, atol=1e-6) and "kept where they are" in scaling.describe()
+    moved, scaling = U.make_distribution(pts, "your drawing")
+    assert abs(float(moved.points.mean(0).abs().max())) < 1e-5 and "centred by subtracting" in scaling.describe()
+    assert kept.name != moved.name
+
+
 def test_drawing_with_fewer_than_ten_points():
     with pytest.raises(U.UserDataError, match="at least 10"):
         U.make_distribution(np.zeros((9, 2)) + np.arange(9)[:, None])

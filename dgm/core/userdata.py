@@ -63,8 +63,11 @@ class Scaling:
 
     def describe(self) -> str:
         cx, cy = self.center
-        text = (f"{self.n_points:,} points, centred by subtracting ({cx:.4g}, {cy:.4g}) and divided by "
-                f"{self.scale:.4g} so that the wider axis has standard deviation {TARGET_STD}.")
+        if self.center == (0.0, 0.0) and self.scale == 1.0:
+            text = f"{self.n_points:,} points, kept where they are (not centred or rescaled)."
+        else:
+            text = (f"{self.n_points:,} points, centred by subtracting ({cx:.4g}, {cy:.4g}) and divided by "
+                    f"{self.scale:.4g} so that the wider axis has standard deviation {TARGET_STD}.")
         if self.n_used and self.n_used < self.n_points:
             text += (f" The models use {self.n_used:,} of them, a fixed random subsample, so that setting a "
                      "model up costs the same whatever the size of the file.")
@@ -197,11 +200,13 @@ class EmpiricalKDE(Distribution2D):
         return float(-(plogp.sum() * grid.cell_area))
 
 
-def make_distribution(points: np.ndarray, description: str = "your data") -> tuple[EmpiricalKDE, Scaling]:
-    """Standardise the points and register their KDE under a content-addressed name (of all the points;
-    the KDE is of at most ``MODEL_POINTS`` of them)."""
+def make_distribution(points: np.ndarray, description: str = "your data",
+                      rescale: bool = True) -> tuple[EmpiricalKDE, Scaling]:
+    """Standardise the points (unless ``rescale`` is False: a drawing keeps where it was drawn) and register
+    their KDE under a content-addressed name (of all the points; the KDE is of at most ``MODEL_POINTS`` of
+    them)."""
     pts = check_points(points)
-    std_pts, scaling = standardise(pts)
+    std_pts, scaling = standardise(pts) if rescale else (pts, Scaling((0.0, 0.0), 1.0, len(pts)))
     digest = hashlib.sha256(np.ascontiguousarray(std_pts, dtype=np.float32).tobytes()).hexdigest()[:10]
     name = f"{CUSTOM}:{digest}"
     used = std_pts

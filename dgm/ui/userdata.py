@@ -24,7 +24,7 @@ NAME, SCALING, ERROR, DRAWING = "_custom.name", "_custom.scaling", "_custom.erro
 DIST = "_custom.dist"  # the data set itself: holding it keeps it registered
 ORIGIN = "_custom.origin"  # where this session's data came from (the same data may come from other sessions)
 UPLOAD, BRUSH, NOISE, PER_CLICK = "custom_upload", "custom_brush", "custom_noise", "custom_per_click"
-TOOL = "custom_tool"
+TOOL, RESCALE = "custom_tool", "custom_rescale"
 DRAW_BOX = (-4.0, 4.0, -4.0, 4.0)
 _GRID = np.stack(np.meshgrid(np.linspace(-3.9, 3.9, 40), np.linspace(-3.9, 3.9, 40)), -1).reshape(-1, 2)
 
@@ -43,9 +43,9 @@ def active() -> str | None:
     return name
 
 
-def _use(points: np.ndarray, description: str) -> None:
+def _use(points: np.ndarray, description: str, rescale: bool = True) -> None:
     try:
-        dist, scaling = U.make_distribution(points, description)
+        dist, scaling = U.make_distribution(points, description, rescale=rescale)
     except U.UserDataError as e:
         st.session_state[ERROR] = str(e)
         return
@@ -145,8 +145,10 @@ def _draw_dialog() -> None:
         st.session_state[DRAWING] = []
         st.rerun(scope="fragment")
     y.write(f"{len(points)} points")
+    rescale = st.checkbox(f"Centre and rescale the drawing (standard deviation {U.TARGET_STD}, as uploads are)",
+                          key=RESCALE, help="Off: the models see the points where you drew them.")
     if z.button("Use this drawing", disabled=not points):
-        _use(np.asarray(points, dtype=np.float64).reshape(-1, 2), "your drawing")
+        _use(np.asarray(points, dtype=np.float64).reshape(-1, 2), "your drawing", rescale=rescale)
         if st.session_state.get(ERROR) is None:
             st.rerun()
         st.error(plain(st.session_state[ERROR]))
