@@ -4,6 +4,7 @@ contrasts below."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -63,7 +64,10 @@ class ArenaView(view.View):
                 line = con.precision_recall(snap["table"])
                 if line:
                     st.markdown(f"**Precision vs recall, GAN against flow.** {line}")
-                st.altair_chart(af.linked_charts(snap))
+                with warnings.catch_warnings():
+                    # the table's rows and the points share one selection: altair merges the copies and says so
+                    warnings.filterwarnings("ignore", "Automatically deduplicated selection parameter")
+                    st.altair_chart(af.linked_charts(snap))
                 st.caption("Click a family (its row, its legend entry or its point) to pick it in every chart; "
                            "double-click to show them all again. Error bars and bands span the seeds.")
 
