@@ -156,6 +156,12 @@ class Trainer:
     def on_restore(self) -> None:
         """Called after a checkpoint is restored: drop caches derived from the model."""
 
+    @property
+    def finished(self) -> bool:
+        """Has the run reached its planned end (an arena's budget)? A step then raises TrainingDiverged's kind
+        with what happened, and a page says it as news, not as an error."""
+        return False
+
     def on_weights_loaded(self, iteration: int) -> None:
         """Called after a weights file was loaded into the modules (dgm.core.export.load_weights): the run goes
         on from the step the file was saved at."""

@@ -122,7 +122,7 @@ def train(s: LiveState, n: int) -> None:
             return
         if not isinstance(e, TrainingDiverged):
             log.exception("training failed")
-        s.error, s.playing = worker.error_text(e), False
+        _stopped(s, worker.error_text(e))
         return
     if done < n and not stopping():
         s.notice = (f"{n:,} steps at once take longer than {MAX_TRAIN_SECONDS:g} s here: this time it trained "
@@ -222,10 +222,19 @@ def sync(s: LiveState) -> None:
         s.remote.sync(s.trainer, s.trainer.runtime_dict())
         s.steps_per_s = s.remote.steps_per_s
         if s.remote.error is not None:
-            s.error, s.playing = s.remote.error, False
+            _stopped(s, s.remote.error)
             stop_remote(s)
     except worker.WorkerLost as e:
         _lost(s, e)
+
+
+def _stopped(s: LiveState, message: str) -> None:
+    """Training stopped with ``message``: the run's end (a spent budget) is a notice; anything else an error."""
+    s.playing = False
+    if s.trainer.finished:
+        s.notice = message
+    else:
+        s.error = message
 
 
 def stop_remote(s: LiveState) -> None:
