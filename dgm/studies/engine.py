@@ -15,6 +15,7 @@ id when it starts, its steps as it goes) and every stored task, with an ETA from
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -26,8 +27,10 @@ from dgm.studies.spec import StudySpec, key
 from dgm.studies.store import Store
 from dgm.studies.tasks import Unit, run_unit
 
+log = logging.getLogger(__name__)
 MAX_BATCH = 64  # seeds of one setting per task (the batched trainer's sweet spot on a CPU core is far below)
 RETRIES = 3  # a task whose worker dies is run again up to this many times
+CONNECT_TRIES = 2  # connections to a cluster's client server (one that failed to set up the session is retried)
 POLL_S = 0.25
 OBJECT_STORE = 256 * 2**20  # a local instance's object store: results are small (finals and histories)
 
@@ -176,8 +179,18 @@ def _ray_init(address: str | None, num_cpus: int | None):
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
                  log_to_driver=False, object_store_memory=OBJECT_STORE, configure_logging=False, runtime_env=env)
     else:  # a cluster: its workers get the dgm package with the tasks
-        ray.init(address=address, log_to_driver=False, configure_logging=False,
-                 runtime_env={"py_modules": [str(Path(root) / "dgm")]})
+        for attempt in range(CONNECT_TRIES):
+            try:
+                ray.init(address=address, log_to_driver=False, configure_logging=False,
+                         runtime_env={"py_modules": [str(Path(root) / "dgm")]})
+                break
+            except ConnectionAbortedError as e:  # the cluster's client server failed to set up our session
+                if attempt == CONNECT_TRIES - 1:  # (seen once: the process it starts for it died at once)
+                    raise
+                log.warning("the Ray cluster at %s refused the session (%s); trying again", address,
+                            str(e).splitlines()[0])
+                ray.shutdown()
+                time.sleep(2.0)
     return ray
 
 
