@@ -29,13 +29,13 @@ import numpy as np
 
 from dgm.core import config as cfglib
 from dgm.core import registry
+from dgm.core.many import MAX_SEEDS  # --seeds K: at most this many runs in one batch
 from dgm.core.outputs import jsonable
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_DIVERGED, EXIT_STOPPED = 0, 1, 2, 3, 130
 PROG = "python -m dgm"
 MESSAGE_CHARS = 300  # a message is one line of at most about this many characters
 DEFAULT_STEPS = cfglib.knob_map(cfglib.RunSettings)["steps"].default
-MAX_SEEDS = 1024  # --seeds K: at most this many runs in one batch (a GPU trains 1,024 at ~160x one CPU run)
 
 
 class Refused(ValueError):

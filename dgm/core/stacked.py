@@ -13,7 +13,7 @@ run k's slice of every parameter, its gradients land only in that slice, and an 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -88,3 +88,75 @@ class StackedMLP(nn.Module):
 def run_mask(values: Tensor) -> Tensor:
     """(K,) booleans: which runs' values (K, ...) are all finite."""
     return torch.isfinite(values.reshape(values.shape[0], -1)).all(1)
+
+
+class _Call(nn.Module):
+    """``fn(module, *args)`` as a module's forward, so that ``torch.func.functional_call`` can run it."""
+
+    def __init__(self, module: nn.Module, fn: Callable[..., Any]):
+        super().__init__()
+        self.m, self.fn = module, fn
+
+    def forward(self, *args):
+        return self.fn(self.m, *args)
+
+
+class FuncStack(nn.Module):
+    """K copies of any module (built alike, each under its own seed) as stacked parameters and buffers: each
+    tensor gets a leading K dimension. ``vmap(fn)`` runs a function of one module on every copy at once
+    (``torch.func.vmap`` over ``functional_call``): inputs and outputs carry the leading K dimension, and copy
+    k's outputs depend only on copy k's slice of every parameter, so its gradient lands only there. For the
+    networks that ``StackedMLP`` cannot express (flows, a VAE with its prior, a diffusion network with its
+    time embedding).
+
+    The first module serves as the template whose code runs (its own weights are never read here)."""
+
+    def __init__(self, modules: Sequence[nn.Module]):
+        super().__init__()
+        modules = list(modules)
+        params, buffers = torch.func.stack_module_state(modules)
+        self.template = [modules[0]]  # a list: not a submodule (its weights are not this module's)
+        self.param_names, self.buffer_names = list(params), list(buffers)
+        self.params = nn.ParameterList([nn.Parameter(p.detach().clone()) for p in params.values()])
+        for i, b in enumerate(buffers.values()):
+            self.register_buffer(f"b{i}", b.clone())
+
+    @property
+    def k(self) -> int:
+        return self.params[0].shape[0]
+
+    def _state(self) -> dict[str, Tensor]:
+        state = {f"m.{n}": p for n, p in zip(self.param_names, self.params)}
+        state.update({f"m.{n}": getattr(self, f"b{i}") for i, n in enumerate(self.buffer_names)})
+        return state
+
+    def vmap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn(module, *args)`` for every copy: the returned function takes and returns (K, ...) tensors."""
+        call = _Call(self.template[0], fn)
+
+        def one(state, *args):
+            return torch.func.functional_call(call, state, args)
+
+        return lambda *args: torch.func.vmap(one)(self._state(), *args)
+
+    @torch.no_grad()
+    def load_into(self, k: int, module: nn.Module) -> nn.Module:
+        """Write copy k's parameters and buffers into ``module`` (one built alike); returns it."""
+        for n, p in zip(self.param_names, self.params):
+            module.get_parameter(n).copy_(p[k])
+        for i, n in enumerate(self.buffer_names):
+            module.get_buffer(n).copy_(getattr(self, f"b{i}")[k])
+        return module
+
+
+def clip_per_run_(params: Sequence[Tensor], max_norm: float) -> None:
+    """``nn.utils.clip_grad_norm_`` for each run of stacked parameters (leading K dimension) on its own:
+    run k's gradients are scaled by min(1, max_norm / (||g_k|| + 1e-6)), ||g_k|| over all of its slices."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    k = grads[0].shape[0]
+    norms = torch.stack([g.reshape(k, -1).norm(dim=1) for g in grads]).norm(dim=0)  # (K,)
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.view(-1, *[1] * (g.dim() - 1)))

@@ -8,6 +8,7 @@ from dgm.core.registry import Arena, Experiment, Lesson, PageText
 from dgm.families.diffusion.samplers import log_likelihood
 from dgm.families.diffusion.trainer import NLL_STEPS
 from dgm.families.diffusion.figures import figures
+from dgm.families.diffusion.seeds import DiffusionSeeds
 from dgm.families.diffusion.trainer import DiffusionConfig, DiffusionTrainer
 
 INTRO = (
@@ -196,5 +197,6 @@ EXPERIMENT = Experiment(
     samples=_samples,
     lessons=LESSONS,
     text=PageText("Diffusion and flow matching", INTRO, THEORY_TITLE, THEORY),
+    seeds=DiffusionSeeds,
     arena=ARENA,
 )

@@ -216,25 +216,43 @@ class DiffusionTrainer(Trainer):
         self.reflowed = d["reflowed"]
 
     # -- one step ------------------------------------------------------------------------------------
-    def train_step(self) -> dict[str, Tensor]:
+    # -- one step: its random inputs (``draw``) and the loss they give (``step_loss``), apart, so that
+    # dgm.families.diffusion.seeds runs the same loss on many seeds' weights at once --------------------
+    def reflow_due(self, step: int) -> bool:
         c = self.config
-        if c.model == "flow" and c.reflow_at and self.iteration >= c.reflow_at and not self.reflowed:
-            self._reflow()
-        x0, x1, t, a, s, *y = self._batch()
-        y = y[0] if y else None
-        if c.model == "flow" and c.coupling == "ot" and self.pairs is None:
+        return c.model == "flow" and bool(c.reflow_at) and step >= c.reflow_at and not self.reflowed
+
+    def draw(self) -> tuple[Tensor, ...]:
+        """The step's batch from ``self.gen``: (x0, x1, t, a, s[, y]), x_t = a x0 + s x1 (x1 the noise; with the
+        OT coupling before a reflow, x1 permuted to the minibatch's optimal pairing)."""
+        x0, x1, *rest = self._batch()
+        if self.config.model == "flow" and self.config.coupling == "ot" and self.pairs is None:
             x1 = x1[ot_pairing(x0, x1)]
-        target = x1 - x0 if c.model == "flow" else x1  # the velocity, or the noise
-        loss = (self.net(a * x0 + s * x1, t, y) - target).pow(2).sum(1).mean()
+        return (x0, x1, *rest)
+
+    def step_loss(self, net: Net, batch: tuple[Tensor, ...], step: int) -> dict[str, Tensor]:
+        """The denoising (or velocity) loss of ``net`` on a drawn batch (a pure function of them)."""
+        x0, x1, t, a, s, *y = batch
+        target = x1 - x0 if self.config.model == "flow" else x1  # the velocity, or the noise
+        return {"loss": (net(a * x0 + s * x1, t, y[0] if y else None) - target).pow(2).sum(1).mean()}
+
+    def train_step(self) -> dict[str, Tensor]:
+        if self.reflow_due(self.iteration):
+            self._reflow()
+        loss = self.step_loss(self.net, self.draw(), self.iteration)["loss"]
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.lr_sched.step()
-        if self.net_avg is not None:
-            beta = min(c.ema, (1 + self.iteration) / (10 + self.iteration))  # ramps up from 0.1
-            with torch.no_grad():
-                torch._foreach_lerp_(list(self.net_avg.parameters()), self._params, 1 - beta)
+        self.average(self.net_avg, self._params, self.iteration)
         return {"loss": loss.detach()}
+
+    def average(self, avg: torch.nn.Module | None, params: list[Tensor], step: int) -> None:
+        """The EMA of the weights (``config.ema``), after the update of ``step``: its rate ramps up from 0.1."""
+        if avg is not None:
+            beta = min(self.config.ema, (1 + step) / (10 + step))
+            with torch.no_grad():
+                torch._foreach_lerp_(list(avg.parameters()), params, 1 - beta)
 
     @torch.no_grad()
     def _reflow(self) -> None:

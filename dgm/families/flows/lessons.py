@@ -6,6 +6,7 @@ import torch
 
 from dgm.core.registry import Arena, Experiment, Lesson, PageText
 from dgm.families.flows.figures import figures
+from dgm.families.flows.seeds import FlowSeeds
 from dgm.families.flows.trainer import FlowConfig, FlowTrainer
 
 INTRO = (
@@ -146,5 +147,6 @@ EXPERIMENT = Experiment(
     samples=_flow_samples,
     lessons=LESSONS,
     text=PageText("Normalizing flows", INTRO, THEORY_TITLE, THEORY),
+    seeds=FlowSeeds,
     arena=ARENA,
 )

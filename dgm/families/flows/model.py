@@ -73,8 +73,14 @@ class Flow(Block):
     def reverse_kld(self, log_p, n: int, generator: torch.Generator, beta: float | Tensor = 1.0) -> Tensor:
         """KL(q || p) up to log Z: E_q[log q(x) - beta log p~(x)] with x ~ q (reparameterised);
         ``log_p`` is an unnormalised log density, ``beta`` an annealing weight (1: the true objective)."""
-        x, log_q = self.sample_with_log_prob(n, generator)
-        return (log_q - beta * log_p(x)).mean()
+        p = next(self.parameters())
+        z = torch.randn(n, self.dim, generator=generator, device=p.device, dtype=p.dtype)
+        return self.reverse_kld_at(z, log_p, beta)
+
+    def reverse_kld_at(self, z: Tensor, log_p, beta: float | Tensor = 1.0) -> Tensor:
+        """``reverse_kld`` at given base points z (n, D) (drawn by the caller)."""
+        x, ld = self.inverse(z)
+        return (self.base_log_prob(z) - ld - beta * log_p(x)).mean()
 
     @torch.no_grad()
     def data_init(self, x: Tensor) -> None:

@@ -109,6 +109,7 @@ def build_flow(c: FlowConfig, dim: int = 2) -> Flow:
     return Flow(blocks, dim)
 
 
+CLIP = 100.0  # gradient-norm clipping (a guard against the rare huge step, not a tuning knob)
 WARMUP = 100  # steps of linear learning-rate warm-up (large early steps can tear a flow apart)
 
 
@@ -187,28 +188,42 @@ class FlowTrainer(Trainer):
             return self.data.unnormalized_log_prob(x) - box_wall(x, self.data.box)
         return self.data.log_prob(x)
 
-    def beta(self) -> float:
+    def beta(self, step: int | None = None) -> float:
+        """Reverse KL's weight on log p at ``step`` (default: the run's step): rises from 0.01 to 1 if annealed."""
         c = self.config
         if c.objective != "reverse_kl" or not c.anneal:
             return 1.0
-        return min(1.0, 0.01 + self.iteration / c.anneal_steps)
+        return min(1.0, 0.01 + (self.iteration if step is None else step) / c.anneal_steps)
 
-    def train_step(self):
+    # -- one step: its random inputs (``draw``) and the loss they give (``step_loss``), apart, so that
+    # dgm.families.flows.seeds runs the same loss on many seeds' weights at once ----------------------
+    def draw(self) -> tuple[Tensor, ...]:
+        """The step's random inputs, from ``self.gen``: data x (B, 2) for forward KL, base points z for reverse."""
         c = self.config
         if c.objective == "forward_kl":
-            x = self.data.sample(c.batch, self.gen)  # (B, 2)
-            loss = self.model.forward_kld(x)
-            out = {"train_nll": loss}
-        else:
-            beta = self.beta()
-            loss = self.model.reverse_kld(self.target_log_prob, c.batch, self.gen, beta)
-            out = {"loss": loss, "beta": torch.tensor(beta, device=self.device)}
+            return (self.data.sample(c.batch, self.gen),)
+        p = next(self.model.parameters())
+        return (torch.randn(c.batch, self.model.dim, generator=self.gen, device=p.device, dtype=p.dtype),)
+
+    def step_loss(self, model: Flow, batch: tuple[Tensor, ...], step: int) -> dict[str, Tensor]:
+        """The loss of ``model`` on a drawn batch at ``step`` (a pure function of them) and what it logs."""
+        if self.config.objective == "forward_kl":
+            loss = model.forward_kld(batch[0])
+            return {"loss": loss, "train_nll": loss}
+        beta = self.beta(step)
+        loss = model.reverse_kld_at(batch[0], self.target_log_prob, beta)
+        return {"loss": loss, "beta": torch.full_like(loss, beta)}
+
+    def train_step(self):
+        out = self.step_loss(self.model, self.draw(), self.iteration)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.model.parameters(), 100.0)
+        out["loss"].backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), CLIP)
         self.opt.step()
         self.sched.step()
-        return out
+        if self.config.objective == "forward_kl":
+            del out["loss"]  # the same number as train_nll
+        return {k: v.detach() for k, v in out.items()}
 
     def evaluate(self):
         m = self.model

@@ -7,6 +7,7 @@ import torch
 from dgm.core.registry import Arena, Experiment, Lesson, PageText, Watch
 from dgm.families.vae.model import iwae_bound
 from dgm.families.vae.figures import figures
+from dgm.families.vae.seeds import VAESeeds
 from dgm.families.vae.trainer import BINARISED, VAEConfig, VAETrainer, samples
 
 INTRO = (
@@ -173,5 +174,6 @@ EXPERIMENT = Experiment(
     samples=samples,
     lessons=LESSONS,
     text=PageText("VAE", INTRO, THEORY_TITLE, THEORY),
+    seeds=VAESeeds,
     arena=ARENA,
 )

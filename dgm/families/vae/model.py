@@ -72,6 +72,11 @@ def reparameterize(mu: Tensor, logvar: Tensor, n: int | None, gen: torch.Generat
     """z = mu + sigma * eps, eps ~ N(0, I) from ``gen``: (B, D) -> (B, D), or (n, B, D) with n."""
     shape = mu.shape if n is None else (n, *mu.shape)
     eps = torch.randn(shape, generator=gen, device=mu.device, dtype=mu.dtype)
+    return shift(mu, logvar, eps)
+
+
+def shift(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
+    """z = mu + sigma * eps for given standard-normal draws eps (broadcast: (B, D) or (n, B, D))."""
     return mu + torch.exp(0.5 * logvar) * eps
 
 
@@ -216,6 +221,14 @@ class VAE(nn.Module):
         """Importance log-weights log p(x, z_i) - log q(z_i|x), z_i ~ q(z|x): (k, B)."""
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar, k, gen)  # (k, B, D)
+        return self._log_weights(target, z, mu, logvar)
+
+    def log_weights_at(self, x: Tensor, target: Tensor, eps: Tensor) -> Tensor:
+        """``log_weights`` at given standard-normal draws eps (k, B, D) (drawn by the caller)."""
+        mu, logvar = self.encode(x)
+        return self._log_weights(target, shift(mu, logvar, eps), mu, logvar)
+
+    def _log_weights(self, target: Tensor, z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
         return self.log_lik(target, self.decode(z)) + self.prior_log_prob(z) - diag_normal_log_prob(z, mu, logvar)
 
 

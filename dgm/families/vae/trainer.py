@@ -23,7 +23,7 @@ from dgm.core.config import knob
 from dgm.core.train import Trainer
 from dgm.families.vae.model import (
     INK, IWAE_CURVE_K, VAE, binarise, elbo_parts, elbo_surgery, gaussian_kl, heldout_metrics, iwae_curve, log_mean_exp,
-    reparameterize, unit_activity,
+    shift, unit_activity,
 )
 
 DIGITS = "digits"
@@ -147,34 +147,47 @@ class VAETrainer(Trainer):
             return c.beta * min(1.0, step / c.warmup)
         return c.beta
 
-    def train_step(self):
+    # -- one step: its random inputs (``draw``) and the loss they give (``step_loss``), apart, so that
+    # dgm.families.vae.seeds runs the same loss on many seeds' weights at once --------------------------
+    def draw(self) -> tuple[Tensor, ...]:
+        """The step's random inputs, from ``self.gen`` in the order the step uses them: the batch x (B, d), what
+        the likelihood scores of it (the decoder's target; dequantised with noise for the Gaussian digits) and
+        the reparameterisation noise eps, (B, D) for the ELBO or (k, B, D) for the IWAE bound."""
         c, m = self.config, self.model
         x = self._batch()  # (B, d)
         target = m.target(x, self.gen)
+        shape = (x.shape[0], c.latent) if c.objective == "elbo" else (c.k, x.shape[0], c.latent)
+        return x, target, torch.randn(shape, generator=self.gen, device=x.device, dtype=x.dtype)
+
+    def step_loss(self, m: VAE, batch: tuple[Tensor, ...], step: int) -> dict[str, Tensor]:
+        """The negative bound of model ``m`` on a drawn batch at ``step`` (a pure function of them), and the
+        batch's bound and its parts."""
+        c = self.config
+        x, target, eps = batch
         if c.objective == "iwae":
-            lw = m.log_weights(x, target, c.k, self.gen)  # (k, B)
+            lw = m.log_weights_at(x, target, eps)  # (k, B)
             bound = log_mean_exp(lw, 0).mean()
-            loss = -bound
-            out = {"loss": loss, "batch_iwae": bound.detach(), "batch_elbo": lw.mean().detach()}
+            return {"loss": -bound, "batch_iwae": bound.detach(), "batch_elbo": lw.mean().detach()}
+        mu, logvar = m.encode(x)
+        z = shift(mu, logvar, eps)  # (B, D)
+        recon = m.log_lik(target, m.decode(z))  # (B,)
+        if m.prior_kind == "standard":
+            kl_d = gaussian_kl(mu, logvar)  # (B, D)
+            kl = kl_d.sum(-1)
+            penalty = kl_d.mean(0).clamp(min=c.free_bits).sum() if c.free_bits > 0 else kl.mean()
         else:
-            mu, logvar = m.encode(x)
-            z = reparameterize(mu, logvar, None, self.gen)  # (B, D)
-            recon = m.log_lik(target, m.decode(z))  # (B,)
-            if m.prior_kind == "standard":
-                kl_d = gaussian_kl(mu, logvar)  # (B, D)
-                kl = kl_d.sum(-1)
-                penalty = kl_d.mean(0).clamp(min=c.free_bits).sum() if c.free_bits > 0 else kl.mean()
-            else:
-                kl = m.kl_terms(z, mu, logvar)
-                penalty = kl.mean().clamp(min=c.free_bits * c.latent) if c.free_bits > 0 else kl.mean()
-            w = self.kl_weight(self.iteration + 1)
-            loss = -(recon.mean() - w * penalty)
-            out = {"loss": loss, "batch_elbo": (recon - kl).mean().detach(), "batch_recon": recon.mean().detach(),
-                   "batch_kl": kl.mean().detach()}
+            kl = m.kl_terms(z, mu, logvar)
+            penalty = kl.mean().clamp(min=c.free_bits * c.latent) if c.free_bits > 0 else kl.mean()
+        loss = -(recon.mean() - self.kl_weight(step + 1) * penalty)
+        return {"loss": loss, "batch_elbo": (recon - kl).mean().detach(), "batch_recon": recon.mean().detach(),
+                "batch_kl": kl.mean().detach()}
+
+    def train_step(self):
+        out = self.step_loss(self.model, self.draw(), self.iteration)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        out["loss"].backward()
         self.opt.step()
-        out["loss"] = loss.detach()
+        out["loss"] = out["loss"].detach()
         return out
 
     # -- evaluation ------------------------------------------------------------------------------
