@@ -43,7 +43,9 @@ def test_a_stacked_mlp_is_its_networks_side_by_side():
 
 
 @pytest.mark.parametrize("kw", [dict(ema=0.99), dict(loss="wgan_gp", optimizer="sgd"), dict(loss="wgan", optimizer="sgd"),
-                                dict(loss="cfg", d_steps=1)], ids=["ns-adam-ema-decay", "wgan_gp-sgd", "wgan-sgd", "cfg-adam"])
+                                dict(loss="cfg", d_steps=1), dict(pack=4, r1=1.0, r2=0.1), dict(loss="wgan_gp", pack=2,
+                                                                                                 optimizer="sgd")],
+                         ids=["ns-adam-ema-decay", "wgan_gp-sgd", "wgan-sgd", "cfg-adam", "pacgan4-r1-r2", "pacgan2-wgan_gp"])
 def test_a_batch_of_one_is_the_single_run(kw):
     """Same initial weights, same random stream in the same order, same losses and optimiser: the
     weights agree to float rounding (batched and plain matrix products round differently) after 40
@@ -128,7 +130,7 @@ def test_cli_trains_many_seeds_and_reports_each(tmp_path, capsys):
     assert single["modes"] == res["runs"][1]["modes"]
     assert single["mmd"] == pytest.approx(res["runs"][1]["mmd"], rel=1e-3)
     for bad, why in ((["--seeds", "0"], "1 to 1024"), (["--seeds", "x"], "whole number"),
-                     (["--seeds", "2", "--png", str(tmp_path)], "--png"), (["--seeds", "2", "--sn", "true"], "spectral")):
+                     (["--seeds", "2", "--png", str(tmp_path)], "--png"), (["--seeds", "2", "--sn", "true"], "spectral"), (["--seeds", "2", "--unroll", "2"], "unroll=2")):
         assert cli.main(["gan", "--steps", "5", *bad]) == 2
         err = capsys.readouterr().err
         assert why in err and "Traceback" not in err

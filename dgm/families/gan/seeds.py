@@ -36,13 +36,10 @@ SUMMARY_METRICS = ("modes", "high_quality", "mmd", "w1", "js")
 class GANSeedsConfig(GANConfig):
     """The GAN's settings, and how many seeds train at once (the page's "many seeds" view)."""
 
-    # not (yet) batched: spectral normalisation and the mode-collapse remedies that change D's inputs or
-    # G's update (one seed at a time on the GAN page); two timescales (lr_d, lr_g) are batched
+    # not (yet) batched: spectral normalisation, and the remedies that change D's layers or G's update
+    # (unrolling, minibatch std; one seed at a time on the GAN page). Packing, R1/R2 and two timescales are.
     sn: bool = knob(False, "not available with many seeds at once", group="Loss", show=lambda c: False)
-    pack: int = knob(1, "not available with many seeds at once", group="Remedies", show=lambda c: False)
     unroll: int = knob(0, "not available with many seeds at once", group="Remedies", show=lambda c: False)
-    r1: float = knob(0.0, "not available with many seeds at once", group="Remedies", show=lambda c: False)
-    r2: float = knob(0.0, "not available with many seeds at once", group="Remedies", show=lambda c: False)
     mbstd: int = knob(0, "not available with many seeds at once", group="Remedies", show=lambda c: False)
     runs: int = knob(8, "seeds trained at once, with the same settings: the page's seed, seed + 1, …", lo=2,
                      hi=PAGE_RUNS, group="Seeds", label="runs (seeds at once)")
@@ -65,8 +62,7 @@ class GANSeeds(ManySeeds):
     def unsupported(cls, config: GANConfig) -> list[str]:
         if config.sn:
             return ["spectral normalisation of D"]
-        return [f"{k}={getattr(config, k)}" for k, plain in (("pack", 1), ("unroll", 0), ("r1", 0.0), ("r2", 0.0),
-                                                              ("mbstd", 0)) if getattr(config, k) != plain]
+        return [f"{k}={getattr(config, k)}" for k, plain in (("unroll", 0), ("mbstd", 0)) if getattr(config, k) != plain]
 
     def build_stacked(self):
         c = self.config
@@ -112,16 +108,29 @@ class GANSeeds(ManySeeds):
         """A loss written for one run's outputs (B,), for every run: (K,)."""
         return torch.func.vmap(fn)(*outs)
 
+    def _packed(self, x: Tensor) -> Tensor:
+        """Points (K, B, 2) as D's inputs: PacGAN's packs of m points, (K, B // m, 2m), or the points."""
+        m = self.config.pack
+        if m == 1:
+            return x
+        n = x.shape[1] // m
+        return x[:, : n * m].reshape(x.shape[0], n, m * x.shape[2])
+
     def _d_step(self, x: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
         c = self.config
-        b = x.shape[1]
-        out = self.D(torch.cat([x, fake], 1))[..., 0]  # (K, 2B)
+        xr, xf = self._packed(x), self._packed(fake)
+        b = xr.shape[1]
+        out = self.D(torch.cat([xr, xf], 1))[..., 0]  # (K, 2B)
         real_out, fake_out = out[:, :b], out[:, b:]
         loss = self._per_run(lambda r, f: d_loss(c.loss, r, f), real_out, fake_out)  # (K,)
         total = loss
         if c.loss == "wgan_gp":
             eps = torch.stack([torch.rand(b, 1, generator=r.gen, device=self.device) for r in self.runs])
-            total = loss + c.gp * self._gradient_penalty(x, fake, eps)
+            total = loss + c.gp * self._gradient_penalty(xr, xf, eps)
+        if c.r1:
+            total = total + c.r1 / 2 * self._zero_centred(xr)
+        if c.r2:
+            total = total + c.r2 / 2 * self._zero_centred(xf)
         self.opt_d.zero_grad(set_to_none=True)
         total.sum().backward()
         self._mask_dead(self.D.parameters())
@@ -136,6 +145,12 @@ class GANSeeds(ManySeeds):
         (grad,) = torch.autograd.grad(self.D(x_hat).sum(), x_hat, create_graph=True)
         return (grad.norm(dim=-1) - 1).pow(2).mean(1)
 
+    def _zero_centred(self, x: Tensor) -> Tensor:
+        """Each run's R1 (data points) or R2 (generated points) penalty E ||grad D(x)||^2: (K,)."""
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(self.D(x).sum(), x, create_graph=True)
+        return grad.pow(2).sum(-1).mean(1)
+
     def train_step(self) -> dict[str, Tensor]:
         c = self.config
         if c.loss == "cfg":
@@ -148,7 +163,7 @@ class GANSeeds(ManySeeds):
                 with torch.no_grad():
                     fake = self.G(z)
             dl, _ = self._d_step(self._draw("real"), fake.detach())
-        gl = g_loss_per_sample(c.loss, self.D(fake)[..., 0]).mean(1)  # (K,)
+        gl = g_loss_per_sample(c.loss, self.D(self._packed(fake))[..., 0]).mean(1)  # (K,)
         self.opt_g.zero_grad(set_to_none=True)
         gl.sum().backward(inputs=self._g_params)
         self._mask_dead(self._g_params)
@@ -163,7 +178,7 @@ class GANSeeds(ManySeeds):
                 fake = self.G(self._draw("z"))
             dl, _ = self._d_step(self._draw("real"), fake)
         fake = self.G(self._draw("z"))
-        target = cfg_move(self.D, fake.detach(), c.eta, c.T)  # (K, B, 2)
+        target = cfg_move(lambda x: self.D(self._packed(x)), fake.detach(), c.eta, c.T)  # (K, B, 2)
         gl = 0.5 * (fake - target).pow(2).sum(-1).mean(1)
         self.opt_g.zero_grad(set_to_none=True)
         gl.sum().backward()
