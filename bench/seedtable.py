@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 #: seeds used while tuning the presets (marked in the tables); the others in a table were never used for it
-TUNING_SEEDS = (100, 101, 102)
+#: (103 joined when the GAN's default was tuned four seeds at a time)
+TUNING_SEEDS = (100, 101, 102, 103)
 #: the fresh seeds every table reports
 UNSEEN_SEEDS = tuple(range(1000, 1010))
 
@@ -53,7 +54,8 @@ def _spread(values: list[float], fmt: str) -> str:
     if not values:
         return "n/a"
     med = statistics.median(values)
-    return f"{format(med, fmt)} [{format(min(values), fmt)}, {format(max(values), fmt)}]"
+    mid = ".1f" if fmt == "d" else fmt  # the median of an even number of counts can fall between two
+    return f"{format(med, mid)} [{format(min(values), fmt)}, {format(max(values), fmt)}]"
 
 
 def report(title: str, runs: list[Run], steps: int, columns: dict[str, str],

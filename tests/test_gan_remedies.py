@@ -18,6 +18,8 @@ from dgm.families.gan.model import (
 from dgm.families.gan.trainer import PARTNER_SETS, GANConfig, GANTrainer
 
 TINY = {"g_width": 16, "d_width": 16, "g_depth": 2, "d_depth": 2, "batch": 32}
+#: the plain game (the page's default packs and penalises): each test turns on only the remedy it tests
+PLAIN = {"pack": 1, "r1": 0.0}
 
 
 def _gen(seed=0):
@@ -36,7 +38,7 @@ def test_pack_puts_m_consecutive_points_side_by_side():
 
 
 def test_packed_trainer_feeds_d_packs_and_judges_a_point_with_g_companions():
-    t = GANTrainer(GANConfig(pack=4, **TINY), seed=0, device="cpu")
+    t = GANTrainer(GANConfig(**{**PLAIN, "pack": 4}, **TINY), seed=0, device="cpu")
     assert t.D[0].in_features == 8  # D's first layer sees 4 points of 2 coordinates
     seen = []
     hook = t.D[0].register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
@@ -111,7 +113,7 @@ def test_unrolled_steps_are_torchs_own_optimiser_steps(rule):
 
 
 def test_unrolled_trainer_update_differs_from_the_plain_one():
-    t = GANTrainer(GANConfig(unroll=3, **TINY), seed=0, device="cpu")
+    t = GANTrainer(GANConfig(unroll=3, **PLAIN, **TINY), seed=0, device="cpu")
     t.step(5)
     fake, real = t.G(t.z_eval[:32]), t.real_eval[:32]
     grads = {}
@@ -155,7 +157,7 @@ def test_d_step_adds_gamma_over_two_times_the_penalty(which):
     """One SGD step of D with R1 (or R2) moves D's parameters by -lr times the gradient of
     loss + gamma/2 * penalty at the data (or generated) points, recomputed here by hand."""
     gamma, lr = 1.0, 0.1
-    t = GANTrainer(GANConfig(optimizer="sgd", lr_d=lr, decay=1.0, **{which: gamma}, **TINY), seed=0, device="cpu")
+    t = GANTrainer(GANConfig(optimizer="sgd", lr_d=lr, decay=1.0, **{**PLAIN, which: gamma}, **TINY), seed=0, device="cpu")
     D0 = copy.deepcopy(t.D)
     x, fake = t.real_eval[:32], t.G(t.z_eval[:32]).detach()
     t._d_step(x, fake)
@@ -192,7 +194,7 @@ def test_minibatch_std_discriminator_sees_the_other_members_of_a_group():
     a, b = D(x)[:, 0], D(y)[:, 0]
     assert (a[0] - b[0]).abs() > 1e-6  # point 0 is unchanged, its group's spread is not
     torch.testing.assert_close(a[4:], b[4:])  # the second group does not notice
-    t = GANTrainer(GANConfig(mbstd=4, **TINY), seed=0, device="cpu")
+    t = GANTrainer(GANConfig(mbstd=4, **PLAIN, **TINY), seed=0, device="cpu")
     t.step(2)
     with torch.no_grad(), t.frozen():
         ref = t.d_point(x)  # a point alone: the statistic of G's samples, whatever its neighbours
@@ -204,7 +206,7 @@ def test_minibatch_std_discriminator_sees_the_other_members_of_a_group():
 def test_each_player_steps_at_its_own_learning_rate():
     """With SGD and no decay, one step moves D by lr_d and G by lr_g times their gradients: the ratio
     of the updates of the two players is set by the two knobs alone."""
-    cfg = GANConfig(optimizer="sgd", lr_d=4e-3, lr_g=1e-3, d_steps=1, decay=1.0, **TINY)
+    cfg = GANConfig(optimizer="sgd", lr_d=4e-3, lr_g=1e-3, d_steps=1, decay=1.0, **PLAIN, **TINY)
     t = GANTrainer(cfg, seed=0, device="cpu")
     assert [g["lr"] for g in t.opt_d.param_groups] == [4e-3] and [g["lr"] for g in t.opt_g.param_groups] == [1e-3]
     D0, G0 = copy.deepcopy(t.D), copy.deepcopy(t.G)
@@ -234,7 +236,7 @@ def test_each_player_steps_at_its_own_learning_rate():
 @pytest.mark.parametrize("kw", [{"pack": 3}, {"unroll": 2}, {"r1": 1.0, "r2": 0.1}, {"mbstd": 4},
                                 {"pack": 2, "mbstd": 4, "unroll": 1, "loss": "wgan_gp"}, {"pack": 2, "loss": "cfg"}])
 def test_remedies_train_evaluate_and_draw(kw):
-    t = GANTrainer(GANConfig(**kw, **TINY), seed=0, device="cpu")
+    t = GANTrainer(GANConfig(**{**PLAIN, **kw}, **TINY), seed=0, device="cpu")
     t.step(3)
     m = t.evaluate()
     assert 0 <= m["modes"] <= 8 and m["mmd"] > 0

@@ -15,7 +15,9 @@ INTRO = (
     "they look real. The heatmap is D's current opinion, the arrows show where G's loss pushes each "
     "sample, and the grey lines are a square grid of latent codes after G has warped it. Below, mode "
     "collapse is *measured*: how many of the modes G hits, how many of its samples are close to a "
-    "mode, and how unevenly it spreads over them."
+    "mode, and how unevenly it spreads over them. The page opens on a GAN that captures every mode on the "
+    "typical seed (two of the remedies below at work: packing and an R1 penalty); the lessons show the plain "
+    "game and what goes wrong in it."
 )
 
 THEORY_TITLE = "Theory: the game, the optimal D, the log D trick, Lipschitz critics, mode collapse"
@@ -73,10 +75,14 @@ def _modes_now(trainer: GANTrainer) -> float:
     return float(mode_stats(trainer.generate(), trainer.data.centers, trainer.data.std)["modes"])
 
 
+#: the plain game: no remedy, the former default rates. Every lesson that shows a phenomenon of the game itself
+#: (or one remedy alone) starts from it, so that the page's robust default (packing and R1) does not hide it.
+PLAIN = {"pack": 1, "r1": 0.0, "lr_d": 1e-3, "lr_g": 1e-3}
+
 LESSONS = (
     Lesson(
         "vanilla GAN collapses",
-        {"loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0001, "lr_g": 0.001, "decay": 1.0},
+        {**PLAIN, "loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0001, "lr_g": 0.001, "decay": 1.0},
         "a plain GAN whose G learns faster than D: all samples move as one blob, mode to mode",
         "A plain GAN (the log D trick, one D step per G step) whose generator learns ten times faster "
         "than its discriminator. Press Play and watch the orange cloud: instead of spreading over the "
@@ -90,7 +96,7 @@ LESSONS = (
     ),
     Lesson(
         "saturating loss stalls early",
-        {"loss": "minimax", "d_steps": 5, "lr_d": 0.001, "lr_g": 0.0001, "decay": 1.0},
+        {**PLAIN, "loss": "minimax", "d_steps": 5, "lr_d": 0.001, "lr_g": 0.0001, "decay": 1.0},
         "log(1 - D(G(z))) is flat where D easily rejects fakes, so G barely moves",
         "Here D trains five times per G step, so it quickly rejects the generator's first samples with "
         "great confidence. With the saturating loss log(1 − D(G(z))) that is exactly where the loss is "
@@ -100,7 +106,7 @@ LESSONS = (
     ),
     Lesson(
         "WGAN-GP covers every mode",
-        {"loss": "wgan_gp", "gp": 0.1, "d_steps": 5, "lr_d": 0.001, "lr_g": 0.001, "beta1": 0.0, "beta2": 0.9},
+        {**PLAIN, "loss": "wgan_gp", "gp": 0.1, "d_steps": 5, "lr_d": 0.001, "lr_g": 0.001, "beta1": 0.0, "beta2": 0.9},
         "a critic kept 1-Lipschitz by a gradient penalty keeps pulling every part of G's cloud towards a mode",
         "The critic is no longer a classifier: it scores points, and a gradient penalty keeps its slope "
         "near 1 everywhere between data and samples. Its gradient therefore never vanishes, even far from"
@@ -112,7 +118,7 @@ LESSONS = (
     ),
     Lesson(
         "CFG particles",
-        {"loss": "cfg", "eta": 0.1, "T": 5},
+        {**PLAIN, "loss": "cfg", "eta": 0.1, "T": 5},
         "Johnson & Zhang's functional gradient: generated points flow up grad D, then G follows",
         "Johnson & Zhang's composite functional gradient. The purple paths are generated points moved T "
         "times uphill on D (D estimates log p/q, so uphill means 'towards the data, away from the "
@@ -122,7 +128,7 @@ LESSONS = (
     ),
     Lesson(
         "PacGAN: D judges packs",
-        {"loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0001, "lr_g": 0.001, "decay": 1.0, "pack": 4},
+        {**PLAIN, "loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0001, "lr_g": 0.001, "decay": 1.0, "pack": 4},
         "the collapsing GAN again, but D sees 4 samples at a time: a pack from one blob is easy to reject",
         "The settings of *vanilla GAN collapses*, with one change: D no longer judges one point but a **pack** of "
         "4, side by side (Lin et al., PacGAN). Four data points usually come from four different modes; four "
@@ -133,7 +139,7 @@ LESSONS = (
     ),
     Lesson(
         "unrolled GAN: G looks ahead",
-        {"loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0001, "lr_g": 0.001, "decay": 1.0, "unroll": 5},
+        {**PLAIN, "loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0001, "lr_g": 0.001, "decay": 1.0, "unroll": 5},
         "the collapsing GAN again, but G's loss is taken where D will be 5 steps later, so jumping to one mode "
         "does not pay",
         "The settings of *vanilla GAN collapses*, but G's update **unrolls** D: G's loss is taken at D's parameters "
@@ -145,7 +151,7 @@ LESSONS = (
     ),
     Lesson(
         "R1 penalty: D flat on the data",
-        {"loss": "nonsaturating", "d_steps": 1, "lr_d": 0.001, "lr_g": 0.001, "decay": 1.0, "r1": 1.0},
+        {**PLAIN, "loss": "nonsaturating", "d_steps": 1, "lr_d": 0.001, "lr_g": 0.001, "decay": 1.0, "r1": 1.0},
         "a gradient penalty on the data points (R1) damps the chase between G and D, and the samples settle "
         "on the modes",
         "Without a penalty, D keeps sharpening its verdict around the data, G overshoots, and the two circle "
@@ -157,7 +163,7 @@ LESSONS = (
     ),
     Lesson(
         "minibatch std: D sees the spread",
-        {"loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0001, "lr_g": 0.001, "decay": 1.0, "mbstd": 4},
+        {**PLAIN, "loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0001, "lr_g": 0.001, "decay": 1.0, "mbstd": 4},
         "the collapsing GAN again, but D's last layer also sees how spread out each group of 4 samples is",
         "The settings of *vanilla GAN collapses*, plus one feature for D (Karras et al.): for each group of 4 "
         "samples, the standard deviation of D's features over the group, averaged. Real points are spread over "
@@ -167,7 +173,7 @@ LESSONS = (
     ),
     Lesson(
         "two-timescale learning rates",
-        {"loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0004, "lr_g": 0.0001, "decay": 1.0},
+        {**PLAIN, "loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0004, "lr_g": 0.0001, "decay": 1.0},
         "the collapse lesson's learning rates the other way round: D learns 4 times faster than G",
         "The collapse lesson gave G ten times D's learning rate, so G outran a discriminator that was never "
         "close to optimal. A two-timescale update (Heusel et al.) does the opposite: D learns faster (here 4×), "
@@ -177,7 +183,7 @@ LESSONS = (
     ),
     Lesson(
         "grid25",
-        {"data": "grid25", "loss": "wgan_gp", "gp": 0.1, "d_steps": 2, "lr_d": 0.003, "lr_g": 0.003, "beta1": 0.0, "beta2": 0.9, "g_width": 128, "d_width": 128, "decay": 0.8, "ema": 0.999},
+        {**PLAIN, "data": "grid25", "loss": "wgan_gp", "gp": 0.1, "d_steps": 2, "lr_d": 0.003, "lr_g": 0.003, "beta1": 0.0, "beta2": 0.9, "g_width": 128, "d_width": 128, "decay": 0.8, "ema": 0.999},
         "25 narrow modes on a grid: a wider WGAN-GP finds all of them, then sharpens as its rates decay; "
         "the samples come from an average of G's recent weights, which sits tighter on the modes",
         "Twenty-five narrow modes on a square grid, 2 apart. A WGAN-GP with wider networks (128 units) "
@@ -213,20 +219,28 @@ EXPERIMENT = Experiment(
 
 
 SEEDS_LESSONS = (
-    Lesson("Same settings, different seeds", {"runs": 8},
-           "eight runs of the default GAN, identical but for the seed: some capture every mode, some do not",
-           "Eight GANs with the same settings, data and schedule; only the seed differs (initial weights, "
+    Lesson("Same settings, different seeds", {**PLAIN, "runs": 8},
+           "eight runs of the plain GAN (no remedy), identical but for the seed: some capture every mode, some do not",
+           "Eight plain GANs (no remedy against mode collapse) with the same settings, data and schedule; only the "
+           "seed differs (initial weights, "
            "samples, latent codes). Press Play and watch the small multiples part ways: within a few thousand "
            "steps some runs sit on all eight modes and others keep circling or leave a mode empty. The table "
            "counts how many capture every mode. One run of a GAN is one draw from this lottery; a claim about a "
            "loss or a setting needs the fraction, not the lucky seed.",
            look="the table's mode counts: same settings, different outcomes"),
-    Lesson("WGAN-GP across seeds", {"runs": 8, "loss": "wgan_gp", "gp": 0.1},
+    Lesson("WGAN-GP across seeds", {**PLAIN, "runs": 8, "loss": "wgan_gp", "gp": 0.1},
            "the gradient penalty's runs, eight at once: how much less of a lottery is it?",
            "The same eight seeds with the Wasserstein loss and a gradient penalty. Compare the spread of the "
-           "mode counts in the table with the default loss's: a remedy for mode collapse should narrow the "
+           "mode counts in the table with the plain loss's: a remedy for mode collapse should narrow the "
            "spread, not only move the best run.",
            look="the spread of the mode counts over the eight seeds"),
+    Lesson("PacGAN across seeds", {**PLAIN, "runs": 8, "pack": 4},
+           "packing four samples per judgement, eight seeds at once: does the remedy work on every seed?",
+           "The same eight seeds, now with PacGAN's packing: D judges four samples side by side, all real or all "
+           "generated, so a pack of near-copies gives a collapsed generator away. Compare the mode counts with the "
+           "first lesson's: on ring8 packing lifts the typical run to every mode within a few thousand steps, "
+           "where the plain loss usually leaves one or two modes empty (README, the GAN's seed tables).",
+           look="the mode counts: every run on all eight?"),
 )
 
 SEEDS_INTRO = (
