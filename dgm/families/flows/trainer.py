@@ -55,13 +55,13 @@ class FlowConfig:
                           "(mode seeking; energies U1-U4 and Gaussian mixtures only)",
                           choices=OBJECTIVES, group="Data", label="objective")
     flow: str = knob("realnvp", "the layer type", choices=FLOWS, label="flow layer")
-    layers: int = knob(8, "number of flow layers K", lo=1, hi=64, step=1, label="layers K")
+    layers: int = knob(12, "number of flow layers K", lo=1, hi=64, step=1, label="layers K")
     hidden: int = knob(64, "width of each conditioner network (coupling, spline, MADE)",
                        choices=(16, 32, 64, 128, 256), label="hidden width",
                        show=lambda c: c.flow in _COUPLING)
     bins: int = knob(8, "spline bins per dimension", choices=(4, 8, 16), label="spline bins",
                      show=lambda c: c.flow == "spline")
-    mixing: str = knob("swap", "what mixes the dimensions between layers: swap the axes, a fixed random "
+    mixing: str = knob("lu", "what mixes the dimensions between layers: swap the axes, a fixed random "
                        "rotation, or a learned invertible linear map (LU)", choices=MIXING,
                        label="mixing between layers", show=lambda c: c.flow in _COUPLING)
     actnorm: bool = knob(True, "an ActNorm layer (per-dimension affine, data-initialised) in each block",
