@@ -75,6 +75,14 @@ class ManySeeds(Trainer):
     def k(self) -> int:
         return len(self.seeds)
 
+    def stacked_loss(self, net) -> dict[str, Tensor]:
+        """Every run's own step for families whose single run splits its step into ``draw()`` and a pure
+        ``step_loss(model, batch, step)``: each run's batch from its own stream, the loss on its own weights in
+        ``net`` (a ``FuncStack``), all at once. Each value (K,)."""
+        batch = tuple(torch.stack(parts) for parts in zip(*(r.draw() for r in self.runs)))
+        first, step = self.runs[0], self.iteration
+        return net.vmap(lambda m, *b: first.step_loss(m, b, step))(*batch)
+
     # -- state: each run's stream and record travel with the batch --------------------------------------
     def _run_modules(self, r: Trainer) -> dict[str, Any]:
         """A run's own modules that are not stacked (e.g. the VAE's best checkpoint): saved with the batch."""

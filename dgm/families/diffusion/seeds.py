@@ -48,8 +48,7 @@ class DiffusionSeeds(ManySeeds):
             for k in range(self.k):  # each run's reflow pairs come from its own flow
                 with self.as_run(k) as r:
                     r._reflow()
-        batch = tuple(torch.stack(parts) for parts in zip(*(r.draw() for r in self.runs)))
-        out = self.net.vmap(lambda m, *b: first.step_loss(m, b, step))(*batch)  # {"loss": (K,)}
+        out = self.stacked_loss(self.net)  # {"loss": (K,)}
         self.opt.zero_grad(set_to_none=True)
         out["loss"].sum().backward()
         params = list(self.net.parameters())

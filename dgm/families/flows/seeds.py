@@ -33,9 +33,7 @@ class FlowSeeds(ManySeeds):
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, functools.partial(lr_factor, halflife=c.halflife))
 
     def train_step(self) -> dict[str, Tensor]:
-        batch = tuple(torch.stack(parts) for parts in zip(*(r.draw() for r in self.runs)))
-        first, step = self.runs[0], self.iteration
-        out = self.model.vmap(lambda m, *b: first.step_loss(m, b, step))(*batch)  # each value (K,)
+        out = self.stacked_loss(self.model)  # each value (K,)
         self.opt.zero_grad(set_to_none=True)
         out["loss"].sum().backward()
         params = list(self.model.parameters())

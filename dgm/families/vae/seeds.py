@@ -29,9 +29,7 @@ class VAESeeds(ManySeeds):
         self.opt = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
 
     def train_step(self) -> dict[str, Tensor]:
-        batch = tuple(torch.stack(parts) for parts in zip(*(r.draw() for r in self.runs)))
-        first, step = self.runs[0], self.iteration
-        out = self.model.vmap(lambda m, *b: first.step_loss(m, b, step))(*batch)  # each value (K,)
+        out = self.stacked_loss(self.model)  # each value (K,)
         self.opt.zero_grad(set_to_none=True)
         out["loss"].sum().backward()
         self._mask_dead(self.model.parameters())
