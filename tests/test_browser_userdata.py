@@ -79,7 +79,7 @@ def test_a_link_to_uploaded_data_opens_it_for_someone_else(app_server, page, bro
         wait_for_app(student)
         student.get_by_text("Using your data").wait_for(timeout=60_000)
         assert student.get_by_text("uploaded class.csv", exact=False).first.is_visible()
-        assert student.get_by_text(f"q fitted to {name}").first.is_visible()
+        student.get_by_text(f"q fitted to {name}").first.wait_for(timeout=60_000)  # its figure, once drawn
         assert student.locator('[data-testid="stException"]').count() == 0
     finally:
         other.close()
