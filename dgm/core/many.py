@@ -226,12 +226,6 @@ class ManySeeds(Trainer):
                 out[f"{m}_min"], out[f"{m}_max"] = float(min(vals)), float(max(vals))
         return out
 
-    def final(self) -> dict[str, float]:
-        evals = self.history.evals
-        if not evals or evals[-1]["step"] != self.iteration:
-            self._eval()
-        return {**self.latest, **self.latest_eval}
-
     def finals(self) -> list[dict[str, Any]]:
         """Each run's final metrics (evaluated now), with its seed (and the step it diverged at, if it did)."""
         self.final()

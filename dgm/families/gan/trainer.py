@@ -97,8 +97,7 @@ class GANConfig:
     z_dim: int = knob(2, "latent dimension", lo=1, hi=16, group="Networks", label="latent dim")
     prior: str = knob("gaussian", "latent prior: N(0, I) or uniform on [-1, 1]^d", choices=("gaussian", "uniform"),
                       group="Networks")
-    # the defaults pack=2 and r1=0.1 (with the rates above) are the page's robust preset: every mode on ring8 on
-    # the typical seed (README, "the GAN's seed tables"); the lessons that show the plain game set PLAIN
+    # pack=2, r1=0.1 and the rates above: the robust default (README seed tables); plain-game lessons set PLAIN
     pack: int = knob(2, "PacGAN: D judges packs of m samples side by side (all real or all generated), so it can "
                      "see that a pack of collapsed samples lacks variety; the batch is cut into batch // m packs "
                      "(1: off)", lo=1, hi=8, group=REMEDIES, label="PacGAN packing m")
