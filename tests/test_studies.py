@@ -4,6 +4,7 @@ process (resumed after a stop, batched seeds equal to single runs), and the comm
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 
 import numpy as np
@@ -36,6 +37,21 @@ def test_a_grid_from_flags_is_parsed_and_every_combination_runs():
     (["lr=0.1"], 2, 5, {"lr": "0.2"}, "both in the grid and fixed"),
     (["lr=0.1"], 2, 5, {"batch": "huge"}, "batch: expected a number"),
 ])
+def test_the_reference_study_specs_are_valid_and_the_reference_tables_name_them():
+    """Every spec in docs/studies loads, each of its settings is a valid config, and docs/REFERENCE_TABLES.md gives
+    the command for it (a table nobody can remake is an anecdote)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    tables = (root / "docs" / "REFERENCE_TABLES.md").read_text()
+    specs = sorted((root / "docs" / "studies").glob("*.toml"))
+    assert len(specs) >= 8
+    for f in specs:
+        spec = StudySpec.from_file(str(f))
+        assert spec.n_settings >= 1 and all(spec.config(s) is not None for s in spec.settings()), f.name
+        assert f"docs/studies/{f.name}" in tables, f.name
+
+
 def test_bad_knobs_and_values_are_refused_with_what_to_change(grid, seeds, steps, fixed, says):
     with pytest.raises(StudyError, match=None) as e:
         StudySpec.make("demo", parse_grid(grid), seeds, steps, fixed)
@@ -96,6 +112,21 @@ def test_the_bootstrap_interval_is_a_percentile_bootstrap_of_the_median():
     assert 0.88 <= np.mean(held) <= 0.995
 
 
+def test_the_mean_and_its_standard_error_are_the_textbook_ones():
+    import statistics
+
+    x = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0]
+    mean, se = summary.mean_se(x)
+    assert mean == pytest.approx(statistics.fmean(x)) and se == pytest.approx(statistics.stdev(x) / len(x) ** 0.5)
+    assert math.isnan(summary.mean_se([2.0])[1]) and all(math.isnan(v) for v in summary.mean_se([]))
+    rows = summary.summarize([{"setting": "a", "values": {"lr": 1}, "status": "finished", "final": {"m": v}}
+                              for v in x], ["m"])
+    line = summary.table(rows, ["m"], markdown=True, stat="mean").splitlines()[2]
+    assert line == f"| lr=1 | 8 | {mean:.3g} ± {se:.3g} |"
+    with pytest.raises(ValueError, match="median or mean"):
+        summary.table(rows, ["m"], stat="mode")
+
+
 def test_a_study_stopped_after_its_first_task_continues_without_losing_or_repeating_a_run(tmp_path):
     spec = StudySpec.make("demo", {"lr": ["0.01", "0.1"]}, seeds=3, steps=20)
     events = []
@@ -148,6 +179,9 @@ def test_the_command_line_prints_the_table_and_resumes(tmp_path, capsys):
     import re
 
     assert [c.strip() for c in md[2].strip("|").split("|")] == re.split(r"\s{2,}", lines[2].strip())
+    assert cli.main([*argv, "--stat", "mean"]) == 0  # mean ± standard error, as papers report their trials
+    mean = capsys.readouterr()[0].splitlines()
+    assert "heldout_nll mean ± s.e." in mean[0] and " ± " in mean[2]
     with sqlite3.connect(tmp_path / "study.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 6
 

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate at the end only (default), or on the page's schedule too (slower)")
     p.add_argument("--metric", action="append", default=[], help="a metric of the summary (repeat; default: the usual)")
     p.add_argument("--markdown", action="store_true", help="print the summary as a markdown table")
+    p.add_argument("--stat", default="median", choices=("median", "mean"),
+                   help="each cell: the median over seeds and its bootstrap interval (default), or the mean and its "
+                        "standard error (as papers report trials)")
     p.add_argument("--spec", default=None, metavar="FILE", help="the study as a JSON or TOML file instead")
     p.add_argument("--out", required=True, metavar="DIR", help="the study's folder (its store; resumes a study there)")
     p.add_argument("--address", default=None, help="a Ray cluster, ray://HOST:PORT (default: RAY_ADDRESS, else local)")
@@ -90,7 +93,7 @@ class _Progress:
         print(("\r" if self.tty else "") + f"study: {p.line()}", end=end, file=self.stream, flush=True)
 
 
-def report(out: str, spec: StudySpec, markdown: bool = False) -> str:
+def report(out: str, spec: StudySpec, markdown: bool = False, stat: str = "median") -> str:
     store = Store.read(out)
     try:
         runs = store.runs() if store else []
@@ -104,7 +107,7 @@ def report(out: str, spec: StudySpec, markdown: bool = False) -> str:
     runs = [r for r in runs if r["setting"] in wanted and r["seed"] in seeds]
     metrics = summary.metrics_of(runs, spec.metrics)
     rows = summary.summarize(runs, metrics, order=[key(s) for s in spec.settings()])
-    return summary.table(rows, metrics, markdown)
+    return summary.table(rows, metrics, markdown, stat)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = engine.run_study(spec, args.out, address=args.address, executor="inline" if args.local else "ray",
                                   num_cpus=args.cpus, batched=not args.one_by_one, on_progress=_Progress(),
                                   should_stop=lambda: stop["signal"] is not None)
-        print(report(args.out, spec, args.markdown))
+        print(report(args.out, spec, args.markdown, args.stat))
         print(f"study: {result.runs_new} runs done now, {result.runs_total} in {args.out}, "
               f"{result.seconds:.1f} s" + (f", {result.retried} tasks retried" if result.retried else ""),
               file=sys.stderr)

@@ -1,4 +1,5 @@
-"""A study's summary: per setting and metric, the median over seeds and a bootstrap interval for it.
+"""A study's summary: per setting and metric, the median over seeds and a bootstrap interval for it (or, with
+``stat="mean"``, the mean and its standard error, the form in which papers such as PacGAN report their trials).
 
 The interval is the percentile bootstrap of the median (``BOOT`` resamples of the seeds with replacement,
 from a generator of fixed seed, so the same runs always give the same table); it says how much the median
@@ -31,6 +32,14 @@ def median_interval(values: list[float], boot: int = BOOT, level: float = LEVEL,
     return float(np.median(x)), float(np.quantile(meds, a)), float(np.quantile(meds, 1 - a))
 
 
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """(mean, standard error of the mean) of ``values``: the sample standard deviation (n - 1) over sqrt(n)."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return math.nan, math.nan
+    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else math.nan
+
+
 def metrics_of(runs: list[dict[str, Any]], wanted: tuple[str, ...] | list[str] = ()) -> list[str]:
     have = {m for r in runs for m, v in r["final"].items() if isinstance(v, (int, float))}
     if wanted:
@@ -55,7 +64,8 @@ def summarize(runs: list[dict[str, Any]], metrics: list[str], order: list[str] |
             vals = [float(r["final"][m]) for r in rs if isinstance(r["final"].get(m), (int, float))
                     and math.isfinite(r["final"][m])]
             med, lo, hi = median_interval(vals)
-            row[m] = {"median": med, "lo": lo, "hi": hi, "n": len(vals), "values": vals}
+            mean, se = mean_se(vals)
+            row[m] = {"median": med, "lo": lo, "hi": hi, "mean": mean, "se": se, "n": len(vals), "values": vals}
         rows.append(row)
     return rows
 
@@ -72,9 +82,13 @@ def setting_label(values: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in values.items()) or "(defaults)"
 
 
-def table(rows: list[dict[str, Any]], metrics: list[str], markdown: bool = False) -> str:
-    """The summary as a plain-text (or markdown) table: one line per setting, each metric 'median [lo, hi]'."""
-    head = ["setting", "runs"] + [f"{m} median [{LEVEL:.0%} CI]" for m in metrics]
+def table(rows: list[dict[str, Any]], metrics: list[str], markdown: bool = False, stat: str = "median") -> str:
+    """The summary as a plain-text (or markdown) table: one line per setting, each metric 'median [lo, hi]'
+    (``stat="mean"``: 'mean ± standard error')."""
+    if stat not in ("median", "mean"):
+        raise ValueError(f"stat: median or mean, not {stat!r}")
+    head = ["setting", "runs"] + [f"{m} median [{LEVEL:.0%} CI]" if stat == "median" else f"{m} mean ± s.e."
+                                  for m in metrics]
     body = []
     for r in rows:
         runs = f"{r['runs']}" + (f" ({r['diverged']} diverged)" if r["diverged"] else "") + \
@@ -82,7 +96,8 @@ def table(rows: list[dict[str, Any]], metrics: list[str], markdown: bool = False
         cells = [setting_label(r["values"]), runs]
         for m in metrics:
             s = r[m]
-            cells.append(f"{_num(s['median'])} [{_num(s['lo'])}, {_num(s['hi'])}]")
+            cells.append(f"{_num(s['median'])} [{_num(s['lo'])}, {_num(s['hi'])}]" if stat == "median"
+                         else f"{_num(s['mean'])} ± {_num(s['se'])}")
         body.append(cells)
     if markdown:
         return "\n".join("| " + " | ".join(c) + " |" for c in [head, ["---"] * len(head), *body])
