@@ -5,6 +5,7 @@ controls answer while it plays; per lesson, the time from pressing Play to the l
     .venv/bin/python bench/classroom.py gan vae             # these pages (and their lessons)
     .venv/bin/python bench/classroom.py --pages-only        # no lessons
     .venv/bin/python bench/classroom.py --lessons-only --seconds 60
+    .venv/bin/python bench/classroom.py --points-only       # each lesson's point, headless only (no browser)
     .venv/bin/python bench/classroom.py --app /path/to/other/checkout   # time another version's server
 
 Per page (``dgm.ui.pages.all_pages()``, so new pages are measured too):
@@ -229,6 +230,7 @@ def main() -> None:
     ap.add_argument("--app", type=Path, default=ROOT)
     ap.add_argument("--pages-only", action="store_true")
     ap.add_argument("--lessons-only", action="store_true")
+    ap.add_argument("--points-only", action="store_true", help="find each lesson's point headless; no browser")
     ap.add_argument("--seconds", type=float, default=60.0, help="at most this long per lesson after Play")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
@@ -248,8 +250,10 @@ def main() -> None:
                     continue
                 t0 = time.perf_counter()
                 targets[(info.url, les.name)] = step = point_step(exp, les, les.watch.max_steps)
-                print(f"  {info.url} / {les.name}: point at step {step} (headless, {time.perf_counter() - t0:.0f} s)",
-                      flush=True)
+                print(f"  {info.url} / {les.name}: point ({les.watch.label} {les.watch.goal}) at step {step}, "
+                      f"the page opens at {les.start:,} (headless, {time.perf_counter() - t0:.0f} s)", flush=True)
+    if args.points_only:
+        return
     from playwright.sync_api import sync_playwright
 
     with Server(args.app) as server, sync_playwright() as p:

@@ -108,3 +108,56 @@ def test_log_axes_over_decades_are_labelled_at_powers_of_ten_only():
     narrow = viz.curves([{"step": i, "v": 1 + 0.1 * i} for i in range(5)], ["v"], title="t", log_y=True)
     assert viz.tidy_axes(wide).layout.yaxis.dtick == 1
     assert viz.tidy_axes(narrow).layout.yaxis.dtick is None and narrow.layout.yaxis.automargin
+
+
+def test_a_watch_on_an_evaluated_number_waits_for_the_first_evaluation():
+    from types import SimpleNamespace
+
+    gap = registry.evaluated("nll", minus=lambda t: 2.5)
+    diff = registry.evaluated("val_nll", minus="best_val_nll")
+    assert gap(SimpleNamespace(latest_eval={})) is None and diff(SimpleNamespace(latest_eval={})) is None
+    assert gap(SimpleNamespace(latest_eval={"nll": 3.0})) == 0.5
+    assert diff(SimpleNamespace(latest_eval={"val_nll": 115.0, "best_val_nll": 110.0})) == 5.0
+    w = registry.Watch("x", diff, lambda v: v >= 5, "≥ 5")
+    assert w.value(SimpleNamespace(iteration=9, latest_eval={"val_nll": 1.0})) is None  # its other half missing
+
+
+def test_the_lessons_played_in_the_browser_exist_and_watch_a_number():
+    from test_browser_classroom import PLAYED, WATCHED
+
+    assert sorted(les.name for _, les in WATCHED) == sorted(PLAYED)
+    watched = [les for n in registry.names() for les in registry.get(n).lessons if les.watch is not None]
+    assert len(watched) >= 20  # most lessons that train towards a number watch it (bench/classroom.py times them)
+
+
+def _sidebar_of_a_link():
+    import streamlit as st
+
+    from dgm.core import config as cfglib
+    from dgm.core import registry
+    from dgm.ui import controls, pages
+
+    pages._run.active = True  # the sidebar alone, without app.py's navigation around it
+    exp = registry.get(st.session_state["_exp"])
+    st.session_state["_cfg"] = cfglib.to_dict(controls.config_sidebar(exp))
+
+
+@pytest.mark.parametrize("name", [n for n in registry.names() if registry.get(n).lessons])
+def test_a_lesson_link_sets_every_knob_to_the_lessons_value(name):
+    """The sidebar a lesson's link opens gives exactly the lesson's config, so the page trains what the lesson
+    describes (a learning rate off the sliders' 1-2-5 steps, e.g. 4e-4, once fell back to the default, and the
+    lesson's watch and fast-forward never showed)."""
+    from streamlit.testing.v1 import AppTest
+
+    from dgm.core import config as cfglib
+
+    exp = registry.get(name)
+    for les in exp.lessons:
+        at = AppTest.from_function(_sidebar_of_a_link, default_timeout=60)
+        at.session_state["_exp"] = name
+        at.query_params["preset"] = les.name
+        at.run()
+        assert not at.exception, (name, les.name)
+        want = cfglib.to_dict(exp.config(**les.values))
+        got = at.session_state["_cfg"]
+        assert got == want, (les.name, {k: (got[k], want[k]) for k in want if got.get(k) != want[k]})

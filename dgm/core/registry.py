@@ -59,6 +59,22 @@ class Watch:
         return v is not None and bool(self.point(v))
 
 
+def evaluated(key: str, minus: Callable[[Trainer], float] | str | None = None) -> Callable[[Trainer], float | None]:
+    """A watch's metric: the run's latest evaluated ``key`` (None until its first evaluation), less ``minus``
+    (another evaluated key, or a function of the trainer, e.g. the target's entropy) where given."""
+
+    def metric(t: Trainer) -> float | None:
+        ev = t.latest_eval or {}
+        if key not in ev:
+            return None
+        if minus is None:
+            return float(ev[key])
+        base = ev[minus] if isinstance(minus, str) else minus(t)
+        return float(ev[key]) - float(base)
+
+    return metric
+
+
 @dataclass(frozen=True)
 class Lesson:
     """A preset that shows one phenomenon: its knob values and what it teaches, in one place."""

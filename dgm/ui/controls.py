@@ -56,10 +56,11 @@ def _check_view_params(exp: Experiment, notes: list[str], fix: dict[str, str | N
             fix[name] = None
 
 
-def log_options(k: Knob) -> list:
-    """1-2-5 steps between the knob's limits, plus its default, for log-scaled knobs."""
+def log_options(k: Knob, extra: tuple = ()) -> list:
+    """1-2-5 steps between the knob's limits, plus its default and ``extra`` values (the lessons' values of the
+    knob, which a lesson must be able to set), for log-scaled knobs."""
     lo, hi = float(k.lo), float(k.hi)
-    opts = set()
+    opts = {float(f"{float(v):.6g}") for v in extra if lo * 0.9999 <= float(v) <= hi * 1.0001}
     e = math.floor(math.log10(lo))
     while 10**e <= hi * 1.0001:
         for m in (1, 2, 5):
@@ -72,9 +73,14 @@ def log_options(k: Knob) -> list:
     return [k.type(v) for v in vals]
 
 
-def _snap(k: Knob, v: Any) -> Any:
+def lesson_values(exp: Experiment, k: Knob) -> tuple:
+    """The values the page's lessons give knob ``k``."""
+    return tuple(p[k.name] for p in (exp.presets or {}).values() if k.name in p)
+
+
+def _snap(k: Knob, v: Any, extra: tuple = ()) -> Any:
     if k.log and k.type in (int, float):
-        opts = log_options(k)
+        opts = log_options(k, extra)
         return min(opts, key=lambda o: abs(math.log(o) - math.log(max(v, 1e-300))) if o > 0 and v > 0 else abs(o - v))
     return v
 
@@ -101,7 +107,8 @@ def sanitize(exp: Experiment) -> None:
             notes.append(f"{problems[name]}; ignored" if k is None else f"{problems[name]}; using {k.default!r}")
             fix[name] = None
             continue
-        k, c = kmap[name], _snap(kmap[name], values[name])
+        k = kmap[name]
+        c = _snap(k, values[name], lesson_values(exp, k))
         if name in problems:
             notes.append(f"{problems[name]}; set to {c}")
         if _fmt(k, c) != r:
@@ -168,8 +175,9 @@ def _seed_preset_from_url(exp: Experiment) -> None:
                     if k not in st.query_params and k not in st.session_state})
 
 
-def widget(k: Knob, *, disabled: bool = False) -> Any:
-    """The widget for one knob, keyed and URL-bound by the knob's name."""
+def widget(k: Knob, *, disabled: bool = False, extra: tuple = ()) -> Any:
+    """The widget for one knob, keyed and URL-bound by the knob's name; ``extra``: values a log-scaled knob's
+    slider must offer besides its 1-2-5 steps (the lessons' values)."""
     kw: dict[str, Any] = dict(key=k.name, help=k.help, bind="query-params", disabled=disabled)
     preset = k.name in st.session_state  # set by a preset or by sanitize: no default as well
     label = k.label[:1].upper() + k.label[1:]
@@ -179,7 +187,7 @@ def widget(k: Knob, *, disabled: bool = False) -> Any:
         opts = list(k.choices)
         return st.selectbox(label, opts, **kw) if preset else st.selectbox(label, opts, index=opts.index(k.default), **kw)
     if k.choices or k.log:
-        opts = list(k.choices) if k.choices else log_options(k)
+        opts = list(k.choices) if k.choices else log_options(k, extra)
         fmt = functools.partial(_fmt, k)
         if not preset:
             kw["value"] = k.default
@@ -220,7 +228,7 @@ def config_sidebar(exp: Experiment) -> Any:
                     if k.show is not None and not k.show(partial):
                         values[k.name] = k.default
                         continue
-                    values[k.name] = widget(k)
+                    values[k.name] = widget(k, extra=lesson_values(exp, k))
                     if values[k.name] == CUSTOM:  # the session's own data: upload or draw it here
                         from dgm.ui import userdata
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dgm.core.registry import Arena, Experiment, Lesson, PageText
+from dgm.core.registry import Arena, Experiment, Lesson, PageText, Watch, evaluated
 from dgm.families.autoregressive.figures import figures
 from dgm.families.autoregressive.trainer import ARConfig, ARTrainer, samples
 
@@ -74,6 +74,8 @@ LESSONS = (
         "mixture of the 8 exact likelihoods is lower (better). In the samples each digit is drawn in "
         "its own order. Then set MADE orderings to 1 and compare the natural and random orderings.",
         look="the ensemble's NLL below every single ordering's",
+        watch=Watch("one ordering − ensemble (nats)", evaluated("val_nll_one", minus="val_nll"), lambda v: v >= 1,
+                    "≥ 1", every=100, max_steps=3000),
     ),
     Lesson(
         "the blind spot",
@@ -110,6 +112,8 @@ LESSONS = (
         "within a few hundred steps: the model memorises its 200 digits. The test figure comes from the "
         "best validation checkpoint, so it stops improving instead of getting worse.",
         look='the validation NLL turning up while the training NLL keeps falling',
+        watch=Watch("validation NLL above its best (nats)", evaluated("val_nll", minus="best_val_nll"),
+                    lambda v: v >= 5, "≥ 5", every=100, max_steps=3000),
     ),
     Lesson(
         "2D: p(x1) p(x2|x1)",

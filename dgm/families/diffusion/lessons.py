@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dgm.core.registry import Arena, Experiment, Lesson, PageText
+from dgm.core.registry import Arena, Experiment, Lesson, PageText, Watch, evaluated
 from dgm.families.diffusion.samplers import log_likelihood
 from dgm.families.diffusion.trainer import NLL_STEPS
 from dgm.families.diffusion.figures import figures
@@ -89,6 +89,7 @@ LESSONS = (
         "evaluations (every 500 steps) and the **high-quality** share climb past 95%, with a mode KL near 0 "
         "(every mode equally often). Then pick grid25 as the data: all 25 modes appear just as evenly.",
         look='all eight modes filled, none favoured',
+        watch=Watch("modes captured", evaluated("modes"), lambda v: v == 8, "= 8", every=100, max_steps=2000),
     ),
     Lesson(
         "25 modes, none dropped",
@@ -98,6 +99,7 @@ LESSONS = (
         "second evaluation (step 1,000) all 25 are found, and the share of high-quality samples passes 90% soon "
         "after. Look at the exact field at a small t: 25 sinks, each one pulling the noisy points to its mode.",
         look='modes captured reaching 25',
+        watch=Watch("modes captured", evaluated("modes"), lambda v: v == 25, "= 25", every=100, max_steps=2000),
     ),
     Lesson(
         "few steps, blurry samples",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from dgm.core.registry import Arena, Experiment, Lesson, PageText
+from dgm.core.registry import Arena, Experiment, Lesson, PageText, Watch, evaluated
 from dgm.families.flows.figures import figures
 from dgm.families.flows.seeds import FlowSeeds
-from dgm.families.flows.trainer import FlowConfig, FlowTrainer
+from dgm.families.flows.trainer import FlowConfig, FlowTrainer, true_entropy
 
 INTRO = (
     "A flow turns a standard Gaussian into the target by a chain of **invertible** maps. Because "
@@ -66,6 +66,13 @@ THEORY = (
     " p̃ by β rising from 0.01 to 1) lets q spread before the target's full sharpness kicks in.",
 )
 
+def _entropy(t: FlowTrainer) -> float:
+    return true_entropy(t.config.data)
+
+
+#: the held-out NLL's gap to the target's entropy (KL(p||q) plus the estimate's noise)
+_GAP = evaluated("nll", minus=_entropy)
+
 LESSONS = (
     Lesson(
         "RealNVP learns 8gaussians",
@@ -80,6 +87,8 @@ LESSONS = (
             "steps on the typical seed: README, the seed tables)."
         ),
         look='q splitting into eight blobs, and the NLL curve approaching the entropy line',
+        watch=Watch("NLL − entropy (nats)", _GAP, lambda v: v <= 0.15, "≤ 0.15", every=250, max_steps=4000),
+        start=750,
     ),
     Lesson(
         "planar flow on U1-U4",
@@ -98,10 +107,12 @@ LESSONS = (
         "fitted through its own samples, q settles on a few modes; switch the objective to forward_kl",
         text=(
             'Trained by reverse KL, the flow only sees its own samples: a mode where q has no samples sends no '
-            'signal, so q settles on a few of the eight modes and stays there. Switch the objective to forward_kl'
+            'signal, so q leaves some of the eight modes empty and they stay empty. Switch the objective to forward_kl'
             ' in the sidebar: trained on data, every mode pulls, and q covers all eight.'
         ),
         look="empty modes in q's samples that never fill in",
+        watch=Watch("modes covered", evaluated("modes"), lambda v: v <= 7, "≤ 7 of 8", every=250, max_steps=3000,
+                    after=500),
     ),
     Lesson(
         "too few layers",
@@ -113,6 +124,8 @@ LESSONS = (
             ' line. Compare with the twelve-layer default.'
         ),
         look='the bridges of mass between the modes, and the NLL gap to the entropy line',
+        watch=Watch("NLL − entropy (nats)", _GAP, lambda v: v >= 0.5, "≥ 0.5, and it stays", every=250,
+                    max_steps=3000, after=1000),
     ),
     Lesson(
         "spline flow on checkerboard",

@@ -75,6 +75,11 @@ def _modes_now(trainer: GANTrainer) -> float:
     return float(mode_stats(trainer.generate(), trainer.data.centers, trainer.data.std)["modes"])
 
 
+def _quality_now(trainer: GANTrainer) -> float:
+    """The high-quality fraction of G's samples now, in percent (as ``_modes_now``)."""
+    return 100 * float(mode_stats(trainer.generate(), trainer.data.centers, trainer.data.std)["high_quality"])
+
+
 #: the plain game: no remedy, the former default rates. Every lesson that shows a phenomenon of the game itself
 #: (or one remedy alone) starts from it, so that the page's robust default (packing and R1) does not hide it.
 PLAIN = {"pack": 1, "r1": 0.0, "lr_d": 1e-3, "lr_g": 1e-3}
@@ -103,6 +108,7 @@ LESSONS = (
         "flat: the arrows are tiny and the orange cloud hardly moves, although it is nowhere near the "
         "data. Switch the loss to *nonsaturating* (the log D trick) and the arrows come back at once.",
         look='tiny arrows and an orange cloud that barely moves',
+        watch=Watch("modes captured", _modes_now, lambda v: v == 0, "= 0, still", every=100, max_steps=2000, after=500),
     ),
     Lesson(
         "WGAN-GP covers every mode",
@@ -136,6 +142,7 @@ LESSONS = (
         "for G. Watch the **modes** curve against the collapse lesson's, and set *PacGAN packing m* back to 1 to "
         "compare. The heatmap shows D's verdict on a point packed with 3 of G's current samples.",
         look="modes captured, against the collapse lesson's 2 or fewer",
+        watch=Watch("modes captured", _modes_now, lambda v: v >= 5, "≥ 5", every=100, max_steps=3000, after=300),
     ),
     Lesson(
         "unrolled GAN: G looks ahead",
@@ -148,6 +155,7 @@ LESSONS = (
         "Each G step now costs about six D steps, so the run is slower: compare the **modes** curve with the "
         "collapse lesson's at the same step, not the same second.",
         look="modes captured at the same step as in the collapse lesson",
+        watch=Watch("modes captured", _modes_now, lambda v: v >= 5, "≥ 5", every=50, max_steps=2000, after=300),
     ),
     Lesson(
         "R1 penalty: D flat on the data",
@@ -160,6 +168,7 @@ LESSONS = (
         " the **high-quality** fraction, then set *R1 weight γ* to 0 to compare. R2 is the same penalty at G's "
         "samples.",
         look="the high-quality fraction as the samples settle on the modes",
+        watch=Watch("high quality (%)", _quality_now, lambda v: v >= 25, "≥ 25%", every=100, max_steps=3000),
     ),
     Lesson(
         "minibatch std: D sees the spread",
@@ -170,6 +179,8 @@ LESSONS = (
         "the ring, a collapsed cloud is not, so D can reject a whole group for being too alike and G gains by "
         "spreading out. Watch the **modes** curve; set *minibatch-std group* to 0 to compare.",
         look="modes captured, against the collapse lesson's 2 or fewer",
+        watch=Watch("modes captured", _modes_now, lambda v: v >= 5, "≥ 5", every=100, max_steps=4000, after=300),
+        start=1000,
     ),
     Lesson(
         "two-timescale learning rates",
@@ -180,6 +191,7 @@ LESSONS = (
         "so at each moment G follows the gradient of a nearly optimal D, which points at the modes G is "
         "missing. Compare the **modes** and **mode KL** curves with the collapse lesson's.",
         look="the modes and mode KL curves, against the collapse lesson's",
+        watch=Watch("modes captured", _modes_now, lambda v: v >= 7, "≥ 7", every=100, max_steps=3000, after=300),
     ),
     Lesson(
         "grid25",
@@ -193,6 +205,8 @@ LESSONS = (
         "average* in the sidebar): G itself keeps circling the equilibrium a little, and its average sits"
         " tighter on the modes. Set it to 0 to compare.",
         look='modes captured climbing towards 25, then the high-quality fraction rising',
+        watch=Watch("modes captured", _modes_now, lambda v: v == 25, "= 25", every=100, max_steps=5000),
+        start=1000,
     ),
 )
 

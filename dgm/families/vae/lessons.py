@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dgm.core.registry import Arena, Experiment, Lesson, PageText, Watch
+from dgm.core.registry import Arena, Experiment, Lesson, PageText, Watch, evaluated
 from dgm.families.vae.model import iwae_bound
 from dgm.families.vae.figures import figures
 from dgm.families.vae.seeds import VAESeeds
@@ -135,17 +135,22 @@ LESSONS = (
             'lesson.'
         ),
         look='more active units than in the posterior-collapse lesson, and a better held-out ELBO',
+        watch=Watch("active units", evaluated("active_units"), lambda v: v >= 4, "≥ 4", every=200, max_steps=3000,
+                    after=1000),
     ),
     Lesson(
         "learned prior",
         {"prior": "vamp", "components": 20},
-        "a VampPrior moves towards the aggregated posterior: the marginal KL shrinks",
+        "a VampPrior moves towards the aggregated posterior: a smaller marginal KL than the standard prior's",
         text=(
             "A VampPrior: the prior is a mixture of the encoder's posteriors at 20 learned pseudo-inputs, so it "
             'can move towards the aggregated posterior instead of forcing the codes onto N(0, I). Watch the '
-            'marginal KL, the gap between the aggregated posterior and the prior, shrink.'
+            'marginal KL, the gap between the aggregated posterior and the prior: it grows as the codes spread out, '
+            'with either prior, but stays about 30% below the standard prior\'s (0.39-0.49 nats against '
+            '0.55-0.64 at 2,000 steps on seeds 0-4; the first lesson has the standard prior). With two latent '
+            'dimensions the held-out ELBO is about the same either way.'
         ),
-        look='the marginal KL shrinking',
+        look="the marginal KL, against the standard prior's (first lesson) at the same step",
     ),
 )
 
