@@ -66,9 +66,9 @@ class FlowConfig:
                        label="mixing between layers", show=lambda c: c.flow in _COUPLING)
     actnorm: bool = knob(True, "an ActNorm layer (per-dimension affine, data-initialised) in each block",
                          label="ActNorm", show=lambda c: c.flow in _COUPLING)
-    lr: float = knob(1e-2, "Adam learning rate", lo=1e-4, hi=5e-2, log=True, group="Training",
+    lr: float = knob(5e-3, "Adam learning rate", lo=1e-4, hi=5e-2, log=True, group="Training",
                      label="learning rate")
-    halflife: int = knob(1000, "halve the learning rate every this many steps, down to 1/20 of it (0: constant)",
+    halflife: int = knob(1500, "halve the learning rate every this many steps, down to 1/20 of it (0: constant)",
                          lo=0, hi=20000, step=250, group="Training", label="learning-rate half-life")
     batch: int = knob(1024, "samples per step (of p for forward KL, of q for reverse KL)", lo=32, hi=4096,
                       step=32, group="Training", label="batch")
