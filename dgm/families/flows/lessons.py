@@ -88,7 +88,7 @@ LESSONS = (
         ),
         look='q splitting into eight blobs, and the NLL curve approaching the entropy line',
         watch=Watch("NLL − entropy (nats)", _GAP, lambda v: v <= 0.15, "≤ 0.15", every=250, max_steps=4000),
-        start=750,
+        start=1000,
     ),
     Lesson(
         "planar flow on U1-U4",
