@@ -24,19 +24,6 @@ def test_a_grid_from_flags_is_parsed_and_every_combination_runs():
     assert spec.config(spec.settings()[3]).optimizer == "sgd"
 
 
-@pytest.mark.parametrize("grid, seeds, steps, fixed, says", [
-    (["nope=1,2"], 2, 5, {}, "demo has no such knob"),
-    (["lr=0.1,fast"], 2, 5, {}, "lr: expected a number, got 'fast'"),
-    (["lr=500"], 2, 5, {}, "lr=500 is outside"),
-    (["optimizer=adam,lbfgs"], 2, 5, {}, "is not one of adam, sgd"),
-    (["lr=0.1,0.1"], 2, 5, {}, "given twice"),
-    (["lr"], 2, 5, {}, "write KNOB=v1,v2"),
-    (["lr=0.1"], 0, 5, {}, "--seeds 0: give a whole number from 1"),
-    (["lr=0.1"], "three", 5, {}, "--seeds three: give"),
-    (["lr=0.1"], 2, 0, {}, "--steps 0"),
-    (["lr=0.1"], 2, 5, {"lr": "0.2"}, "both in the grid and fixed"),
-    (["lr=0.1"], 2, 5, {"batch": "huge"}, "batch: expected a number"),
-])
 def test_the_reference_study_specs_are_valid_and_the_reference_tables_name_them():
     """Every spec in docs/studies loads, each of its settings is a valid config, and docs/REFERENCE_TABLES.md gives
     the command for it (a table nobody can remake is an anecdote)."""
@@ -52,6 +39,19 @@ def test_the_reference_study_specs_are_valid_and_the_reference_tables_name_them(
         assert f"docs/studies/{f.name}" in tables, f.name
 
 
+@pytest.mark.parametrize("grid, seeds, steps, fixed, says", [
+    (["nope=1,2"], 2, 5, {}, "demo has no such knob"),
+    (["lr=0.1,fast"], 2, 5, {}, "lr: expected a number, got 'fast'"),
+    (["lr=500"], 2, 5, {}, "lr=500 is outside"),
+    (["optimizer=adam,lbfgs"], 2, 5, {}, "is not one of adam, sgd"),
+    (["lr=0.1,0.1"], 2, 5, {}, "given twice"),
+    (["lr"], 2, 5, {}, "write KNOB=v1,v2"),
+    (["lr=0.1"], 0, 5, {}, "--seeds 0: give a whole number from 1"),
+    (["lr=0.1"], "three", 5, {}, "--seeds three: give"),
+    (["lr=0.1"], 2, 0, {}, "--steps 0"),
+    (["lr=0.1"], 2, 5, {"lr": "0.2"}, "both in the grid and fixed"),
+    (["lr=0.1"], 2, 5, {"batch": "huge"}, "batch: expected a number"),
+])
 def test_bad_knobs_and_values_are_refused_with_what_to_change(grid, seeds, steps, fixed, says):
     with pytest.raises(StudyError, match=None) as e:
         StudySpec.make("demo", parse_grid(grid), seeds, steps, fixed)
