@@ -148,8 +148,9 @@ def first_chart(browser, url: str) -> dict:
     return out
 
 
-def controls(browser, url: str, has_data: bool, warm_s: float = 5.0) -> dict:
-    """Pause, Step, Reset (and a data change) clicked while the page plays."""
+def controls(browser, url: str, data: tuple[str, str] | None, warm_s: float = 5.0) -> dict:
+    """Pause, Step, Reset (and a data change: ``data`` is the data knob's label and another of its choices)
+    clicked while the page plays."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
     pg = ctx.new_page()
     pg.goto(url)
@@ -172,13 +173,14 @@ def controls(browser, url: str, has_data: bool, warm_s: float = 5.0) -> dict:
     play()
     out["reset"] = click("Reset", "status().includes('Iteration 0 ') && button('Play')")
     wait_for_app(pg)
-    if has_data:
+    if data is not None:
         play()
-        box = pg.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]', has_text="Data").first
+        label, option = data
+        box = pg.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]', has_text=label).first
         t0 = time.perf_counter()
         try:
             box.click()
-            pg.get_by_role("option", name="moons", exact=True).click()
+            pg.get_by_role("option", name=option, exact=True).click()
             clicked = time.perf_counter()
             pg.wait_for_function(f"""() => {{ const status = {STATUS_JS};
                 return document.querySelector('[data-testid=stSpinner]') || status().includes('Iteration 0 '); }}""",
@@ -222,6 +224,19 @@ def point_step(exp, les, max_steps: int, max_seconds: float = 300) -> int | None
             return t.iteration
         t.step(w.every)
     return None
+
+
+def _data_change(exp) -> tuple[str, str] | None:
+    """The data knob's label as the sidebar shows it, and a choice other than its default (a 2D set where the
+    default is one), or None where the page has no data knob."""
+    from dgm.core import config as cfglib
+
+    k = cfglib.knob_map(exp.config).get("data")
+    if k is None or not k.choices:
+        return None
+    others = [c for c in k.choices if c not in (k.default, "custom")]
+    pick = next((c for c in ("moons", "ring8", "8gaussians") if c in others), others[0] if others else None)
+    return None if pick is None else (k.label[:1].upper() + k.label[1:], pick)
 
 
 def main() -> None:
@@ -268,8 +283,7 @@ def main() -> None:
             for info in infos:
                 exp = registry.get(info.experiment)
                 fc = first_chart(browser, f"{server.url}/{info.url}")
-                has_data = "data" in {f for f in exp.config.__dataclass_fields__}
-                c = controls(browser, f"{server.url}/{info.url}", has_data)
+                c = controls(browser, f"{server.url}/{info.url}", _data_change(exp))
                 results["pages"][info.url] = {"first_chart": fc, "controls": c}
                 print(f"{info.url:13s} {_ms(fc['cold'][0]):>8s} / {_ms(fc['cold'][1]):>8s}"
                       f"{'':30s}{_ms(fc['warm'][1]):>8s} {_ms(c['pause']):>8s} {_ms(c['step']):>8s} "
