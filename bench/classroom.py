@@ -180,7 +180,8 @@ def controls(browser, url: str, data: tuple[str, str] | None, warm_s: float = 5.
         t0 = time.perf_counter()
         try:
             box.click()
-            pg.get_by_role("option", name=option, exact=True).click()
+            pg.keyboard.type(option)  # the list is virtual: an option far down it is not in the page until typed
+            pg.keyboard.press("Enter")
             clicked = time.perf_counter()
             pg.wait_for_function(f"""() => {{ const status = {STATUS_JS};
                 return document.querySelector('[data-testid=stSpinner]') || status().includes('Iteration 0 '); }}""",
