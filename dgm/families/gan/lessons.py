@@ -70,14 +70,14 @@ THEORY = (
     "modes captured, a high mode KL, while each sample still looks sharp (high quality).",
 )
 
-def _modes_now(trainer: GANTrainer) -> float:
-    """Modes captured by G's samples now (the evaluation's own samples and test, at any step)."""
-    return float(mode_stats(trainer.generate(), trainer.data.centers, trainer.data.std)["modes"])
+def _mode_stat_now(key: str, scale: float = 1.0):
+    """A watch's metric: a mode statistic of G's samples now (the evaluation's own samples and test, at any
+    step), times ``scale``."""
+    return lambda t: scale * float(mode_stats(t.generate(), t.data.centers, t.data.std)[key])
 
 
-def _quality_now(trainer: GANTrainer) -> float:
-    """The high-quality fraction of G's samples now, in percent (as ``_modes_now``)."""
-    return 100 * float(mode_stats(trainer.generate(), trainer.data.centers, trainer.data.std)["high_quality"])
+_modes_now = _mode_stat_now("modes")
+_quality_now = _mode_stat_now("high_quality", 100)  # in percent
 
 
 #: the plain game: no remedy, the former default rates. Every lesson that shows a phenomenon of the game itself
