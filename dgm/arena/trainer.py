@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from dgm.arena.run import DATASETS, MEASURES, ArenaRun, Budget
 from dgm.core.config import knob
 from dgm.core.userdata import CUSTOM
@@ -103,13 +105,17 @@ class ArenaTrainer(Trainer):
 
     # -- state: the families' runs travel with the arena's -------------------------------------------------
     def _meta(self) -> dict[str, Any]:
+        # the shown samples as a tensor: a checkpoint holds tensors and plain containers only (a saved run is read
+        # back with torch.load(weights_only=True), which refuses numpy arrays)
         return {"iteration": self.arena.iteration, "rounds": self.arena.done_rounds,
-                "entrants": [(e.seconds, e.failed, copy.deepcopy(e.rows), e.shown) for e in self.arena.entrants]}
+                "entrants": [(e.seconds, e.failed, copy.deepcopy(e.rows), None if e.shown is None else
+                              torch.from_numpy(e.shown.copy())) for e in self.arena.entrants]}
 
     def _load_meta(self, meta: dict[str, Any]) -> None:
         self.arena.iteration, self.arena.done_rounds = meta["iteration"], meta["rounds"]
         for e, (seconds, failed, rows, shown) in zip(self.arena.entrants, meta["entrants"]):
-            e.seconds, e.failed, e.rows, e.shown = seconds, failed, copy.deepcopy(rows), shown
+            e.seconds, e.failed, e.rows = seconds, failed, copy.deepcopy(rows)
+            e.shown = None if shown is None else shown.numpy().copy()
 
     def stateful(self):
         """Every family's modules, optimisers and schedulers, by entrant and name (``0.G``): checkpoints and
