@@ -35,7 +35,10 @@ setup-test: $(VENV)/.test-deps browser
 browser:
 	@bash scripts/ensure-chromium.sh
 
+# every lesson's fast-forward trained ahead (kept on disk: a lesson then opens at once), beside the server and
+# at the lowest priority
 run: setup
+	@nice -n 19 $(PY) -m dgm prepare --quiet </dev/null >/dev/null 2>&1 &
 	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 test: setup-test

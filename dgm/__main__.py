@@ -9,6 +9,8 @@ if sys.argv[1:2] == ["study"]:  # python -m dgm study ...: a study over settings
     from dgm.studies.cli import main
 elif sys.argv[1:2] == ["arena"]:  # the arena composes families: its CLI lives above them (dgm/arena/cli.py)
     from dgm.arena.cli import main
+elif sys.argv[1:2] == ["prepare"]:  # every lesson's fast-forward, trained ahead of a class (dgm/ui/prepare.py)
+    from dgm.ui.prepare import main
 else:
     from dgm.core.cli import main
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -18,8 +20,12 @@ import pytest
 import dgm  # noqa: F401  (first: pins the CPU kernels before any test runs a torch op; dgm/core/kernels.py)
 
 ROOT = Path(__file__).resolve().parents[1]
-# the runs pages save for a server restart (dgm/ui/persist.py): in the test cache, not the user's
-os.environ.setdefault("DGM_RUN_DIR", str(ROOT / ".pytest_cache" / "runs"))
+# the runs pages save for a server restart and the fast-forwards they open at (dgm/ui/persist.py): not the user's,
+# and a fresh folder per test session (xdist's workers inherit it), so that nothing an earlier session left there
+# (or a server that ran while the code changed) is read back
+if not os.environ.get("DGM_RUN_DIR"):
+    os.environ["DGM_RUN_DIR"] = tempfile.mkdtemp(prefix="dgm-test-runs-")
+    atexit.register(shutil.rmtree, os.environ["DGM_RUN_DIR"], ignore_errors=True)
 CHROMIUM = os.environ.get("DGM_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--font-render-hinting=none",

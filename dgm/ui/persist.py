@@ -8,7 +8,9 @@ run in its session, finds the file its address names, and, if the file holds a r
 continues from it under a new id and says so (so tabs opened with one copied address never overwrite each
 other's runs, nor the one they started from).
 
-A user's own data set is kept the same way (``<digest>.data.pt``), so that a shared link can name it.
+A user's own data set is kept the same way (``<digest>.data.pt``), so that a shared link can name it, and so
+is the state a lesson or replay link opens at (``<key>.warm.pt``: its fast-forward, trained once per machine and
+code version; ``python -m dgm prepare`` trains every lesson's ahead of a class).
 
 The files are written with ``torch.save`` and read with ``torch.load(weights_only=True)``: tensors and plain
 containers only, never a pickle. The folder is the user's cache (``$DGM_RUN_DIR``, else
@@ -19,8 +21,11 @@ read-only disk costs the restart safety, never the run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import platform
 import re
 import secrets
 import tempfile
@@ -29,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from dgm.core import kernels
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +125,50 @@ def load_data(name: str) -> dict[str, Any] | None:
         return None
 
 
+# -- a link's fast-forward, trained once on this machine (``<key>.warm.pt``) ----------------------------------
+WARM_KEEP = 64  # the newest fast-forwards kept (each up to a few MB: the arena's holds every family)
+
+
+def _code_digest() -> str:
+    """A digest of the package's source as this process imported it: a fast-forward trained by other code is
+    another run."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for p in sorted(root.rglob("*.py")):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+_CODE = [_code_digest()]  # at import (about 10 ms): a server keys its fast-forwards by the code it runs
+
+
+def warm_key(exp_name: str, cfg_json: str, seed: int, steps: int) -> str:
+    """The name of the state ``steps`` steps into the CPU run of ``exp_name`` with these settings and seed:
+    everything its numbers depend on (the code, torch, the pinned kernels, the processor's architecture)."""
+    what = [exp_name, cfg_json, int(seed), int(steps), torch.__version__, kernels.tier(), platform.machine(), _CODE[0]]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:24]
+
+
+def save_warm(key: str, state: dict[str, Any]) -> bool:
+    """Keep a fast-forward's state (a ``Trainer.checkpoint``) under its ``warm_key``."""
+    ok = _write(folder() / f"{key}.warm.pt", {"key": key, "state": state})
+    _prune(folder(), "*.warm.pt", WARM_KEEP)
+    return ok
+
+
+def load_warm(key: str) -> dict[str, Any] | None:
+    """The state ``save_warm`` kept under ``key``, or None (none kept, pruned, or unreadable: logged)."""
+    p = folder() / f"{key}.warm.pt"
+    try:
+        if not p.is_file():
+            return None
+        saved = torch.load(p, map_location="cpu", weights_only=True)
+        return saved["state"] if saved.get("key") == key else None
+    except Exception as e:  # noqa: BLE001 - a damaged file is trained again
+        log.warning("could not read the fast-forward %s: %s", p, e)
+        return None
+
+
 def load(run_id: str, exp_name: str, fingerprint: str) -> dict[str, Any] | None:
     """The saved state of run ``run_id`` of ``exp_name`` if there is one with these settings, else None (also
     for a file that cannot be read: it is logged and ignored)."""
@@ -136,17 +187,18 @@ def load(run_id: str, exp_name: str, fingerprint: str) -> dict[str, Any] | None:
         return None
 
 
-def _prune(d: Path) -> None:
-    """Keep the newest KEEP files, none older than MAX_AGE (another server may prune the same folder)."""
+def _prune(d: Path, pattern: str = "*.pt", keep: int | None = None) -> None:
+    """Keep the newest ``keep`` (KEEP) files, none older than MAX_AGE (another server may prune the same folder)."""
+    keep = KEEP if keep is None else keep
     dated = []
-    for p in d.glob("*.pt"):
+    for p in d.glob(pattern):
         try:
             dated.append((p.stat().st_mtime, p))
         except OSError:
             continue
     now = time.time()
     for i, (mtime, p) in enumerate(sorted(dated, reverse=True)):
-        if i >= KEEP or now - mtime > MAX_AGE:
+        if i >= keep or now - mtime > MAX_AGE:
             try:
                 p.unlink()
             except OSError:

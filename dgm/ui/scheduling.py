@@ -77,7 +77,7 @@ def _requests():
     """This script run's request queue (a private attribute: tests/test_streamlit_internals.py guards it)."""
     from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
-    return get_script_run_ctx().script_requests
+    return get_script_run_ctx(suppress_warning=True).script_requests  # None outside a script run (the CLI)
 
 
 def cancelled() -> bool:

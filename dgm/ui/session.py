@@ -117,14 +117,34 @@ def _restore(exp: Experiment) -> None:
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
-def _pretrained(exp_name: str, cfg_json: str, seed: int, steps: int) -> dict:
+def _pretrained(exp_name: str, cfg_json: str, seed: int, steps: int) -> tuple[dict, float]:
     """The checkpoint after ``steps`` steps of a run, shared read-only by every session that opens the
     same lesson or replay link: thirty students opening one link cost one training. Sessions restore a
-    copy of it, so nothing mutable is shared."""
+    copy of it, so nothing mutable is shared. Also the seconds its training took here (0: read from disk)."""
+    return fast_forward(exp_name, cfg_json, seed, steps)
+
+
+def fast_forward(exp_name: str, cfg_json: str, seed: int, steps: int) -> tuple[dict, float]:
+    """The state ``steps`` steps into the CPU run of ``exp_name`` with settings ``cfg_json`` (sorted JSON of
+    the config) and ``seed``, and the seconds it took to train now (0: read from the server's disk, where
+    the first visit, or ``python -m dgm prepare``, left it: a lesson opens at once in class if its teacher
+    opened it the day before). Raises ReplayCut, and keeps nothing, when the training would take too long."""
+    key = persist.warm_key(exp_name, cfg_json, seed, steps)
+    kept = persist.load_warm(key)
+    if kept is not None:
+        return kept, 0.0
     exp = registry.get(exp_name)
     trainer = exp.make(exp.config(**json.loads(cfg_json)), seed=seed, device="cpu")
-    scheduling.replay(trainer, steps)  # a ReplayCut is not cached: the next visit tries again
-    return trainer.last_good
+    t0 = time.perf_counter()
+    scheduling.replay(trainer, steps)  # a ReplayCut is not kept: the next visit tries again
+    took = time.perf_counter() - t0
+    persist.save_warm(key, trainer.last_good)
+    return trainer.last_good, took
+
+
+def config_json(cfg: Any) -> str:
+    """A config as the key of its fast-forward."""
+    return json.dumps(cfglib.to_dict(cfg), sort_keys=True)
 
 
 def resume(exp: Experiment, s: LiveState, raw: bytes) -> int:
@@ -197,20 +217,18 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
         if n and trainer.device.type != "cpu":
             scheduling.train(s, n)  # the shared cache holds CPU runs only
         elif n:
-            cfg_json = json.dumps(cfglib.to_dict(cfg), sort_keys=True)
-            t0 = time.perf_counter()
+            t0, took = time.perf_counter(), 0.0
             try:
                 with st.spinner(f"Training {n:,} steps…"):
-                    good = _pretrained(exp.name, cfg_json, common.seed(), n)
+                    good, took = _pretrained(exp.name, config_json(cfg), common.seed(), n)
             except TrainingDiverged as e:
                 s.error = str(e)
                 return s
             except scheduling.ReplayCut as e:
-                s.notice, good = str(e), e.state
+                s.notice, good, took = str(e), e.state, time.perf_counter() - t0
             trainer.restore(good)  # a copy: this session owns its state
             trainer.mark_good()
-            dt = time.perf_counter() - t0
-            s.steps_per_s = 0.0 if dt < 1e-2 else good["iteration"] / dt
+            s.steps_per_s = good["iteration"] / took if took > 1e-2 else 0.0  # the rate it was trained at, here
     return s
 
 
