@@ -215,9 +215,10 @@ def lesson_time(browser, url: str, target: int, seconds: float, label: str) -> d
 
 # -- the lessons' points, headless -----------------------------------------------------------------------------
 
-def point_step(exp, les, max_steps: int, max_seconds: float = 300) -> int | None:
-    """The first step (a multiple of the watch's ``every``) at which seed 0 of the lesson reaches its point."""
-    t = exp.make(exp.config(**les.values), seed=0, device="cpu")
+def point_step(exp, les, max_steps: int, max_seconds: float = 300, seed: int = 0) -> int | None:
+    """The first step (a multiple of the watch's ``every``) at which ``seed`` of the lesson (a lesson link's
+    seed is 0) reaches its point."""
+    t = exp.make(exp.config(**les.values), seed=seed, device="cpu")
     w = les.watch
     t0 = time.perf_counter()
     while t.iteration <= max_steps and time.perf_counter() - t0 < max_seconds:
@@ -248,6 +249,9 @@ def main() -> None:
     ap.add_argument("--lessons-only", action="store_true")
     ap.add_argument("--points-only", action="store_true", help="find each lesson's point headless; no browser")
     ap.add_argument("--seconds", type=float, default=60.0, help="at most this long per lesson after Play")
+    ap.add_argument("--seeds", default="", help="with --points-only: also each lesson's point on these seeds "
+                    "(e.g. 1-4: a link with another seed), found the same way")
+    ap.add_argument("--lesson", default="", help="only the lessons whose name contains this")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
@@ -262,12 +266,16 @@ def main() -> None:
         for info in infos:
             exp = registry.get(info.experiment)
             for les in exp.lessons:
-                if getattr(les, "watch", None) is None:
+                if getattr(les, "watch", None) is None or args.lesson.lower() not in les.name.lower():
                     continue
                 t0 = time.perf_counter()
                 targets[(info.url, les.name)] = step = point_step(exp, les, les.watch.max_steps)
                 print(f"  {info.url} / {les.name}: point ({les.watch.label} {les.watch.goal}) at step {step}, "
                       f"the page opens at {les.start:,} (headless, {time.perf_counter() - t0:.0f} s)", flush=True)
+                if args.points_only and args.seeds:
+                    lo, _, hi = args.seeds.partition("-")
+                    steps = {s: point_step(exp, les, les.watch.max_steps, seed=s) for s in range(int(lo), int(hi or lo) + 1)}
+                    print("    other seeds: " + ", ".join(f"seed {s} at {v}" for s, v in steps.items()), flush=True)
     if args.points_only:
         return
     from playwright.sync_api import sync_playwright

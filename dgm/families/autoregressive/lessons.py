@@ -120,9 +120,13 @@ LESSONS = (
         {"data": "8gaussians", "batch": 256},
         "a 1D mixture and a mixture density network give an exact 2D density, slice by slice",
         "Play for 15 s. The density is drawn exactly beside the target; the dashed lines are the slices "
-        "whose conditionals p(x2 | x1) appear below, the model's solid and the target's dashed. Switch "
-        "the first coordinate to x2 for the other chain of the same joint.",
+        "whose conditionals p(x2 | x1) appear below, the model's solid and the target's dashed. The validation "
+        "NLL is exact, so its gap to the target's entropy is KL(p‖q) itself (plus sampling noise): it falls "
+        "below 0.15 nats within about 500 steps. Switch the first coordinate to x2 for the other chain of the "
+        "same joint.",
         look="the density slices p(x2|x1) taking the target's shape",
+        watch=Watch("NLL − entropy (nats)", evaluated("val_nll", minus=lambda t: t.dist.entropy),
+                    lambda v: v <= 0.15, "≤ 0.15", every=100, max_steps=3000),
     ),
 )
 

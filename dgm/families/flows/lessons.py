@@ -134,10 +134,14 @@ LESSONS = (
         "layer to realnvp to compare",
         text=(
             'Monotone rational-quadratic spline couplings can make sharp edges, which is what a checkerboard '
-            'needs. Switch the flow layer to realnvp to compare: affine couplings only scale and shift, so their '
-            'squares stay blurred.'
+            "needs: the lesson opens at step 300; watch the held-out NLL's gap to the entropy line fall below 0.25 "
+            "nats within a few hundred steps. "
+            'Switch the flow layer to realnvp to compare: affine couplings only scale and shift, so their '
+            'squares stay blurred and the gap stays wider.'
         ),
         look='the squares of log q(x) sharpening at their edges',
+        watch=Watch("NLL − entropy (nats)", _GAP, lambda v: v <= 0.25, "≤ 0.25", every=100, max_steps=3000),
+        start=300,
     ),
 )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dgm.core.metrics import mode_stats
-from dgm.core.registry import Arena, Experiment, Lesson, PageText, Watch
+from dgm.core.registry import Arena, Experiment, Lesson, PageText, Watch, evaluated
 from dgm.families.gan.figures import figures
 from dgm.families.gan import seeds_figures
 from dgm.families.gan.seeds import GANSeeds, GANSeedsConfig, make as make_seeds
@@ -241,7 +241,10 @@ SEEDS_LESSONS = (
            "steps some runs sit on all eight modes and others keep circling or leave a mode empty. The table "
            "counts how many capture every mode. One run of a GAN is one draw from this lottery; a claim about a "
            "loss or a setting needs the fraction, not the lucky seed.",
-           look="the table's mode counts: same settings, different outcomes"),
+           look="the table's mode counts: same settings, different outcomes",
+           watch=Watch("modes captured: best run − worst run", evaluated("modes_max", minus="modes_min"),
+                       lambda v: v >= 2, "≥ 2", every=50, max_steps=2000, after=200),
+           start=100),
     Lesson("WGAN-GP across seeds", {**PLAIN, "runs": 8, "loss": "wgan_gp", "gp": 0.1},
            "the gradient penalty's runs, eight at once: how much less of a lottery is it?",
            "The same eight seeds with the Wasserstein loss and a gradient penalty. Compare the spread of the "
