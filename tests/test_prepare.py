@@ -113,3 +113,20 @@ def test_every_experiments_run_is_kept_as_tensors_and_plain_containers(name, run
     again = exp.make(exp.config(), seed=0, device="cpu")
     again.restore(kept)
     assert again.iteration == steps
+
+
+def test_a_module_reimported_under_a_running_server_keeps_the_code_it_started_with(monkeypatch):
+    """Streamlit re-imports a module whose file changed under a running server; its fast-forwards keep the key of
+    the code the server started with (another version's key would name a state its older modules trained)."""
+    import importlib
+
+    assert persist._CODE[0] == persist._code_digest()  # this process started with this checkout
+    # a server that started with other code (its digest in its environment), whose persist.py is then re-imported
+    monkeypatch.setenv("_DGM_CODE_DIGEST", "the code the server started with")
+    try:
+        importlib.reload(persist)
+        assert persist._CODE == ["the code the server started with"]
+    finally:
+        monkeypatch.undo()
+        importlib.reload(persist)
+    assert persist._CODE[0] == persist._code_digest()

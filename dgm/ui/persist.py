@@ -139,7 +139,10 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
-_CODE = [_code_digest()]  # at import (about 10 ms): a server keys its fast-forwards by the code it runs
+# the digest of the code this process started with (3 ms), kept in its environment: that survives Streamlit's
+# re-import of modules whose files changed under a running server, so a server keys what it trains by the code it
+# started with, never a new version's key for a state its older modules trained
+_CODE = [os.environ.setdefault("_DGM_CODE_DIGEST", _code_digest())]
 
 
 def warm_key(exp_name: str, cfg_json: str, seed: int, steps: int) -> str:
