@@ -204,14 +204,22 @@ def figure_geometry(pg) -> dict:
 _TITLES = """() => [...document.querySelectorAll('[data-testid=stMain] [data-testid=dgmPlot]')].flatMap(p => {
   const svg = p.querySelector('svg.main-svg'); if (!svg) return [];
   const w = svg.getBoundingClientRect();
-  return [...p.querySelectorAll('.gtitle')].map(t => { const b = t.getBoundingClientRect();
-    return {text: t.textContent, left: b.left - w.left, right: b.right - w.left, width: w.width}; });
+  const box = (e) => { const b = e.getBoundingClientRect(); return {left: b.left, right: b.right, top: b.top, bottom: b.bottom}; };
+  const legend = p.querySelector('.legend');
+  return [...p.querySelectorAll('.gtitle, .xtitle')].map(t => { const b = t.getBoundingClientRect();
+    return {text: t.textContent, left: b.left - w.left, right: b.right - w.left, width: w.width, box: box(t),
+            legend: legend && t.classList.contains('xtitle') ? box(legend) : null}; });
 })"""
 
 
 def overflowing_titles(pg) -> list[dict]:
-    """The chart titles that run past their chart's left or right edge (by more than a pixel)."""
-    return [t for t in pg.evaluate(_TITLES) if t["left"] < -1 or t["right"] > t["width"] + 1]
+    """The chart titles and x-axis titles that run past their chart's left or right edge (by more than a pixel),
+    and the x-axis titles that a legend overlaps."""
+    def hit(a, b) -> bool:
+        return b is not None and a["left"] < b["right"] - 1 and b["left"] < a["right"] - 1 \
+            and a["top"] < b["bottom"] - 1 and b["top"] < a["bottom"] - 1
+
+    return [t for t in pg.evaluate(_TITLES) if t["left"] < -1 or t["right"] > t["width"] + 1 or hit(t["box"], t["legend"])]
 
 
 def flat_numbers(v, prefix: str = "") -> dict[str, float]:

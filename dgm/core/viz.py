@@ -209,7 +209,7 @@ def curves(rows: Iterable[dict], keys: Sequence[str], *, title: str | None = Non
                       annotation_position="top left")
     base_layout(fig, title, height)
     fig.update_xaxes(title=dict(text=x_title or x, standoff=4))
-    fig.update_layout(legend_y=-0.3, margin_b=55)  # the legend under the x axis's title, not over it
+    legend_under_axis_title(fig)
     if log_y:
         fig.update_yaxes(type="log")
     return fig
@@ -260,17 +260,43 @@ def tidy_axes(fig: go.Figure) -> go.Figure:
 PRESENTER_HEIGHT = 420
 
 
-def evaluated(schedule: str | None) -> str:
-    """The x-axis title of a curve of evaluated metrics: how often they were evaluated
-    (``Trainer.eval_schedule()``)."""
+def evaluated(schedule: str | None, what: str = "") -> str:
+    """The x-axis title of a curve of evaluated metrics (``what``, e.g. "held-out NLL"): how often they were
+    evaluated (``Trainer.eval_schedule()``), in two short lines (one overflowed a third of the page at 1400 px)."""
     if not schedule:
         return "step"
+    lead = f"step · {what + ' ' if what else ''}evaluated"
     m = re.fullmatch(r"at steps? (.*), then every (.*?)( steps)?", schedule)
     if m is None:
-        return f"step · evaluated {schedule}"
+        return f"{lead}<br>{schedule}"
     steps = re.split(r", | and ", m.group(1))
     early = steps[0] if len(steps) == 1 else f"{steps[0]} … {steps[-1]}"
-    return f"step (evaluated at {early}, then every {m.group(2)})"  # fits under a third of the page
+    return f"{lead} at {early},<br>then every {m.group(2)}"
+
+
+def legend_under_axis_title(fig: go.Figure, only_below: bool = False) -> go.Figure:
+    """Put a horizontal legend at the figure's bottom edge, under the x axis's title (one line or two), and make
+    the bottom margin hold both: whatever the fonts (presenter mode scales them) and the top margin (a wrapped
+    title widens it), they never overlap. (A legend placed at a fraction of the plot's height under it moved up
+    as its own margin shrank the plot.) ``only_below``: only where the legend already is horizontal and under
+    the plot (a page's last touch)."""
+    lay = fig.layout
+    leg = lay.legend
+    if only_below and not (leg and leg.orientation == "h" and ((leg.y or 0) < 0 or leg.yref == "container")
+                           and lay.xaxis and lay.xaxis.title and lay.xaxis.title.text):
+        return fig
+    size = (lay.font.size if lay.font and lay.font.size else None) or FONT["size"]
+    text = lay.xaxis.title.text if lay.xaxis and lay.xaxis.title else None
+    lines = 1 + text.count("<br>") if text else 0
+    below = int(2 * size + 6 + 1.4 * size * lines + 6)  # tick labels, standoff, the title's lines, a gap
+    names = [tr.name for tr in fig.data if tr.showlegend is not False and tr.name]
+    leg_size = (leg.font.size if leg and leg.font and leg.font.size else None) or 11
+    rows = 0
+    if len(names) > 1 or (names and lay.showlegend):  # the rows the entries wrap to on a chart ~300 px wide
+        rows = min(len(names), math.ceil(sum(0.6 * leg_size * len(n) + 40 for n in names) / 300))
+    fig.update_layout(legend=dict(yref="container", y=0, yanchor="bottom"),
+                      margin_b=below + int(rows * 1.7 * leg_size) + 4)
+    return fig
 
 
 def presenter(fig: go.Figure, scale: float = 1.5) -> go.Figure:

@@ -207,6 +207,7 @@ def plot(fig: go.Figure | Callable[[], go.Figure], key: str | None = None) -> No
         out = viz.wrap_title(viz.presenter(go.Figure(out)), TITLE_CHARS[1])
     else:
         out = viz.wrap_title(out, TITLE_CHARS[0])
+    viz.legend_under_axis_title(out, only_below=True)  # after the title's wrapping and presenter's fonts
     viz.tidy_axes(out)
     if key is None:
         st.plotly_chart(out, config={"displaylogo": False}, theme=None)

@@ -34,7 +34,6 @@ def nll_curves(rows: list[dict], refs: dict[str, float] | None = None, entropy: 
             tr.line.dash, tr.line.width = "dash", 1.5
         elif tr.name.endswith("alone"):
             tr.line.dash, tr.line.width = "dot", 1.5
-    fig.update_layout(legend=dict(y=-0.3), margin=dict(b=70))
     return fig
 
 

@@ -171,7 +171,7 @@ def nll_curves(rows, entropy: float | None, reverse: bool = False, schedule: str
     keys = ["train_nll", "nll"] + (["loss"] if reverse else [])
     labels = {"train_nll": "training NLL (batch, every step)", "nll": "held-out NLL", "loss": "loss: KL(q||p) − log Z"}
     hl = {f"true entropy {entropy:.3f}": entropy} if entropy is not None else None
-    x_title = f"step · held-out NLL evaluated {schedule}" if schedule else "step"
+    x_title = viz.evaluated(schedule, "held-out NLL")
     fig = viz.curves(rows, keys, title="NLL in nats (lower is better)", labels=labels, hlines=hl, x_title=x_title)
     fig.update_layout(legend={"y": -0.3}, margin={"b": 60})
     if entropy is not None and not reverse:  # keep the floor and the recent values in view, whatever the start

@@ -17,10 +17,8 @@ _layout = viz.base_layout
 
 def _curves(rows: list[dict], keys: Sequence[str], *, title: str, labels: dict, colors: dict | None = None,
             hlines: dict[str, float] | None = None, height: int = 300, schedule: str | None = None) -> go.Figure:
-    fig = viz.curves(rows, keys, title=title, labels=labels, colors=colors, hlines=hlines, height=height,
-                     x_title=viz.evaluated(schedule))
-    fig.update_layout(legend=dict(y=-0.3), margin=dict(b=70))
-    return fig
+    return viz.curves(rows, keys, title=title, labels=labels, colors=colors, hlines=hlines, height=height,
+                      x_title=viz.evaluated(schedule))
 
 
 def elbo_curves(rows: list[dict], entropy: float | None = None, unit: str = "nats per example",
