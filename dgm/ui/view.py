@@ -96,13 +96,15 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
     s = session.ensure(exp, cfg, autoplay=autoplay, warm_steps=warm_steps)
     if runtime:
         s.trainer.set_runtime(runtime)
-    bar = st.columns([0.9, 0.9, 0.9, 0.9, 0.9, 1.0, 1.05, 2.4], vertical_alignment="center", gap="small")
-    session.controls(exp, s, bar[:4])  # one compact control bar, the status line at its end: the figure next
+    # one compact control bar (its labels whole at 1280 px), the status line under it: the figure next. (The status
+    # line at the bar's end wrapped to four lines of a lesson's watch in presenter mode, pushing the figure down.)
+    bar = st.columns([0.85, 0.9, 0.9, 0.85, 1.0, 1.15, 1.15, 1.7], vertical_alignment="center", gap="small")
+    session.controls(exp, s, bar[:4])
     share.bar(exp, s, bar[4:7])
-    # the status line, which the frame rewrites (one element in a slot), and under the bar the run's error panel
+    # the status line, which the frame rewrites (one element in a slot), and under it the run's error panel
     # or notice, drawn by full runs only: a live frame that wrote blocks outside itself (a notice in a container
     # in a slot) crashed the browser's page now and then ("Cannot set a node at a delta path": a blank page)
-    line = bar[7].empty()
+    line = st.empty()
     session.status(s, line, _watch_text(les, s.trainer))  # at once (a Pause shows before any figure is drawn)
     shown = (s.notice, s.error)
     session.notices(exp, s)
