@@ -42,7 +42,7 @@ def test_the_figure_comes_first_and_chart_titles_fit(app_server, browser):
 #: lessons played to their point here, one or two per family whose lessons watch a number (each costs up to a
 #: minute of the suite); bench/classroom.py plays every lesson that watches one and times it
 PLAYED = ("vanilla GAN collapses", "WGAN-GP covers every mode", "posterior collapse", "diffusion does not drop modes",
-          "small data overfits")
+          "small data overfits", "2D: p(x1) p(x2|x1)")
 WATCHED = [(info, les) for info in PAGES for les in registry.get(info.experiment).lessons
            if les.watch is not None and les.name in PLAYED]
 
