@@ -130,8 +130,7 @@ WARM_KEEP = 64  # the newest fast-forwards kept (each up to a few MB: the arena'
 
 
 def _code_digest() -> str:
-    """A digest of the package's source as this process imported it: a fast-forward trained by other code is
-    another run."""
+    """A digest of the package's source files: a fast-forward trained by other code is another run."""
     h = hashlib.sha256()
     root = Path(__file__).resolve().parents[1]
     for p in sorted(root.rglob("*.py")):
