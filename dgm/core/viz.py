@@ -209,7 +209,6 @@ def curves(rows: Iterable[dict], keys: Sequence[str], *, title: str | None = Non
                       annotation_position="top left")
     base_layout(fig, title, height)
     fig.update_xaxes(title=dict(text=x_title or x, standoff=4))
-    legend_under_axis_title(fig)
     if log_y:
         fig.update_yaxes(type="log")
     return fig
@@ -279,7 +278,8 @@ def legend_under_axis_title(fig: go.Figure, only_below: bool = False) -> go.Figu
     the bottom margin hold both: whatever the fonts (presenter mode scales them) and the top margin (a wrapped
     title widens it), they never overlap. (A legend placed at a fraction of the plot's height under it moved up
     as its own margin shrank the plot.) ``only_below``: only where the legend already is horizontal and under
-    the plot (a page's last touch)."""
+    the plot. The last touch of every figure drawn, on a page (``common.plot``) and as an image (``to_image``):
+    figure builders leave it to them."""
     lay = fig.layout
     leg = lay.legend
     if only_below and not (leg and leg.orientation == "h" and ((leg.y or 0) < 0 or leg.yref == "container")
@@ -339,6 +339,7 @@ def to_image(fig, fmt: str = "png", width: int = 700, height: int | None = None,
     """A plotly figure (through kaleido, which drives Chromium) or an altair chart (through
     vl-convert) as PNG or SVG bytes."""
     if isinstance(fig, go.Figure):
+        fig = legend_under_axis_title(go.Figure(fig), only_below=True)  # as a page draws it (common.plot)
         with _KALEIDO_LOCK:
             _kaleido_server()
             with warnings.catch_warnings():

@@ -121,7 +121,7 @@ def curves(rows: Sequence[dict], keys: Sequence[str], *, title: str, labels: dic
         notes.append({"xref": "paper", "x": 0, "y": y, "text": label, "showarrow": False, "xanchor": "left", "yanchor": "bottom"})
     layout = _layout(title, height, xaxis={"title": x_title}, shapes=shapes, annotations=notes,
                      yaxis={"type": "log" if log_y else "linear"})
-    return viz.legend_under_axis_title(go.Figure(data=traces, layout=layout))
+    return go.Figure(data=traces, layout=layout)
 
 
 def arrow_geometry(points, grads, box, max_frac: float = 0.08, head: float = 0.35):
@@ -227,7 +227,7 @@ def modes_curve(rows: Sequence[dict], n_modes: int | None, height: int = 300, x_
                      yaxis={"title": "modes", "range": [0, (n_modes or 1) * 1.05]},
                      yaxis2={"title": "high quality %", "overlaying": "y", "side": "right", "range": [0, 105],
                              "showgrid": False})
-    return viz.legend_under_axis_title(go.Figure(data=traces, layout=layout))
+    return go.Figure(data=traces, layout=layout)
 
 
 def main_figures(snap: dict[str, Any], rows: Sequence[dict], data, *, show_manifold: bool = True,
