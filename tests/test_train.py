@@ -72,8 +72,12 @@ def test_evaluation_schedule_is_geometric_early_then_regular_and_by_steps_only()
     a.eval_every = 1000
     assert a.eval_schedule() == "at steps 10, 20, 50, 100, 200 and 500, then every 1,000 steps"
     assert [s for s in range(3001) if a.eval_due(s)] == [0, 10, 20, 50, 100, 200, 500, 1000, 2000, 3000]
+    for every in (1000, 100, 7):  # what a replay's time estimate counts ahead: the schedule's evaluations in (a, b]
+        a.eval_every = every
+        for lo, hi in [(0, 3000), (0, 10), (10, 10), (15, 500), (499, 501), (1000, 999), (1, 7), (3, 2001)]:
+            assert a.evals_between(lo, hi) == sum(a.eval_due(s) for s in range(lo + 1, hi + 1)), (every, lo, hi)
     a.eval_every = 0
-    assert a.eval_schedule() == "at the end only" and not a.eval_due(10)
+    assert a.eval_schedule() == "at the end only" and not a.eval_due(10) and a.evals_between(0, 100) == 0
 
 
 def test_history_stays_bounded_and_spans_the_run():

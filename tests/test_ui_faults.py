@@ -261,6 +261,31 @@ def test_a_replay_too_long_for_the_server_stops_at_once_and_says_so():
     assert "This link replays 50,000 steps" in note and f"stopped at step {it:,}" in note
 
 
+def test_a_replay_whose_evaluations_are_slow_is_not_cut_by_its_estimate(monkeypatch):
+    """A CI run cut a 500-step diffusion link at step 20 ("about 2 minutes"; it takes 25 s on that busy machine):
+    the early schedule's evaluations (steps 0, 10, 20, 50, 100) counted as training, in the replay's estimate and
+    in the bursts' sizes. Here evaluations take 0.4 s and steps 10 ms: a replay of about 3 s, under the 6 s limit,
+    trains through, and one that cannot make it is cut with an estimate that counts what is left of each (the
+    former estimate said 240 s for this 72 s)."""
+    s = live("demo")
+    slow_eval, slow_step = s.trainer.evaluate, s.trainer.train_step
+    monkeypatch.setattr(s.trainer, "evaluate", lambda: (time.sleep(0.4), slow_eval())[1])
+    monkeypatch.setattr(s.trainer, "train_step", lambda: (time.sleep(0.01), slow_step())[1])
+    monkeypatch.setattr(scheduling, "REPLAY_SECONDS", 6.0)
+    t0 = time.perf_counter()
+    scheduling.replay(s.trainer, 100)
+    assert s.trainer.iteration == 100 and s.trainer.evals_timed == 5, time.perf_counter() - t0
+    # the same evaluations in a replay that cannot make it: cut, with an estimate that counts them
+    s = live("demo")
+    monkeypatch.setattr(s.trainer, "evaluate", lambda: (time.sleep(0.4), slow_eval())[1])
+    monkeypatch.setattr(s.trainer, "train_step", lambda: (time.sleep(0.01), slow_step())[1])
+    with pytest.raises(scheduling.ReplayCut) as cut:
+        scheduling.replay(s.trainer, 5_000)  # about 50 s of steps and 54 evaluations: 72 s
+    m = re.search(r"take about ([\d.]+) (seconds|minutes)", str(cut.value))
+    took = float(m.group(1)) * (60 if m.group(2) == "minutes" else 1)
+    assert s.trainer.iteration < 5_000 and 50 <= took <= 110, str(cut.value)
+
+
 def test_training_in_the_server_stops_when_the_server_does(monkeypatch):
     s = live("gan", GANConfig(**{k: int(v) for k, v in HEAVY_GAN.items()}))
     monkeypatch.setattr(scheduling, "stopping", lambda: True)

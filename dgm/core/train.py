@@ -112,6 +112,10 @@ class Trainer:
     #: keep the "last good" copy of the state at most this often (0: after every burst). The live
     #: loop trains in many short chunks and sets 1 s, so copying the state does not eat the chunks.
     checkpoint_every_s: float = 0.0
+    #: wall seconds spent in evaluate() and how many evaluations took them (what a replay's time estimate
+    #: leaves out of the training rate: the early schedule puts several evaluations in the first few steps)
+    eval_seconds: float = 0.0
+    evals_timed: int = 0
 
     def __init__(self, config: Any, seed: int = 0, device: str | torch.device = "auto"):
         self.config = config
@@ -207,6 +211,13 @@ class Trainer:
             return False
         return step % self.eval_every == 0 or (step < self.eval_every and step in self.eval_early)
 
+    def evals_between(self, a: int, b: int) -> int:
+        """How many evaluations the schedule puts after step ``a``, up to and including step ``b``."""
+        if not self.eval_every or b <= a:
+            return 0
+        early = sum(1 for s in self.eval_early if a < s <= b and s < self.eval_every)
+        return early + b // self.eval_every - a // self.eval_every
+
     def eval_schedule(self) -> str:
         """The schedule in words, for the figures: 'at steps 10, 20, 50, 100, 200 and 500, then every 1,000'."""
         if not self.eval_every:
@@ -234,8 +245,11 @@ class Trainer:
         self.latest = dict(zip(keys, values[-1]))
 
     def _eval(self) -> dict[str, float]:
+        t0 = time.perf_counter()
         with torch.no_grad():
             metrics = self.evaluate()
+        self.eval_seconds += time.perf_counter() - t0
+        self.evals_timed += 1
         if metrics:
             self.latest_eval = metrics
             self.history.record_eval(self.iteration, metrics)
@@ -268,13 +282,13 @@ class Trainer:
             if (seconds is not None and elapsed >= seconds) or (should_stop is not None and should_stop()):
                 break
             n = k if steps is None else min(k, steps - done)
-            t0 = time.perf_counter()
+            t0, e0 = time.perf_counter(), self.eval_seconds
             self.step(n)
             done += n
             if after_burst is not None:
                 after_burst(done)
-            if burst is None:
-                rate = n / max(time.perf_counter() - t0, 1e-6)
+            if burst is None:  # sized by the training's rate: an evaluation in the burst is not training
+                rate = n / max(time.perf_counter() - t0 - (self.eval_seconds - e0), 1e-6)
                 left = float("inf") if seconds is None else seconds - (time.perf_counter() - start)
                 k = int(min(max(1.0, rate * min(RUN_BURST_SECONDS, left)), 10_000))
         return done

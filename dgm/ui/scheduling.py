@@ -47,6 +47,7 @@ IDLE_STOP_SECONDS = 10.0  # the thread stops when no redraw came for this long (
 GC_EVERY_SECONDS = 30.0
 MAX_TRAIN_SECONDS = 10.0  # a Step, or a frame at a fixed speed, trains at most this long
 REPLAY_SECONDS = 120.0  # a replay link trains at most this long in the server
+REPLAY_MARGIN = 1.5  # ... and stops early only when its estimate is over this many times that
 EXIT_WAIT_SECONDS = 20.0  # at exit, how long to wait for training in the server to reach a burst's end (a
 # burst is at least one step: about 3 s for the largest GAN the controls allow, more on a busy laptop)
 # At most one training chunk per core at a time, across all sessions of the server: many threads
@@ -143,34 +144,51 @@ class ReplayCut(Exception):
 
 def replay(trainer, steps: int) -> None:
     """Train a replay link's ``steps`` from the start, here (the session's script thread), in bursts. Raises
-    ReplayCut with the state reached when the whole would take longer than REPLAY_SECONDS (judged by the
-    rate after the first burst, which carries one-time costs such as the first evaluation, over at least
-    half a second), or when the session or the server stops."""
+    ReplayCut with the state reached when the whole takes longer than REPLAY_SECONDS, or when the session or
+    the server stops. A replay that clearly cannot make it (its estimate over REPLAY_MARGIN times the limit) is
+    cut as soon as the estimate is sound: the training rate measured over at least a second after the first
+    burst (which carries one-time costs), evaluations apart, plus the evaluations the schedule still holds at
+    the time they have taken so far. (Counting the early schedule's evaluations as training once made a 500-step
+    diffusion link on a busy machine look like 2 minutes at step 20, and cut it there: it takes 25 s.)"""
     t0 = time.perf_counter()
-    first: list[tuple[float, int]] = []  # (time, steps) after the first burst
-    rate = [0.0]
+    start = (t0, trainer.iteration, trainer.eval_seconds, trainer.evals_timed)
+    first: list[tuple[float, int, float, int]] = []  # after the first burst: time, steps, eval seconds, evals
+
+    def estimate(since: tuple[float, int, float, int], now: float) -> tuple[float, float]:
+        """The whole replay's seconds as measured from ``since``, and the seconds of training it rests on."""
+        t1, d1, e1, n1 = since
+        done = trainer.iteration
+        training = max(now - t1 - (trainer.eval_seconds - e1), 1e-6)
+        n, e = (trainer.evals_timed - n1, trainer.eval_seconds - e1) if trainer.evals_timed > n1 else \
+            (trainer.evals_timed, trainer.eval_seconds)
+        left = (steps - done) * training / max(done - d1, 1) + trainer.evals_between(done, steps) * e / max(n, 1)
+        return now - t0 + left, training
 
     def over() -> bool:
-        now, done = time.perf_counter(), trainer.iteration
+        now = time.perf_counter()
         if cancelled() or now - t0 > REPLAY_SECONDS:
             return True
-        if done and not first:
-            first.append((now, done))
-        elif first and now - first[0][0] > 0.5 and done > first[0][1]:
-            rate[0] = (done - first[0][1]) / (now - first[0][0])
-            return now - t0 + (steps - done) / rate[0] > REPLAY_SECONDS
-        return False
+        if not trainer.iteration:
+            return False
+        if not first:
+            first.append((now, trainer.iteration, trainer.eval_seconds, trainer.evals_timed))
+            return False
+        eta, training = estimate(first[0], now)
+        return training >= 1.0 and trainer.iteration > first[0][1] and eta > REPLAY_MARGIN * REPLAY_SECONDS
 
     with _Busy():
         done = trainer.run(steps=steps, burst=None, should_stop=over)
     if done < steps:
-        r = rate[0] or done / max(time.perf_counter() - t0, 1e-6)
-        eta = steps / max(r, 1e-9)
-        took = f"{eta / 3600:,.1f} hours" if eta > 5400 else f"{eta / 60:,.0f} minutes"
+        now = time.perf_counter()
+        took, training = estimate(first[0], now) if first and done > first[0][1] else (0.0, 0.0)
+        if training < 1.0:
+            took = estimate(start, now)[0]
+        when = (f"{took / 3600:,.1f} hours" if took > 5400 else f"{took / 60:,.0f} minutes" if took > 90
+                else f"{took:,.0f} seconds")
         raise ReplayCut(trainer.checkpoint(), (
-            f"This link replays {steps:,} steps: at {r:,.1f} steps/s here that would take about {took}, and a "
-            f"replay trains at most {REPLAY_SECONDS / 60:g} minutes in the server. It stopped at step {done:,}: "
-            "press Play to go on from there, or open the link with fewer steps or a smaller model."))
+            f"This link replays {steps:,} steps: at {steps / took:,.1f} steps/s here that would take about {when}, "
+            f"and a replay trains at most {REPLAY_SECONDS / 60:g} minutes in the server. It stopped at step "
+            f"{done:,}: press Play to go on from there, or open the link with fewer steps or a smaller model."))
 
 
 def _work(s: LiveState) -> None:
