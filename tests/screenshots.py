@@ -48,13 +48,31 @@ def diff_fraction(actual: Image.Image, expected: Image.Image, diff: Image.Image 
     return best
 
 
-def compare(png: bytes, name: str, update: bool) -> float:
-    """Compare a screenshot with ``tests/screenshots/<name>.png``; with ``update`` rewrite it.
-    On a mismatch write actual, expected and diff images to tests/screenshots/_failures/."""
+def baseline(name: str, machine_class: str | None = None) -> Path:
+    """The baseline file ``name`` (a picture or a page's numbers) for a class of machines: its own copy in
+    ``tests/screenshots/<class>/`` where that class's replay differs, else the shared one (the class that
+    recorded the shared files is named in their numbers: ``kernels``)."""
+    own = BASELINES / machine_class / name if machine_class else None
+    return own if own is not None and own.exists() else BASELINES / name
+
+
+def compare(png: bytes, name: str, update: bool, machine_class: str | None = None) -> float:
+    """Compare a screenshot with ``tests/screenshots/<name>.png`` (or the machine class's own copy, see
+    ``baseline``); with ``update`` rewrite it: the shared picture, or with ``machine_class`` the class's own copy
+    when it differs from the shared one (and none when it does not). On a mismatch write actual, expected and
+    diff images to tests/screenshots/_failures/."""
     import io
 
-    path = BASELINES / f"{name}.png"
     actual = Image.open(io.BytesIO(png))
+    shared = BASELINES / f"{name}.png"
+    if update and machine_class and shared.exists():
+        own = BASELINES / machine_class / f"{name}.png"
+        own.unlink(missing_ok=True)
+        if diff_fraction(actual, Image.open(shared)) > MAX_DIFF_FRACTION:
+            own.parent.mkdir(exist_ok=True)
+            actual.save(own, optimize=True)
+        return 0.0
+    path = baseline(f"{name}.png", machine_class)
     if update or not path.exists():
         if not update:
             raise ScreenshotMismatch(f"no baseline {path}; run `make screenshots` to create it")

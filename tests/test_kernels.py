@@ -64,6 +64,23 @@ def test_the_module_entry_point_pins_before_torch_runs():
     assert r.stdout.strip() == kernels.CAPABILITY[kernels.tier()]
 
 
+def test_the_avx2_tier_pins_mkl_by_the_processors_maker(monkeypatch):
+    """MKL's AVX2 path is Intel's only (elsewhere MKL_CBWR=AVX2 silently falls back to its automatic choice):
+    on other makers the tier runs that choice under reproducibility, capped at AVX2, whatever cap the caller set."""
+    monkeypatch.setattr(kernels, "vendor", lambda: "intel")
+    assert kernels.settings("avx2")["MKL_CBWR"] == "AVX2" and "MKL_ENABLE_INSTRUCTIONS" not in kernels.settings("avx2")
+    monkeypatch.setattr(kernels, "vendor", lambda: "amd")
+    assert {k: kernels.settings("avx2")[k] for k in ("MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")} == \
+        {"MKL_CBWR": "AUTO", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    assert kernels.settings("sse2")["MKL_CBWR"] == "COMPATIBLE" and kernels.machine_class().endswith("-amd")
+    monkeypatch.undo()
+    code = "import os, dgm; print(os.environ.get('MKL_ENABLE_INSTRUCTIONS'), os.environ.get('MKL_CBWR'))"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=_env({"MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "MKL_CBWR": "COMPATIBLE"}))
+    want = kernels.settings(kernels.tier())
+    assert r.stdout.split() == [str(want.get("MKL_ENABLE_INSTRUCTIONS")), str(want.get("MKL_CBWR"))], r.stderr
+
+
 def test_a_replay_is_the_same_under_every_kernel_setting(tmp_path):
     names = list(CALLER_SETTINGS)
     pinned = replays(tmp_path, [CALLER_SETTINGS[n] for n in names])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import open_page
-from dgm.core import registry
+from dgm.core import kernels, registry
 from dgm.ui import persist, prepare, scheduling, session
 
 CFG = registry.get("gan").config(g_width=16, d_width=16, batch=64)
@@ -71,9 +71,13 @@ def test_everything_a_run_depends_on_names_another_fast_forward(monkeypatch):
     monkeypatch.setenv("DGM_KERNELS", "native")  # other kernels, other numbers
     others.add(persist.warm_key("gan", cj, 0, 100))
     monkeypatch.delenv("DGM_KERNELS")
+    maker = kernels.vendor()
+    monkeypatch.setattr(kernels, "vendor", lambda: "amd" if maker == "intel" else "intel")  # another maker's MKL
+    others.add(persist.warm_key("gan", cj, 0, 100))
+    monkeypatch.undo()
     monkeypatch.setattr(persist, "_CODE", ["other code"])
     others.add(persist.warm_key("gan", cj, 0, 100))
-    assert key not in others and len(others) == 6
+    assert key not in others and len(others) == 7
 
 
 def test_prepare_trains_the_state_a_lesson_link_opens_at(run_dir, monkeypatch, capsys):

@@ -2,12 +2,14 @@
 with the baselines in tests/screenshots/. Rewrite them with `make screenshots`
 (pytest tests/test_screenshots.py --update-screenshots).
 
-The CPU kernels are pinned (dgm/core/kernels.py), so on any machine of the baseline's kernel tier (every
-x86-64 with AVX2) the replay's numbers are the same to the last bit and the pictures match. On another
-tier (ARM, or x86-64 without AVX2) the numbers can only agree to within a tolerance: the baseline also
-records how far the same replay moves under the other x86 tier (``spread``, measured when the
-baselines are written), each number must lie within 3 spreads of the baseline, and the pictures are
-not compared."""
+The CPU kernels are pinned (dgm/core/kernels.py), so on any machine of the baseline's class (its kernel tier
+and its processor's maker: every Intel x86-64 with AVX2, every AMD one) the replay's numbers are the same to the
+last bit and the pictures match. The shared baselines were recorded on one class (their ``kernels``); another
+class keeps its own numbers, and its own copy of each picture that differs, in tests/screenshots/<class>/
+(`make screenshots` on a machine of that class writes them). On a class with no baselines (ARM, x86-64
+without AVX2) the numbers can only agree to within a tolerance: the baseline also records how far the same
+replay moves under the other x86 tier (``spread``, measured when the baselines are written), each number must
+lie within 3 spreads of the baseline, and the pictures are not compared."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import pytest
 from conftest import figure_geometry, flat_numbers, overflowing_titles, wait_for_app, wait_for_charts
 from dgm.core import registry, kernels
 from dgm.ui.pages import all_pages
-from screenshots import BASELINES, ScreenshotMismatch, compare
+from screenshots import BASELINES, ScreenshotMismatch, baseline, compare
 
 pytestmark = pytest.mark.browser
 
@@ -80,8 +82,8 @@ def other_tier_final(exp_name: str, steps: int, knobs: dict) -> dict:
 
 
 def check_numbers(final: dict, expected: dict) -> bool:
-    """Exact on the baseline's tier (True: compare the pictures too); else within 3 measured spreads."""
-    same_tier = expected.get("kernels") == kernels.tier()
+    """Exact on the baseline's machine class (True: compare the pictures too); else within 3 measured spreads."""
+    same_tier = expected.get("kernels") == kernels.machine_class()
     for k, v in expected["final"].items():
         if same_tier:
             assert final[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
@@ -106,20 +108,23 @@ def test_page_figures_match_baselines(app_server, page, update_screenshots, info
         final = headless.result()
     assert pngs, "the page shows no figures"
     assert page.locator('[data-testid="stException"]').count() == 0
-    name = _name(info, knobs)
-    counts = BASELINES / f"{name}.json"
+    name, cls = _name(info, knobs), kernels.machine_class()
+    shared = BASELINES / f"{name}.json"
+    own = not shared.exists() or json.loads(shared.read_text())["kernels"] != cls  # this class's own baselines
     if update_screenshots:
         other = other_tier_final(info.experiment, steps, knobs)
         spread = {k: abs(v - other[k]) for k, v in final.items()}
-        counts.write_text(json.dumps({"figures": len(pngs), "kernels": kernels.tier(), "final": final,
-                                      "spread": spread}, indent=1, sort_keys=True))
-    expected = json.loads(counts.read_text())
+        path = BASELINES / cls / f"{name}.json" if own and shared.exists() else shared
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({"figures": len(pngs), "kernels": cls, "final": final, "spread": spread},
+                                   indent=1, sort_keys=True))
+    expected = json.loads(baseline(f"{name}.json", cls).read_text())
     assert len(pngs) == expected["figures"]
     if not check_numbers(final, expected):
         pytest.skip(f"numbers agree within the measured spread; pictures are compared on the {expected['kernels']} "
-                    f"kernel tier only (this machine: {kernels.tier()})")
+                    f"machines only (this machine: {cls}; `make screenshots` here records its own baselines)")
     for i, png in enumerate(pngs):
-        compare(png, f"{name}_{i}", update_screenshots)
+        compare(png, f"{name}_{i}", update_screenshots, cls if own else None)
 
 
 def test_a_different_seed_fails_the_comparison(app_server, page, update_screenshots):

@@ -5,16 +5,25 @@ torch, MKL (its matrix products) and oneDNN each pick their CPU code by the proc
 set: plain SSE, AVX2 or AVX-512. Each choice adds floating-point numbers in another order, so the same
 seed used to train to different numbers on an AVX2 and an AVX-512 machine, and a training run
 amplifies a difference in the last bit into a different picture within a few hundred steps. Pinned,
-every machine of a tier runs the same instructions in the same order:
+every machine of a tier (and of one maker, below) runs the same instructions in the same order:
 
 - ``avx2`` (every x86-64 processor with AVX2 and FMA: Intel since 2013, AMD since 2015): torch's AVX2
-  kernels, MKL's AVX2 code path under its conditional numerical reproducibility (``MKL_CBWR``) and
-  oneDNN capped at AVX2. As fast as the unpinned kernels on the test machines (bench/bench_kernels.py).
+  kernels, oneDNN capped at AVX2 and MKL under its conditional numerical reproducibility (``MKL_CBWR``):
+  on Intel processors MKL's AVX2 code path; on others MKL has no fixed path but its slow ``COMPATIBLE`` one
+  (1.5x slower training here), so it runs its own choice (``AUTO``: fixed cache sizes and reductions) capped
+  at AVX2 (``MKL_ENABLE_INSTRUCTIONS``), so that a processor with AVX-512 runs the path of one without (on
+  an AMD EPYC with AVX-512 the cap changes no number and no speed: MKL had chosen its AVX2 path already).
 - ``sse2`` (older x86-64, or ``DGM_KERNELS=sse2`` anywhere): torch's portable kernels and MKL's
-  compatible path; about half the speed, and the same numbers on every x86-64 processor.
+  compatible path; about half the speed.
 - ``native`` (other processors, e.g. ARM; or ``DGM_KERNELS=native``): whatever the platform picks.
   ARM builds of torch use other libraries altogether, so their numbers agree with x86 only to within
   a tolerance (see the README, "Same seed, same run").
+
+A pinned tier gives the same numbers on every processor of one maker (``machine_class``: the tier and the
+maker, e.g. ``avx2-intel``). Between makers the numbers of a replay differ in their last bits, and a training
+run makes more of that as it goes (measured: the same GAN replay on an Intel Xeon and an AMD EPYC, both
+``avx2``, ends with its discriminator's loss 1.306 against 1.325 at step 300), so the screenshot baselines are
+kept per class (tests/screenshots).
 
 The settings are environment variables that the libraries read when they first run, so ``pin``
 overrides any the caller's environment carries (a replay's numbers do not depend on it) and child
@@ -60,6 +69,42 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
+def vendor() -> str:
+    """The processor's maker: ``intel``, ``amd``, another maker's name in lower case, or ``unknown``."""
+    try:
+        if sys.platform.startswith("linux"):
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("vendor_id"):
+                        return _MAKERS.get(line.split(":", 1)[1].strip(), line.split(":", 1)[1].strip().lower())
+        elif sys.platform == "darwin":
+            out = subprocess.run(["sysctl", "-n", "machdep.cpu.vendor"], capture_output=True, text=True,
+                                 timeout=2).stdout.strip()
+            if out:
+                return _MAKERS.get(out, out.lower())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+_MAKERS = {"GenuineIntel": "intel", "AuthenticAMD": "amd", "HygonGenuine": "hygon"}
+
+
+def settings(t: str) -> dict[str, str]:
+    """The environment that pins tier ``t`` on this processor."""
+    out = dict(SETTINGS[t])
+    if t == "avx2" and vendor() != "intel":  # MKL's AVX2 path is Intel's only (see the module's docstring)
+        out.update(MKL_CBWR="AUTO", MKL_ENABLE_INSTRUCTIONS="AVX2")
+    return out
+
+
+def machine_class() -> str:
+    """What a replay's numbers are the same across: the tier and the processor's maker (``avx2-intel``,
+    ``avx2-amd``, ``sse2-intel``), or ``native-`` and the architecture off x86-64."""
+    t = tier()
+    return f"native-{platform.machine().lower() or 'unknown'}" if t == "native" else f"{t}-{vendor()}"
+
+
 def unpinned_env(env: dict[str, str], **extra: str) -> dict[str, str]:
     """``env`` without any kernel setting (this module's or a caller's), plus ``extra``: for a child process
     that should choose its kernels afresh (benchmarks and tests of other tiers)."""
@@ -91,10 +136,10 @@ def tier() -> str:
 def pin() -> str:
     """Set the environment for this process's tier (before torch runs its first op); returns the tier."""
     t = tier()
-    os.environ.update(SETTINGS[t])
     if t != "native":
         for k in DROPPED:
             os.environ.pop(k, None)
+    os.environ.update(settings(t))
     for k, v in CUDA_SETTINGS.items():
         os.environ.setdefault(k, v)
     return t
@@ -115,6 +160,7 @@ def check() -> str | None:
 
 def describe() -> str:
     t = tier()
-    return {"avx2": "AVX2 (pinned: the same numbers on every x86-64 machine with AVX2)",
-            "sse2": "SSE2 (pinned: the same numbers on every x86-64 machine in this tier)",
+    maker = {"intel": "Intel", "amd": "AMD"}.get(vendor(), vendor())
+    return {"avx2": f"AVX2 (pinned: the same numbers on every {maker} x86-64 machine with AVX2)",
+            "sse2": f"SSE2 (pinned: the same numbers on every {maker} x86-64 machine in this tier)",
             "native": "this platform's own (not pinned: numbers agree with x86 to a tolerance)"}[t]
