@@ -53,6 +53,8 @@ def chart_pngs(page, url: str) -> list[bytes]:
     charts = page.locator('[data-testid="stMain"] [data-testid="dgmPlot"]')
     # every chart drawn by plotly.js (it loads once per page, then draws after the script has finished)
     wait_for_charts(page)
+    cut = page.locator('[data-testid="stMain"] [data-testid="stAlert"]', has_text="This link replays")
+    assert cut.count() == 0, cut.first.inner_text()  # a replay stopped short (the server too slow): not the replay
     g = figure_geometry(page)
     assert g["scroll"] == 0 and g["fig"] is not None and g["play"] is not None, g
     assert g["fig"][0] <= 900 / 3 and 0 <= g["play"][0] and g["play"][1] <= 900, (url, g)
