@@ -263,9 +263,7 @@ def denoising(d: dict[str, Any]) -> go.Figure:
 # ---- curves --------------------------------------------------------------------------------------
 
 def _curves(rows, keys, title, labels, log_y=False, hlines=None) -> go.Figure:
-    fig = viz.curves(rows, keys, title=title, labels=labels, log_y=log_y, hlines=hlines, height=290)
-    fig.update_layout(legend={"y": -0.38}, margin={"b": 75})
-    return fig
+    return viz.curves(rows, keys, title=title, labels=labels, log_y=log_y, hlines=hlines, height=290)
 
 
 def modes_curve(rows, n_modes: int, x: str = "step", title: str = "Modes captured and high-quality samples",
@@ -284,8 +282,6 @@ def modes_curve(rows, n_modes: int, x: str = "step", title: str = "Modes capture
                      yaxis2={"title": "high quality %", "overlaying": "y", "side": "right", "range": [0, 105],
                              "showgrid": False})
     lay["margin"]["r"] = 50
-    lay["legend"]["y"] = -0.38
-    lay["margin"]["b"] = 75
     return go.Figure(data=traces, layout=lay)
 
 

@@ -83,7 +83,6 @@ def _lines(series: list[tuple[str, list[dict], str, str | None]], x: str, y: str
     if log_x:
         xaxis["tickvals"] = list(NFES)
     lay = viz.layout(title, height, xaxis=xaxis, yaxis={"title": ytitle, "type": "log" if log_y else "linear"})
-    lay["legend"]["y"], lay["margin"]["b"] = -0.38, 80
     return go.Figure(data=traces, layout=lay)
 
 

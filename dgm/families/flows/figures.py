@@ -173,7 +173,6 @@ def nll_curves(rows, entropy: float | None, reverse: bool = False, schedule: str
     hl = {f"true entropy {entropy:.3f}": entropy} if entropy is not None else None
     x_title = viz.evaluated(schedule, "held-out NLL")
     fig = viz.curves(rows, keys, title="NLL in nats (lower is better)", labels=labels, hlines=hl, x_title=x_title)
-    fig.update_layout(legend={"y": -0.3}, margin={"b": 60})
     if entropy is not None and not reverse:  # keep the floor and the recent values in view, whatever the start
         vals = [r[k] for r in rows for k in keys if k in r and r[k] is not None and math.isfinite(r[k])]
         if vals:
@@ -191,7 +190,6 @@ def kl_curves(rows, resolution: int, schedule: str | None = None) -> go.Figure:
                      x_title=viz.evaluated(schedule))
     if fig.data:  # with no curve yet, a log axis over its default range only shows a clutter of labels
         fig.update_yaxes(dtick="D2")
-    fig.update_layout(legend={"y": -0.3}, margin={"b": 60})
     return fig
 
 

@@ -53,7 +53,6 @@ def k_figure(kc: dict[str, Any], unit: str) -> go.Figure:
     fig.update_layout(margin=dict(t=70))
     fig.update_xaxes(type="log", title="K (samples of z per x)")
     fig.update_yaxes(title=f"test log p(x), {unit}")
-    fig.update_layout(legend=dict(orientation="h", y=-0.25))
     return fig
 
 
