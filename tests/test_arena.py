@@ -3,6 +3,7 @@ the same points; its trainer moves between processes whole; the likelihood-vs-sa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import pickle
@@ -71,6 +72,36 @@ def test_the_arena_trainer_moves_between_processes_and_replays_exactly():
         t.step(1)
     a, b = t.evaluate(), r.evaluate()
     assert a == b and a["autoregressive.nll"] > 0
+
+
+def test_a_run_taken_from_just_before_a_measurement_makes_it_first_and_ends_the_same():
+    """What a worker keeps for a Pause during a measurement (the trainer's ``eval_guard``, entered around each
+    one): that state continues with the measurement first, and reaches the same table; before the last
+    measurement, the budget is not spent yet."""
+    cfg = ArenaConfig(budget=20, measures=1)  # measurements at steps 10 and 20
+
+    def cheap(t):
+        t.arena.entrants = [e for e in t.arena.entrants if e.exp.name == "autoregressive"]
+        return t
+
+    t = cheap(ArenaTrainer(cfg, seed=0, device="cpu"))
+    kept = []
+
+    @contextlib.contextmanager
+    def guard():
+        kept.append(pickle.loads(pickle.dumps(t.export_state(full=True))))
+        yield
+
+    t.eval_guard = guard
+    t.step(50)
+    assert t.finished and [k["state"]["iteration"] for k in kept] == [10, 20]
+    for k in kept:
+        r = cheap(ArenaTrainer(cfg, seed=0, device="cpu"))
+        r.import_state(k)
+        assert r.eval_pending() and not r.finished and r.arena.done_rounds == (0 if r.iteration == 10 else 1)
+        r.step(50)
+        assert r.finished and not r.eval_pending() and r.iteration == 20
+        assert r.evaluate() == t.evaluate() and r.evaluate()["measurements"] == 2
 
 
 def test_a_seconds_budget_trains_each_family_its_time_in_slices_and_measures_at_equal_parts():

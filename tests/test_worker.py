@@ -161,6 +161,37 @@ def test_a_worker_in_a_long_evaluation_answers_busy_and_is_not_given_up():
     assert t.iteration >= seen and not run.proc.alive()
 
 
+def test_a_pause_during_an_evaluation_takes_the_state_before_it_at_once_and_the_evaluated_one_after():
+    """A stop with ``early`` that comes while the worker evaluates (here the initial evaluation of 4 GAN runs,
+    seconds long) is answered with the run's whole state from before the evaluation, and the worker keeps
+    going until that evaluation is done: ``finish`` then brings the evaluated run. Either state continues the
+    run exactly: the one from before evaluates first (Trainer.eval_pending), with the same numbers."""
+    from dgm.families.gan.seeds import GANSeedsConfig
+
+    exp, cfg = registry.get("gan_seeds"), GANSeedsConfig(runs=4, g_width=16, d_width=16, batch=64)
+    t = exp.make(cfg, seed=3, device="cpu")
+    run = start("gan_seeds", t)
+    deadline = time.monotonic() + 60
+    while not run._await_start(0.05):
+        assert time.monotonic() < deadline
+    time.sleep(0.1)  # into the initial evaluation (about a second here: 4 runs' MMD, W1 and JS)
+    assert run.stop(t, early=True), "the worker in its first evaluation answers early"
+    assert t.iteration == 0 and t.history.evals == [] and t.eval_pending()
+    assert run.proc.alive()  # still evaluating
+    before = exp.make(cfg, seed=3, device="cpu")
+    before.import_state(moved(t.export_state()))
+    assert run.finish(t, 60) and not run.proc.alive()
+    assert t.history.evals[0]["step"] == 0 and run.error is None
+    ref = exp.make(cfg, seed=3, device="cpu")
+    ref.step(t.iteration)
+    assert same_run(ref, t)  # the evaluated state: the run's, exactly
+    before.step(11)  # the state from before: evaluates at step 0 first, then at 10, as an unbroken run does
+    ref2 = exp.make(cfg, seed=3, device="cpu")
+    ref2.step(11)
+    assert [e["step"] for e in before.history.evals] == [0, 10]
+    assert same_run(ref2, before)
+
+
 def test_workers_never_run_the_main_module(tmp_path, monkeypatch):
     """Under Streamlit, sys.modules["__main__"] is the page script being run; multiprocessing would
     re-run it in each child. A worker forks from the zygote and must not."""

@@ -21,12 +21,13 @@ Training time is counted per family (building and measuring are not); the famili
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
@@ -114,6 +115,8 @@ class ArenaRun:
         if not 1 <= seeds <= MAX_SEEDS:
             raise ValueError(f"seeds must be 1 to {MAX_SEEDS}")
         self.data, self.budget, self.rounds, self.done_rounds = data, budget, max(1, int(rounds)), 0
+        self.measuring: Callable[[], ContextManager] = contextlib.nullcontext  # entered around each measurement
+        # (the arena's trainer passes its ``eval_guard``: a worker keeps the state before it for a Pause)
         self.iteration = 0  # a steps budget: the steps every family has trained
         self.images, self.n_samples = data == DIGITS, int(samples)
         entries = [e for e in registry.arena_entries() if families is None or e.name in families]
@@ -168,17 +171,29 @@ class ArenaRun:
     def next_measurement(self) -> int:
         return self.points[min(self.done_rounds, len(self.points) - 1)]
 
+    def measure_pending(self) -> bool:
+        """Whether the measurement due now has not been made (a run taken from just before it, see
+        ``measuring``): the next ``advance`` makes it first."""
+        if self.budget.steps is not None:
+            return self.done_rounds < len(self.points) and self.iteration == self.next_measurement()
+        return (self.done_rounds < self.rounds
+                and all(e.failed or e.seconds >= self.marks[self.done_rounds] for e in self.entrants))
+
     def advance(self, n: int) -> int:
         """A steps budget: every family (and seed) trains up to n more steps in turn, stopping at each
         measurement on the way and at the budget; returns the steps done."""
         target, start = min(self.iteration + max(int(n), 0), self.budget.steps), self.iteration
+        if self.measure_pending():
+            with self.measuring():
+                self._measure_all()
         while self.iteration < target:
             stop = min(target, self.next_measurement())
             for e in self.entrants:
                 self._train(e, steps=stop - e.trainer.iteration)
             self.iteration = stop
             if stop == self.next_measurement() and self.done_rounds < len(self.points):
-                self._measure_all()
+                with self.measuring():
+                    self._measure_all()
         return self.iteration - start
 
     @property
@@ -199,7 +214,8 @@ class ArenaRun:
                 self._train(e, steps=max(int(n), 1), seconds=mark - e.seconds)
         self.iteration += max(int(n), 1)
         if all(e.failed or e.seconds >= mark for e in self.entrants):
-            self._measure_all()
+            with self.measuring():
+                self._measure_all()
         return True
 
     def round(self) -> bool:

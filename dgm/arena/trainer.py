@@ -58,15 +58,25 @@ class ArenaTrainer(Trainer):
         c = self.config
         self.arena = ArenaRun(c.data, c.limit, seeds=c.seeds, seed=self.seed, rounds=c.measures,
                               device=str(self.device))
+        self.arena.measuring = self._measuring
+
+    def _measuring(self):
+        """The arena's measurements are this trainer's evaluations (``eval_guard``), at the arena's step."""
+        self.iteration = self.arena.iteration
+        return self.eval_guard()
+
+    def eval_pending(self) -> bool:
+        return self.arena.measure_pending()
 
     def step(self, n: int = 1) -> dict[str, float]:
         """n steps of every family in turn (fewer at the end of the budget; with a seconds budget, each family's
         n steps are cut at its next measurement's time); ``BudgetSpent`` once the budget is spent."""
         if self.finished and n > 0:
             raise BudgetSpent(self.iteration, str(self.config.limit))
+        rounds = self.arena.done_rounds
         done = self.arena.advance(n) if self.config.unit == "steps" else self.arena.advance_time(n)
         self.iteration = self.arena.iteration
-        if done:
+        if done or self.arena.done_rounds != rounds:  # (a measurement left to do by a Pause counts)
             self.latest = self.summary()
             self.history.record(self.iteration, self.latest)
             if time.monotonic() - self._captured_at >= self.checkpoint_every_s:
@@ -77,7 +87,7 @@ class ArenaTrainer(Trainer):
     def finished(self) -> bool:
         if self.config.unit == "seconds":
             return self.arena.done_rounds >= self.arena.rounds
-        return self.iteration >= self.config.budget
+        return self.iteration >= self.config.budget and not self.arena.measure_pending()
 
     def summary(self) -> dict[str, float]:
         """Each family's latest figures, flattened (``GAN.precision``), and the measurements done; not the

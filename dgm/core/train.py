@@ -23,11 +23,12 @@ trainer) change how the next steps run without restarting the run: ``set_runtime
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ContextManager, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -116,6 +117,10 @@ class Trainer:
     #: leaves out of the training rate: the early schedule puts several evaluations in the first few steps)
     eval_seconds: float = 0.0
     evals_timed: int = 0
+    #: what ``step`` enters around each evaluation: a worker process keeps the run's state from before it
+    #: there, so that a Pause in the middle of a long evaluation is answered at once (dgm.core.worker_main);
+    #: a run continued from that state evaluates first (``eval_pending``)
+    eval_guard: Callable[[], ContextManager] = contextlib.nullcontext
 
     def __init__(self, config: Any, seed: int = 0, device: str | torch.device = "auto"):
         self.config = config
@@ -189,8 +194,9 @@ class Trainer:
     def step(self, n: int = 1) -> dict[str, float]:
         """Run n steps; return the latest metrics. Raises TrainingDiverged on a non-finite value."""
         pending: list[tuple[int, dict[str, Tensor]]] = []
-        if self.iteration == 0 and self.eval_every and not self.history.evals:
-            self._eval()  # curves of evaluated metrics start at the initial model
+        if self.eval_pending():  # the initial model's (curves start there), or one a Pause left undone
+            with self.eval_guard():
+                self._eval()
         for _ in range(int(n)):
             out = self.train_step()
             self.iteration += 1
@@ -198,7 +204,8 @@ class Trainer:
             if self.eval_due(self.iteration):
                 self._flush(pending)
                 pending = []
-                self._eval()
+                with self.eval_guard():
+                    self._eval()
         self._flush(pending)
         now = time.monotonic()
         if now - self._captured_at >= self.checkpoint_every_s:
@@ -210,6 +217,15 @@ class Trainer:
         if not self.eval_every:
             return False
         return step % self.eval_every == 0 or (step < self.eval_every and step in self.eval_early)
+
+    def eval_pending(self) -> bool:
+        """Whether the evaluation of this step (the initial one at step 0, else one the schedule puts here) has
+        not run: a run taken from before an evaluation (``eval_guard``) does it before its next step. An
+        evaluation is a function of the model alone (``eval_generator``), so doing it later gives the same."""
+        if not self.eval_every or not (self.iteration == 0 or self.eval_due(self.iteration)):
+            return False
+        evals = self.history.evals
+        return not evals or evals[-1]["step"] != self.iteration
 
     def evals_between(self, a: int, b: int) -> int:
         """How many evaluations the schedule puts after step ``a``, up to and including step ``b``."""

@@ -58,7 +58,9 @@ REPLY_TIMEOUT = 2.0  # a worker that does not answer a sync in this time is give
 # in the server from its last full state). It answers between bursts of BURST_SECONDS, and "busy" during a
 # long evaluation (its inbox thread answers within BUSY_AFTER): a hung or stopped worker answers neither.
 STOP_WAIT = 1.0  # a stop waits this long for a busy worker's state, then takes the run's last checkpoint
-# (at most about a second old) instead: a Pause does not wait for an evaluation to end
+# (at most about a second old) instead. A worker in an evaluation answers a stop at once with the state
+# from before it (``RemoteRun.stop``): a Pause does not wait for the evaluation
+FINISH_WAIT = 10.0  # a stop that needs the run after that evaluation (a Step, an export) waits this long for it
 START_TIMEOUT = 120.0  # the zygote's warm-up (the first worker) takes a few seconds, more on a busy machine;
 # a run's setup in a worker (building its trainer) may take this long before the worker says "started"
 WORKER_MB = 150  # memory to allow per worker: about 50 MB of its own, plus its share of the zygote's
@@ -260,29 +262,55 @@ class RemoteRun:
         self.started = True
         return True
 
-    def _ask(self, kind: str, runtime: dict[str, Any], trainer: Trainer) -> None:
+    def _ask(self, kind: str, runtime: dict[str, Any], trainer: Trainer, early: bool = False) -> bool:
         """A sync or a stop. A sync answered "busy" (the worker is in an evaluation) leaves the trainer as
-        it is; a stop answered "busy" waits STOP_WAIT for the state, then ends the worker and takes the
-        run's last checkpoint (which the syncs keep fresh)."""
+        it is. A stop during an evaluation is answered at once with the state from before it ("early"): with
+        ``early`` that is the answer (returns True: the worker goes on to finish the evaluation, see
+        ``finish``); else the stop waits up to FINISH_WAIT for the state after it, keeping the one from
+        before if it does not come. A stop answered "busy" (no such state) waits STOP_WAIT for the state,
+        then ends the worker and takes the run's last checkpoint (which the syncs keep fresh)."""
         try:
             _send(self.proc.conn, (kind, runtime))
             if not self.proc.conn.poll(REPLY_TIMEOUT):
                 raise self._lost(f"the worker did not answer within {REPLY_TIMEOUT:g} s")
             reply = _recv(self.proc.conn)
+            if reply[0] == "early":
+                _, state, self.steps_per_s, self.error = reply
+                trainer.import_state(state)
+                if not early:
+                    self.finish(trainer, FINISH_WAIT)  # if it does not come, the state from before stays
+                return early
             if reply[0] == "busy" and kind == "stop":
                 self.busy += 1
                 if not self.proc.conn.poll(STOP_WAIT):
                     self.proc.close(kill=True)
                     trainer.restore_last_good()
-                    return
+                    return False
                 reply = _recv(self.proc.conn)
         except (EOFError, OSError) as e:
             raise self._lost(f"the worker is gone ({e!r})") from None
         if reply[0] == "busy":
             self.busy += 1
-            return
+            return False
         _, state, self.steps_per_s, self.error = reply
         trainer.import_state(state)
+        return False
+
+    def finish(self, trainer: Trainer, wait: float) -> bool:
+        """After an early answer to a stop: the trainer takes the run's state after the evaluation if it comes
+        within ``wait`` seconds, and the worker exits; False if it has not come yet (the trainer then still
+        holds the state from before the evaluation, which a run can go on from: it evaluates first)."""
+        try:
+            if not self.proc.conn.poll(wait):
+                return False
+            reply = _recv(self.proc.conn)
+            if reply[0] == "state":
+                _, state, self.steps_per_s, self.error = reply
+                trainer.import_state(state)
+        except (EOFError, OSError):
+            pass  # gone: the state from before the evaluation stays
+        self.close()
+        return True
 
     def sync(self, trainer: Trainer, runtime: dict[str, Any]) -> None:
         """``trainer`` takes the run's current state; ``runtime`` settings apply from now on.
@@ -290,14 +318,19 @@ class RemoteRun:
         if self._await_start(0):
             self._ask("sync", runtime, trainer)
 
-    def stop(self, trainer: Trainer) -> None:
+    def stop(self, trainer: Trainer, early: bool = False) -> bool:
         """The last state, and the worker exits. (Before the worker has set the run up, the trainer
-        already holds the run's whole state.)"""
+        already holds the run's whole state.) With ``early``, a worker in the middle of an evaluation gives
+        the state from before it at once and goes on to finish it: returns True, and ``finish`` takes the
+        rest (or ``close`` drops it)."""
+        finishing = False
         try:
             if self._await_start(0):
-                self._ask("stop", {}, trainer)
+                finishing = self._ask("stop", {}, trainer, early=early)
         finally:
-            self.close()
+            if not finishing:
+                self.close()
+        return finishing
 
     def close(self) -> None:
         """Drop the run without its state."""

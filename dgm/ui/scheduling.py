@@ -3,7 +3,8 @@ against the redraws of every session, with the server's garbage collected in the
 
 At the "auto" speed a playing run trains in a worker process (``dgm.core.worker``): each redraw copies
 the run's current state into the session's trainer, which stays a replica that the figures read, and
-Pause brings the whole state back. Where no worker process is available (none ready yet, a CUDA run,
+Pause brings the whole state back at once (during an evaluation, the state before it; the evaluated one
+follows when the worker has finished it: ``pause_remote``). Where no worker process is available (none ready yet, a CUDA run,
 ``DGM_WORKERS=0``) a thread of the session trains instead, in chunks of about ``CHUNK_SECONDS`` under
 the run's lock, which the redraw also takes, so every figure sees a consistent model. Redraws are paced
 so that drawing takes at most ``DRAW_SHARE`` of the server's time, shared among the sessions playing
@@ -212,7 +213,9 @@ def start(exp: Experiment, s: LiveState) -> None:
     frame of a play trains a chunk here, so that it shows progress at once.)"""
     first = s.remote is None and not _thread_alive(s)
     with s.lock:
-        if first:
+        if not collect_tail(s):  # Play before the paused run's evaluation came: the new worker does it again
+            drop_tail(s)
+        if first and not s.trainer.eval_pending():  # (an evaluation is the worker's work, not this thread's)
             train(s, s.burst)
         if s.playing and s.error is None and not s.in_process:
             s.remote = worker.start(exp.name, s.trainer, s.trainer.runtime_dict())
@@ -256,7 +259,10 @@ def _stopped(s: LiveState, message: str) -> None:
 
 
 def stop_remote(s: LiveState) -> None:
-    """Bring the whole run back from its worker process (call holding the lock)."""
+    """Bring the whole run back from its worker process, an evaluation it is in included (call holding the
+    lock): what a Step, an export or a fixed speed trains on."""
+    if not collect_tail(s, worker.FINISH_WAIT):
+        drop_tail(s)  # the trainer holds the state before that evaluation: its next step evaluates first
     if s.remote is None:
         return
     try:
@@ -266,8 +272,44 @@ def stop_remote(s: LiveState) -> None:
     s.remote = None
 
 
+def pause_remote(s: LiveState) -> None:
+    """A Pause: the run's whole state back from its worker process at once (call holding the lock). A worker
+    in the middle of an evaluation gives the state from before it and finishes the evaluation meanwhile
+    (``s.tail``): the page shows the paused run at once and takes the evaluated one when it comes."""
+    if s.remote is None:
+        return
+    try:
+        if s.remote.stop(s.trainer, early=True):
+            s.tail = s.remote
+    except worker.WorkerLost as e:
+        _lost(s, e)
+    s.remote = None
+
+
+def collect_tail(s: LiveState, wait: float = 0.0) -> bool:
+    """Take the paused run's evaluated state if it has come (within ``wait`` seconds; call holding the lock).
+    Returns whether none is awaited any more."""
+    if s.tail is None:
+        return True
+    if not s.tail.finish(s.trainer, wait):
+        return False
+    if s.tail.error is not None:
+        _stopped(s, s.tail.error)
+    s.tail = None
+    return True
+
+
+def drop_tail(s: LiveState) -> None:
+    """Stop waiting for the evaluated state: the run goes on from the state before that evaluation, which its
+    next step does first (``Trainer.eval_pending``)."""
+    if s.tail is not None:
+        s.tail.close()
+        s.tail = None
+
+
 def drop_remote(s: LiveState) -> None:
     """Close the run's worker process without taking its state (a reset or a new run)."""
+    drop_tail(s)
     if s.remote is not None:
         s.remote.close()
         s.remote = None

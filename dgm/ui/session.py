@@ -45,6 +45,7 @@ class LiveState:
     draw_seconds: float = 0.0  # CPU seconds a redraw of the main view takes, smoothed
     panel_seconds: float = 0.0  # CPU seconds a redraw of the panels takes, smoothed
     remote: worker.RemoteRun | None = None  # the worker process training the run while it plays
+    tail: worker.RemoteRun | None = None  # a paused run's worker, finishing the evaluation it was in
     view_state: dict[str, Any] = field(default_factory=dict)  # what a page's view keeps over the run
     notice: str | None = None  # what happened to the run that the page should say (not an error)
     in_process: bool = False  # a worker process was lost: this run trains in the server from now on
@@ -86,7 +87,7 @@ def _play(exp: Experiment, play: bool) -> None:
     s.playing = play and s.error is None
     if not s.playing:
         with s.lock:
-            scheduling.stop_remote(s)
+            scheduling.pause_remote(s)
 
 
 def _step(exp: Experiment) -> None:
@@ -250,13 +251,14 @@ def controls(exp: Experiment, s: LiveState, cols=None) -> None:
 
 def status(s: LiveState, line=None, extra: str = "") -> None:
     """The status line (in ``line``, a slot of the control bar, if given; ``extra`` ends it)."""
-    fps, rate = "", f" · {s.steps_per_s:,.0f} steps/s" if s.steps_per_s else ""
+    fps, rate = "", f" · {s.steps_per_s:,.{0 if s.steps_per_s >= 10 else 1}f} steps/s" if s.steps_per_s else ""
     if s.playing and len(s.frames) > 2:
         (t0, i0), (t1, i1) = s.frames[0], s.frames[-1]
         if t1 > t0:  # what the page really achieves, drawing included
             fps = f" · {(len(s.frames) - 1) / (t1 - t0):.1f} frames/s"
             rate = f" · {(i1 - i0) / (t1 - t0):,.0f} steps/s"
-    (line or st).caption(f"**Iteration {s.trainer.iteration:,}**{rate}{fps} · {'playing' if s.playing else 'paused'}"
+    state = "playing" if s.playing else "paused" + (" · evaluating this step" if s.tail is not None else "")
+    (line or st).caption(f"**Iteration {s.trainer.iteration:,}**{rate}{fps} · {state}"
                f" · {s.trainer.device.type.upper()}{extra}")
 
 

@@ -112,7 +112,7 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
     with s.lock:
         _safely(view.layout, s.trainer)
 
-    timed = s.playing
+    timed = s.playing or s.tail is not None  # (paused: until the evaluation the Pause came in has been taken)
 
     @st.fragment(run_every=scheduling.FRAME_INTERVAL if timed else None)
     def frame() -> None:
@@ -120,6 +120,10 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
         if cur is None:
             return
         cur.last_seen = time.monotonic()
+        if not cur.playing and cur.tail is not None:
+            with cur.lock:
+                if not scheduling.collect_tail(cur):
+                    return  # nothing to redraw until the evaluation comes
         speed = session.speed(exp)
         if cur.playing and cur.error is None:
             if speed != "auto":  # a fixed number of steps per frame, here
@@ -154,7 +158,7 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
     if type(view).panels is View.panels:
         return s
 
-    @st.fragment(run_every=common.PANELS_EVERY if timed else None)
+    @st.fragment(run_every=common.PANELS_EVERY if s.playing else None)
     def panels() -> None:
         cur = session.state(exp)
         if cur is None:
