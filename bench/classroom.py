@@ -4,6 +4,7 @@ controls answer while it plays; per lesson, the time from pressing Play to the l
     .venv/bin/python bench/classroom.py                     # every page and every lesson
     .venv/bin/python bench/classroom.py gan vae             # these pages (and their lessons)
     .venv/bin/python bench/classroom.py --pages-only        # no lessons
+    .venv/bin/python bench/classroom.py --pages-only --pauses 7 gan_seeds   # Pause 7 times: median and each
     .venv/bin/python bench/classroom.py --lessons-only --seconds 60
     .venv/bin/python bench/classroom.py --points-only       # each lesson's point, headless only (no browser)
     .venv/bin/python bench/classroom.py --app /path/to/other/checkout   # time another version's server
@@ -148,9 +149,10 @@ def first_chart(browser, url: str) -> dict:
     return out
 
 
-def controls(browser, url: str, data: tuple[str, str] | None, warm_s: float = 5.0) -> dict:
+def controls(browser, url: str, data: tuple[str, str] | None, warm_s: float = 5.0, pauses: int = 1) -> dict:
     """Pause, Step, Reset (and a data change: ``data`` is the data knob's label and another of its choices)
-    clicked while the page plays."""
+    clicked while the page plays; Pause ``pauses`` times (after plays of different lengths: a Pause lands
+    in training or in an evaluation), its median reported and every time kept."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
     pg = ctx.new_page()
     pg.goto(url)
@@ -164,9 +166,14 @@ def controls(browser, url: str, data: tuple[str, str] | None, warm_s: float = 5.
         click("Play", "button('Pause') && status().includes('playing')")
         pg.wait_for_timeout(warm_s * 1000)
 
-    play()
-    out["pause"] = click("Pause", "button('Play') && status().includes('paused')")
-    wait_for_app(pg)
+    times = []
+    for k in range(pauses):
+        play()
+        if k:
+            pg.wait_for_timeout(370 * k)
+        times.append(click("Pause", "button('Play') && status().includes('paused')"))
+        wait_for_app(pg)
+    out["pause"], out["pauses"] = sorted(times)[len(times) // 2], times
     it = pg.evaluate(f"() => {{ const status = {STATUS_JS}; return {ITERATION}; }}")
     out["step"] = click("Step", f"{ITERATION} > {it}")
     wait_for_app(pg)
@@ -246,6 +253,7 @@ def main() -> None:
     ap.add_argument("pages", nargs="*")
     ap.add_argument("--app", type=Path, default=ROOT)
     ap.add_argument("--pages-only", action="store_true")
+    ap.add_argument("--pauses", type=int, default=1, help="Pause this many times per page (the median is shown)")
     ap.add_argument("--lessons-only", action="store_true")
     ap.add_argument("--points-only", action="store_true", help="find each lesson's point headless; no browser")
     ap.add_argument("--seconds", type=float, default=60.0, help="at most this long per lesson after Play")
@@ -292,11 +300,12 @@ def main() -> None:
             for info in infos:
                 exp = registry.get(info.experiment)
                 fc = first_chart(browser, f"{server.url}/{info.url}")
-                c = controls(browser, f"{server.url}/{info.url}", _data_change(exp))
+                c = controls(browser, f"{server.url}/{info.url}", _data_change(exp), pauses=args.pauses)
                 results["pages"][info.url] = {"first_chart": fc, "controls": c}
                 print(f"{info.url:13s} {_ms(fc['cold'][0]):>8s} / {_ms(fc['cold'][1]):>8s}"
                       f"{'':30s}{_ms(fc['warm'][1]):>8s} {_ms(c['pause']):>8s} {_ms(c['step']):>8s} "
-                      f"{_ms(c['reset']):>8s} {_ms(c.get('data')):>8s}", flush=True)
+                      f"{_ms(c['reset']):>8s} {_ms(c.get('data')):>8s}"
+                      + (f"   Pauses: {' '.join(_ms(x) for x in c['pauses'])}" if args.pauses > 1 else ""), flush=True)
         if not args.pages_only:
             print("lesson                                         point at   opens at  open     Play to point")
             for (url, name), step in targets.items():

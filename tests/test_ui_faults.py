@@ -283,7 +283,9 @@ def test_a_replay_whose_evaluations_are_slow_is_not_cut_by_its_estimate(monkeypa
         scheduling.replay(s.trainer, 5_000)  # about 50 s of steps and 54 evaluations: 72 s
     m = re.search(r"take about ([\d.]+) (seconds|minutes)", str(cut.value))
     took = float(m.group(1)) * (60 if m.group(2) == "minutes" else 1)
-    assert s.trainer.iteration < 5_000 and 50 <= took <= 110, str(cut.value)
+    # 72 s at these sleeps' speed; a busy machine's steps take up to about twice as long (a test run beside
+    # another one measured 48.5 steps/s: "about 2 minutes"), and the former estimate said 4 minutes unloaded
+    assert s.trainer.iteration < 5_000 and 50 <= took <= 180, str(cut.value)
 
 
 def test_training_in_the_server_stops_when_the_server_does(monkeypatch):
