@@ -177,7 +177,13 @@ def test_a_pause_during_an_evaluation_takes_the_state_before_it_at_once_and_the_
     time.sleep(0.1)  # into the initial evaluation (about a second here: 4 runs' MMD, W1 and JS)
     assert run.stop(t, early=True), "the worker in its first evaluation answers early"
     assert t.iteration == 0 and t.history.evals == [] and t.eval_pending()
-    assert run.proc.alive()  # still evaluating
+    assert run.proc.alive()  # still evaluating, at the lowest priority; the zygote and the next worker keep theirs
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, run.proc.pid) == 19
+    assert os.getpriority(os.PRIO_PROCESS, worker._POOL.zygote.proc.pid) == base
+    other = start("demo", registry.get("demo").make(DemoConfig(), seed=0, device="cpu"))
+    assert os.getpriority(os.PRIO_PROCESS, other.proc.pid) == base
+    other.close()
     before = exp.make(cfg, seed=3, device="cpu")
     before.import_state(moved(t.export_state()))
     assert run.finish(t, 60) and not run.proc.alive()

@@ -114,6 +114,9 @@ class _Inbox:
         self.closed = False
         self.before_eval: dict[str, Any] | None = None  # the run's whole state before the evaluation now running
         self.rate = 0.0  # the loop's training rate (steps/s), for an early answer
+        # the training loop's thread id (the kernel's; in a forked process threading.main_thread().native_id is
+        # still the parent's: lowering that one slowed every worker the zygote forked afterwards)
+        self.loop_thread = 0
         threading.Thread(target=self._read, name="dgm-worker-inbox", daemon=True).start()
 
     @contextlib.contextmanager
@@ -157,8 +160,8 @@ class _Inbox:
                 self.send(reply)
             except OSError:
                 return
-            if reply[0] == "early":  # the paused page redraws now: the rest of the evaluation gives it the CPU
-                _lower_priority(threading.main_thread().native_id)
+            if reply[0] == "early" and self.loop_thread:  # the paused page redraws now: the rest of the
+                _lower_priority(self.loop_thread)  # evaluation gives it the CPU
 
     def take(self, timeout: float) -> tuple[Any, bool] | None:
         """The next message and whether it was answered "busy" already; None if none came within
@@ -175,7 +178,8 @@ class _Inbox:
 
 
 def _lower_priority(tid: int) -> None:
-    """The lowest CPU priority for thread ``tid`` of this process (Linux: a priority is a thread's)."""
+    """The lowest CPU priority for thread ``tid`` (a kernel thread id) of this process (Linux: a priority is a
+    thread's, and a process forked later inherits its forking thread's)."""
     try:
         os.setpriority(os.PRIO_PROCESS, tid, 19)
     except (OSError, AttributeError):
@@ -184,6 +188,7 @@ def _lower_priority(tid: int) -> None:
 
 def _train_loop(conn: Connection, trainer: Trainer) -> None:
     inbox = _Inbox(conn)
+    inbox.loop_thread = threading.get_native_id()
     trainer.eval_guard = lambda: inbox.evaluating(trainer)
     error: str | None = None
     burst, rate = 1, 0.0
