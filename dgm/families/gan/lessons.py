@@ -206,7 +206,7 @@ LESSONS = (
         " tighter on the modes. Set it to 0 to compare.",
         look='modes captured climbing towards 25, then the high-quality fraction rising',
         watch=Watch("modes captured", _modes_now, lambda v: v == 25, "= 25", every=100, max_steps=5000),
-        start=1000,
+        start=2000,
     ),
 )
 
