@@ -138,7 +138,8 @@ def _pixel_and_ordering(trainer) -> tuple[int, int]:
 
 def _summary(trainer) -> None:
     e = trainer.latest_eval
-    if not e:
+    if not e:  # (the panels' fragment writes here later: a full run must leave the container something)
+        st.empty()
         return
     if not trainer.images:
         a, b, c = st.columns(3)
@@ -160,6 +161,7 @@ def _summary(trainer) -> None:
 def _timing(vs: dict) -> None:
     rec, ref = vs.get("rec"), vs.get("ref")
     if rec is None:
+        st.empty()  # (as in _summary)
         return
     per = rec["seconds"] / rec["n"]
     each = " (each pass runs every ordering at once)" if len(np.unique(rec["pos"], axis=0)) > 1 else ""

@@ -105,6 +105,8 @@ class LatentsView(view.View):
         s = self.snap or lviz.snapshot(trainer)
         figs = lviz.page_figures(s, trainer.history.merged(), trainer.config)
         with self.summary:
+            st.empty()  # a full run leaves the container something (before the first evaluation: only this), or
+            # the panels' fragment may not write into it later
             SUMMARIES.get(s["model"], _density_summary)(trainer)
 
         def show() -> None:

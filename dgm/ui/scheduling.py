@@ -215,7 +215,9 @@ def start(exp: Experiment, s: LiveState) -> None:
     with s.lock:
         if not collect_tail(s):  # Play before the paused run's evaluation came: the new worker does it again
             drop_tail(s)
-        if first and not s.trainer.eval_pending():  # (an evaluation is the worker's work, not this thread's)
+        # (a fresh run's first chunk evaluates its initial model here; an evaluation a Pause left undone, which
+        # can take seconds, is the worker's work)
+        if first and (s.trainer.iteration == 0 or not s.trainer.eval_pending()):
             train(s, s.burst)
         if s.playing and s.error is None and not s.in_process:
             s.remote = worker.start(exp.name, s.trainer, s.trainer.runtime_dict())

@@ -102,6 +102,8 @@ class VaeView(view.View):
         s = self.snap or vviz.snapshot(trainer, interp=self.pair)
         figs, schedule = self._figures(trainer, s), trainer.eval_schedule()
         with self.summary:
+            st.empty()  # a full run leaves the container something (before the first evaluation: only this), or
+            # the panels' fragment may not write into it later
             _summary(trainer)
 
         def show() -> None:
