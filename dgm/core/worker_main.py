@@ -156,12 +156,12 @@ class _Inbox:
                 else:
                     reply = ("busy",)
                 self.answered = True
+            if reply[0] == "early" and self.loop_thread:  # the paused page redraws now: the rest of the
+                _lower_priority(self.loop_thread)  # evaluation gives it the CPU (lowered before the answer)
             try:
                 self.send(reply)
             except OSError:
                 return
-            if reply[0] == "early" and self.loop_thread:  # the paused page redraws now: the rest of the
-                _lower_priority(self.loop_thread)  # evaluation gives it the CPU
 
     def take(self, timeout: float) -> tuple[Any, bool] | None:
         """The next message and whether it was answered "busy" already; None if none came within
