@@ -275,8 +275,7 @@ class RemoteRun:
                 raise self._lost(f"the worker did not answer within {REPLY_TIMEOUT:g} s")
             reply = _recv(self.proc.conn)
             if reply[0] == "early":
-                _, state, self.steps_per_s, self.error = reply
-                trainer.import_state(state)
+                self._take(reply, trainer)
                 if not early:
                     self.finish(trainer, FINISH_WAIT)  # if it does not come, the state from before stays
                 return early
@@ -292,9 +291,13 @@ class RemoteRun:
         if reply[0] == "busy":
             self.busy += 1
             return False
+        self._take(reply, trainer)
+        return False
+
+    def _take(self, reply: tuple, trainer: Trainer) -> None:
+        """A state answer ("state" or "early", state, rate, error): the trainer takes the state."""
         _, state, self.steps_per_s, self.error = reply
         trainer.import_state(state)
-        return False
 
     def finish(self, trainer: Trainer, wait: float) -> bool:
         """After an early answer to a stop: the trainer takes the run's state after the evaluation if it comes
@@ -305,8 +308,7 @@ class RemoteRun:
                 return False
             reply = _recv(self.proc.conn)
             if reply[0] == "state":
-                _, state, self.steps_per_s, self.error = reply
-                trainer.import_state(state)
+                self._take(reply, trainer)
         except (EOFError, OSError):
             pass  # gone: the state from before the evaluation stays
         self.close()

@@ -1,15 +1,14 @@
 """Where and when a live run trains: in a worker process or a thread of the server, in chunks, paced
 against the redraws of every session, with the server's garbage collected in the background.
 
-At the "auto" speed a playing run trains in a worker process (``dgm.core.worker``): each redraw copies
-the run's current state into the session's trainer, which stays a replica that the figures read, and
-Pause brings the whole state back at once (during an evaluation, the state before it; the evaluated one
-follows when the worker has finished it: ``pause_remote``). Where no worker process is available (none ready yet, a CUDA run,
-``DGM_WORKERS=0``) a thread of the session trains instead, in chunks of about ``CHUNK_SECONDS`` under
-the run's lock, which the redraw also takes, so every figure sees a consistent model. Redraws are paced
-so that drawing takes at most ``DRAW_SHARE`` of the server's time, shared among the sessions playing
-at once. The thread stops by itself when no redraw has come for ``IDLE_STOP_SECONDS`` (a closed or
-hidden tab); the next redraw, if one comes, starts it again.
+At the "auto" speed a playing run trains in a worker process (``dgm.core.worker``): each redraw copies the
+run's current state into the session's trainer, which stays a replica that the figures read, and Pause brings
+the whole state back at once (in an evaluation, the state before it: ``pause_remote``). Where no worker is
+available (none ready yet, a CUDA run, ``DGM_WORKERS=0``) a thread of the session trains instead, in chunks
+of about ``CHUNK_SECONDS`` under the run's lock, which the redraw also takes, so every figure sees a
+consistent model. Redraws are paced so that drawing takes at most ``DRAW_SHARE`` of the server's time,
+shared among the sessions playing at once. The thread stops by itself when no redraw has come for
+``IDLE_STOP_SECONDS`` (a closed or hidden tab); the next redraw, if one comes, starts it again.
 
 Every loop that trains in the server is bounded and stops when asked: a Step or a fixed-speed frame
 trains at most ``MAX_TRAIN_SECONDS``, a replay link at most ``REPLAY_SECONDS`` (it stops at once when
@@ -213,11 +212,8 @@ def start(exp: Experiment, s: LiveState) -> None:
     frame of a play trains a chunk here, so that it shows progress at once.)"""
     first = s.remote is None and not _thread_alive(s)
     with s.lock:
-        if not collect_tail(s):  # Play before the paused run's evaluation came: the new worker does it again
-            drop_tail(s)
-        # (a fresh run's first chunk evaluates its initial model here; an evaluation a Pause left undone, which
-        # can take seconds, is the worker's work)
-        if first and (s.trainer.iteration == 0 or not s.trainer.eval_pending()):
+        collect_tail(s, drop=True)  # Play before the paused run's evaluation came: the new worker does it again
+        if first and (s.trainer.iteration == 0 or not s.trainer.eval_pending()):  # (one a Pause left: the worker's)
             train(s, s.burst)
         if s.playing and s.error is None and not s.in_process:
             s.remote = worker.start(exp.name, s.trainer, s.trainer.runtime_dict())
@@ -263,8 +259,7 @@ def _stopped(s: LiveState, message: str) -> None:
 def stop_remote(s: LiveState) -> None:
     """Bring the whole run back from its worker process, an evaluation it is in included (call holding the
     lock): what a Step, an export or a fixed speed trains on."""
-    if not collect_tail(s, worker.FINISH_WAIT):
-        drop_tail(s)  # the trainer holds the state before that evaluation: its next step evaluates first
+    collect_tail(s, worker.FINISH_WAIT, drop=True)
     if s.remote is None:
         return
     try:
@@ -275,9 +270,8 @@ def stop_remote(s: LiveState) -> None:
 
 
 def pause_remote(s: LiveState) -> None:
-    """A Pause: the run's whole state back from its worker process at once (call holding the lock). A worker
-    in the middle of an evaluation gives the state from before it and finishes the evaluation meanwhile
-    (``s.tail``): the page shows the paused run at once and takes the evaluated one when it comes."""
+    """A Pause: the run's whole state back at once (call holding the lock); a worker in an evaluation gives the
+    state before it and finishes the evaluation meanwhile (``s.tail``, taken by ``collect_tail``)."""
     if s.remote is None:
         return
     try:
@@ -288,13 +282,16 @@ def pause_remote(s: LiveState) -> None:
     s.remote = None
 
 
-def collect_tail(s: LiveState, wait: float = 0.0) -> bool:
-    """Take the paused run's evaluated state if it has come (within ``wait`` seconds; call holding the lock).
-    Returns whether none is awaited any more."""
+def collect_tail(s: LiveState, wait: float = 0.0, drop: bool = False) -> bool:
+    """Take the paused run's evaluated state if it has come (within ``wait`` seconds; call holding the lock);
+    else, with ``drop``, stop waiting for it: the trainer keeps the state before that evaluation, which its
+    next step does first (``Trainer.eval_pending``). Returns whether none is awaited any more."""
     if s.tail is None:
         return True
     if not s.tail.finish(s.trainer, wait):
-        return False
+        if drop:
+            drop_tail(s)
+        return drop
     if s.tail.error is not None:
         _stopped(s, s.tail.error)
     s.tail = None
@@ -302,8 +299,7 @@ def collect_tail(s: LiveState, wait: float = 0.0) -> bool:
 
 
 def drop_tail(s: LiveState) -> None:
-    """Stop waiting for the evaluated state: the run goes on from the state before that evaluation, which its
-    next step does first (``Trainer.eval_pending``)."""
+    """Stop waiting for the evaluated state (see ``collect_tail``)."""
     if s.tail is not None:
         s.tail.close()
         s.tail = None
