@@ -8,6 +8,7 @@ import torch
 import dgm.core.data as data
 from dgm.families.demo.figures import snapshot
 from dgm.families.demo.trainer import DemoConfig, DemoTrainer
+from dgm.core import registry
 from dgm.core.train import History, TrainingDiverged
 
 
@@ -138,3 +139,28 @@ def test_run_with_a_time_budget():
     t = DemoTrainer(DemoConfig(), seed=0)
     n = t.run(seconds=0.2, burst=10)
     assert n >= 10 and n % 10 == 0 and t.iteration == n
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_experiment_resets_to_a_fresh_run_of_its_settings(name):
+    """The page's Reset (``Trainer.reset``): the GAN lottery's reset once re-ran its constructor with one seed
+    in place of its list of seeds, and the page crashed."""
+    exp = registry.get(name)
+    t = exp.make(seed=3, device="cpu")
+    t.step(2)
+    t.reset()
+    fresh = exp.make(seed=3, device="cpu")
+    assert t.iteration == 0 and len(t.history) == 0
+    a, b = t.checkpoint()["objects"], fresh.checkpoint()["objects"]
+    assert a.keys() == b.keys() and all(torch.equal(x, y) for x, y in zip(tensors_of(a), tensors_of(b), strict=True))
+
+
+def tensors_of(obj) -> list[torch.Tensor]:
+    """Every tensor in nested dicts and lists (state dicts), in order."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for k in obj for t in tensors_of(obj[k])]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in tensors_of(v)]
+    return []

@@ -56,6 +56,12 @@ class ManySeeds(Trainer):
         self.seeds = seeds
         super().__init__(config, seed=seeds[0], device=device)
 
+    def reset(self) -> None:
+        """Start over from the same config, seeds and runtime settings (the base class's passes one seed)."""
+        runtime = self.runtime
+        self.__init__(self.config, self.seeds, self.device)
+        self.runtime = runtime
+
     @classmethod
     def unsupported(cls, config: Any) -> list[str]:
         """The settings of ``config`` that the batch cannot train (shown as ``name=value``)."""
