@@ -351,3 +351,22 @@ def test_make_run_listens_on_this_machine_unless_told_otherwise():
     assert "--server.address 0.0.0.0" in dry("HOST=0.0.0.0")
     assert 'address = "127.0.0.1"' in (ROOT / ".streamlit" / "config.toml").read_text()
     assert "make run HOST=0.0.0.0" in (ROOT / "README.md").read_text()
+
+
+def test_a_control_that_fails_says_so_on_the_page_and_keeps_the_session(monkeypatch):
+    """A failing button callback (the GAN lottery's Reset once raised TypeError) took the whole page to
+    Streamlit's error screen; now the page stays and says which control failed."""
+    from dgm.families.demo.trainer import DemoTrainer
+
+    at = open_page("pages/demo.py")
+    at.button(key="demo.step").click().run()
+
+    def broken(self):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(DemoTrainer, "reset", broken)
+    at.button(key="demo.reset").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    errors = [text(e.value) for e in at.error]
+    assert any("Reset failed" in e and "boom" in e for e in errors), errors
+    assert any("Iteration 10" in c.value for c in at.caption)  # the run is as it was

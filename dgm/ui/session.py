@@ -11,7 +11,9 @@ traceback ever reaches the page. Resuming from a weights file stops the run firs
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from dgm.ui import common, persist, scheduling
 from dgm.ui.controls import STEPS, view_param
 
 SPEEDS = ["auto", 1, 10, 100, 1000]
+log = logging.getLogger(__name__)
 view_param("{exp}.speed", lambda raw: raw in {str(v) for v in SPEEDS})
 
 
@@ -81,6 +84,22 @@ def _speed_key(exp: Experiment) -> str:
 
 # -- button callbacks (they run before the script reruns) -----------------------------------------
 
+def _callback(fn: Callable[[Experiment], None]) -> Callable[[Experiment], None]:
+    """A button's callback that never takes the page down: a failure is logged, and the page says it as the
+    run's error (with Reset and "back to the last good state"). Streamlit would show its error page instead."""
+    @functools.wraps(fn)
+    def run(exp: Experiment, *args: Any) -> None:
+        try:
+            fn(exp, *args)
+        except Exception as e:  # a bug of ours: say it, keep the session
+            log.exception("%s failed", fn.__name__)
+            s = state(exp)
+            if s is not None:
+                s.playing, s.error = False, f"{fn.__name__.strip('_').capitalize()} failed: {e!r}"
+    return run
+
+
+@_callback
 def _play(exp: Experiment, play: bool) -> None:
     """Play (``play``) or Pause, as the clicked button said."""
     s = state(exp)
@@ -90,6 +109,7 @@ def _play(exp: Experiment, play: bool) -> None:
             scheduling.pause_remote(s)
 
 
+@_callback
 def _step(exp: Experiment) -> None:
     s = state(exp)
     s.playing = False
@@ -99,6 +119,7 @@ def _step(exp: Experiment) -> None:
         scheduling.train(s, 10 if v == "auto" else int(v))
 
 
+@_callback
 def _reset(exp: Experiment) -> None:
     s = state(exp)
     s.playing = False
@@ -109,6 +130,7 @@ def _reset(exp: Experiment) -> None:
         s.steps_per_s = 0.0  # the old run's rate is not this one's
 
 
+@_callback
 def _restore(exp: Experiment) -> None:
     s = state(exp)
     with s.lock:
