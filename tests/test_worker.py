@@ -214,8 +214,61 @@ def test_workers_never_run_the_main_module(tmp_path, monkeypatch):
         proc = worker._Process(zygote)
         t = registry.get("demo").make(seed=0, device="cpu")
         run = worker.RemoteRun(proc)
-        worker._send(proc.conn, ("start", "demo", t.config, 0, [], t.export_state(), {}))
+        worker._send(proc.conn, ("start", "demo", t.config, 0, [], t.export_state(), {}, None))
         train_there(run, t, until=20)
         run.stop(t)
     finally:
         zygote.close()
+
+
+def test_a_step_that_reaches_an_evaluation_shows_it_at_once_and_a_worker_does_the_rest():
+    """A Step (dgm.ui.scheduling.step) trains here up to the evaluation it reaches and leaves it, with the rest
+    of its steps, to a worker job: the page has the stepped model at once (no evaluation at that step yet), and
+    the job's state, when it comes, is the run's exactly: the same as ten steps trained here in one go."""
+    from dgm.families.gan.seeds import GANSeedsConfig
+    from dgm.ui import scheduling, session
+
+    exp, cfg = registry.get("gan_seeds"), GANSeedsConfig(runs=4, g_width=16, d_width=16, batch=64)
+    t = exp.make(cfg, seed=4, device="cpu")
+    s = session.LiveState(trainer=t, fingerprint="test")
+
+    def step(n: int) -> None:
+        start("demo", registry.get("demo").make(DemoConfig(), seed=0, device="cpu")).close()  # a worker is ready
+        deadline = time.monotonic() + 60
+        while worker._POOL.spare is None or not worker._POOL.spare.alive():
+            assert time.monotonic() < deadline, "no worker process became ready"
+            time.sleep(0.05)
+        with s.lock:
+            scheduling.step(exp, s, n)
+        assert s.tail is not None, "the evaluation went to a worker"
+
+    step(5)  # from step 0, whose evaluation is still to do: all of it there
+    assert t.iteration == 0 and t.eval_pending()
+    with s.lock:
+        assert scheduling.collect_tail(s, 60) and s.tail is None and s.error is None
+    assert t.iteration == 5 and [e["step"] for e in t.history.evals] == [0]
+    t.step(10)  # evaluated at 10; the next evaluation is due at step 20
+    step(10)
+    assert t.iteration == 20 and t.eval_pending() and [e["step"] for e in t.history.evals] == [0, 10]
+    ref = exp.make(cfg, seed=4, device="cpu")
+    ref.step(20)  # the model shown at once is the run's at step 20
+    assert torch.equal(tensors(ref), tensors(t))
+    with s.lock:
+        assert scheduling.collect_tail(s, 60) and s.tail is None and s.error is None
+    assert t.iteration == 25 and [e["step"] for e in t.history.evals] == [0, 10, 20]
+    ref.step(5)
+    assert same_run(ref, t)
+    with s.lock:  # a Step that reaches no evaluation trains here, at once
+        scheduling.step(exp, s, 3)
+    assert s.tail is None and t.iteration == 28
+
+
+def test_a_deferred_evaluation_is_done_first_by_whatever_continues_the_run():
+    exp = registry.get("gan")
+    t = exp.make(SMALL_GAN, seed=2, device="cpu")
+    t.run(steps=20, burst=7, defer_eval=True)  # evaluations at 0 and 10 here; the one due at 20 left
+    assert t.eval_pending() and [e["step"] for e in t.history.evals] == [0, 10]
+    t.step(30)
+    ref = exp.make(SMALL_GAN, seed=2, device="cpu")
+    ref.step(50)
+    assert [e["step"] for e in t.history.evals] == [0, 10, 20, 50] and same_run(ref, t)

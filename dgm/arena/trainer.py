@@ -68,9 +68,10 @@ class ArenaTrainer(Trainer):
     def eval_pending(self) -> bool:
         return self.arena.measure_pending()
 
-    def step(self, n: int = 1) -> dict[str, float]:
+    def step(self, n: int = 1, defer_eval: bool = False) -> dict[str, float]:
         """n steps of every family in turn (fewer at the end of the budget; with a seconds budget, each family's
-        n steps are cut at its next measurement's time); ``BudgetSpent`` once the budget is spent."""
+        n steps are cut at its next measurement's time); ``BudgetSpent`` once the budget is spent. (Measurements
+        are never deferred: ``eval_due`` is off, so a Step does not ask to.)"""
         if self.finished and n > 0:
             raise BudgetSpent(self.iteration, str(self.config.limit))
         rounds = self.arena.done_rounds

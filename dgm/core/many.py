@@ -45,6 +45,7 @@ class ManySeeds(Trainer):
     stacked: tuple[str, ...] = ()
     #: the per-run metrics the summary reports (median and range over the runs that did not diverge)
     summary_metrics: tuple[str, ...] = ()
+    slow_eval = True  # K runs' evaluations (the GAN lottery's eight: 3 s)
 
     def __init__(self, config: Any, seeds: Sequence[int] = (0, 1, 2, 3), device: str | torch.device = "auto"):
         seeds = [int(s) for s in seeds]

@@ -300,16 +300,18 @@ class RemoteRun:
         trainer.import_state(state)
 
     def finish(self, trainer: Trainer, wait: float) -> bool:
-        """After an early answer to a stop: the trainer takes the run's state after the evaluation if it comes
-        within ``wait`` seconds, and the worker exits; False if it has not come yet (the trainer then still
-        holds the state from before the evaluation, which a run can go on from: it evaluates first)."""
+        """After an early answer to a stop, or for a job (``start(..., until=)``): the trainer takes the run's
+        state after the evaluation if it comes within ``wait`` seconds, and the worker exits; False if it has
+        not come yet (the trainer then still holds the state from before the evaluation, which a run can go
+        on from: it evaluates first)."""
+        deadline = time.monotonic() + wait
         try:
-            if not self.proc.conn.poll(wait):
+            if not self._await_start(wait) or not self.proc.conn.poll(max(0.0, deadline - time.monotonic())):
                 return False
             reply = _recv(self.proc.conn)
             if reply[0] == "state":
                 self._take(reply, trainer)
-        except (EOFError, OSError):
+        except (EOFError, OSError, WorkerLost):
             pass  # gone: the state from before the evaluation stays
         self.close()
         return True
@@ -339,9 +341,11 @@ class RemoteRun:
         self.proc.close()
 
 
-def start(exp_name: str, trainer: Trainer, runtime: dict[str, Any]) -> RemoteRun | None:
+def start(exp_name: str, trainer: Trainer, runtime: dict[str, Any], until: int | None = None) -> RemoteRun | None:
     """Continue ``trainer``'s run in a worker; None when none is ready (or workers are off, or
-    the run is not on the CPU). The trainer then stays the replica that ``sync`` updates."""
+    the run is not on the CPU). The trainer then stays the replica that ``sync`` updates. With ``until``, a
+    job instead: the worker trains to that step (an evaluation left pending first) and sends the run's whole
+    state unasked, which ``finish`` takes; nothing else is asked of it."""
     if not enabled() or trainer.device.type != "cpu":
         return None
     proc = _POOL.take()
@@ -349,7 +353,7 @@ def start(exp_name: str, trainer: Trainer, runtime: dict[str, Any]) -> RemoteRun
         return None
     try:
         _send(proc.conn, ("start", exp_name, trainer.config, trainer.seed, _datasets(trainer),
-                        trainer.export_state(), runtime))
+                        trainer.export_state(), runtime, until))
     except (OSError, ValueError):
         proc.close()
         return None

@@ -71,14 +71,15 @@ def error_text(e: Exception) -> str:
 
 
 def serve(conn: Connection) -> None:
-    """A worker's life: say it is ready, wait for a run, train it while someone syncs."""
+    """A worker's life: say it is ready, wait for a run, train it while someone syncs; or, given a step to
+    reach (``until``), train to it and send the run's whole state unasked (a Step's evaluation: ``_job``)."""
     send(conn, ("ready", os.getpid()))
     try:
         msg = recv(conn)
     except (EOFError, OSError):
         return
     try:
-        _, exp_name, config, seed, datasets, state, runtime = msg
+        _, exp_name, config, seed, datasets, state, runtime, until = msg
         import dgm.core.data
         from dgm.core import registry
 
@@ -93,7 +94,25 @@ def serve(conn: Connection) -> None:
         send(conn, ("failed", repr(e)))
         return
     send(conn, ("started",))  # the setup is done: from now on every sync is answered within a burst
-    _train_loop(conn, trainer)
+    if until is None:
+        _train_loop(conn, trainer)
+    else:
+        _job(conn, trainer, until)
+
+
+def _job(conn: Connection, trainer: Trainer, until: int) -> None:
+    """Train to step ``until`` (an evaluation left pending first), then send ("state", the whole state, rate,
+    error) and exit. A failure is sent with the state it left, as a sync would."""
+    error, t0, done = None, time.perf_counter(), trainer.iteration
+    try:
+        trainer.step(max(0, until - trainer.iteration))
+    except Exception as e:
+        if not isinstance(e, TrainingDiverged):
+            log.exception("training failed")
+        error = error_text(e)
+    rate = (trainer.iteration - done) / max(time.perf_counter() - t0, 1e-6)
+    with contextlib.suppress(OSError):
+        send(conn, ("state", trainer.export_state(full=True), rate, error))
 
 
 class _Inbox:

@@ -109,14 +109,15 @@ class _Busy:
 
 # ---- training here ------------------------------------------------------------------------------
 
-def train(s: LiveState, n: int) -> None:
+def train(s: LiveState, n: int, defer_eval: bool = False) -> None:
     """n steps in this thread, timed, in bursts; at most MAX_TRAIN_SECONDS (the page says so when that cuts
-    it short), and less when the server stops. A failure becomes the run's message, never an exception."""
+    it short), and less when the server stops. A failure becomes the run's message, never an exception.
+    (``defer_eval``: see ``Trainer.step``.)"""
     t0 = time.perf_counter()
     over = lambda: stopping() or time.perf_counter() - t0 > MAX_TRAIN_SECONDS  # noqa: E731
     try:
         with _Busy():
-            done = s.trainer.run(steps=n, burst=None, should_stop=over)
+            done = s.trainer.run(steps=n, burst=None, should_stop=over, defer_eval=defer_eval)
     except Exception as e:  # divergence, or any other failure: a message, never a traceback
         if stopping():  # the server is going away: what breaks meanwhile (e.g. an import refused at the
             log.info("training ended by the server's stop: %s", e)  # interpreter's exit) is no failure of the run
@@ -132,6 +133,28 @@ def train(s: LiveState, n: int) -> None:
     rate = max(done, 1) / dt
     s.steps_per_s = rate if s.steps_per_s == 0 else 0.7 * s.steps_per_s + 0.3 * rate
     s.burst = int(min(max(CHUNK_SECONDS * s.steps_per_s, 1), 5000))
+
+
+def step(exp: Experiment, s: LiveState, n: int) -> None:
+    """A Step of n steps (call holding the lock). Steps are quick, some evaluations take seconds (the GAN
+    lottery's eight runs: 3 s; ``Trainer.slow_eval``): a Step that reaches one trains here up to it, shows that
+    model at once, and leaves the evaluation and the rest of its steps to a worker process (``s.tail``, which
+    the page takes when it comes, as after a Pause in an evaluation; meanwhile it says "evaluating this step").
+    So does a Step from a step whose evaluation is still to do (the initial one). The whole Step then ends later
+    than here (a second redraw; the worker's start), so a quick evaluation, or a run without a worker, is done
+    here."""
+    stop_remote(s)
+    t = s.trainer
+    end = t.iteration + n
+    due = t.iteration if t.eval_pending() else next(
+        (i for i in range(t.iteration + 1, end + 1) if t.eval_due(i)), None)
+    if due is not None and t.slow_eval and not s.in_process and worker.enabled() and t.device.type == "cpu":
+        if due > t.iteration:
+            train(s, due - t.iteration, defer_eval=True)
+        if s.error is None and t.iteration == due and t.eval_pending():
+            s.tail = worker.start(exp.name, t, t.runtime_dict(), until=end)
+    if s.tail is None and s.error is None and t.iteration < end:  # no evaluation in the way, or no worker: here
+        train(s, end - t.iteration)
 
 
 class ReplayCut(Exception):

@@ -48,7 +48,7 @@ class LiveState:
     draw_seconds: float = 0.0  # CPU seconds a redraw of the main view takes, smoothed
     panel_seconds: float = 0.0  # CPU seconds a redraw of the panels takes, smoothed
     remote: worker.RemoteRun | None = None  # the worker process training the run while it plays
-    tail: worker.RemoteRun | None = None  # a paused run's worker, finishing the evaluation it was in
+    tail: worker.RemoteRun | None = None  # a paused run's worker finishing the evaluation it was in (or a Step's)
     view_state: dict[str, Any] = field(default_factory=dict)  # what a page's view keeps over the run
     notice: str | None = None  # what happened to the run that the page should say (not an error)
     in_process: bool = False  # a worker process was lost: this run trains in the server from now on
@@ -115,8 +115,7 @@ def _step(exp: Experiment) -> None:
     s.playing = False
     v = speed(exp)
     with s.lock:
-        scheduling.stop_remote(s)
-        scheduling.train(s, 10 if v == "auto" else int(v))
+        scheduling.step(exp, s, 10 if v == "auto" else int(v))
 
 
 @_callback

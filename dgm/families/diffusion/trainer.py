@@ -131,6 +131,7 @@ class DiffusionTrainer(Trainer):
 
     Runtime = Sampling
     eval_every = 500  # a 500-step link (the bench's steps to the mode targets) ends on an evaluation
+    slow_eval = True  # samples by the reverse SDE and the ODE, and the exact score's error: about a second
 
     def build(self):
         c = self.config
