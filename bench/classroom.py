@@ -5,6 +5,7 @@ controls answer while it plays; per lesson, the time from pressing Play to the l
     .venv/bin/python bench/classroom.py gan vae             # these pages (and their lessons)
     .venv/bin/python bench/classroom.py --pages-only        # no lessons
     .venv/bin/python bench/classroom.py --pages-only --pauses 7 gan_seeds   # Pause 7 times: median and each
+    .venv/bin/python bench/classroom.py --pages-only --steps 7 gan_seeds    # also 7 Steps from step 0: each
     .venv/bin/python bench/classroom.py --lessons-only --seconds 60
     .venv/bin/python bench/classroom.py --points-only       # each lesson's point, headless only (no browser)
     .venv/bin/python bench/classroom.py --app /path/to/other/checkout   # time another version's server
@@ -66,7 +67,8 @@ class Server:
         cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1", "--server.port",
                str(self.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
         env = {**os.environ, "MALLOC_ARENA_MAX": "2", "PYTHONPATH": str(self.dir)}
-        self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = open(os.environ["DGM_BENCH_LOG"], "ab") if os.environ.get("DGM_BENCH_LOG") else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env, stdout=log, stderr=log)  # DGM_BENCH_LOG: its log
         for _ in range(300):
             try:
                 with urllib.request.urlopen(self.url + "/_stcore/health", timeout=1):
@@ -149,10 +151,13 @@ def first_chart(browser, url: str) -> dict:
     return out
 
 
-def controls(browser, url: str, data: tuple[str, str] | None, warm_s: float = 5.0, pauses: int = 1) -> dict:
+def controls(browser, url: str, data: tuple[str, str] | None, warm_s: float = 5.0, pauses: int = 1,
+             steps: int = 1) -> dict:
     """Pause, Step, Reset (and a data change: ``data`` is the data knob's label and another of its choices)
     clicked while the page plays; Pause ``pauses`` times (after plays of different lengths: a Pause lands
-    in training or in an evaluation), its median reported and every time kept."""
+    in training or in an evaluation), its median reported and every time kept. Step is timed until the click
+    shows (the iteration moves, or the status line says "evaluating this step"); with ``steps`` over 1, also
+    ``steps`` Steps in a row from the fresh run after Reset, each until it shows and until it is done."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
     pg = ctx.new_page()
     pg.goto(url)
@@ -166,6 +171,17 @@ def controls(browser, url: str, data: tuple[str, str] | None, warm_s: float = 5.
         click("Play", "button('Pause') && status().includes('playing')")
         pg.wait_for_timeout(warm_s * 1000)
 
+    def step_once() -> tuple[float, float]:
+        """A Step: ms until it shows (the iteration moves, or "evaluating this step"), and until it is done."""
+        it = pg.evaluate(f"() => {{ const status = {STATUS_JS}; return {ITERATION}; }}")
+        t0 = time.perf_counter()
+        answer = click("Step", f"{ITERATION} > {it} || status().includes('evaluating')")
+        pg.wait_for_function(f"() => {{ const status = {STATUS_JS}; return {ITERATION} > {it} && "
+                             "!status().includes('evaluating'); }", timeout=60_000, polling=10)
+        done = 1000 * (time.perf_counter() - t0)
+        wait_for_app(pg)
+        return answer, done
+
     times = []
     for k in range(pauses):
         play()
@@ -174,12 +190,13 @@ def controls(browser, url: str, data: tuple[str, str] | None, warm_s: float = 5.
         times.append(click("Pause", "button('Play') && status().includes('paused')"))
         wait_for_app(pg)
     out["pause"], out["pauses"] = sorted(times)[len(times) // 2], times
-    it = pg.evaluate(f"() => {{ const status = {STATUS_JS}; return {ITERATION}; }}")
-    out["step"] = click("Step", f"{ITERATION} > {it}")
-    wait_for_app(pg)
+    out["step"] = step_once()[0]
     play()
     out["reset"] = click("Reset", "status().includes('Iteration 0 ') && button('Play')")
     wait_for_app(pg)
+    if steps > 1:  # Steps through a fresh run's start, where its evaluations come every few Steps
+        both = [step_once() for _ in range(steps)]
+        out["steps"], out["steps_done"] = [a for a, _ in both], [d for _, d in both]
     if data is not None:
         play()
         label, option = data
@@ -254,6 +271,7 @@ def main() -> None:
     ap.add_argument("--app", type=Path, default=ROOT)
     ap.add_argument("--pages-only", action="store_true")
     ap.add_argument("--pauses", type=int, default=1, help="Pause this many times per page (the median is shown)")
+    ap.add_argument("--steps", type=int, default=1, help="Step this many times per page (the median is shown)")
     ap.add_argument("--lessons-only", action="store_true")
     ap.add_argument("--points-only", action="store_true", help="find each lesson's point headless; no browser")
     ap.add_argument("--seconds", type=float, default=60.0, help="at most this long per lesson after Play")
@@ -300,12 +318,16 @@ def main() -> None:
             for info in infos:
                 exp = registry.get(info.experiment)
                 fc = first_chart(browser, f"{server.url}/{info.url}")
-                c = controls(browser, f"{server.url}/{info.url}", _data_change(exp), pauses=args.pauses)
+                c = controls(browser, f"{server.url}/{info.url}", _data_change(exp), pauses=args.pauses,
+                             steps=args.steps)
                 results["pages"][info.url] = {"first_chart": fc, "controls": c}
                 print(f"{info.url:13s} {_ms(fc['cold'][0]):>8s} / {_ms(fc['cold'][1]):>8s}"
                       f"{'':30s}{_ms(fc['warm'][1]):>8s} {_ms(c['pause']):>8s} {_ms(c['step']):>8s} "
                       f"{_ms(c['reset']):>8s} {_ms(c.get('data')):>8s}"
-                      + (f"   Pauses: {' '.join(_ms(x) for x in c['pauses'])}" if args.pauses > 1 else ""), flush=True)
+                      + (f"   Pauses: {' '.join(_ms(x) for x in c['pauses'])}" if args.pauses > 1 else "")
+                      + (f"   Steps from 0 (shown/done): "
+                         f"{' '.join(f'{_ms(a)}/{_ms(d)}' for a, d in zip(c['steps'], c['steps_done']))}"
+                         if args.steps > 1 else ""), flush=True)
         if not args.pages_only:
             print("lesson                                         point at   opens at  open     Play to point")
             for (url, name), step in targets.items():
