@@ -1,5 +1,5 @@
 """Where and when a live run trains: in a worker process or a thread of the server, in chunks, paced
-against the redraws of every session, with the server's garbage collected in the background.
+against the redraws of every session. (The server's garbage is collected in the background: dgm.ui.garbage.)
 
 At the "auto" speed a playing run trains in a worker process (``dgm.core.worker``): each redraw copies the
 run's current state into the session's trainer, which stays a replica that the figures read, and Pause brings
@@ -20,7 +20,6 @@ answering is reported on the page, and the run goes on in the server from its la
 from __future__ import annotations
 
 import atexit
-import gc
 import logging
 import os
 import threading
@@ -44,7 +43,6 @@ FRAME_INTERVAL = 0.17  # seconds between redraws of the main view while playing,
 # sessions playing at once, every two seconds each.
 DRAW_SHARE = 0.4
 IDLE_STOP_SECONDS = 10.0  # the thread stops when no redraw came for this long (tab closed or hidden)
-GC_EVERY_SECONDS = 30.0
 MAX_TRAIN_SECONDS = 10.0  # a Step, or a frame at a fixed speed, trains at most this long
 REPLAY_SECONDS = 120.0  # a replay link trains at most this long in the server
 REPLAY_MARGIN = 1.5  # ... and stops early only when its estimate is over this many times that
@@ -390,34 +388,3 @@ def pace(until: float) -> None:
             return
         time.sleep(min(0.02, until - now))
         now = time.perf_counter()
-
-
-# ---- garbage -----------------------------------------------------------------------------------------
-
-_gc_thread: threading.Thread | None = None
-_gc_lock = threading.Lock()
-
-
-def _collect_garbage() -> None:
-    """Streamlit's full collection after every script run is off (.streamlit/config.toml: it starved
-    training); closed sessions' cyclic garbage is collected here instead, every 30 s, and on glibc the
-    freed memory is handed back to the system (malloc_trim)."""
-    try:
-        import ctypes
-
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        trim = None
-    while True:
-        time.sleep(GC_EVERY_SECONDS)
-        gc.collect()
-        if trim is not None:
-            trim(0)
-
-
-def start_gc() -> None:
-    global _gc_thread
-    with _gc_lock:
-        if _gc_thread is None:
-            _gc_thread = threading.Thread(target=_collect_garbage, name="dgm-gc", daemon=True)
-            _gc_thread.start()

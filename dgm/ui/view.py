@@ -19,7 +19,7 @@ import streamlit as st
 from dgm.core import worker
 from dgm.core.registry import Experiment
 from dgm.core.train import Trainer
-from dgm.ui import common, scheduling, session, share
+from dgm.ui import common, garbage, scheduling, session, share
 from dgm.ui.session import LiveState
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
     (see ``View``). ``warm_steps`` trains that many steps when a run starts, so the page opens on a
     fitted model. ``runtime`` holds the trainer's runtime settings (e.g. the GAN's "train only D"),
     which change how the next steps run without restarting the run."""
-    scheduling.start_gc()
+    garbage.start_gc()
     worker.prepare()  # a worker process ready for when Play is pressed
     les = common.lesson(exp)
     if les is not None and not _is_lessons_run(exp, les, cfg):
