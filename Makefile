@@ -15,7 +15,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # per session instead of +5 MB, measured with bench/load_test.py)
 export MALLOC_ARENA_MAX := 2
 
-.PHONY: run test setup setup-test browser bench screenshots clean
+.PHONY: run test test-lessons setup setup-test browser bench screenshots clean
 
 $(VENV)/.run-deps: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ run: setup
 test: setup-test
 	$(PY) -m ruff check --select F,E9 --quiet app.py pages dgm tests bench
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+
+## every lesson that watches a number, played to its point in the browser (make test plays six of them)
+test-lessons: setup-test
+	$(PY) -m pytest -n $(TEST_WORKERS) tests/test_browser_classroom.py -k lesson_reaches -m ""
 
 ## rewrite the screenshot baselines in tests/screenshots/
 screenshots: setup-test

@@ -45,9 +45,14 @@ PLAYED = ("vanilla GAN collapses", "WGAN-GP covers every mode", "posterior colla
           "small data overfits", "2D: p(x1) p(x2|x1)")
 WATCHED = [(info, les) for info in PAGES for les in registry.get(info.experiment).lessons
            if les.watch is not None and les.name in PLAYED]
+#: every lesson that watches a number: the others run with `make test-lessons` (pytest -m every_lesson; about
+#: ten minutes on two cores, too long for every `make test`)
+EVERY = [pytest.param(info, les, id=f"{info.url}-{les.name}",
+                      marks=() if les.name in PLAYED else pytest.mark.every_lesson)
+         for info in PAGES for les in registry.get(info.experiment).lessons if les.watch is not None]
 
 
-@pytest.mark.parametrize("info,les", WATCHED, ids=[f"{i.url}-{le.name}" for i, le in WATCHED])
+@pytest.mark.parametrize("info,les", EVERY)
 def test_a_lesson_reaches_its_point_after_play(app_server, page, info, les):
     from urllib.parse import quote
 
