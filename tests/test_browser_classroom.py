@@ -100,13 +100,15 @@ def test_pause_step_and_reset_take_effect_during_play(app_server, page, info):
 
 def test_a_step_shows_its_model_at_once_and_its_slow_evaluation_when_it_comes(app_server, page):
     """The GAN lottery evaluates eight runs (seconds): a Step that meets an evaluation (the initial one, or those
-    at steps 20 and 50) says "evaluating this step" at that step while a worker does it, then shows the
-    evaluated run; every Step still trains its 10 steps (dgm.ui.scheduling.step). (On a server just started,
+    at steps 20 and 50) shows that step at once, saying "evaluating this step" while a worker does it, then
+    shows the evaluated run; every Step still trains its 10 steps (dgm.ui.scheduling.step). (On a server just started,
     the first Steps may find no worker ready yet and evaluate in the server: the later ones must not.)"""
     _open(page, f"{app_server.url}/gan_seeds")
-    status = "[...document.querySelectorAll('[data-testid=stCaptionContainer]')].map(e => e.textContent).join(' ')"
+    status = ("([...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+              ".find(e => e.textContent.includes('Iteration')) || {textContent: ''}).textContent")
     page.evaluate(f"""() => {{ window.__seen = [];
-        setInterval(() => {{ const s = {status}; if (window.__seen.at(-1) !== s) window.__seen.push(s); }}, 20); }}""")
+        setInterval(() => {{ const s = {status} + ' | charts ' + document.querySelectorAll('[data-testid=dgmPlot]').length;
+                             if (window.__seen.at(-1) !== s) window.__seen.push(s); }}, 20); }}""")
     for k in range(1, 7):
         page.get_by_role("button", name="Step ×10").click()
         page.wait_for_function(f"() => {{ const s = {status}; return s.includes('Iteration {10 * k} ') && "
@@ -115,3 +117,7 @@ def test_a_step_shows_its_model_at_once_and_its_slow_evaluation_when_it_comes(ap
     seen = page.evaluate("() => window.__seen")
     met = [s for s in seen if "evaluating this step" in s]
     assert any("Iteration 50 " in s for s in met) or any("Iteration 20 " in s for s in met), seen
+    # the page shows that step meanwhile: its figures stay (a timed frame that drew nothing while it waited for
+    # the evaluation took the main figure away)
+    charts = seen[-1].rsplit(" ", 1)[1]
+    assert all(s.endswith(f"charts {charts}") for s in met), seen

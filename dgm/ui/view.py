@@ -80,6 +80,23 @@ def _watch_text(les, trainer: Trainer) -> str:
     return f" · {w.label} **{shown}** " + ("✓ the lesson's point" if w.point(v) else f"(the point: {w.goal})")
 
 
+def _await_tail(exp: Experiment) -> None:
+    """A paused run whose last evaluation a worker still does (a Pause or a Step in a slow one): the page shows
+    the run from before it, and this fragment, which draws nothing (a timed frame that drew nothing would blank
+    the figures it drew), takes the evaluated run when it comes and redraws the page with it."""
+    @st.fragment(run_every=scheduling.FRAME_INTERVAL)
+    def tail() -> None:
+        cur = session.state(exp)
+        if cur is None:
+            return
+        with cur.lock:
+            came = scheduling.collect_tail(cur)
+        if came:
+            st.rerun(scope="app")
+
+    tail()
+
+
 def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_steps: int = 0,
          runtime: dict[str, Any] | None = None) -> LiveState:
     """Controls, status line and the live figures for ``exp`` with config ``cfg``, shown by ``view``
@@ -112,7 +129,7 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
     with s.lock:
         _safely(view.layout, s.trainer)
 
-    timed = s.playing or s.tail is not None  # (paused: until the evaluation the Pause came in has been taken)
+    timed = s.playing
 
     @st.fragment(run_every=scheduling.FRAME_INTERVAL if timed else None)
     def frame() -> None:
@@ -120,10 +137,6 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
         if cur is None:
             return
         cur.last_seen = time.monotonic()
-        if not cur.playing and cur.tail is not None:
-            with cur.lock:
-                if not scheduling.collect_tail(cur):
-                    return  # nothing to redraw until the evaluation comes
         speed = session.speed(exp)
         if cur.playing and cur.error is None:
             if speed != "auto":  # a fixed number of steps per frame, here
@@ -155,6 +168,8 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
         cur.draw_seconds = dt if cur.draw_seconds == 0 else 0.7 * cur.draw_seconds + 0.3 * dt
 
     frame()
+    if s.tail is not None and not s.playing:
+        _await_tail(exp)
     if type(view).panels is View.panels:
         return s
 
