@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import figure_geometry, overflowing_titles, pause, wait_for_app, wait_for_charts
+from conftest import figure_geometry, overflowing_titles, pause, shown, wait_for_app, wait_for_charts
 from dgm.core import registry
 from dgm.ui.pages import all_pages
 
@@ -82,8 +82,11 @@ def test_pause_step_and_reset_take_effect_during_play(app_server, page, info):
     page.wait_for_timeout(2000)
     pause(page)
     page.get_by_role("button", name="Play").wait_for(timeout=120_000)
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
-                           ".some(e => e.textContent.includes('paused'))", timeout=60_000)
+    try:
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+                               ".some(e => e.textContent.includes('paused'))", timeout=60_000)
+    except Exception:  # (seen twice in a loaded CI, not yet understood: say what the page shows)
+        raise AssertionError(f"Play is back but no status says paused: {shown(page, 'pause-' + info.url)}") from None
     wait_for_app(page)
     before = status().inner_text()
     page.get_by_role("button", name="Step ×10").click()
