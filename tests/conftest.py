@@ -264,15 +264,20 @@ def iteration(pg) -> int:
     return int(status.split("Iteration", 1)[1].split()[0].replace(",", ""))
 
 
-def pause(pg, tries: int = 3) -> None:
+def pause(pg, tries: int = 2) -> None:
     """Press Pause during play and wait until the status line says "paused" (a click taken while a frame is
-    on its way shows with the frame after it). A click not taken is clicked again (the failure message counts
-    the clicks); if the page shows no Pause button, the failure says what it shows instead."""
+    on its way shows with the frame after it). A click not taken is clicked again, but only after a minute and
+    only while the page still says it plays: the server binds the button's next meaning (Play) as soon as it
+    has taken the first click, so a second click sent while a busy browser still shows "Pause" would play
+    again (this failed the Pause/Step/Reset test twice in loaded CIs). If the page shows no Pause button, the
+    failure says what it shows instead."""
     paused = ("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
               ".some(e => e.textContent.includes('Iteration') && e.textContent.includes('paused'))"
               " || [...document.querySelectorAll('[data-testid=stMain] button')].some(b => b.innerText.includes('Play'))")
+    playing = ("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+               ".some(e => e.textContent.includes('Iteration') && e.textContent.includes('playing'))")
     for attempt in range(tries):
-        if pg.evaluate(paused):
+        if pg.evaluate(paused) or (attempt and not pg.evaluate(playing)):
             return
         try:
             pg.get_by_role("button", name="Pause").click(timeout=60_000)
@@ -281,11 +286,11 @@ def pause(pg, tries: int = 3) -> None:
                 return
             raise AssertionError(f"no Pause button to click; the page shows {shown(pg, 'no-pause-button')}") from None
         try:
-            pg.wait_for_function(paused, timeout=20_000)
+            pg.wait_for_function(paused, timeout=60_000)
             return
         except Exception:
             if attempt == tries - 1:
-                raise AssertionError(f"Pause never took effect ({tries} clicks)") from None
+                raise AssertionError(f"Pause never took effect ({tries} clicks): {shown(pg, 'pause-not-taken')}") from None
 
 
 def wait_for_charts(pg, timeout_ms: int = 60_000) -> None:
