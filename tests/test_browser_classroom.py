@@ -67,8 +67,8 @@ def test_a_lesson_reaches_its_point_after_play(app_server, page, info, les):
 
 
 #: the pages whose controls issue 18 found slow, and the GAN lottery (many runs in one trainer: its Reset once
-#: crashed the page), (the others share the same control bar and live loop; timing every page in the browser
-#: costs the suite minutes: bench/classroom.py measures them all)
+#: crashed the page). The others share the same control bar and live loop; timing every page in the browser
+#: costs the suite minutes: bench/classroom.py measures them all
 CONTROLLED = [p for p in PAGES if p.url in ("demo", "gan", "gan_seeds", "flows", "vae")]
 
 

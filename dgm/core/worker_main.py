@@ -100,16 +100,22 @@ def serve(conn: Connection) -> None:
         _job(conn, trainer, until)
 
 
-def _job(conn: Connection, trainer: Trainer, until: int) -> None:
-    """Train to step ``until`` (an evaluation left pending first), then send ("state", the whole state, rate,
-    error) and exit. A failure is sent with the state it left, as a sync would."""
-    error, t0, done = None, time.perf_counter(), trainer.iteration
+def _step(trainer: Trainer, n: int) -> str | None:
+    """n steps; a failure as the page's message (a divergence, or anything else, logged), else None."""
     try:
-        trainer.step(max(0, until - trainer.iteration))
+        trainer.step(n)
     except Exception as e:
         if not isinstance(e, TrainingDiverged):
             log.exception("training failed")
-        error = error_text(e)
+        return error_text(e)
+    return None
+
+
+def _job(conn: Connection, trainer: Trainer, until: int) -> None:
+    """Train to step ``until`` (an evaluation left pending first), then send ("state", the whole state, rate,
+    error) and exit. A failure is sent with the state it left, as a sync would."""
+    t0, done = time.perf_counter(), trainer.iteration
+    error = _step(trainer, max(0, until - trainer.iteration))
     rate = (trainer.iteration - done) / max(time.perf_counter() - t0, 1e-6)
     with contextlib.suppress(OSError):
         send(conn, ("state", trainer.export_state(full=True), rate, error))
@@ -240,12 +246,8 @@ def _train_loop(conn: Connection, trainer: Trainer) -> None:
         if idle:
             return  # nobody has asked for this run for a long while
         t0 = time.perf_counter()
-        try:
-            trainer.step(burst)
-        except Exception as e:  # divergence, or any other failure: kept for the next sync
-            if not isinstance(e, TrainingDiverged):
-                log.exception("training failed")
-            error = error_text(e)
+        error = _step(trainer, burst)
+        if error is not None:  # divergence, or any other failure: kept for the next sync
             continue
         r = burst / max(time.perf_counter() - t0, 1e-6)
         rate = r if rate == 0 else 0.8 * rate + 0.2 * r

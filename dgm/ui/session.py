@@ -84,7 +84,7 @@ def _speed_key(exp: Experiment) -> str:
 
 # -- button callbacks (they run before the script reruns) -----------------------------------------
 
-def _callback(fn: Callable[[Experiment], None]) -> Callable[[Experiment], None]:
+def _callback(fn: Callable[..., None]) -> Callable[..., None]:
     """A button's callback that never takes the page down: a failure is logged, and the page says it as the
     run's error (with Reset and "back to the last good state"). Streamlit would show its error page instead."""
     @functools.wraps(fn)
