@@ -45,7 +45,7 @@ class SeedsView(view.View):
                 st.markdown(sf.summary_text(snap))
                 left, right = st.columns([1.1, 1])
                 with left:
-                    st.dataframe(sf.table_rows(snap), hide_index=True, use_container_width=True)
+                    st.dataframe(sf.table_rows(snap), hide_index=True, width="stretch")
                     st.caption(f"Each run's metrics at its last evaluation ({every}), "
                                "on 2,500 samples of its own generator, as on the GAN page: modes captured, the "
                                "share of high-quality samples (within 3 std of a mode centre), MMD², W1 and JS.")

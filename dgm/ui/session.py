@@ -260,11 +260,11 @@ def controls(exp: Experiment, s: LiveState, cols=None) -> None:
     # the click says what it wants (not a toggle: a click whose trigger reaches the script twice pauses once).
     # One key for both labels: a new key makes a new widget, which the browser showed seconds late
     c1.button("⏸ Pause" if s.playing else "▶ Play", key=f"{exp.name}.play", on_click=_play,
-              args=(exp, not s.playing), type="primary", use_container_width=True, disabled=s.error is not None)
+              args=(exp, not s.playing), type="primary", width="stretch", disabled=s.error is not None)
     v = speed(exp)
     c2.button(f"Step ×{10 if v == 'auto' else v}", key=f"{exp.name}.step", on_click=_step, args=(exp,),
-              use_container_width=True, disabled=s.error is not None)
-    c3.button("↺ Reset", key=f"{exp.name}.reset", on_click=_reset, args=(exp,), use_container_width=True)
+              width="stretch", disabled=s.error is not None)
+    c3.button("↺ Reset", key=f"{exp.name}.reset", on_click=_reset, args=(exp,), width="stretch")
     c4.selectbox("Steps per frame", SPEEDS, key=_speed_key(exp), bind="query-params", label_visibility="collapsed",
                  format_func=lambda v: "auto" if v == "auto" else f"{v}/frame",
                  help="Steps per frame. auto: as many steps as fit in about 0.1 s; Step does this many (10 in auto).")

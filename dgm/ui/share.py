@@ -68,7 +68,7 @@ def bar(exp: Experiment, s: session.LiveState, cols=None) -> None:
     own if None)."""
     t = s.trainer
     a, b, c = cols or st.columns([1, 1, 1, 3])[:3]
-    with a.popover("Link", icon=":material/link:", use_container_width=True, help="Copy a link to this page or run"):
+    with a.popover("Link", icon=":material/link:", width="stretch", help="Copy a link to this page or run"):
         st.caption("This page with all its settings (copy with the icon on the right):")
         st.code(page_link(drop=("steps",)), language=None, wrap_lines=True)
         st.caption(f"A replay link: opens this run trained for exactly {t.iteration:,} steps on the CPU and stopped."
@@ -76,26 +76,26 @@ def bar(exp: Experiment, s: session.LiveState, cols=None) -> None:
                       if s.resumed else ""))
         st.code(page_link({"seed": str(common.seed()), "steps": str(t.iteration)}), language=None, wrap_lines=True)
     make = lambda: exp.make(t.config, seed=t.seed, device=t.device)  # noqa: E731
-    with b.popover("Export", icon=":material/download:", use_container_width=True,
+    with b.popover("Export", icon=":material/download:", width="stretch",
                    help="Metric history, figures, an animated GIF, model weights"):
         st.download_button("Metric history (CSV)", data=lambda: X.history_csv(t), file_name=f"{exp.name}_history.csv",
-                           mime="text/csv", on_click="ignore", use_container_width=True)
+                           mime="text/csv", on_click="ignore", width="stretch")
         if exp.figures:
             st.download_button("Figures (PNG and SVG, zipped)",
                                data=lambda: X.figures_zip(exp.figures(X.frozen_copy(make, t)), exp.name),
                                file_name=f"{exp.name}_figures.zip", mime="application/zip", on_click="ignore",
-                               use_container_width=True)
+                               width="stretch")
             steps, why = max(t.iteration, 1), _gif_unavailable(s)
             st.download_button("The run as an animated GIF", file_name=f"{exp.name}_run.gif", mime="image/gif",
                                data=lambda: X.animation_gif(make, lambda tr: next(iter(exp.figures(tr).values())),
                                                             steps=steps, should_stop=scheduling.stopping,
                                                             max_seconds=scheduling.REPLAY_SECONDS),
-                               on_click="ignore", use_container_width=True, disabled=why is not None,
+                               on_click="ignore", width="stretch", disabled=why is not None,
                                help=why or "Replays this run from its seed and draws 16 frames from step 0 to now.")
         st.download_button("Model weights (safetensors)", data=lambda: X.weights_bytes(t, exp.name),
                            file_name=f"{exp.name}_step{t.iteration}.safetensors", mime="application/octet-stream",
-                           on_click="ignore", use_container_width=True)
-    with c.popover("Resume", icon=":material/upload:", use_container_width=True,
+                           on_click="ignore", width="stretch")
+    with c.popover("Resume", icon=":material/upload:", width="stretch",
                    help="Continue from a weights file"):
         st.file_uploader("Model weights (.safetensors) saved from this page with the same settings",
                          type=["safetensors"], key=WEIGHTS_UPLOAD, on_change=_load_weights, args=(exp,))

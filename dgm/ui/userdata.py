@@ -158,7 +158,7 @@ def panel() -> str | None:
     """Render the upload/draw controls (in the current container); return the active data name."""
     st.file_uploader("Upload a CSV (two numeric columns)", type=["csv", "txt"], key=UPLOAD, on_change=_on_upload,
                      help=f"x and y per row, with or without a header; up to {U.MAX_ROWS:,} rows.")
-    if st.button("Draw points…", use_container_width=True):
+    if st.button("Draw points…", width="stretch"):
         _draw_dialog()
     name = active()
     if st.session_state.get(ERROR):
