@@ -98,8 +98,8 @@ class AppServer:
     def start(self, timeout: float = 60) -> "AppServer":
         cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", "127.0.0.1",
                "--server.port", str(self.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-        self.log = open(ROOT / ".pytest_cache" / f"streamlit-{self.port}.log", "a") if (ROOT / ".pytest_cache").exists() \
-            else subprocess.DEVNULL
+        self.log_path = ROOT / ".pytest_cache" / f"streamlit-{self.port}.log"
+        self.log = open(self.log_path, "a") if self.log_path.parent.exists() else subprocess.DEVNULL
         env = {**os.environ, "MALLOC_ARENA_MAX": "2", **self.env}  # as `make run` starts the server
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=env)
@@ -293,6 +293,30 @@ def pause(pg, tries: int = 2) -> None:
                 raise AssertionError(f"Pause never took effect ({tries} clicks): {shown(pg, 'pause-not-taken')}") from None
 
 
+def play(pg, tries: int = 2) -> None:
+    """Press Play and wait until the status line says "playing" (or the page shows Pause). The mirror of
+    ``pause``: a click not taken is clicked again only after a minute and only while the page still shows Play
+    and its status does not say it plays; if it never takes, the failure says what the page shows."""
+    playing = ("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+               ".some(e => e.textContent.includes('Iteration') && e.textContent.includes('playing'))"
+               " || [...document.querySelectorAll('[data-testid=stMain] button')].some(b => b.innerText.includes('Pause'))")
+    for attempt in range(tries):
+        if pg.evaluate(playing):
+            return
+        try:
+            pg.get_by_role("button", name="Play").click(timeout=60_000)
+        except Exception:
+            if pg.evaluate(playing):
+                return
+            raise AssertionError(f"no Play button to click; the page shows {shown(pg, 'no-play-button')}") from None
+        try:
+            pg.wait_for_function(playing, timeout=60_000)
+            return
+        except Exception:
+            if attempt == tries - 1:
+                raise AssertionError(f"Play never took effect ({tries} clicks): {shown(pg, 'play-not-taken')}") from None
+
+
 def wait_for_charts(pg, timeout_ms: int = 60_000) -> None:
     """Wait until the page shows at least one chart and plotly.js has drawn every one of them. (At least
     one: between the script's first run and the one that draws the charts there may be none, and "every
@@ -337,6 +361,19 @@ BROWSER_WEIGHT = {"tests/test_screenshots.py": 316, "tests/test_browser_classroo
 
 
 _FILE_SECONDS: dict[str, float] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that used a live server reports the end of that server's log with it (the CI runs on a
+    machine whose files are gone afterwards: what the server logged is only where the report says it)."""
+    outcome = yield
+    rep = outcome.get_result()
+    server = getattr(item, "funcargs", {}).get("app_server")
+    path = getattr(server, "log_path", None)
+    if rep.failed and path is not None and path.exists():
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        rep.sections.append((f"the server's log, its last lines ({path.name})", "\n".join(lines[-60:])))
 
 
 def pytest_runtest_logreport(report):

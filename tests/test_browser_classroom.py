@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import figure_geometry, overflowing_titles, pause, shown, wait_for_app, wait_for_charts
+from conftest import figure_geometry, overflowing_titles, pause, play, shown, wait_for_app, wait_for_charts
 from dgm.core import registry
 from dgm.ui.pages import all_pages
 
@@ -59,10 +59,13 @@ def test_a_lesson_reaches_its_point_after_play(app_server, page, info, les):
     _open(page, f"{app_server.url}/{info.url}?preset={quote(les.name)}")
     status = page.locator('[data-testid="stCaptionContainer"]', has_text="Iteration").first
     assert les.watch.label in status.inner_text()
-    page.get_by_role("button", name="Play").click()
+    play(page)
     # the page says when its number reaches the lesson's point (how soon: bench/classroom.py)
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
-                           ".some(e => e.textContent.includes(\"the lesson's point\"))", timeout=240_000)
+    try:
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+                               ".some(e => e.textContent.includes(\"the lesson's point\"))", timeout=240_000)
+    except Exception:
+        raise AssertionError(f"the lesson's point not shown after 4 minutes of play: {shown(page, 'no-point')}") from None
     pause(page)
 
 
