@@ -93,6 +93,38 @@ def test_a_seconds_budget_from_the_link_trains_by_the_clock_and_says_it_is_not_a
     assert any("gives the same settings, not the same numbers" in c.value for c in at.caption)
 
 
+def test_a_step_shows_every_family_at_once_and_a_worker_measures_them():
+    """A Step that reaches a measurement (sampling and scoring every family: seconds) trains to it here, shows
+    the families' models at once and leaves the measuring to a worker process (issue 18: controls answer at
+    once); the page says so, and the table that comes is the one a run trained here in one go has."""
+    import time
+
+    from dgm.core import worker
+    from dgm.ui import scheduling
+
+    at = open_page(PAGE, params={"budget": "20", "measures": "1", "seed": "0"})  # measurements at 10 and 20
+    _clean(at)
+    s = at.session_state["_live.arena"]
+    assert s.trainer.iteration == 0
+    deadline = time.monotonic() + 120
+    while worker._POOL.spare is None or not worker._POOL.spare.alive():  # the page has one made ready
+        assert time.monotonic() < deadline, "no worker process became ready"
+        time.sleep(0.1)
+    at.button(key="arena.step").click().run()
+    _clean(at)
+    t = s.trainer
+    assert t.iteration == 10 and t.eval_pending() and s.tail is not None
+    assert any("evaluating this step" in c.value for c in at.caption)
+    with s.lock:
+        assert scheduling.collect_tail(s, 120) and s.error is None
+    assert t.iteration == 10 and t.arena.done_rounds == 1 and not t.eval_pending()
+    assert all([r["step"] for r in e.rows] == [10] for e in t.arena.entrants)
+    at.run()  # what the page's fragment does when the measured run comes
+    _clean(at)
+    assert list(at.dataframe[0].value["family"]) == [e.family for e in t.arena.entrants]
+    assert not any("evaluating this step" in c.value for c in at.caption)
+
+
 def test_a_bad_budget_in_the_link_gives_a_note():
     at = open_page(PAGE, params={"budget": "-5"})
     assert not at.exception

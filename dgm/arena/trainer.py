@@ -53,6 +53,7 @@ class ArenaConfig:
 
 class ArenaTrainer(Trainer):
     eval_every = 0  # the arena measures on its own schedule (``measures`` along the budget)
+    slow_eval = True  # a measurement samples every family and scores its likelihood: seconds
 
     def build(self) -> None:
         c = self.config
@@ -68,14 +69,21 @@ class ArenaTrainer(Trainer):
     def eval_pending(self) -> bool:
         return self.arena.measure_pending()
 
+    def eval_due(self, step: int) -> bool:
+        """A steps budget's measurements are its evaluation schedule (a Step that reaches one shows its models at
+        once and leaves the measuring to a worker: dgm.ui.scheduling.step); a seconds budget measures by the
+        clock, at no step known in advance."""
+        return self.config.unit == "steps" and step in self.arena.points
+
     def step(self, n: int = 1, defer_eval: bool = False) -> dict[str, float]:
         """n steps of every family in turn (fewer at the end of the budget; with a seconds budget, each family's
-        n steps are cut at its next measurement's time); ``BudgetSpent`` once the budget is spent. (Measurements
-        are never deferred: ``eval_due`` is off, so a Step does not ask to.)"""
+        n steps are cut at its next measurement's time); ``BudgetSpent`` once the budget is spent. ``defer_eval``
+        (a steps budget): a measurement at the last of the n steps is left to do (``eval_pending``)."""
         if self.finished and n > 0:
             raise BudgetSpent(self.iteration, str(self.config.limit))
         rounds = self.arena.done_rounds
-        done = self.arena.advance(n) if self.config.unit == "steps" else self.arena.advance_time(n)
+        done = (self.arena.advance(n, defer=defer_eval) if self.config.unit == "steps"
+                else self.arena.advance_time(n))
         self.iteration = self.arena.iteration
         if done or self.arena.done_rounds != rounds:  # (a measurement left to do by a Pause counts)
             self.latest = self.summary()
