@@ -263,6 +263,27 @@ def test_a_step_that_reaches_an_evaluation_shows_it_at_once_and_a_worker_does_th
     assert s.tail is None and t.iteration == 28
 
 
+def test_a_step_whose_evaluation_no_worker_can_take_does_it_here(monkeypatch):
+    """No worker ready (the zygote still warming up after the server's start): the Step that trained up to a
+    slow evaluation, leaving it for the job, does it here instead of leaving it undone (the arena's table stayed
+    empty after its first Step that way)."""
+    from dgm.families.gan.seeds import GANSeedsConfig
+    from dgm.ui import scheduling, session
+
+    exp, cfg = registry.get("gan_seeds"), GANSeedsConfig(runs=2, g_width=16, d_width=16, batch=64)
+    t = exp.make(cfg, seed=1, device="cpu")
+    t.step(10)
+    s = session.LiveState(trainer=t, fingerprint="test")
+    monkeypatch.setattr(worker, "start", lambda *a, **k: None)
+    with s.lock:
+        scheduling.step(exp, s, 10)  # reaches the evaluation at step 20, its last
+    assert s.tail is None and s.error is None and not t.eval_pending()
+    assert t.iteration == 20 and [e["step"] for e in t.history.evals] == [0, 10, 20]
+    ref = exp.make(cfg, seed=1, device="cpu")
+    ref.step(20)
+    assert same_run(ref, t)
+
+
 def test_a_deferred_evaluation_is_done_first_by_whatever_continues_the_run():
     exp = registry.get("gan")
     t = exp.make(SMALL_GAN, seed=2, device="cpu")

@@ -127,6 +127,8 @@ def train(s: LiveState, n: int, defer_eval: bool = False) -> None:
     if done < n and not stopping():
         s.notice = (f"{n:,} steps at once take longer than {MAX_TRAIN_SECONDS:g} s here: this time it trained "
                     f"{done:,}. Choose fewer steps per frame, or a smaller model.")
+    if n == 0:  # an evaluation only (``Trainer.run``): no training rate
+        return
     dt = max(time.perf_counter() - t0, 1e-6)
     rate = max(done, 1) / dt
     s.steps_per_s = rate if s.steps_per_s == 0 else 0.7 * s.steps_per_s + 0.3 * rate
@@ -151,8 +153,8 @@ def step(exp: Experiment, s: LiveState, n: int) -> None:
             train(s, due - t.iteration, defer_eval=True)
         if s.error is None and t.iteration == due and t.eval_pending():
             s.tail = worker.start(exp.name, t, t.runtime_dict(), until=end)
-    if s.tail is None and s.error is None and t.iteration < end:  # no evaluation in the way, or no worker: here
-        train(s, end - t.iteration)
+    if s.tail is None and s.error is None and (t.iteration < end or t.eval_pending()):
+        train(s, end - t.iteration)  # no evaluation in the way, or no worker to do it (one deferred above: here)
 
 
 class ReplayCut(Exception):
