@@ -133,6 +133,14 @@ def test_a_step_can_stop_at_a_measurement_and_leave_it_to_whatever_continues_the
         weights = [[v for m in e.trainer.modules().values() for v in m.state_dict().values()] for e in (a, b)]
         assert all(torch.equal(x, y) for x, y in zip(*weights)) and len(weights[0]) > 0
     assert not ArenaTrainer(ArenaConfig(unit="seconds", budget_s=2), seed=0, device="cpu").eval_due(10)
+    p = cheap(ArenaTrainer(cfg, seed=3, device="cpu"))  # a Step's preview: the same models, nothing measured
+    p.step(25, evaluate=False)
+    assert p.iteration == 25 and p.arena.done_rounds == 0 and all(not e.rows for e in p.arena.entrants)
+    q = cheap(ArenaTrainer(cfg, seed=3, device="cpu"))
+    q.step(25)
+    for a, b in zip(p.arena.entrants, q.arena.entrants):
+        weights = [[v for m in e.trainer.modules().values() for v in m.state_dict().values()] for e in (a, b)]
+        assert all(torch.equal(x, y) for x, y in zip(*weights))
 
 
 def test_a_seconds_budget_trains_each_family_its_time_in_slices_and_measures_at_equal_parts():

@@ -164,3 +164,18 @@ def tensors_of(obj) -> list[torch.Tensor]:
     if isinstance(obj, (list, tuple)):
         return [t for v in obj for t in tensors_of(v)]
     return []
+
+
+@pytest.mark.parametrize("name", [n for n in registry.names() if n != "arena"])  # the arena's: tests/test_arena.py
+def test_a_preview_without_evaluations_trains_the_same_model(name):
+    """A Step's preview (``step(evaluate=False)``, dgm.ui.scheduling.step) is the run's model at that step: the
+    evaluations it leaves out (here at steps 0 and 10) never touch the training stream. (What they make, the
+    best-validation checkpoint of the VAE and autoregressive pages, the preview has not: the job brings it.)"""
+    exp = registry.get(name)
+    a, b = exp.make(seed=5, device="cpu"), exp.make(seed=5, device="cpu")
+    a.step(11)
+    b.step(11, evaluate=False)
+    assert a.iteration == b.iteration == 11 and b.history.evals == [] and (not a.eval_every or a.history.evals)
+    x, y = ({k: v for k, v in t.checkpoint()["objects"].items() if not k.startswith("best")} for t in (a, b))
+    assert x.keys() and x.keys() == y.keys()
+    assert all(torch.equal(p, q) for p, q in zip(tensors_of(x), tensors_of(y), strict=True))

@@ -221,10 +221,11 @@ def test_workers_never_run_the_main_module(tmp_path, monkeypatch):
         zygote.close()
 
 
-def test_a_step_that_reaches_an_evaluation_shows_it_at_once_and_a_worker_does_the_rest():
-    """A Step (dgm.ui.scheduling.step) trains here up to the evaluation it reaches and leaves it, with the rest
-    of its steps, to a worker job: the page has the stepped model at once (no evaluation at that step yet), and
-    the job's state, when it comes, is the run's exactly: the same as ten steps trained here in one go."""
+def test_a_step_that_meets_a_slow_evaluation_shows_its_model_at_once_and_a_worker_does_the_step_whole():
+    """A Step that meets a slow evaluation (dgm.ui.scheduling.step) goes whole to a worker job, and the same steps
+    are trained here without evaluating: the page has the Step's model at once (no evaluation yet), and the job's
+    state, when it comes, is the run's exactly (the same as trained here in one go). Should the job never bring
+    it, the run goes back to the Step's start (the preview is no state to go on from)."""
     from dgm.families.gan.seeds import GANSeedsConfig
     from dgm.ui import scheduling, session
 
@@ -240,27 +241,37 @@ def test_a_step_that_reaches_an_evaluation_shows_it_at_once_and_a_worker_does_th
             time.sleep(0.05)
         with s.lock:
             scheduling.step(exp, s, n)
-        assert s.tail is not None, "the evaluation went to a worker"
+        assert s.tail is not None and s.tail_base is not None, "the Step went to a worker"
 
-    step(5)  # from step 0, whose evaluation is still to do: all of it there
-    assert t.iteration == 0 and t.eval_pending()
-    with s.lock:
-        assert scheduling.collect_tail(s, 60) and s.tail is None and s.error is None
-    assert t.iteration == 5 and [e["step"] for e in t.history.evals] == [0]
-    t.step(10)  # evaluated at 10; the next evaluation is due at step 20
-    step(10)
-    assert t.iteration == 20 and t.eval_pending() and [e["step"] for e in t.history.evals] == [0, 10]
     ref = exp.make(cfg, seed=4, device="cpu")
-    ref.step(20)  # the model shown at once is the run's at step 20
-    assert torch.equal(tensors(ref), tensors(t))
+    step(5)  # from step 0, whose evaluation is still to do
+    ref.step(5)
+    assert t.iteration == 5 and t.history.evals == [] and torch.equal(tensors(ref), tensors(t))  # shown at once
+    with s.lock:
+        assert scheduling.collect_tail(s, 60) and s.tail is None and s.tail_base is None and s.error is None
+    assert same_run(ref, t) and [e["step"] for e in t.history.evals] == [0]
+    t.step(10)  # evaluated at 10; the next evaluation is due at step 20
+    ref.step(10)
+    step(10)
+    ref.step(10)
+    assert t.iteration == 25 and [e["step"] for e in t.history.evals] == [0, 10]
+    assert torch.equal(tensors(ref), tensors(t))  # the model shown at once is the run's at step 25
     with s.lock:
         assert scheduling.collect_tail(s, 60) and s.tail is None and s.error is None
-    assert t.iteration == 25 and [e["step"] for e in t.history.evals] == [0, 10, 20]
-    ref.step(5)
-    assert same_run(ref, t)
-    with s.lock:  # a Step that reaches no evaluation trains here, at once
+    assert same_run(ref, t) and [e["step"] for e in t.history.evals] == [0, 10, 20]
+    with s.lock:  # a Step that meets no evaluation trains here, at once
         scheduling.step(exp, s, 3)
     assert s.tail is None and t.iteration == 28
+    step(22)  # meets the evaluation at 50; the job is lost: back to the Step's start, which goes on exactly
+    assert t.iteration == 50
+    s.tail.proc.close(kill=True)
+    with s.lock:
+        assert scheduling.collect_tail(s, 60) and s.tail is None and s.tail_base is None
+    assert t.iteration == 28 and [e["step"] for e in t.history.evals] == [0, 10, 20]
+    t.step(22)
+    ref.step(3)
+    ref.step(22)
+    assert same_run(ref, t) and [e["step"] for e in t.history.evals] == [0, 10, 20, 50]
 
 
 def test_a_step_whose_evaluation_no_worker_can_take_does_it_here(monkeypatch):

@@ -121,8 +121,9 @@ class Trainer:
     #: there, so that a Pause in the middle of a long evaluation is answered at once (dgm.core.worker_main);
     #: a run continued from that state evaluates first (``eval_pending``)
     eval_guard: Callable[[], ContextManager] = contextlib.nullcontext
-    #: its evaluation takes seconds (many runs, sampling by an ODE): a Step that reaches one shows the stepped
-    #: model at once and has a worker do the evaluation (dgm.ui.scheduling.step); a quick one is done in place
+    #: its evaluation is slow (many runs; sampling by an ODE; the GAN's exact W1 and MMD): a Step that meets one
+    #: shows its model at once and has a worker do the Step whole (dgm.ui.scheduling.step); a quick one is done
+    #: in place
     slow_eval: bool = False
 
     def __init__(self, config: Any, seed: int = 0, device: str | torch.device = "auto"):
@@ -194,26 +195,28 @@ class Trainer:
         return dataclasses.asdict(self.runtime)
 
     # -- the loop --------------------------------------------------------------------------------
-    def step(self, n: int = 1, defer_eval: bool = False) -> dict[str, float]:
+    def step(self, n: int = 1, defer_eval: bool = False, evaluate: bool = True) -> dict[str, float]:
         """Run n steps; return the latest metrics. Raises TrainingDiverged on a non-finite value. With
-        ``defer_eval``, an evaluation due after the last of the n steps is left to do (``eval_pending``): a
-        Step shows its model at once and has the evaluation done elsewhere (dgm.ui.scheduling.step)."""
+        ``defer_eval``, an evaluation due after the last of the n steps is left to do (``eval_pending``).
+        ``evaluate=False`` trains the same steps (an evaluation never touches the training stream) without any
+        evaluation or checkpoint: a preview of the model, not a state to go on from (a Step shows it at once
+        while a worker trains the Step whole: dgm.ui.scheduling.step)."""
         pending: list[tuple[int, dict[str, Tensor]]] = []
-        if self.eval_pending():  # the initial model's (curves start there), or one a Pause left undone
+        if evaluate and self.eval_pending():  # the initial model's (curves start there), or one a Pause left
             with self.eval_guard():
                 self._eval()
         for i in range(int(n)):
             out = self.train_step()
             self.iteration += 1
             pending.append((self.iteration, out))
-            if self.eval_due(self.iteration) and not (defer_eval and i == n - 1):
+            if evaluate and self.eval_due(self.iteration) and not (defer_eval and i == n - 1):
                 self._flush(pending)
                 pending = []
                 with self.eval_guard():
                     self._eval()
         self._flush(pending)
         now = time.monotonic()
-        if now - self._captured_at >= self.checkpoint_every_s:
+        if evaluate and now - self._captured_at >= self.checkpoint_every_s:
             self.mark_good()
         return dict(self.latest)
 
@@ -290,16 +293,17 @@ class Trainer:
 
     def run(self, steps: int | None = None, seconds: float | None = None, burst: int | None = 50, *,
             should_stop: Callable[[], bool] | None = None, after_burst: Callable[[int], None] | None = None,
-            defer_eval: bool = False) -> int:
+            defer_eval: bool = False, evaluate: bool = True) -> int:
         """Train ``steps`` steps, or for a wall-time budget of ``seconds``, or until whichever of the two
         comes first; returns the steps done. Steps go in bursts of ``burst`` (None: bursts sized to take
         about ``RUN_BURST_SECONDS``, and cut so as not to overrun ``seconds``). Between bursts,
         ``should_stop()`` can end the run early (a cancelled export, a stopping server) and
         ``after_burst(done)`` sees it (results written as they come). ``defer_eval``: as in ``step``, for the
-        last of the ``steps``. ``steps=0`` does the evaluation still to do at this step, if any."""
+        last of the ``steps``; ``evaluate``: as in ``step``. ``steps=0`` does the evaluation still to do at this
+        step, if any."""
         if steps is None and seconds is None:
             raise ValueError("give steps or seconds")
-        if steps == 0 and self.eval_pending():
+        if steps == 0 and evaluate and self.eval_pending():
             self.step(0)
         start, done, k = time.perf_counter(), 0, burst or 1
         while steps is None or done < steps:
@@ -308,7 +312,7 @@ class Trainer:
                 break
             n = k if steps is None else min(k, steps - done)
             t0, e0 = time.perf_counter(), self.eval_seconds
-            self.step(n, defer_eval=defer_eval and steps is not None and done + n == steps)
+            self.step(n, defer_eval=defer_eval and steps is not None and done + n == steps, evaluate=evaluate)
             done += n
             if after_burst is not None:
                 after_burst(done)

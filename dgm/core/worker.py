@@ -237,6 +237,7 @@ class RemoteRun:
         self.steps_per_s = 0.0
         self.error: str | None = None
         self.started = False
+        self.taken = False  # a state of the run's came back
         self.busy = 0  # syncs answered "busy" (the worker was in an evaluation)
         self.sent_at = time.monotonic()
         weakref.finalize(self, proc.close)
@@ -298,6 +299,7 @@ class RemoteRun:
         """A state answer ("state" or "early", state, rate, error): the trainer takes the state."""
         _, state, self.steps_per_s, self.error = reply
         trainer.import_state(state)
+        self.taken = True
 
     def finish(self, trainer: Trainer, wait: float) -> bool:
         """After an early answer to a stop, or for a job (``start(..., until=)``): the trainer takes the run's

@@ -107,15 +107,15 @@ class _Busy:
 
 # ---- training here ------------------------------------------------------------------------------
 
-def train(s: LiveState, n: int, defer_eval: bool = False) -> None:
+def train(s: LiveState, n: int, defer_eval: bool = False, evaluate: bool = True) -> None:
     """n steps in this thread, timed, in bursts; at most MAX_TRAIN_SECONDS (the page says so when that cuts
     it short), and less when the server stops. A failure becomes the run's message, never an exception.
-    (``defer_eval``: see ``Trainer.step``.)"""
+    (``defer_eval``, ``evaluate``: see ``Trainer.step``.)"""
     t0 = time.perf_counter()
     over = lambda: stopping() or time.perf_counter() - t0 > MAX_TRAIN_SECONDS  # noqa: E731
     try:
         with _Busy():
-            done = s.trainer.run(steps=n, burst=None, should_stop=over, defer_eval=defer_eval)
+            done = s.trainer.run(steps=n, burst=None, should_stop=over, defer_eval=defer_eval, evaluate=evaluate)
     except Exception as e:  # divergence, or any other failure: a message, never a traceback
         if stopping():  # the server is going away: what breaks meanwhile (e.g. an import refused at the
             log.info("training ended by the server's stop: %s", e)  # interpreter's exit) is no failure of the run
@@ -137,24 +137,24 @@ def train(s: LiveState, n: int, defer_eval: bool = False) -> None:
 
 def step(exp: Experiment, s: LiveState, n: int) -> None:
     """A Step of n steps (call holding the lock). Steps are quick, some evaluations take seconds (the GAN
-    lottery's eight runs: 3 s; ``Trainer.slow_eval``): a Step that reaches one trains here up to it, shows that
-    model at once, and leaves the evaluation and the rest of its steps to a worker process (``s.tail``, which
-    the page takes when it comes, as after a Pause in an evaluation; meanwhile it says "evaluating this step").
-    So does a Step from a step whose evaluation is still to do (the initial one). The whole Step then ends later
-    than here (a second redraw; the worker's start), so a quick evaluation, or a run without a worker, is done
-    here."""
+    lottery's eight runs: 3 s; ``Trainer.slow_eval``): a Step that meets one (the one still to do at its start,
+    or one due on its way) goes whole to a worker process (``s.tail``, a job: ``worker.start(..., until=)``), and
+    the same steps are trained here without evaluating, a preview of the model shown at once; the page says
+    "evaluating this step" until the worker's state comes and replaces the preview (``collect_tail``; should it
+    never come, the run goes back to the Step's start: ``s.tail_base``). A quick evaluation, or a run without a
+    worker, is done here: a job ends later (a second redraw, the worker's start)."""
     stop_remote(s)
     t = s.trainer
     end = t.iteration + n
-    due = t.iteration if t.eval_pending() else next(
-        (i for i in range(t.iteration + 1, end + 1) if t.eval_due(i)), None)
-    if due is not None and t.slow_eval and not s.in_process and worker.enabled() and t.device.type == "cpu":
-        if due > t.iteration:
-            train(s, due - t.iteration, defer_eval=True)
-        if s.error is None and t.iteration == due and t.eval_pending():
-            s.tail = worker.start(exp.name, t, t.runtime_dict(), until=end)
-    if s.tail is None and s.error is None and (t.iteration < end or t.eval_pending()):
-        train(s, end - t.iteration)  # no evaluation in the way, or no worker to do it (one deferred above: here)
+    meets = t.eval_pending() or any(t.eval_due(i) for i in range(t.iteration + 1, end + 1))
+    if meets and t.slow_eval and not s.in_process and worker.enabled() and t.device.type == "cpu":
+        base = t.export_state(full=True)  # (a copy, which the job is sent from too)
+        s.tail = worker.start(exp.name, t, t.runtime_dict(), until=end)
+        if s.tail is not None:
+            s.tail_base = base
+            train(s, n, evaluate=False)
+            return
+    train(s, n)
 
 
 class ReplayCut(Exception):
@@ -235,7 +235,9 @@ def start(exp: Experiment, s: LiveState) -> None:
     frame of a play trains a chunk here, so that it shows progress at once.)"""
     first = s.remote is None and not _thread_alive(s)
     with s.lock:
-        collect_tail(s, drop=True)  # Play before the paused run's evaluation came: the new worker does it again
+        # Play before the paused run's evaluation came: the new worker does it again; before a Step's job came:
+        # its state is awaited (about a second), lest the shown model go back to the Step's start
+        collect_tail(s, worker.FINISH_WAIT if s.tail_base is not None else 0.0, drop=True)
         if first and (s.trainer.iteration == 0 or not s.trainer.eval_pending()):  # (one a Pause left: the worker's)
             train(s, s.burst)
         if s.playing and s.error is None and not s.in_process:
@@ -308,7 +310,8 @@ def pause_remote(s: LiveState) -> None:
 def collect_tail(s: LiveState, wait: float = 0.0, drop: bool = False) -> bool:
     """Take the paused run's evaluated state if it has come (within ``wait`` seconds; call holding the lock);
     else, with ``drop``, stop waiting for it: the trainer keeps the state before that evaluation, which its
-    next step does first (``Trainer.eval_pending``). Returns whether none is awaited any more."""
+    next step does first (``Trainer.eval_pending``), or after a Step's preview goes back to the Step's start.
+    Returns whether none is awaited any more."""
     if s.tail is None:
         return True
     if not s.tail.finish(s.trainer, wait):
@@ -317,7 +320,9 @@ def collect_tail(s: LiveState, wait: float = 0.0, drop: bool = False) -> bool:
         return drop
     if s.tail.error is not None:
         _stopped(s, s.tail.error)
-    s.tail = None
+    if not s.tail.taken:  # the worker went away without its state
+        _back_to_base(s)
+    s.tail, s.tail_base = None, None
     return True
 
 
@@ -326,6 +331,14 @@ def drop_tail(s: LiveState) -> None:
     if s.tail is not None:
         s.tail.close()
         s.tail = None
+    _back_to_base(s)
+
+
+def _back_to_base(s: LiveState) -> None:
+    """A Step's preview (trained without its evaluations: no state to go on from) gives way to the Step's start."""
+    if s.tail_base is not None:
+        s.trainer.import_state(s.tail_base)
+        s.tail_base = None
 
 
 def drop_remote(s: LiveState) -> None:

@@ -49,6 +49,7 @@ class LiveState:
     panel_seconds: float = 0.0  # CPU seconds a redraw of the panels takes, smoothed
     remote: worker.RemoteRun | None = None  # the worker process training the run while it plays
     tail: worker.RemoteRun | None = None  # a paused run's worker finishing the evaluation it was in (or a Step's)
+    tail_base: dict[str, Any] | None = None  # a Step's start, while the trainer shows its preview (scheduling.step)
     view_state: dict[str, Any] = field(default_factory=dict)  # what a page's view keeps over the run
     notice: str | None = None  # what happened to the run that the page should say (not an error)
     in_process: bool = False  # a worker process was lost: this run trains in the server from now on
@@ -194,7 +195,7 @@ def due_save(exp: Experiment, s: LiveState) -> Callable[[], None] | None:
     """What writes the run to the server's disk if it moved since the last save (while it plays, its last good
     state every persist.SAVE_EVERY seconds; stopped, its exact state), else None. Call holding the lock; call
     what it returns after releasing it (the state is a copy: training goes on meanwhile)."""
-    if s.run_id is None:
+    if s.run_id is None or s.tail_base is not None:  # (a Step's preview is no state to go on from)
         return None
     stopped = not s.playing and s.remote is None and s.error is None
     good = s.trainer.last_good
