@@ -293,14 +293,3 @@ def test_a_step_whose_evaluation_no_worker_can_take_does_it_here(monkeypatch):
     ref = exp.make(cfg, seed=1, device="cpu")
     ref.step(20)
     assert same_run(ref, t)
-
-
-def test_a_deferred_evaluation_is_done_first_by_whatever_continues_the_run():
-    exp = registry.get("gan")
-    t = exp.make(SMALL_GAN, seed=2, device="cpu")
-    t.run(steps=20, burst=7, defer_eval=True)  # evaluations at 0 and 10 here; the one due at 20 left
-    assert t.eval_pending() and [e["step"] for e in t.history.evals] == [0, 10]
-    t.step(30)
-    ref = exp.make(SMALL_GAN, seed=2, device="cpu")
-    ref.step(50)
-    assert [e["step"] for e in t.history.evals] == [0, 10, 20, 50] and same_run(ref, t)

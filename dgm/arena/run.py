@@ -179,11 +179,10 @@ class ArenaRun:
         return (self.done_rounds < self.rounds
                 and all(e.failed or e.seconds >= self.marks[self.done_rounds] for e in self.entrants))
 
-    def advance(self, n: int, defer: bool = False, measure: bool = True) -> int:
+    def advance(self, n: int, measure: bool = True) -> int:
         """A steps budget: every family (and seed) trains up to n more steps in turn, stopping at each
-        measurement on the way and at the budget; returns the steps done. With ``defer``, a measurement at the
-        last of those steps is left to do (``measure_pending``: the next ``advance`` makes it first);
-        ``measure=False`` makes none (a preview: see ``Trainer.step``'s ``evaluate``)."""
+        measurement on the way and at the budget; returns the steps done. ``measure=False`` makes none (a
+        preview: see ``Trainer.step``'s ``evaluate``)."""
         target, start = min(self.iteration + max(int(n), 0), self.budget.steps), self.iteration
         if measure and self.measure_pending():
             with self.measuring():
@@ -193,7 +192,7 @@ class ArenaRun:
             for e in self.entrants:
                 self._train(e, steps=stop - e.trainer.iteration)
             self.iteration = stop
-            if not measure or (defer and stop == target):
+            if not measure:
                 break
             if stop == self.next_measurement() and self.done_rounds < len(self.points):
                 with self.measuring():

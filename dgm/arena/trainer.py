@@ -75,14 +75,14 @@ class ArenaTrainer(Trainer):
         clock, at no step known in advance."""
         return self.config.unit == "steps" and step in self.arena.points
 
-    def step(self, n: int = 1, defer_eval: bool = False, evaluate: bool = True) -> dict[str, float]:
+    def step(self, n: int = 1, evaluate: bool = True) -> dict[str, float]:
         """n steps of every family in turn (fewer at the end of the budget; with a seconds budget, each family's
-        n steps are cut at its next measurement's time); ``BudgetSpent`` once the budget is spent. ``defer_eval``
-        and ``evaluate`` (a steps budget): as in ``Trainer.step``, for the measurements."""
+        n steps are cut at its next measurement's time); ``BudgetSpent`` once the budget is spent. ``evaluate``
+        (a steps budget): as in ``Trainer.step``, for the measurements."""
         if self.finished and n > 0:
             raise BudgetSpent(self.iteration, str(self.config.limit))
         rounds = self.arena.done_rounds
-        done = (self.arena.advance(n, defer=defer_eval, measure=evaluate) if self.config.unit == "steps"
+        done = (self.arena.advance(n, measure=evaluate) if self.config.unit == "steps"
                 else self.arena.advance_time(n))
         self.iteration = self.arena.iteration
         if done or self.arena.done_rounds != rounds:  # (a measurement left to do by a Pause counts)

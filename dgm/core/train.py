@@ -195,9 +195,8 @@ class Trainer:
         return dataclasses.asdict(self.runtime)
 
     # -- the loop --------------------------------------------------------------------------------
-    def step(self, n: int = 1, defer_eval: bool = False, evaluate: bool = True) -> dict[str, float]:
-        """Run n steps; return the latest metrics. Raises TrainingDiverged on a non-finite value. With
-        ``defer_eval``, an evaluation due after the last of the n steps is left to do (``eval_pending``).
+    def step(self, n: int = 1, evaluate: bool = True) -> dict[str, float]:
+        """Run n steps; return the latest metrics. Raises TrainingDiverged on a non-finite value.
         ``evaluate=False`` trains the same steps (an evaluation never touches the training stream) without any
         evaluation or checkpoint: a preview of the model, not a state to go on from (a Step shows it at once
         while a worker trains the Step whole: dgm.ui.scheduling.step)."""
@@ -209,7 +208,7 @@ class Trainer:
             out = self.train_step()
             self.iteration += 1
             pending.append((self.iteration, out))
-            if evaluate and self.eval_due(self.iteration) and not (defer_eval and i == n - 1):
+            if evaluate and self.eval_due(self.iteration):
                 self._flush(pending)
                 pending = []
                 with self.eval_guard():
@@ -293,14 +292,13 @@ class Trainer:
 
     def run(self, steps: int | None = None, seconds: float | None = None, burst: int | None = 50, *,
             should_stop: Callable[[], bool] | None = None, after_burst: Callable[[int], None] | None = None,
-            defer_eval: bool = False, evaluate: bool = True) -> int:
+            evaluate: bool = True) -> int:
         """Train ``steps`` steps, or for a wall-time budget of ``seconds``, or until whichever of the two
         comes first; returns the steps done. Steps go in bursts of ``burst`` (None: bursts sized to take
         about ``RUN_BURST_SECONDS``, and cut so as not to overrun ``seconds``). Between bursts,
         ``should_stop()`` can end the run early (a cancelled export, a stopping server) and
-        ``after_burst(done)`` sees it (results written as they come). ``defer_eval``: as in ``step``, for the
-        last of the ``steps``; ``evaluate``: as in ``step``. ``steps=0`` does the evaluation still to do at this
-        step, if any."""
+        ``after_burst(done)`` sees it (results written as they come). ``evaluate``: as in ``step``.
+        ``steps=0`` does the evaluation still to do at this step, if any."""
         if steps is None and seconds is None:
             raise ValueError("give steps or seconds")
         if steps == 0 and evaluate and self.eval_pending():
@@ -312,7 +310,7 @@ class Trainer:
                 break
             n = k if steps is None else min(k, steps - done)
             t0, e0 = time.perf_counter(), self.eval_seconds
-            self.step(n, defer_eval=defer_eval and steps is not None and done + n == steps, evaluate=evaluate)
+            self.step(n, evaluate=evaluate)
             done += n
             if after_burst is not None:
                 after_burst(done)

@@ -107,15 +107,15 @@ class _Busy:
 
 # ---- training here ------------------------------------------------------------------------------
 
-def train(s: LiveState, n: int, defer_eval: bool = False, evaluate: bool = True) -> None:
+def train(s: LiveState, n: int, evaluate: bool = True) -> None:
     """n steps in this thread, timed, in bursts; at most MAX_TRAIN_SECONDS (the page says so when that cuts
     it short), and less when the server stops. A failure becomes the run's message, never an exception.
-    (``defer_eval``, ``evaluate``: see ``Trainer.step``.)"""
+    (``evaluate``: see ``Trainer.step``.)"""
     t0 = time.perf_counter()
     over = lambda: stopping() or time.perf_counter() - t0 > MAX_TRAIN_SECONDS  # noqa: E731
     try:
         with _Busy():
-            done = s.trainer.run(steps=n, burst=None, should_stop=over, defer_eval=defer_eval, evaluate=evaluate)
+            done = s.trainer.run(steps=n, burst=None, should_stop=over, evaluate=evaluate)
     except Exception as e:  # divergence, or any other failure: a message, never a traceback
         if stopping():  # the server is going away: what breaks meanwhile (e.g. an import refused at the
             log.info("training ended by the server's stop: %s", e)  # interpreter's exit) is no failure of the run
