@@ -264,6 +264,12 @@ def iteration(pg) -> int:
     return int(status.split("Iteration", 1)[1].split()[0].replace(",", ""))
 
 
+_STATUS = "[...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+_BUTTONS = "[...document.querySelectorAll('[data-testid=stMain] button')]"
+_PLAYING = f"{_STATUS}.some(e => e.textContent.includes('Iteration') && e.textContent.includes('playing'))"
+_PAUSED = f"{_STATUS}.some(e => e.textContent.includes('Iteration') && e.textContent.includes('paused'))"
+
+
 def pause(pg, tries: int = 2) -> None:
     """Press Pause during play and wait until the status line says "paused" (a click taken while a frame is
     on its way shows with the frame after it). A click not taken is clicked again, but only after a minute and
@@ -271,50 +277,36 @@ def pause(pg, tries: int = 2) -> None:
     has taken the first click, so a second click sent while a busy browser still shows "Pause" would play
     again (this failed the Pause/Step/Reset test twice in loaded CIs). If the page shows no Pause button, the
     failure says what it shows instead."""
-    paused = ("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
-              ".some(e => e.textContent.includes('Iteration') && e.textContent.includes('paused'))"
-              " || [...document.querySelectorAll('[data-testid=stMain] button')].some(b => b.innerText.includes('Play'))")
-    playing = ("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
-               ".some(e => e.textContent.includes('Iteration') && e.textContent.includes('playing'))")
-    for attempt in range(tries):
-        if pg.evaluate(paused) or (attempt and not pg.evaluate(playing)):
-            return
-        try:
-            pg.get_by_role("button", name="Pause").click(timeout=60_000)
-        except Exception:
-            if pg.evaluate(paused):
-                return
-            raise AssertionError(f"no Pause button to click; the page shows {shown(pg, 'no-pause-button')}") from None
-        try:
-            pg.wait_for_function(paused, timeout=60_000)
-            return
-        except Exception:
-            if attempt == tries - 1:
-                raise AssertionError(f"Pause never took effect ({tries} clicks): {shown(pg, 'pause-not-taken')}") from None
+    _press(pg, "Pause", f"() => {_PAUSED} || {_BUTTONS}.some(b => b.innerText.includes('Play'))", tries,
+           still=f"() => {_PLAYING}")
 
 
 def play(pg, tries: int = 2) -> None:
-    """Press Play and wait until the status line says "playing" (or the page shows Pause). The mirror of
-    ``pause``: a click not taken is clicked again only after a minute and only while the page still shows Play
-    and its status does not say it plays; if it never takes, the failure says what the page shows."""
-    playing = ("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
-               ".some(e => e.textContent.includes('Iteration') && e.textContent.includes('playing'))"
-               " || [...document.querySelectorAll('[data-testid=stMain] button')].some(b => b.innerText.includes('Pause'))")
+    """Press Play and wait until the status line says "playing" (or the page shows Pause): as ``pause``, a
+    click not taken is clicked again only after a minute and only while the page does not say it plays."""
+    _press(pg, "Play", f"() => {_PLAYING} || {_BUTTONS}.some(b => b.innerText.includes('Pause'))", tries)
+
+
+def _press(pg, button: str, reached: str, tries: int, still: str | None = None) -> None:
+    """Click ``button`` until the JS predicate ``reached`` holds (each click given a minute); a further click
+    only while ``still`` (the state before the first click) holds, where given."""
     for attempt in range(tries):
-        if pg.evaluate(playing):
+        if pg.evaluate(reached) or (attempt and still is not None and not pg.evaluate(still)):
             return
         try:
-            pg.get_by_role("button", name="Play").click(timeout=60_000)
+            pg.get_by_role("button", name=button).click(timeout=60_000)
         except Exception:
-            if pg.evaluate(playing):
+            if pg.evaluate(reached):
                 return
-            raise AssertionError(f"no Play button to click; the page shows {shown(pg, 'no-play-button')}") from None
+            raise AssertionError(f"no {button} button to click; the page shows "
+                                 f"{shown(pg, f'no-{button.lower()}-button')}") from None
         try:
-            pg.wait_for_function(playing, timeout=60_000)
+            pg.wait_for_function(reached, timeout=60_000)
             return
         except Exception:
             if attempt == tries - 1:
-                raise AssertionError(f"Play never took effect ({tries} clicks): {shown(pg, 'play-not-taken')}") from None
+                raise AssertionError(f"{button} never took effect ({tries} clicks): "
+                                     f"{shown(pg, f'{button.lower()}-not-taken')}") from None
 
 
 def wait_for_charts(pg, timeout_ms: int = 60_000) -> None:
