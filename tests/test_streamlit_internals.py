@@ -72,3 +72,24 @@ def test_the_runtime_says_when_the_server_stops():
     assert callable(Runtime.exists) and callable(Runtime.instance)
     assert {"STOPPING", "STOPPED"} <= {s.name for s in RuntimeState}
     assert isinstance(Runtime.state, property)
+
+
+def test_a_script_runs_in_a_daemon_thread_of_the_known_name():
+    """dgm/ui/scheduling.py _stop_threads waits at exit for the threads named SCRIPT_THREAD: a daemon thread
+    still inside a torch op while the interpreter finalises aborts the server."""
+    from streamlit.testing.v1 import AppTest
+
+    def script():
+        import threading
+
+        import streamlit as st
+
+        t = threading.current_thread()
+        st.session_state["thread"] = (t.name, t.daemon)
+
+    from dgm.ui.scheduling import SCRIPT_THREAD
+
+    at = AppTest.from_function(script, default_timeout=30).run()
+    assert not at.exception
+    name, daemon = at.session_state["thread"]
+    assert daemon and name == SCRIPT_THREAD

@@ -46,6 +46,7 @@ IDLE_STOP_SECONDS = 10.0  # the thread stops when no redraw came for this long (
 MAX_TRAIN_SECONDS = 10.0  # a Step, or a frame at a fixed speed, trains at most this long
 REPLAY_SECONDS = 120.0  # a replay link trains at most this long in the server
 REPLAY_MARGIN = 1.5  # ... and stops early only when its estimate is over this many times that
+SCRIPT_THREAD = "ScriptRunner.scriptThread"  # a session's script thread (tests/test_streamlit_internals.py)
 EXIT_WAIT_SECONDS = 20.0  # at exit, how long to wait for training in the server to reach a burst's end (a
 # burst is at least one step: about 3 s for the largest GAN the controls allow, more on a busy laptop)
 # At most one training chunk per core at a time, across all sessions of the server: many threads
@@ -362,7 +363,13 @@ def _stop_threads() -> None:
             s.thread.join(timeout=max(0.0, deadline - time.monotonic()))
     with _BUSY_LOCK:
         idle = _BUSY_LOCK.wait_for(lambda: _BUSY[0] == 0, timeout=max(0.0, deadline - time.monotonic()))
-    if not idle or any(s.thread is not None and s.thread.is_alive() for s in list(_PLAYED)):
+    # Streamlit's script threads are daemons: one still drawing a page (a large model's figures are torch ops
+    # of seconds) when the interpreter finalises aborts the process the same way. Their runs were asked to stop
+    scripts = [t for t in threading.enumerate() if t.name == SCRIPT_THREAD and t is not threading.current_thread()]
+    for t in scripts:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    if (not idle or any(t.is_alive() for t in scripts)
+            or any(s.thread is not None and s.thread.is_alive() for s in list(_PLAYED))):
         # a thread still inside a torch op when the interpreter finalises would abort the process:
         # end it now instead (the worker processes and the zygote clean up after themselves)
         log.warning("training in the server did not stop within %g s; exiting now", EXIT_WAIT_SECONDS)
