@@ -274,6 +274,39 @@ def test_a_step_that_meets_a_slow_evaluation_shows_its_model_at_once_and_a_worke
     assert same_run(ref, t) and [e["step"] for e in t.history.evals] == [0, 10, 20, 50]
 
 
+def test_a_step_right_after_a_pause_in_a_slow_evaluation_does_not_wait_for_it():
+    """A Pause that came during the lottery's evaluation (seconds) left the worker finishing it; a Step then drops
+    that evaluation at once instead of awaiting it (it waited up to FINISH_WAIT: a 3 s Step in the bench), and
+    its own job does it again: the Step's model shows at once and the run ends the same."""
+    from dgm.families.gan.seeds import GANSeedsConfig
+    from dgm.ui import scheduling, session
+
+    exp, cfg = registry.get("gan_seeds"), GANSeedsConfig(runs=4, g_width=16, d_width=16, batch=64)
+    t = exp.make(cfg, seed=6, device="cpu")
+    s = session.LiveState(trainer=t, fingerprint="test")
+    run = start("gan_seeds", t)
+    deadline = time.monotonic() + 60
+    while not run._await_start(0.05):
+        assert time.monotonic() < deadline
+    time.sleep(0.1)  # into the initial evaluation
+    assert run.stop(t, early=True)
+    s.tail = run  # as scheduling.pause_remote leaves it
+    waits, finish = [], run.finish
+    run.finish = lambda trainer, wait: (waits.append(wait), finish(trainer, wait))[1]
+    start("demo", registry.get("demo").make(DemoConfig(), seed=0, device="cpu")).close()  # a worker is ready
+    while worker._POOL.spare is None or not worker._POOL.spare.alive():
+        assert time.monotonic() < deadline, "no worker process became ready"
+        time.sleep(0.05)
+    with s.lock:
+        scheduling.step(exp, s, 5)
+    assert waits == [0.0] and s.tail is not run and s.tail_base is not None and t.iteration == 5
+    with s.lock:
+        assert scheduling.collect_tail(s, 60) and s.error is None
+    ref = exp.make(cfg, seed=6, device="cpu")
+    ref.step(5)
+    assert same_run(ref, t) and [e["step"] for e in t.history.evals] == [0]
+
+
 def test_a_step_whose_evaluation_no_worker_can_take_does_it_here(monkeypatch):
     """No worker ready (the zygote still warming up after the server's start): the Step that trained up to a
     slow evaluation, leaving it for the job, does it here instead of leaving it undone (the arena's table stayed

@@ -143,12 +143,16 @@ def step(exp: Experiment, s: LiveState, n: int) -> None:
     the same steps are trained here without evaluating, a preview of the model shown at once; the page says
     "evaluating this step" until the worker's state comes and replaces the preview (``collect_tail``; should it
     never come, the run goes back to the Step's start: ``s.tail_base``). A quick evaluation, or a run without a
-    worker, is done here: a job ends later (a second redraw, the worker's start)."""
-    stop_remote(s)
+    worker, is done here: a job ends later (a second redraw, the worker's start). A Pause's evaluation still
+    running is not awaited there: the job does it again."""
     t = s.trainer
+    slow = t.slow_eval and not s.in_process and worker.enabled() and t.device.type == "cpu"
+    if slow and s.tail is not None and s.tail_base is None:
+        collect_tail(s, drop=True)  # (a Step's own job, with a preview shown, is awaited: stop_remote)
+    stop_remote(s)
     end = t.iteration + n
     meets = t.eval_pending() or any(t.eval_due(i) for i in range(t.iteration + 1, end + 1))
-    if meets and t.slow_eval and not s.in_process and worker.enabled() and t.device.type == "cpu":
+    if meets and slow:
         base = t.export_state(full=True)  # (a copy, which the job is sent from too)
         s.tail = worker.start(exp.name, t, t.runtime_dict(), until=end)
         if s.tail is not None:
