@@ -368,12 +368,14 @@ def _stop_threads() -> None:
     with _BUSY_LOCK:
         idle = _BUSY_LOCK.wait_for(lambda: _BUSY[0] == 0, timeout=max(0.0, deadline - time.monotonic()))
     # Streamlit's script threads are daemons: one still drawing a page (a large model's figures are torch ops
-    # of seconds) when the interpreter finalises aborts the process the same way. Their runs were asked to stop
-    scripts = [t for t in threading.enumerate() if t.name == SCRIPT_THREAD and t is not threading.current_thread()]
-    for t in scripts:
-        t.join(timeout=max(0.0, deadline - time.monotonic()))
-    if (not idle or any(t.is_alive() for t in scripts)
-            or any(s.thread is not None and s.thread.is_alive() for s in list(_PLAYED))):
+    # of seconds) when the interpreter finalises aborts the process the same way, so a server that has one
+    # leaves at once too (waiting for it held a restart past its caller's patience)
+    drawing = any(t.name == SCRIPT_THREAD and t.is_alive() and t is not threading.current_thread()
+                  for t in threading.enumerate())
+    if drawing and idle:
+        logging.shutdown()
+        os._exit(0)
+    if not idle or any(s.thread is not None and s.thread.is_alive() for s in list(_PLAYED)):
         # a thread still inside a torch op when the interpreter finalises would abort the process:
         # end it now instead (the worker processes and the zygote clean up after themselves)
         log.warning("training in the server did not stop within %g s; exiting now", EXIT_WAIT_SECONDS)
