@@ -75,8 +75,8 @@ def test_the_runtime_says_when_the_server_stops():
 
 
 def test_a_script_runs_in_a_daemon_thread_of_the_known_name():
-    """dgm/ui/scheduling.py _stop_threads waits at exit for the threads named SCRIPT_THREAD: a daemon thread
-    still inside a torch op while the interpreter finalises aborts the server."""
+    """dgm/ui/scheduling.py _stop_threads leaves at once (os._exit) when a thread named SCRIPT_THREAD still runs
+    at exit: a daemon thread still inside a torch op while the interpreter finalises aborts the server."""
     from streamlit.testing.v1 import AppTest
 
     def script():
