@@ -297,12 +297,9 @@ class Trainer:
         comes first; returns the steps done. Steps go in bursts of ``burst`` (None: bursts sized to take
         about ``RUN_BURST_SECONDS``, and cut so as not to overrun ``seconds``). Between bursts,
         ``should_stop()`` can end the run early (a cancelled export, a stopping server) and
-        ``after_burst(done)`` sees it (results written as they come). ``evaluate``: as in ``step``.
-        ``steps=0`` does the evaluation still to do at this step, if any."""
+        ``after_burst(done)`` sees it (results written as they come). ``evaluate``: as in ``step``."""
         if steps is None and seconds is None:
             raise ValueError("give steps or seconds")
-        if steps == 0 and evaluate and self.eval_pending():
-            self.step(0)
         start, done, k = time.perf_counter(), 0, burst or 1
         while steps is None or done < steps:
             elapsed = time.perf_counter() - start

@@ -128,8 +128,6 @@ def train(s: LiveState, n: int, evaluate: bool = True) -> None:
     if done < n and not stopping():
         s.notice = (f"{n:,} steps at once take longer than {MAX_TRAIN_SECONDS:g} s here: this time it trained "
                     f"{done:,}. Choose fewer steps per frame, or a smaller model.")
-    if n == 0:  # an evaluation only (``Trainer.run``): no training rate
-        return
     dt = max(time.perf_counter() - t0, 1e-6)
     rate = max(done, 1) / dt
     s.steps_per_s = rate if s.steps_per_s == 0 else 0.7 * s.steps_per_s + 0.3 * rate
