@@ -120,6 +120,31 @@ def test_a_watch_on_an_evaluated_number_waits_for_the_first_evaluation():
     assert diff(SimpleNamespace(latest_eval={"val_nll": 115.0, "best_val_nll": 110.0})) == 5.0
     w = registry.Watch("x", diff, lambda v: v >= 5, "≥ 5")
     assert w.value(SimpleNamespace(iteration=9, latest_eval={"val_nll": 1.0})) is None  # its other half missing
+    pct = registry.evaluated("high_quality", scale=100)
+    assert pct(SimpleNamespace(latest_eval={"high_quality": 0.875})) == pytest.approx(87.5)
+
+
+def test_the_manifold_lesson_counts_the_digits_the_pages_grid_shows():
+    """The 2D-manifold lesson's number: the classes the digits classifier gives the cells of the page's own grid
+    (the figure's 15 × 15 decoded means) with probability ≥ 0.9; one grey blur at the start, nine or ten
+    digits once the grid has organised itself (step 800 on seed 0). The classifier is also built when its first
+    caller is inside ``no_grad``, as a watch is (it once failed there)."""
+    import torch
+
+    from dgm.core import quality
+    from dgm.families.vae import figures as vf
+
+    exp = registry.get("vae")
+    les = exp.lesson("2D manifold of digits")
+    t = exp.make(exp.config(**les.values), seed=0, device="cpu")
+    quality.digits_classifier.cache_clear()
+    with torch.no_grad():
+        assert les.watch.value(t) <= 1 and not les.watch.reached(t)
+    t.step(800)
+    cells = torch.as_tensor(vf.snapshot(t)["manifold"]).reshape(-1, 64)
+    top = torch.softmax(quality.digits_classifier()(cells), 1).max(1)
+    shown = {int(c) for c, p in zip(top.indices, top.values) if p >= quality.CONFIDENT}
+    assert les.watch.value(t) == len(shown) >= 9 and les.watch.reached(t)
 
 
 def test_the_lessons_played_in_the_browser_exist_and_watch_a_number():
@@ -127,7 +152,7 @@ def test_the_lessons_played_in_the_browser_exist_and_watch_a_number():
 
     assert sorted(les.name for _, les in WATCHED) == sorted(PLAYED)
     watched = [les for n in registry.names() for les in registry.get(n).lessons if les.watch is not None]
-    assert len(watched) >= 20  # most lessons that train towards a number watch it (bench/classroom.py times them)
+    assert len(watched) >= 29  # most lessons that train towards a number watch it (bench/classroom.py times them)
 
 
 def _sidebar_of_a_link():

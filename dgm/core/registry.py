@@ -59,18 +59,18 @@ class Watch:
         return v is not None and bool(self.point(v))
 
 
-def evaluated(key: str, minus: Callable[[Trainer], float] | str | None = None) -> Callable[[Trainer], float | None]:
+def evaluated(key: str, minus: Callable[[Trainer], float] | str | None = None,
+              scale: float = 1.0) -> Callable[[Trainer], float | None]:
     """A watch's metric: the run's latest evaluated ``key`` (None until its first evaluation), less ``minus``
-    (another evaluated key, or a function of the trainer, e.g. the target's entropy) where given."""
+    (another evaluated key, or a function of the trainer, e.g. the target's entropy) where given, times
+    ``scale`` (100: a fraction shown in percent)."""
 
     def metric(t: Trainer) -> float | None:
         ev = t.latest_eval or {}
         if key not in ev:
             return None
-        if minus is None:
-            return float(ev[key])
-        base = ev[minus] if isinstance(minus, str) else minus(t)
-        return float(ev[key]) - float(base)
+        base = 0.0 if minus is None else ev[minus] if isinstance(minus, str) else minus(t)
+        return (float(ev[key]) - float(base)) * scale
 
     return metric
 

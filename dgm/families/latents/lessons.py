@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dgm.core.registry import Experiment, Lesson, PageText, Watch
+from dgm.core.registry import Experiment, Lesson, PageText, Watch, evaluated
 from dgm.families.latents.figures import figures
 from dgm.families.latents.trainer import LatentsConfig, make_trainer, samples
 
@@ -90,6 +90,8 @@ LESSONS = (
         "settles only between K = 100 and 1,000. The dashed line is IWAE with 100 samples from an encoder "
         "fitted to the same decoder. Raise the latent dimension and watch K = 1 and 10 fall further.",
         look='the estimate of log p(x) settling only at hundreds of prior samples',
+        watch=Watch("K = 1,000 − K = 10 (nats)", evaluated("mc_1000", minus="mc_10"), lambda v: v >= 5, "≥ 5",
+                    every=200, max_steps=2000),
     ),
     Lesson(
         "an encoder fixes it",
@@ -101,6 +103,8 @@ LESSONS = (
         "best the prior reaches with 1,000. The encoder is what lets a decoder have narrow posteriors and "
         "still be scored and trained.",
         look="the encoder's few samples matching what thousands of prior samples give",
+        watch=Watch("IWAE − prior's K = 10 (nats)", evaluated("iwae", minus="mc_10"), lambda v: v >= 5, "≥ 5",
+                    every=200, max_steps=3000),
     ),
     Lesson(
         "density network on ring8",

@@ -230,6 +230,37 @@ def default_pair(trainer: VAETrainer) -> tuple[int, int]:
     return (y.index(4) if 4 in y else 0, y.index(0) if 0 in y else 1)
 
 @torch.no_grad()
+def prior_quantiles(trainer: VAETrainer):
+    """The prior's quantile function per latent dim, ``quantile(d, p)``, and its centre: the inverse normal CDF
+    and 0 for N(0, I) (as in Kingma & Welling); for a learned prior, empirical quantiles and the median of 4,000
+    prior samples (a fixed generator)."""
+    m = trainer.model
+    if m.prior_kind == "standard":
+        return (lambda d, p: torch.distributions.Normal(0.0, 1.0).icdf(p)), torch.zeros(trainer.config.latent,
+                                                                                        device=trainer.device)
+    pz = m.sample_prior(4000, trainer.eval_generator(8))
+    return (lambda d, p: torch.quantile(pz[:, d], p)), pz.median(0).values
+
+
+@torch.no_grad()
+def manifold_grid(trainer: VAETrainer, n_grid: int = 15, dims: tuple[int, int] | None = None, prior=None):
+    """The latent manifold's grid: n_grid² latent points (rows: z2 from the top) spaced by the prior's quantiles
+    (``prior``: ``prior_quantiles(trainer)``) in the two most active dims, the other dims at the prior's centre;
+    with the ticks on its two axes and the dims."""
+    quantile, centre = prior or prior_quantiles(trainer)
+    dims = dims or top_dims(trainer)
+    q = torch.linspace(0.05, 0.95, n_grid, device=trainer.device)
+    ticks, ticks_y = quantile(dims[0], q), quantile(dims[1], q)  # (n,) each
+    if trainer.config.latent == 1:
+        zg = ticks[:, None]
+    else:
+        zg = centre.repeat(n_grid * n_grid, 1)
+        zg[:, dims[0]] = ticks.repeat(n_grid)
+        zg[:, dims[1]] = ticks_y.flip(0).repeat_interleave(n_grid)
+    return zg, ticks, ticks_y, dims
+
+
+@torch.no_grad()
 def snapshot(trainer: VAETrainer, interp: tuple[int, int] | None = None, n_grid: int = 15) -> dict[str, Any]:
     m = trainer.model
     if not trainer.analysis and trainer.history.evals:  # e.g. after restore_last_good (a replay link)
@@ -237,25 +268,8 @@ def snapshot(trainer: VAETrainer, interp: tuple[int, int] | None = None, n_grid:
     gen = trainer.eval_generator(5)
     D = trainer.config.latent
     mu, logvar = m.encode(trainer.test_x)
-    dims = top_dims(trainer)
-    # the manifold: decoded means over a grid of z spaced by the prior's quantiles (the inverse normal
-    # CDF for N(0, I), as in Kingma & Welling; empirical quantiles of prior samples for a learned prior),
-    # in the two most active dims; the other dims sit at the prior's centre
-    if m.prior_kind == "standard":
-        quantile = lambda d, p: torch.distributions.Normal(0.0, 1.0).icdf(p)  # noqa: E731
-        centre = torch.zeros(D, device=trainer.device)
-    else:
-        pz = m.sample_prior(4000, trainer.eval_generator(8))
-        quantile = lambda d, p: torch.quantile(pz[:, d], p)  # noqa: E731
-        centre = pz.median(0).values
-    q = torch.linspace(0.05, 0.95, n_grid, device=trainer.device)
-    ticks, ticks_y = quantile(dims[0], q), quantile(dims[1], q)  # (n,) each
-    if D == 1:
-        zg = ticks[:, None]
-    else:
-        zg = centre.repeat(n_grid * n_grid, 1)
-        zg[:, dims[0]] = ticks.repeat(n_grid)
-        zg[:, dims[1]] = ticks_y.flip(0).repeat_interleave(n_grid)  # rows: z2 from the top
+    quantile, centre = prior = prior_quantiles(trainer)
+    zg, ticks, ticks_y, dims = manifold_grid(trainer, n_grid, top_dims(trainer), prior)
     manifold = m.mean(m.decode(zg))
     out: dict[str, Any] = {"dims": dims, "ticks": ticks.cpu().numpy(), "ticks_y": ticks_y.cpu().numpy(),
                            "latent": D,

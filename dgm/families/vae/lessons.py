@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from dgm.core import quality
 from dgm.core.registry import Arena, Experiment, Lesson, PageText, Watch, evaluated
 from dgm.families.vae.model import iwae_bound
-from dgm.families.vae.figures import figures
+from dgm.families.vae.figures import figures, manifold_grid
 from dgm.families.vae.seeds import VAESeeds
 from dgm.families.vae.trainer import BINARISED, VAEConfig, VAETrainer, samples
 
@@ -82,6 +83,19 @@ GRADIENT_NOTE = (
     "estimator unbiased."
 )
 
+
+@torch.no_grad()
+def _grid_digits(t: VAETrainer) -> int | None:
+    """How many of the ten digits the latent manifold's grid (the page's 15 × 15 decoded means) shows: the
+    classes the digits classifier (dgm.core.quality) gives its cells with probability at least
+    ``quality.CONFIDENT``. None off the digits, or with a latent of one dimension."""
+    if not t.images or t.config.latent < 2:
+        return None
+    cells = t.model.mean(t.model.decode(manifold_grid(t, 15)[0])).float().cpu().clamp(0, 1)
+    top = torch.softmax(quality.digits_classifier()(cells), 1).max(1)
+    return len(set(top.indices[top.values >= quality.CONFIDENT].tolist()))
+
+
 _COLLAPSE = {"decoder": "gaussian", "learn_var": True, "latent": 8, "beta": 4.0, "lr": 0.005}
 
 LESSONS = (
@@ -95,6 +109,7 @@ LESSONS = (
             'sharpen. On the right, the test digits, encoded, spread out in z and group by class.'
         ),
         look='the grid of decoded digits organising itself into regions of different digits',
+        watch=Watch("digits in the grid", _grid_digits, lambda v: v >= 9, "≥ 9 of 10", every=200, max_steps=3000),
     ),
     Lesson(
         "beta = 4: blurry but disentangled",
@@ -106,6 +121,9 @@ LESSONS = (
             ' blurrier. The held-out ELBO is worse than with β = 1.'
         ),
         look='blurrier decoded digits, and latent codes packed closer to the prior',
+        # held-out KL from step 1,000 on: 0.4-2.0 nats here against 3.9-5.1 with β = 1 (seeds 0-4, to step 2,000)
+        watch=Watch("KL to the prior (nats)", evaluated("val_kl"), lambda v: v <= 2.5, "≤ 2.5 (β = 1: 4-5)",
+                    every=200, max_steps=3000, after=1000),
     ),
     Lesson(
         "posterior collapse",
