@@ -232,7 +232,7 @@ def lesson_time(browser, url: str, target: int, seconds: float, label: str) -> d
     opened = time.perf_counter() - t0
     start = pg.evaluate(f"() => {{ const status = {STATUS_JS}; return {ITERATION}; }}")
     reached = ("status().includes(\"the lesson's point\") || "
-               f"({ITERATION} >= {target} && !status().includes(' · {label}'))")
+               f"({ITERATION} >= {target} && !status().includes({json.dumps(' · ' + label)}))")
     ms = pg.evaluate(CLICK_JS, ["Play", reached, seconds * 1000])
     last = pg.evaluate(f"() => {{ const status = {STATUS_JS}; return {ITERATION}; }}")
     ctx.close()
