@@ -80,6 +80,20 @@ def open_page(page: str | None = None, params: dict[str, str] | None = None, tim
     return at
 
 
+def settled(at, name: str):
+    """An AppTest page after a Step that met a slow evaluation (``Trainer.slow_eval``), which a worker does
+    while the page shows the trained model: the evaluated run taken and the page drawn again, as the page's
+    fragment does when the worker's state comes. (Whether a Step goes to a worker depends on one being ready.)"""
+    from dgm.ui import scheduling
+
+    s = at.session_state[f"_live.{name}"]
+    if s.tail is not None:
+        with s.lock:
+            assert scheduling.collect_tail(s, 120) and s.error is None
+        at.run()
+    return at
+
+
 # ---- a live server and a browser --------------------------------------------------------------
 
 def free_port() -> int:

@@ -16,6 +16,9 @@ def test_density_network_steps_and_draws_the_estimate_against_k(app_server, page
     assert page.get_by_text("Iteration 0", exact=True).is_visible()
     page.get_by_role("button", name="Step ×10").click()
     page.get_by_text("Iteration 10", exact=False).wait_for(timeout=60_000)
+    # the Step's model shows at once; its evaluation (a worker's) follows
+    page.wait_for_function("() => ![...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+                           ".some(e => e.textContent.includes('evaluating this step'))", timeout=60_000)
     wait_for_app(page, 60_000)
     k_chart = page.locator('[data-testid="stMain"] [data-testid="dgmPlot"]', has_text="by Monte Carlo from the prior")
     k_chart.first.wait_for(timeout=30_000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import at_iteration, charts, open_page
+from conftest import at_iteration, charts, open_page, settled
 
 
 def _ok(at):
@@ -88,7 +88,7 @@ def test_the_vae_pages_bounds_become_reference_lines():
 def test_the_flows_pages_nll_becomes_a_reference_line_on_the_same_2d_data():
     at = open_page("pages/flows.py", {"data": "moons", "layers": "2", "batch": "128"})  # values the AR page takes too
     at.selectbox(key="flow.speed").set_value(100).run()
-    at.button(key="flow.step").click().run()  # a Step evaluates
+    settled(at.button(key="flow.step").click().run(), "flow")  # a Step evaluates (a worker, or here)
     _ok(at)
     at.switch_page("pages/autoregressive.py").run()
     at.selectbox(key="data").set_value("moons").run()

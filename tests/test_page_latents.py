@@ -6,7 +6,7 @@ import base64
 
 import numpy as np
 
-from conftest import at_iteration, charts, open_page
+from conftest import at_iteration, charts, open_page, settled
 
 
 def _ok(at):
@@ -31,7 +31,7 @@ def test_density_network_page_steps_and_shows_the_gap_to_iwae():
     assert len(charts(at)) == 2  # the K figure (empty until an evaluation) and the samples
     assert any("first evaluation" in i.value for i in at.info)
     at.selectbox(key="latents.speed").set_value(10).run()
-    at.button(key="latents.step").click().run()  # evaluates the initial model, then trains
+    settled(at.button(key="latents.step").click().run(), "latents")  # evaluates the initial model, then trains
     _ok(at)
     assert at_iteration(at) == 10
     metrics = {m.label: m for m in at.metric}
@@ -72,7 +72,7 @@ def test_vq_vae_page_shows_the_codebook_and_its_usage():
     _ok(at)
     assert at.toggle(key="restarts").value is True
     at.selectbox(key="latents.speed").set_value(10).run()
-    at.button(key="latents.step").click().run()
+    settled(at.button(key="latents.step").click().run(), "latents")
     _ok(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["codes in use"].endswith("of 16") and float(metrics["perplexity"]) <= 16
