@@ -57,12 +57,15 @@ class View:
         return None
 
 
-def _is_lessons_run(exp: Experiment, les, cfg: Any) -> bool:
-    """Whether ``cfg`` is the lesson's configuration (its knob values, the others at their defaults)."""
+def _is_lessons_run(exp: Experiment, les, cfg: Any, runtime: dict[str, Any] | None = None) -> bool:
+    """Whether ``cfg`` is the lesson's configuration (its knob values, the others at their defaults), with the
+    page's runtime settings in place of the config's (diffusion passes its sampler and NFE as those)."""
     from dgm.core import config as cfglib
 
     try:
-        return cfglib.to_dict(cfg) == cfglib.to_dict(exp.config(**les.values))
+        got = cfglib.to_dict(cfg)
+        got.update({k: v for k, v in (runtime or {}).items() if k in got})
+        return got == cfglib.to_dict(exp.config(**les.values))
     except (TypeError, ValueError):
         return False
 
@@ -106,7 +109,7 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
     garbage.start_gc()
     worker.prepare()  # a worker process ready for when Play is pressed
     les = common.lesson(exp)
-    if les is not None and not _is_lessons_run(exp, les, cfg):
+    if les is not None and not _is_lessons_run(exp, les, cfg, runtime):
         les = None  # a knob was changed: this run is no longer the lesson's
     if les is not None and les.start:
         warm_steps = max(warm_steps, les.start)  # the lesson opens near its point (cached: session._pretrained)
