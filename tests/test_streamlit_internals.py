@@ -34,7 +34,7 @@ def test_component_assets_are_registered_and_served_from_where_they_lie():
 
 
 def test_the_request_queue_shows_a_pending_click():
-    """dgm/ui/scheduling.py _interaction_pending (and cancelled) read ScriptRequests._state and _rerun_data."""
+    """scheduling.py _interaction_pending (and shutdown.py cancelled) read ScriptRequests._state and _rerun_data."""
     from streamlit.runtime.scriptrunner_utils.script_requests import RerunData, ScriptRequests, ScriptRequestType
 
     req = ScriptRequests()
@@ -66,7 +66,7 @@ def test_a_page_opened_first_can_switch_the_legacy_pages_mode_off():
 
 
 def test_the_runtime_says_when_the_server_stops():
-    """dgm/ui/scheduling.py stopping() reads Runtime.exists() and Runtime.instance().state."""
+    """dgm/ui/shutdown.py stopping() reads Runtime.exists() and Runtime.instance().state."""
     from streamlit.runtime import Runtime, RuntimeState
 
     assert callable(Runtime.exists) and callable(Runtime.instance)
@@ -75,7 +75,7 @@ def test_the_runtime_says_when_the_server_stops():
 
 
 def test_a_script_runs_in_a_daemon_thread_of_the_known_name():
-    """dgm/ui/scheduling.py _stop_threads leaves at once (os._exit) when a thread named SCRIPT_THREAD still runs
+    """dgm/ui/shutdown.py wait_for_training leaves at once (os._exit) when a thread named SCRIPT_THREAD still runs
     at exit: a daemon thread still inside a torch op while the interpreter finalises aborts the server."""
     from streamlit.testing.v1 import AppTest
 
@@ -87,7 +87,7 @@ def test_a_script_runs_in_a_daemon_thread_of_the_known_name():
         t = threading.current_thread()
         st.session_state["thread"] = (t.name, t.daemon)
 
-    from dgm.ui.scheduling import SCRIPT_THREAD
+    from dgm.ui.shutdown import SCRIPT_THREAD
 
     at = AppTest.from_function(script, default_timeout=30).run()
     assert not at.exception

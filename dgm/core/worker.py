@@ -343,11 +343,13 @@ class RemoteRun:
         self.proc.close()
 
 
-def start(exp_name: str, trainer: Trainer, runtime: dict[str, Any], until: int | None = None) -> RemoteRun | None:
+def start(exp_name: str, trainer: Trainer, runtime: dict[str, Any], until: int | None = None,
+          state: dict[str, Any] | None = None) -> RemoteRun | None:
     """Continue ``trainer``'s run in a worker; None when none is ready (or workers are off, or
     the run is not on the CPU). The trainer then stays the replica that ``sync`` updates. With ``until``, a
     job instead: the worker trains to that step (an evaluation left pending first) and sends the run's whole
-    state unasked, which ``finish`` takes; nothing else is asked of it."""
+    state unasked, which ``finish`` takes; nothing else is asked of it. ``state``: the trainer's
+    ``export_state()`` where the caller has it already."""
     if not enabled() or trainer.device.type != "cpu":
         return None
     proc = _POOL.take()
@@ -355,7 +357,7 @@ def start(exp_name: str, trainer: Trainer, runtime: dict[str, Any], until: int |
         return None
     try:
         _send(proc.conn, ("start", exp_name, trainer.config, trainer.seed, _datasets(trainer),
-                        trainer.export_state(), runtime, until))
+                        trainer.export_state() if state is None else state, runtime, until))
     except (OSError, ValueError):
         proc.close()
         return None

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 from dgm.core import worker
 from dgm.core.registry import Experiment
 from dgm.core.train import TrainingDiverged
+from dgm.ui import shutdown
+from dgm.ui.shutdown import Busy as _Busy, cancelled, stopping
 
 if TYPE_CHECKING:
     from dgm.ui.session import LiveState
@@ -46,64 +48,10 @@ IDLE_STOP_SECONDS = 10.0  # the thread stops when no redraw came for this long (
 MAX_TRAIN_SECONDS = 10.0  # a Step, or a frame at a fixed speed, trains at most this long
 REPLAY_SECONDS = 120.0  # a replay link trains at most this long in the server
 REPLAY_MARGIN = 1.5  # ... and stops early only when its estimate is over this many times that
-SCRIPT_THREAD = "ScriptRunner.scriptThread"  # a session's script thread (tests/test_streamlit_internals.py)
-EXIT_WAIT_SECONDS = 20.0  # at exit, how long to wait for training in the server to reach a burst's end (a
-# burst is at least one step: about 3 s for the largest GAN the controls allow, more on a busy laptop)
 # At most one training chunk per core at a time, across all sessions of the server: many threads
 # all running small torch ops would spend their time handing the GIL to one another.
 _CPU_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 _PLAYED: "weakref.WeakSet[LiveState]" = weakref.WeakSet()  # sessions that have played (pacing, exit)
-_EXITING = threading.Event()  # set at interpreter exit
-_BUSY = [0]  # loops training in the server now (replays, steps, chunks); exit waits for them
-_BUSY_LOCK = threading.Condition()
-
-
-# ---- stopping ------------------------------------------------------------------------------------
-
-def stopping() -> bool:
-    """Whether the server is shutting down (SIGTERM, Ctrl-C): every loop of ours then ends within a burst.
-    (Streamlit's runtime state; tests/test_streamlit_internals.py guards it.)"""
-    if _EXITING.is_set():
-        return True
-    try:
-        from streamlit.runtime import Runtime, RuntimeState
-
-        return Runtime.exists() and Runtime.instance().state in (RuntimeState.STOPPING, RuntimeState.STOPPED)
-    except Exception:
-        return False
-
-
-def _requests():
-    """This script run's request queue (a private attribute: tests/test_streamlit_internals.py guards it)."""
-    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
-
-    return get_script_run_ctx(suppress_warning=True).script_requests  # None outside a script run (the CLI)
-
-
-def cancelled() -> bool:
-    """Whether the work of this script run should end now: the server stops, or the session does (its tab
-    closed)."""
-    if stopping():
-        return True
-    try:
-        from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
-
-        return _requests()._state == ScriptRequestType.STOP
-    except Exception:
-        return False
-
-
-class _Busy:
-    """Counts a loop that trains in the server, so that the interpreter's exit can wait for it to end."""
-
-    def __enter__(self) -> None:
-        with _BUSY_LOCK:
-            _BUSY[0] += 1
-
-    def __exit__(self, *exc) -> None:
-        with _BUSY_LOCK:
-            _BUSY[0] -= 1
-            _BUSY_LOCK.notify_all()
 
 
 # ---- training here ------------------------------------------------------------------------------
@@ -151,8 +99,8 @@ def step(exp: Experiment, s: LiveState, n: int) -> None:
     end = t.iteration + n
     meets = t.eval_pending() or any(t.eval_due(i) for i in range(t.iteration + 1, end + 1))
     if meets and slow:
-        base = t.export_state(full=True)  # (a copy, which the job is sent from too)
-        s.tail = worker.start(exp.name, t, t.runtime_dict(), until=end)
+        base = t.export_state(full=True)  # the Step's start: the job is sent it, and a lost job comes back to it
+        s.tail = worker.start(exp.name, t, t.runtime_dict(), until=end, state=base)
         if s.tail is not None:
             s.tail_base = base
             train(s, n, evaluate=False)
@@ -354,31 +302,10 @@ def drop_remote(s: LiveState) -> None:
 
 @atexit.register
 def _stop_threads() -> None:
-    """At interpreter exit, let training in the server finish its burst: a thread killed inside a torch op
-    aborts the process ("terminate called without an active exception")."""
-    _EXITING.set()
+    """At interpreter exit: no session plays any more, and the server waits for its training (shutdown.py)."""
     for s in list(_PLAYED):
         s.playing = False
-    deadline = time.monotonic() + EXIT_WAIT_SECONDS
-    for s in list(_PLAYED):
-        if s.thread is not None:
-            s.thread.join(timeout=max(0.0, deadline - time.monotonic()))
-    with _BUSY_LOCK:
-        idle = _BUSY_LOCK.wait_for(lambda: _BUSY[0] == 0, timeout=max(0.0, deadline - time.monotonic()))
-    # Streamlit's script threads are daemons: one still drawing a page (a large model's figures are torch ops
-    # of seconds) when the interpreter finalises aborts the process the same way, so a server that has one
-    # leaves at once too (waiting for it held a restart past its caller's patience)
-    drawing = any(t.name == SCRIPT_THREAD and t.is_alive() and t is not threading.current_thread()
-                  for t in threading.enumerate())
-    if drawing and idle:
-        logging.shutdown()
-        os._exit(0)
-    if not idle or any(s.thread is not None and s.thread.is_alive() for s in list(_PLAYED)):
-        # a thread still inside a torch op when the interpreter finalises would abort the process:
-        # end it now instead (the worker processes and the zygote clean up after themselves)
-        log.warning("training in the server did not stop within %g s; exiting now", EXIT_WAIT_SECONDS)
-        logging.shutdown()
-        os._exit(0)
+    shutdown.wait_for_training([s.thread for s in list(_PLAYED)])
 
 
 # ---- pacing ----------------------------------------------------------------------------------------
@@ -397,7 +324,7 @@ def _interaction_pending() -> bool | None:
     try:
         from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
 
-        req = _requests()
+        req = shutdown.script_requests()
         return req._state == ScriptRequestType.STOP or (
             req._state == ScriptRequestType.RERUN and not req._rerun_data.fragment_id_queue)
     except Exception:

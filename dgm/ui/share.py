@@ -12,7 +12,7 @@ import streamlit as st
 from dgm.core import export as X
 from dgm.core.userdata import CUSTOM
 from dgm.core.registry import Experiment
-from dgm.ui import common, persist, scheduling, session, userdata
+from dgm.ui import common, persist, scheduling, session, shutdown, userdata
 
 WEIGHTS_UPLOAD = "weights_upload"
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def bar(exp: Experiment, s: session.LiveState, cols=None) -> None:
             steps, why = max(t.iteration, 1), _gif_unavailable(s)
             st.download_button("The run as an animated GIF", file_name=f"{exp.name}_run.gif", mime="image/gif",
                                data=lambda: X.animation_gif(make, lambda tr: next(iter(exp.figures(tr).values())),
-                                                            steps=steps, should_stop=scheduling.stopping,
+                                                            steps=steps, should_stop=shutdown.stopping,
                                                             max_seconds=scheduling.REPLAY_SECONDS),
                                on_click="ignore", width="stretch", disabled=why is not None,
                                help=why or "Replays this run from its seed and draws 16 frames from step 0 to now.")

@@ -25,7 +25,7 @@ from dgm.core import registry
 from dgm.studies import engine, summary
 from dgm.studies.spec import StudyError, StudySpec, key
 from dgm.studies.store import Store
-from dgm.ui import common, scheduling
+from dgm.ui import common, shutdown
 from dgm.ui.pages import all_pages
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def _work(job: Job) -> None:
     executor = "ray" if engine.ray_address(None) else "inline"  # a cluster the server is configured for
     try:
         engine.run_study(job.spec, job.out, executor=executor, on_progress=seen,
-                         should_stop=lambda: job.stop or scheduling.stopping())
+                         should_stop=lambda: job.stop or shutdown.stopping())
     except StudyError as e:
         job.error = str(e)
     except Exception:  # a failure of ours: a message on the page, the traceback in the server's log
