@@ -326,3 +326,36 @@ def test_a_step_whose_evaluation_no_worker_can_take_does_it_here(monkeypatch):
     ref = exp.make(cfg, seed=1, device="cpu")
     ref.step(20)
     assert same_run(ref, t)
+
+
+def test_a_stop_that_comes_just_before_an_evaluation_is_answered_with_the_state_before_it():
+    """A stop the training loop has not taken when it starts an evaluation is answered at once with the state
+    from before that evaluation ("early"), like one that comes during it. (It used to wait BUSY_AFTER, answer
+    "busy", and its server, waiting a second more for a state stuck behind seconds of evaluation, gave the run up
+    for its last checkpoint: a Pause lost the steps since.)"""
+    import multiprocessing
+    import threading
+
+    from dgm.core.worker_main import BUSY_AFTER, _Inbox, recv, send
+
+    server, there = multiprocessing.Pipe()
+    inbox = _Inbox(there)
+    t = registry.get("demo").make(DemoConfig(), seed=0, device="cpu")
+    t.step(5)
+    send(server, ("stop", {}))
+    time.sleep(BUSY_AFTER / 5)  # the loop is still training: no answer yet
+    assert not server.poll(0)
+    done = threading.Event()
+
+    def evaluate():
+        with inbox.evaluating(t):  # the evaluation starts before the loop takes the stop
+            done.wait(10)
+
+    threading.Thread(target=evaluate, daemon=True).start()
+    try:
+        assert server.poll(BUSY_AFTER * 0.8), "no answer once the evaluation started"
+        reply = recv(server)
+        assert reply[0] == "early" and reply[1]["state"]["iteration"] == 5
+    finally:
+        done.set()
+        server.close()

@@ -124,8 +124,8 @@ def _job(conn: Connection, trainer: Trainer, until: int) -> None:
 class _Inbox:
     """The server's messages, read by a thread of their own: a message the training loop has not taken
     within BUSY_AFTER (it is in a long evaluation) is answered ("busy",) at once, so that the server can
-    tell a busy worker from a hung one. A stop that comes during an evaluation is answered at once with the
-    run's whole state from before it (("early", state, rate, None): see ``evaluating``), a Pause that does
+    tell a busy worker from a hung one. A stop that comes during an evaluation (or just before one starts) is
+    answered at once with the run's whole state from before it (("early", state, rate, None): see ``evaluating``), a Pause that does
     not wait for the evaluation. The loop still takes the message afterwards: it applies a sync's settings
     without answering again, and answers a stop with the run's whole state (after an early answer: the same
     run with the evaluation done, which the server takes if it still waits for it)."""
@@ -151,6 +151,7 @@ class _Inbox:
         state = trainer.export_state(full=True)
         with self.cv:
             self.before_eval = state
+            self.cv.notify_all()  # a stop waiting to be taken is answered with it now
         try:
             yield
         finally:
@@ -173,13 +174,16 @@ class _Inbox:
             with self.cv:
                 self.msg, self.answered = msg, False
                 self.cv.notify_all()
-                early = self.before_eval if msg[0] == "stop" else None
-                if early is not None:  # the loop is in an evaluation: it takes the message after it
-                    reply = ("early", early, self.rate, None)
-                elif self.cv.wait_for(lambda: self.msg is not msg, timeout=BUSY_AFTER):
-                    continue
-                else:
+                stop = msg[0] == "stop"
+                # taken by the loop, or (a stop) the loop in an evaluation, now or once it starts one: a stop that
+                # came just before an evaluation once got "busy", and its server then gave the run up
+                if not self.cv.wait_for(lambda: self.msg is not msg or (stop and self.before_eval is not None),
+                                        timeout=BUSY_AFTER):
                     reply = ("busy",)
+                elif self.msg is not msg:
+                    continue
+                else:  # the loop is in an evaluation: it takes the message after it
+                    reply = ("early", self.before_eval, self.rate, None)
                 self.answered = True
             if reply[0] == "early" and self.loop_thread:  # the paused page redraws now: the rest of the
                 _lower_priority(self.loop_thread)  # evaluation gives it the CPU (lowered before the answer)
