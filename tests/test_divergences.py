@@ -300,6 +300,72 @@ def test_reverse_kl_seeks_a_mode_and_forward_kl_sits_between(target):
     assert float(torch.linalg.norm(centers - fwd, dim=1).min()) > 1.0
 
 
+def test_the_lessons_widths_are_the_fits_spreads_forward_kl_at_ps_and_reverse_kl_at_one_modes():
+    """The watched width (√ trace of the fit's covariance) is, for forward KL, p's own (moment matching, a closed
+    form of the mixture) and, for reverse KL on far-apart modes, about one mode's; their ratio is the watch."""
+    from dgm.families.divergences import lessons
+
+    cfg = DivergenceConfig(target="bimodal", spread=2.0)
+    t = DivergenceTrainer(cfg, seed=0, device="cpu", objectives=("forward_kl", "reverse_kl"))
+    t.step(500)
+    _, cov_p = t.target.moments()
+    assert lessons._spread(t, "forward_kl") == pytest.approx(float(torch.trace(cov_p).sqrt()), rel=0.02)
+    one_mode = float(torch.trace(t.target.covs[0].double()).sqrt())
+    assert lessons._spread(t, "reverse_kl") == pytest.approx(one_mode, rel=0.1)
+    assert lessons._covers_over_seeks(t) == pytest.approx(lessons._spread(t, "forward_kl") / one_mode, rel=0.1)
+
+
+def test_modes_left_out_counts_the_modes_a_fitted_mixture_has_no_mass_on():
+    """A two-component q put by hand on two of the three modes leaves out one; both components on one mode, two;
+    the counted fit is the objective's best start."""
+    from dgm.families.divergences import lessons
+
+    t = DivergenceTrainer(DivergenceConfig(target="trimodal", family="mixture", k=2, starts=1), seed=0, device="cpu",
+                          objectives=("forward_kl", "reverse_kl"))
+    mu, scale = t.target.means, t.target.scale_tril.diagonal(dim1=-2, dim2=-1)
+    with torch.no_grad():
+        t.q.loc[1] = mu[[0, 2]]  # reverse KL's row: on modes 1 and 3, each as wide as its mode
+        t.q.log_scale[1] = scale[[0, 2]].log()
+        t.q.off[1] = 0.0
+        t.q.loc[0] = mu[[1, 1]]  # forward KL's row: both components on mode 2
+        t.q.log_scale[0] = scale[[1, 1]].log()
+        t.q.off[0] = 0.0
+    assert lessons._modes_left_out(t, "reverse_kl") == 1
+    assert lessons._modes_left_out(t, "forward_kl") == 2
+
+
+def test_the_monte_carlo_reverse_kl_jitters_and_the_quadrature_does_not():
+    from dgm.families.divergences import lessons
+
+    curves = {}
+    for mc in (False, True):
+        t = DivergenceTrainer(DivergenceConfig(target="bimodal", mc=mc, mc_n=2), seed=3, device="cpu",
+                              objectives=("reverse_kl",))
+        t.step(150)
+        curves[mc] = lessons._curve_jitter(t)
+        ys = [r["fit_reverse_kl"] for r in t.history.rows[-50:]]
+        assert curves[mc] == pytest.approx(float(np.std(np.diff(ys), ddof=1)), rel=1e-9)
+    assert curves[True] >= lessons.JITTER > 100 * curves[False]
+
+
+def test_the_exact_values_are_kept_until_q_changes():
+    """``exact`` is asked for several times a frame (the figures, the lesson's watch): computed once per q, and
+    again after a step, an edit of q's parameters or a restore."""
+    t = DivergenceTrainer(DivergenceConfig(res=32), seed=0, device="cpu", objectives=("forward_kl", "reverse_kl"))
+    ckpt = t.checkpoint()
+    a = t.exact()
+    assert t.exact() is a and t.exact(refine=False) is not a
+    with torch.no_grad():
+        t.q.loc.add_(0.5)
+    b = t.exact()
+    assert b is not a and b[0]["forward_kl"] != a[0]["forward_kl"]
+    t.step(1)
+    c = t.exact()
+    assert c is not b and c[0]["forward_kl"] != b[0]["forward_kl"]
+    t.restore(ckpt)
+    assert t.exact() == a
+
+
 def test_each_fit_is_best_under_its_own_objective_on_the_default_page():
     t = DivergenceTrainer(DivergenceConfig(), seed=0, device="cpu")
     t.step(300)

@@ -3,6 +3,7 @@ knobs, bad links give a warning, the restarts button stores its result."""
 
 from __future__ import annotations
 
+import pytest
 from conftest import open_page
 
 from dgm.ui import divergences as ui
@@ -83,3 +84,17 @@ def test_separation_scan_button_draws_where_each_fit_switches():
     assert not at.exception and not at.error
     assert at.session_state[ui.SCAN_KEY]["res"]["fits"]["js"]["switch"] is not None
     assert any("Jensen-Shannon: covers up to" in c.value for c in at.caption)
+
+
+def test_a_lesson_link_opens_fitted_with_its_number_at_the_lessons_point():
+    """The page opens fitted (WARM_STEPS), so a lesson's number is there at once: here the forward-KL fit 4.28
+    times as wide as the reverse-KL fit (between the humps against on one hump; the point: ≥ 3)."""
+    from dgm.families.divergences import lessons
+
+    at = open_page(PAGE, params={"preset": "1D: two humps, one Gaussian"})
+    assert not at.exception and not at.error
+    t = _trainer(at)
+    line = next(c.value for c in at.caption if "Iteration" in c.value)
+    want = lessons._covers_over_seeks(t)
+    assert t.iteration == ui.WARM_STEPS and want == pytest.approx(4.28, abs=0.01)
+    assert f"forward-KL width ÷ reverse-KL width **{want:.3g}** ✓ the lesson's point" in line
