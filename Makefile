@@ -45,7 +45,7 @@ test: setup-test
 	$(PY) -m ruff check --select F,E9 --quiet app.py pages dgm tests bench
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
-## every lesson that watches a number, played to its point in the browser (make test plays six of them)
+## every lesson that watches a number, played to its point in the browser (make test plays four of them)
 test-lessons: setup-test
 	$(PY) -m pytest -n $(TEST_WORKERS) tests/test_browser_classroom.py -k lesson_reaches -m ""
 

@@ -187,16 +187,26 @@ def _record_events(pg) -> None:
 def wait_for_app(pg, timeout_ms: int = 60_000) -> None:
     """Wait until the app is connected, the script has finished and no skeleton remains."""
     pg.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
-    pg.wait_for_function(
-        """() => {
-            const app = document.querySelector('[data-testid="stApp"]');
-            if (!app) return false;
-            const skeleton = document.querySelector('[data-testid="stSkeleton"]');
-            return app.getAttribute('data-test-script-state') === 'notRunning'
-                && app.getAttribute('data-test-connection-state') === 'CONNECTED' && !skeleton;
-        }""",
-        timeout=timeout_ms,
-    )
+    try:
+        pg.wait_for_function(
+            """() => {
+                const app = document.querySelector('[data-testid="stApp"]');
+                if (!app) return false;
+                const skeleton = document.querySelector('[data-testid="stSkeleton"]');
+                return app.getAttribute('data-test-script-state') === 'notRunning'
+                    && app.getAttribute('data-test-connection-state') === 'CONNECTED' && !skeleton;
+            }""",
+            timeout=timeout_ms,
+        )
+    except Exception:  # say what kept it busy (a CI machine's files are gone afterwards)
+        try:
+            state = pg.evaluate("""() => { const a = document.querySelector('[data-testid="stApp"]');
+                return a && [a.getAttribute('data-test-script-state'), a.getAttribute('data-test-connection-state'),
+                             document.querySelectorAll('[data-testid="stSkeleton"]').length]; }""")
+        except Exception as e:  # the page itself may be what failed
+            state = f"unreadable: {str(e)[:200]}"
+        raise AssertionError(f"the app never went idle in {timeout_ms / 1000:.0f} s (script state, connection, "
+                             f"skeletons: {state}); the page shows {shown(pg, 'not-idle')}") from None
     pg.wait_for_timeout(500)
 
 

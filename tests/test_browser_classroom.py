@@ -39,10 +39,10 @@ def test_the_figure_comes_first_and_chart_titles_fit(app_server, browser):
     ctx.close()
 
 
-#: lessons played to their point here, one or two per family whose lessons watch a number (each costs up to a
-#: minute of the suite); bench/classroom.py plays every lesson that watches one and times it
-PLAYED = ("vanilla GAN collapses", "WGAN-GP covers every mode", "posterior collapse", "diffusion does not drop modes",
-          "small data overfits", "2D: p(x1) p(x2|x1)")
+#: lessons played to their point here: four pages, each lesson 5-20 s of the suite (the watch, its status line and
+#: a fast-forward are one mechanism on every page); `make test-lessons` plays every lesson that watches a number,
+#: and bench/classroom.py times them
+PLAYED = ("vanilla GAN collapses", "posterior collapse", "2D: p(x1) p(x2|x1)", "mode covering vs seeking")
 WATCHED = [(info, les) for info in PAGES for les in registry.get(info.experiment).lessons
            if les.watch is not None and les.name in PLAYED]
 #: every lesson that watches a number: the others run with `make test-lessons` (pytest -m every_lesson; about

@@ -29,8 +29,10 @@ CASES = {
     "vae-2d-mog-freebits": (VAETrainer, VAESeeds, VAEConfig(data="8gaussians", prior="mog", free_bits=0.5,
                                                             width=64), "model"),
     "diffusion-ddpm-ema": (DiffusionTrainer, DiffusionSeeds, DiffusionConfig(batch=128), "net"),
+    # a small network sampled with 20 steps: the pairs drawn at the reflow and the evaluations are its ODE's
     "flow-matching-ot-reflow": (DiffusionTrainer, DiffusionSeeds,
-                                DiffusionConfig(model="flow", coupling="ot", reflow_at=6, batch=128), "net"),
+                                DiffusionConfig(model="flow", coupling="ot", reflow_at=6, batch=128, width=32, depth=2,
+                                                nfe=20), "net"),
     "diffusion-conditional": (DiffusionTrainer, DiffusionSeeds, DiffusionConfig(conditional=True, batch=128), "net"),
 }
 
