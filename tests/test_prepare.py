@@ -103,6 +103,27 @@ def test_prepare_trains_the_state_a_lesson_link_opens_at(run_dir, monkeypatch, c
     assert "step 20, on disk already" in capsys.readouterr().out
 
 
+def test_prepare_trains_whole_a_fast_forward_a_page_would_cut(run_dir, monkeypatch, capsys):
+    """Ahead of a class there is time: a fast-forward longer than a page may train (REPLAY_SECONDS; the lottery's
+    2,000 steps of eight runs on two cores) is cut on the page and trained whole by the command, which the page
+    then opens at once."""
+    exp = registry.get("vae")
+    les = exp.lesson("posterior collapse")
+    short = dataclasses.replace(exp, lessons=tuple(dataclasses.replace(x, start=20) if x is les else x
+                                                   for x in exp.lessons))
+    get = registry.get
+    monkeypatch.setattr(registry, "get", lambda name: short if name == "vae" else get(name))
+    monkeypatch.setattr(scheduling, "REPLAY_SECONDS", 0.0)  # no time at all on a page
+    cj = session.config_json(exp.config(**les.values))
+    with pytest.raises(scheduling.ReplayCut):
+        session.fast_forward("vae", cj, 0, 20)
+    assert not list(run_dir.glob("*.warm.pt"))
+    assert prepare.main(["--only", "posterior collapse"]) == 0
+    assert "vae · posterior collapse: step 20, trained in" in capsys.readouterr().out
+    state, took = session.fast_forward("vae", cj, 0, 20)
+    assert took == 0.0 and state["iteration"] == 20
+
+
 @pytest.mark.parametrize("name", registry.names())
 def test_every_experiments_run_is_kept_as_tensors_and_plain_containers(name, run_dir):
     """A run on disk is read back with torch.load(weights_only=True): a numpy array in a checkpoint (the arena's

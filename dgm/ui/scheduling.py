@@ -116,14 +116,15 @@ class ReplayCut(Exception):
         self.state = state
 
 
-def replay(trainer, steps: int) -> None:
+def replay(trainer, steps: int, seconds: float | None = None) -> None:
     """Train a replay link's ``steps`` from the start, here (the session's script thread), in bursts. Raises
-    ReplayCut with the state reached when the whole takes longer than REPLAY_SECONDS, or when the session or
-    the server stops. A replay that clearly cannot make it (its estimate over REPLAY_MARGIN times the limit) is
+    ReplayCut with the state reached when the whole takes longer than ``seconds`` (REPLAY_SECONDS: a page's;
+    ``python -m dgm prepare``, ahead of a class, takes all the time it needs), or when the session or the server stops. A replay that clearly cannot make it (its estimate over REPLAY_MARGIN times the limit) is
     cut as soon as the estimate is sound: the training rate measured over at least a second after the first
     burst (which carries one-time costs), evaluations apart, plus the evaluations the schedule still holds at
     the time they have taken so far. (Counting the early schedule's evaluations as training once made a 500-step
     diffusion link on a busy machine look like 2 minutes at step 20, and cut it there: it takes 25 s.)"""
+    seconds = REPLAY_SECONDS if seconds is None else seconds
     t0 = time.perf_counter()
     start = (t0, trainer.iteration, trainer.eval_seconds, trainer.evals_timed)
     first: list[tuple[float, int, float, int]] = []  # after the first burst: time, steps, eval seconds, evals
@@ -140,7 +141,7 @@ def replay(trainer, steps: int) -> None:
 
     def over() -> bool:
         now = time.perf_counter()
-        if cancelled() or now - t0 > REPLAY_SECONDS:
+        if cancelled() or now - t0 > seconds:
             return True
         if not trainer.iteration:
             return False
@@ -148,7 +149,7 @@ def replay(trainer, steps: int) -> None:
             first.append((now, trainer.iteration, trainer.eval_seconds, trainer.evals_timed))
             return False
         eta, training = estimate(first[0], now)
-        return training >= 1.0 and trainer.iteration > first[0][1] and eta > REPLAY_MARGIN * REPLAY_SECONDS
+        return training >= 1.0 and trainer.iteration > first[0][1] and eta > REPLAY_MARGIN * seconds
 
     with _Busy():
         done = trainer.run(steps=steps, burst=None, should_stop=over)
@@ -161,7 +162,7 @@ def replay(trainer, steps: int) -> None:
                 else f"{took:,.0f} seconds")
         raise ReplayCut(trainer.checkpoint(), (
             f"This link replays {steps:,} steps: at {steps / took:,.1f} steps/s here that would take about {when}, "
-            f"and a replay trains at most {REPLAY_SECONDS / 60:g} minutes in the server. It stopped at step "
+            f"and a replay trains at most {seconds / 60:g} minutes in the server. It stopped at step "
             f"{done:,}: press Play to go on from there, or open the link with fewer steps or a smaller model."))
 
 

@@ -147,11 +147,13 @@ def _pretrained(exp_name: str, cfg_json: str, seed: int, steps: int) -> tuple[di
     return fast_forward(exp_name, cfg_json, seed, steps)
 
 
-def fast_forward(exp_name: str, cfg_json: str, seed: int, steps: int) -> tuple[dict, float]:
+def fast_forward(exp_name: str, cfg_json: str, seed: int, steps: int,
+                 seconds: float | None = None) -> tuple[dict, float]:
     """The state ``steps`` steps into the CPU run of ``exp_name`` with settings ``cfg_json`` (sorted JSON of
     the config) and ``seed``, and the seconds it took to train now (0: read from the server's disk, where
     the first visit, or ``python -m dgm prepare``, left it: a lesson opens at once in class if its teacher
-    opened it the day before). Raises ReplayCut, and keeps nothing, when the training would take too long."""
+    opened it the day before). Raises ReplayCut, and keeps nothing, when the training would take longer than
+    ``seconds`` (a page's REPLAY_SECONDS when None)."""
     key = persist.warm_key(exp_name, cfg_json, seed, steps)
     kept = persist.load_warm(key)
     if kept is not None:
@@ -159,7 +161,7 @@ def fast_forward(exp_name: str, cfg_json: str, seed: int, steps: int) -> tuple[d
     exp = registry.get(exp_name)
     trainer = exp.make(exp.config(**json.loads(cfg_json)), seed=seed, device="cpu")
     t0 = time.perf_counter()
-    scheduling.replay(trainer, steps)  # a ReplayCut is not kept: the next visit tries again
+    scheduling.replay(trainer, steps, seconds)  # a ReplayCut is not kept: the next visit tries again
     took = time.perf_counter() - t0
     persist.save_warm(key, trainer.last_good)
     return trainer.last_good, took
