@@ -80,15 +80,22 @@ def test_everything_a_run_depends_on_names_another_fast_forward(monkeypatch):
     assert key not in others and len(others) == 7
 
 
-def test_prepare_trains_the_state_a_lesson_link_opens_at(run_dir, monkeypatch, capsys):
-    """The command keeps what the lesson's page asks for (the same key: the link's config, seed 0); run again, it
-    finds it on disk."""
+def _short_lesson(monkeypatch):
+    """The VAE and its posterior-collapse lesson, fast-forwarded 20 steps instead of its hundreds (the mechanism,
+    not the time)."""
     exp = registry.get("vae")
     les = exp.lesson("posterior collapse")
     short = dataclasses.replace(exp, lessons=tuple(dataclasses.replace(x, start=20) if x is les else x
                                                    for x in exp.lessons))
     get = registry.get
     monkeypatch.setattr(registry, "get", lambda name: short if name == "vae" else get(name))
+    return exp, les
+
+
+def test_prepare_trains_the_state_a_lesson_link_opens_at(run_dir, monkeypatch, capsys):
+    """The command keeps what the lesson's page asks for (the same key: the link's config, seed 0); run again, it
+    finds it on disk."""
+    exp, les = _short_lesson(monkeypatch)
     assert [le.name for _, le in prepare.lessons("POSTERIOR")] == [les.name]
     assert prepare.main(["--only", "posterior collapse"]) == 0
     assert "vae · posterior collapse: step 20, trained in" in capsys.readouterr().out
@@ -107,12 +114,7 @@ def test_prepare_trains_whole_a_fast_forward_a_page_would_cut(run_dir, monkeypat
     """Ahead of a class there is time: a fast-forward longer than a page may train (REPLAY_SECONDS; the lottery's
     2,000 steps of eight runs on two cores) is cut on the page and trained whole by the command, which the page
     then opens at once."""
-    exp = registry.get("vae")
-    les = exp.lesson("posterior collapse")
-    short = dataclasses.replace(exp, lessons=tuple(dataclasses.replace(x, start=20) if x is les else x
-                                                   for x in exp.lessons))
-    get = registry.get
-    monkeypatch.setattr(registry, "get", lambda name: short if name == "vae" else get(name))
+    exp, les = _short_lesson(monkeypatch)
     monkeypatch.setattr(scheduling, "REPLAY_SECONDS", 0.0)  # no time at all on a page
     cj = session.config_json(exp.config(**les.values))
     with pytest.raises(scheduling.ReplayCut):
