@@ -118,9 +118,10 @@ class ReplayCut(Exception):
 
 def replay(trainer, steps: int, seconds: float | None = None) -> None:
     """Train a replay link's ``steps`` from the start, here (the session's script thread), in bursts. Raises
-    ReplayCut with the state reached when the whole takes longer than ``seconds`` (REPLAY_SECONDS: a page's;
-    ``python -m dgm prepare``, ahead of a class, takes all the time it needs), or when the session or the server stops. A replay that clearly cannot make it (its estimate over REPLAY_MARGIN times the limit) is
-    cut as soon as the estimate is sound: the training rate measured over at least a second after the first
+    ReplayCut with the state reached when the whole takes longer than ``seconds`` (None: REPLAY_SECONDS, a page's;
+    ``python -m dgm prepare``, ahead of a class, takes all the time it needs), or when the session or the server
+    stops. A replay that clearly cannot make it (its estimate over REPLAY_MARGIN times the limit) is cut as soon
+    as the estimate is sound: the training rate measured over at least a second after the first
     burst (which carries one-time costs), evaluations apart, plus the evaluations the schedule still holds at
     the time they have taken so far. (Counting the early schedule's evaluations as training once made a 500-step
     diffusion link on a busy machine look like 2 minutes at step 20, and cut it there: it takes 25 s.)"""

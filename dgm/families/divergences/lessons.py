@@ -71,6 +71,7 @@ THEORY = (
     "brings.",
 )
 
+
 def _spread(t: DivergenceTrainer, name: str) -> float:
     """How wide the q fitted by ``name`` is (its best start, as the page draws it): the square root of its
     covariance's trace, the whole mixture's."""

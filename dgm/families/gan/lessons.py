@@ -250,10 +250,10 @@ SEEDS_LESSONS = (
            "The same eight seeds with the Wasserstein loss and a gradient penalty. Compare the spread of the "
            "mode counts in the table with the plain loss's: a remedy for mode collapse should narrow the "
            "spread, not only move the best run. The lesson opens after 2,000 steps (a fast-forward, trained once "
-           "and kept), where every run has been evaluated twice.",
+           "and kept), at the runs' evaluation there.",
            look="the spread of the mode counts over the eight seeds: 1 or less, the plain loss's 3 or more",
            # at step 2,000 the best run minus the worst is 0-1 on seeds 0-4 (and 1 at 3,000), where the plain
-           # loss's is 3-4 (the first lesson): the runs are evaluated at steps 1,000, 2,000, 3,000, ...
+           # loss's is 3-4 (the first lesson); after the early schedule the runs are evaluated every 1,000 steps
            watch=Watch("modes captured: best run − worst run", evaluated("modes_max", minus="modes_min"),
                        lambda v: v <= 1, "≤ 1", every=500, max_steps=3000, after=2000),
            start=2000),
