@@ -20,7 +20,7 @@ import torch
 from conftest import open_page, text
 from dgm.core import export, registry, userdata, worker
 from dgm.families.gan.trainer import GANConfig
-from dgm.ui import scheduling, session
+from dgm.ui import scheduling, session, shutdown
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_GAN = GANConfig(g_width=16, d_width=16, batch=64)
@@ -290,11 +290,14 @@ def test_a_replay_whose_evaluations_are_slow_is_not_cut_by_its_estimate(monkeypa
 
 def test_training_in_the_server_stops_when_the_server_does(monkeypatch):
     s = live("gan", GANConfig(**{k: int(v) for k, v in HEAVY_GAN.items()}))
-    monkeypatch.setattr(scheduling, "stopping", lambda: True)
+    monkeypatch.setattr(shutdown, "stopping", lambda: True)  # what every loop asks (cancelled() too)
     scheduling.train(s, 1000)  # a Step x1000 of a heavy model: ends within a burst
     assert s.trainer.iteration <= 1 and s.error is None
+    at = s.trainer.iteration
     with pytest.raises(scheduling.ReplayCut):
         scheduling.replay(s.trainer, 50_000)
+    # cut by the stop before a step, not by its estimate (which would need a second of training first)
+    assert s.trainer.iteration == at
 
 
 def test_what_breaks_while_the_server_stops_is_no_error_of_the_run(monkeypatch, caplog):
@@ -307,12 +310,12 @@ def test_what_breaks_while_the_server_stops_is_no_error_of_the_run(monkeypatch, 
         raise RuntimeError("can't register atexit after shutdown")
 
     monkeypatch.setattr(s.trainer, "run", fails)
-    monkeypatch.setattr(scheduling, "stopping", lambda: True)
+    monkeypatch.setattr(shutdown, "stopping", lambda: True)
     with caplog.at_level("INFO"):
         scheduling.train(s, 10)
     assert s.error is None and s.trainer.iteration == 0
     assert not [r for r in caplog.records if r.exc_info], "no traceback in the log"
-    monkeypatch.setattr(scheduling, "stopping", lambda: False)
+    monkeypatch.setattr(shutdown, "stopping", lambda: False)
     scheduling.train(s, 10)  # the same failure while the server runs is the run's error, said on the page
     assert "can't register atexit" in s.error
 

@@ -126,8 +126,8 @@ class _Inbox:
     """The server's messages, read by a thread of their own: a message the training loop has not taken
     within BUSY_AFTER (it is in a long evaluation) is answered ("busy",) at once, so that the server can
     tell a busy worker from a hung one. A stop that comes during an evaluation (or just before one starts) is
-    answered at once with the run's whole state from before it (("early", state, rate, None): see ``evaluating``), a Pause that does
-    not wait for the evaluation. The loop still takes the message afterwards: it applies a sync's settings
+    answered at once with the run's whole state from before it (("early", state, rate, None): see
+    ``evaluating``), a Pause that does not wait for the evaluation. The loop still takes the message afterwards: it applies a sync's settings
     without answering again, and answers a stop with the run's whole state (after an early answer: the same
     run with the evaluation done, which the server takes if it still waits for it)."""
 

@@ -31,7 +31,6 @@ from dgm.core import worker
 from dgm.core.registry import Experiment
 from dgm.core.train import TrainingDiverged
 from dgm.ui import shutdown
-from dgm.ui.shutdown import Busy as _Busy, cancelled, stopping
 
 if TYPE_CHECKING:
     from dgm.ui.session import LiveState
@@ -61,19 +60,19 @@ def train(s: LiveState, n: int, evaluate: bool = True) -> None:
     it short), and less when the server stops. A failure becomes the run's message, never an exception.
     (``evaluate``: see ``Trainer.step``.)"""
     t0 = time.perf_counter()
-    over = lambda: stopping() or time.perf_counter() - t0 > MAX_TRAIN_SECONDS  # noqa: E731
+    over = lambda: shutdown.stopping() or time.perf_counter() - t0 > MAX_TRAIN_SECONDS  # noqa: E731
     try:
-        with _Busy():
+        with shutdown.Busy():
             done = s.trainer.run(steps=n, burst=None, should_stop=over, evaluate=evaluate)
     except Exception as e:  # divergence, or any other failure: a message, never a traceback
-        if stopping():  # the server is going away: what breaks meanwhile (e.g. an import refused at the
+        if shutdown.stopping():  # the server is going away: what breaks meanwhile (e.g. an import refused at the
             log.info("training ended by the server's stop: %s", e)  # interpreter's exit) is no failure of the run
             return
         if not isinstance(e, TrainingDiverged):
             log.exception("training failed")
         _stopped(s, worker.error_text(e))
         return
-    if done < n and not stopping():
+    if done < n and not shutdown.stopping():
         s.notice = (f"{n:,} steps at once take longer than {MAX_TRAIN_SECONDS:g} s here: this time it trained "
                     f"{done:,}. Choose fewer steps per frame, or a smaller model.")
     dt = max(time.perf_counter() - t0, 1e-6)
@@ -142,7 +141,7 @@ def replay(trainer, steps: int, seconds: float | None = None) -> None:
 
     def over() -> bool:
         now = time.perf_counter()
-        if cancelled() or now - t0 > seconds:
+        if shutdown.cancelled() or now - t0 > seconds:
             return True
         if not trainer.iteration:
             return False
@@ -152,7 +151,7 @@ def replay(trainer, steps: int, seconds: float | None = None) -> None:
         eta, training = estimate(first[0], now)
         return training >= 1.0 and trainer.iteration > first[0][1] and eta > REPLAY_MARGIN * seconds
 
-    with _Busy():
+    with shutdown.Busy():
         done = trainer.run(steps=steps, burst=None, should_stop=over)
     if done < steps:
         now = time.perf_counter()
@@ -170,7 +169,7 @@ def replay(trainer, steps: int, seconds: float | None = None) -> None:
 def _work(s: LiveState) -> None:
     """The training thread: short chunks while playing and someone is watching, until a worker process
     takes the run over."""
-    while s.playing and s.error is None and s.remote is None and not stopping():
+    while s.playing and s.error is None and s.remote is None and not shutdown.stopping():
         if time.monotonic() - s.last_seen > IDLE_STOP_SECONDS:
             break  # nobody has redrawn for a while (tab closed or hidden); the next redraw restarts it
         with _CPU_SLOTS, s.lock:
