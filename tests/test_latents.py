@@ -17,7 +17,7 @@ def _linear_gaussian(latent=2, d=2, sigma=0.8, seed=0):
     g = torch.Generator().manual_seed(seed)
     W, b = 0.6 * torch.randn(d, latent, generator=g), torch.randn(d, generator=g)
     dec = M.Decoder(d, latent, 8, images=False)
-    lin = nn.Linear(latent, 2 * d)
+    lin = nn.Linear(latent, d + 1)  # the mean, and one log std for every coordinate
     s = math.log(math.expm1(sigma - M.SIGMA_MIN))  # softplus(s) + SIGMA_MIN = sigma
     with torch.no_grad():
         lin.weight.zero_()
@@ -39,6 +39,19 @@ def test_the_monte_carlo_estimate_converges_to_the_exact_marginal_of_a_linear_ga
     assert est == pytest.approx(exact.log_prob(x), abs=3e-3)
     assert small.exp().mean(0).log() == pytest.approx(exact.log_prob(x), abs=1e-2)
     assert (small.mean(0) < exact.log_prob(x) - 1e-3).all()
+
+
+def test_the_2d_decoder_noise_is_the_same_on_both_axes_learned_or_fixed():
+    z = torch.randn(64, 1, generator=torch.Generator().manual_seed(3))
+    x = 2 * torch.randn(5, 2, generator=torch.Generator().manual_seed(4))
+    learned, fixed = M.Decoder(2, 1, 16, images=False), M.Decoder(2, 1, 16, images=False, sigma=0.1)
+    m, log_std = learned.gaussian(z)
+    assert torch.equal(log_std[:, 0], log_std[:, 1]) and log_std.std() > 0  # one σ(z), varying with z
+    m, log_std = fixed.gaussian(z)
+    assert torch.allclose(log_std, torch.full_like(m, math.log(0.1)))
+    ref = torch.distributions.Normal(m.unsqueeze(1), 0.1).log_prob(x.unsqueeze(0)).sum(-1)  # (K, B)
+    assert torch.allclose(fixed.pair_log_lik(x, z), ref, atol=1e-4)
+    assert sum(p.numel() for p in fixed.net[-1].parameters()) == 17 * 2  # no output for a σ it does not learn
 
 
 def test_log_mean_exp_is_exact_where_the_exponentials_underflow():

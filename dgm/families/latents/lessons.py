@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from dgm.core.registry import Experiment, Lesson, PageText, Watch, evaluated
 from dgm.families.latents.figures import figures
 from dgm.families.latents.trainer import LatentsConfig, make_trainer, samples
@@ -74,6 +76,20 @@ ESTIMATOR_NOTE = (
     "depend on the sample."
 )
 
+@torch.no_grad()
+def _modes_on_the_curve(t) -> float | None:
+    """Density network, one-dimensional z on a 2D mixture: how many of the mixture's modes the decoder's mean
+    curve f(z) passes within five of their standard deviations of (z on 2,001 points of the prior's central
+    99.9%: where the page's red prior samples fall). None for other models, data or latent sizes."""
+    if getattr(t, "dist", None) is None or t.dist.centers is None or t.config.latent != 1 or t.images:
+        return None
+    p = torch.linspace(5e-4, 1 - 5e-4, 2001, dtype=torch.float64)
+    z = torch.special.ndtri(p).to(device=t.device, dtype=torch.float32).unsqueeze(1)
+    m = t.decoder.gaussian(z)[0]
+    gap = torch.cdist(t.dist.centers.to(m), m).min(1).values
+    return float((gap <= 5 * t.dist.std).sum())
+
+
 def _codes_in_use(t) -> float | None:
     """VQ-VAE: how many of the codebook's codes the latest evaluation's encoder outputs pick."""
     used = (t.latest_eval or {}).get("used")
@@ -110,12 +126,18 @@ LESSONS = (
     ),
     Lesson(
         "density network on ring8",
-        {"model": "density_net", "data": "ring8", "latent": 1, "k": 100},
+        {"model": "density_net", "data": "ring8", "latent": 1, "k": 1000, "noise": 0.1},
         "a 1-dimensional z pushed through the decoder: one curve through the eight modes",
         "The decoder's mean f(z) is a continuous function of one number, so the prior's samples pushed "
         "through it (red) lie on a single curve that must pass through all eight modes; watch where the "
-        "learned density leaks along it between them.",
+        "learned density leaks along it between them. The number under the figure counts the modes the curve "
+        "passes (within five of their standard deviations): 8 by step 500 on seeds 0-9. The decoder's noise is "
+        "fixed at σ = 0.1 here: with a learned σ it tends to grow over the whole ring first, and on most seeds "
+        "z then stays unused or draws a line through two modes only (3 of 10 seeds bend it through all eight "
+        "by step 3,000). K = 1,000 prior samples per point, as a curve through eight narrow modes needs.",
         look='one curve through the eight modes',
+        watch=Watch("modes the curve passes", _modes_on_the_curve, lambda v: v == 8, "= 8", every=250,
+                    max_steps=3000),
     ),
     Lesson(
         "temperature trades bias for variance",

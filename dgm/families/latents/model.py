@@ -43,21 +43,29 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
 
 class Decoder(nn.Module):
     """p(x|z) for the digits (``images``: categorical over 17 levels per pixel) or for 2D points
-    (Gaussian, mean and log std from z). ``pair_log_lik(x, z)`` is the (K, B) matrix of log p(x_b|z_k)."""
+    (Gaussian, mean and log std from z). ``pair_log_lik(x, z)`` is the (K, B) matrix of log p(x_b|z_k).
 
-    def __init__(self, d_in: int, latent: int, width: int, images: bool):
+    The 2D noise is isotropic, one σ for both coordinates: learned as a function of z, or fixed (``sigma`` >
+    0), as in MacKay's density network. With a σ per axis the decoder can leave one axis to the noise (σ ≈ 2
+    across the ring) and use z for the other only, and a one-dimensional z then never bends into a curve
+    through the modes; a learned σ can still grow over the whole ring early on and keep z unused."""
+
+    def __init__(self, d_in: int, latent: int, width: int, images: bool, sigma: float = 0.0):
         super().__init__()
-        self.d_in, self.latent, self.images = d_in, latent, images
-        self.net = mlp(latent, d_in * (LEVELS if images else 2), width, depth=2)
+        self.d_in, self.latent, self.images, self.sigma = d_in, latent, images, sigma
+        self.net = mlp(latent, d_in * LEVELS if images else d_in + (sigma <= 0), width, depth=2)
 
     def log_probs(self, z: Tensor) -> Tensor:
         """Digits: per-pixel log-probabilities of each level (..., 64, 17)."""
         return torch.log_softmax(self.net(z).unflatten(-1, (self.d_in, LEVELS)), -1)
 
     def gaussian(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """2D: mean (..., 2) and log std (..., 2)."""
-        m, s = self.net(z).chunk(2, -1)
-        return m, torch.log(SIGMA_MIN + F.softplus(s))
+        """2D: mean (..., 2) and log std (..., 2), the same for both coordinates."""
+        out = self.net(z)
+        m = out[..., :self.d_in]
+        if self.sigma > 0:
+            return m, torch.full_like(m, math.log(self.sigma))
+        return m, torch.log(SIGMA_MIN + F.softplus(out[..., self.d_in:])).expand_as(m)
 
     def pair_log_lik(self, x: Tensor, z: Tensor) -> Tensor:
         """log p(x_b | z_k) for every pair: x (B, d) raw data (levels or points), z (K, D) -> (K, B).

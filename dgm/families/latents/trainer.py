@@ -63,6 +63,9 @@ class LatentsConfig:
     fit: str = knob("prior", "how the decoder is trained: by the Monte Carlo estimate with z from the prior "
                     "(the density network), or by the ELBO with an encoder (a VAE)", label="train the decoder with",
                     choices=("prior", "encoder"), group="Model", show=_density)
+    noise: float = knob(0.0, "2D data: the decoder's noise σ, the same on both axes: learned as a function of z "
+                        "(0), or fixed", label="decoder noise σ (0: learned)", choices=(0.0, 0.05, 0.1, 0.2),
+                        group="Data", show=lambda c: c.model == DENSITY and c.data != DIGITS)  # (after the data)
     groups: int = knob(8, "categorical latent variables per image", label="categorical variables",
                        choices=(1, 2, 4, 8, 16), group="Model", show=lambda c: c.model == GUMBEL)
     categories: int = knob(10, "categories of each latent variable", choices=(2, 4, 8, 10, 16), group="Model",
@@ -131,7 +134,7 @@ class DensityNetTrainer(_Base):
         c = self.config
         self.load_data(c.data)
         d_in = self.test_x.shape[1]
-        self.decoder = Decoder(d_in, c.latent, c.width, self.images).to(self.device)
+        self.decoder = Decoder(d_in, c.latent, c.width, self.images, sigma=c.noise).to(self.device)
         self.encoder = Encoder(d_in, c.latent, c.width, self.images).to(self.device)
         if c.fit == "prior":
             self.opt = torch.optim.Adam(self.decoder.parameters(), lr=c.lr)
