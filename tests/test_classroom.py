@@ -152,7 +152,7 @@ def test_the_lessons_played_in_the_browser_exist_and_watch_a_number():
 
     assert sorted(les.name for _, les in WATCHED) == sorted(PLAYED)
     watched = [les for n in registry.names() for les in registry.get(n).lessons if les.watch is not None]
-    assert len(watched) >= 36  # most lessons that train towards a number watch it (bench/classroom.py times them)
+    assert len(watched) >= 41  # most lessons that train towards a number watch it (bench/classroom.py times them)
 
 
 def _sidebar_of_a_link():
@@ -207,3 +207,68 @@ def test_a_lesson_with_sampling_settings_is_still_the_lessons_run_on_the_diffusi
     at = open_page("pages/diffusion.py", params={"preset": les.name})
     assert not at.exception
     assert any(les.watch.label in c.value and "(the point: ≤ 10%" in c.value for c in at.caption)
+
+
+def test_the_density_network_lesson_counts_the_modes_its_mean_curve_passes():
+    """The number is the curve's, not the samples': a decoder mean drawn round the whole ring passes all eight
+    modes, one along the x-axis only the two at (±2, 0); the lesson's own run bends its curve through all eight
+    by step 500 (seed 0; 10 of seeds 0-9 in the closing note's probe), from fewer at the start."""
+    import torch
+
+    exp = registry.get("latents")
+    les = exp.lesson("density network on ring8")
+    t = exp.make(exp.config(**les.values), seed=0, device="cpu")
+    assert les.watch.value(t) < 8 and not les.watch.reached(t)
+    t.step(500)
+    assert les.watch.value(t) == 8 and les.watch.reached(t)
+    ring = lambda z: (torch.cat([2 * torch.cos(1.6 * z), 2 * torch.sin(1.6 * z)], 1), None)  # noqa: E731 (±5.3 rad)
+    line = lambda z: (torch.cat([z, 0 * z], 1), None)  # noqa: E731
+    for curve, passes in ((ring, 8), (line, 2)):
+        t.decoder.gaussian = curve
+        assert les.watch.value(t) == passes
+    other = exp.make(exp.config(**{**les.values, "latent": 2}), seed=0, device="cpu")
+    assert les.watch.value(other) is None  # a surface, not a curve
+
+
+def test_the_learned_prior_lesson_divides_the_marginal_kl_by_the_codes_kl_to_n01():
+    from types import SimpleNamespace
+
+    w = registry.get("vae").lesson("learned prior").watch
+    at = lambda a, step=600: SimpleNamespace(iteration=step, analysis=a)  # noqa: E731
+    assert w.value(at({})) is None  # not evaluated yet (e.g. just restored)
+    assert w.value(at({"surgery": {"marginal_kl": 0.3, "marginal_kl_standard": 2.4}})) == pytest.approx(0.125)
+    assert w.reached(at({"surgery": {"marginal_kl": 0.3, "marginal_kl_standard": 2.4}}))
+    assert not w.reached(at({"surgery": {"marginal_kl": 0.3, "marginal_kl_standard": 0.9}}))
+    assert w.value(at({"surgery": {"marginal_kl": 0.0, "marginal_kl_standard": 0.7}}, step=100)) is None  # too soon
+
+
+def test_the_off_data_lesson_shows_training_fixing_the_score_only_where_the_data_is():
+    """At t = 0.05 the plane's mean error over its p_t-weighted mean: about 80 before training (the exact
+    score is steep away from the ring), past 1,000 by step 500 as the weighted error falls and the other
+    does not (seed 0)."""
+    from dgm.families.diffusion.figures import field_snapshot
+
+    exp = registry.get("diffusion")
+    les = exp.lesson("the score is wrong where there is no data")
+    t = exp.make(exp.config(**les.values), seed=0, device="cpu")
+    before = field_snapshot(t, 0.05)
+    assert 40 < les.watch.value(t) < 200 and not les.watch.reached(t)
+    t.step(500)
+    after = field_snapshot(t, 0.05)
+    assert les.watch.reached(t)
+    assert after["error_at_t"] < before["error_at_t"] / 20  # where the data is: fixed
+    assert float(after["error"].mean()) > float(before["error"].mean()) / 3  # elsewhere: about as wrong
+
+
+def test_the_diffusion_digits_lesson_measures_how_far_samples_lie_from_the_training_digits():
+    exp = registry.get("diffusion")
+    les = exp.lesson("digits")
+    t = exp.make(exp.config(**les.values), seed=0, device="cpu")
+    t.step(0)  # the evaluation at step 0
+    assert t.latest_eval["nearest"] > 3 and not les.watch.reached(t)  # the untrained network draws noise
+    from dgm.ui.diffusion import _caption
+
+    assert "3.7" in _caption(t) and "as far from their nearest training digit" in _caption(t)
+    at = open_page("pages/diffusion.py", params={"preset": les.name})
+    assert not at.exception
+    assert any(les.watch.label in c.value and "(the point: ≤ 1.4)" in c.value for c in at.caption)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 
 import numpy as np
 import pytest
@@ -80,3 +81,14 @@ def test_digits_scores_real_digits_near_the_ideal_and_noise_far_from_it():
     assert train["digits_is"] > 8.5 and noise["digits_is"] < train["digits_is"] - 3
     assert train["confident"] > 0.9 > noise["confident"] + 0.3
     assert train["fid_n"] == 1197
+
+
+def test_the_nearest_digit_ratio_is_one_for_new_digits_zero_for_copies_and_large_for_noise():
+    d = digits()
+    assert quality.nearest_digit_ratio(d.test.x01) == pytest.approx(1.0, abs=1e-12)  # its own reference
+    assert quality.nearest_digit_ratio(d.train.x01) == 0.0  # copies of the training digits
+    noise = quality.nearest_digit_ratio(torch.rand(500, 64, generator=torch.Generator().manual_seed(0)))
+    assert noise > 3
+    with_nan = torch.cat([d.test.x01, torch.full((3, 64), float("nan"))])
+    assert quality.nearest_digit_ratio(with_nan) == pytest.approx(1.0, abs=1e-12)  # non-finite rows left out
+    assert math.isnan(quality.nearest_digit_ratio(torch.full((2, 64), float("nan"))))

@@ -241,6 +241,29 @@ def test_learned_priors_are_mixtures():
         assert s.shape == (5, 3) and torch.isfinite(s).all()
 
 
+def test_the_surgery_measures_the_same_codes_against_n01_and_the_learned_prior():
+    """``marginal_kl_standard`` is KL(q(z) || N(0, I)) from the surgery's own draws: equal to the marginal KL
+    under the standard prior, and under a VampPrior larger by E_q[log p(z) - log N(z; 0, I)] (the mixture and
+    the standard normal from torch.distributions, the draws repeated with the same generator)."""
+    torch.manual_seed(0)
+    x = _digits_batch(40)
+    for prior in ("standard", "vamp"):
+        m = VAE(64, 3, 32, prior=prior, components=4, pseudo_init=_digits_batch(4))
+        with torch.no_grad():
+            mu, logvar = m.encode(x)
+            s = elbo_surgery(m, mu, logvar, gen(21), samples=3)
+            z = reparameterize(mu, logvar, 3, gen(21))
+            means, logvars, logw = m.prior_mixture() if prior == "vamp" else (None, None, None)
+        std = D.Independent(D.Normal(torch.zeros(3), torch.ones(3)), 1)
+        if prior == "standard":
+            assert s["marginal_kl_standard"] == pytest.approx(s["marginal_kl"], abs=1e-6)
+            continue
+        mix = D.MixtureSameFamily(D.Categorical(logits=logw),
+                                  D.Independent(D.Normal(means, torch.exp(0.5 * logvars)), 1))
+        shift = float((mix.log_prob(z) - std.log_prob(z)).mean())
+        assert s["marginal_kl_standard"] - s["marginal_kl"] == pytest.approx(shift, abs=1e-4)
+
+
 # ---- trainer ------------------------------------------------------------------------------------------
 
 SMALL = dict(width=32, batch=64, train_size=200)

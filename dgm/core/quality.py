@@ -147,6 +147,24 @@ def digits_features(x01: Tensor) -> Tensor:
     return digits_classifier().features(x01.float().cpu().clamp(0, 1))
 
 
+@functools.cache
+def _test_to_train() -> float:
+    d = digits()
+    return float(torch.cdist(d.test.x01.double(), d.train.x01.double()).min(1).values.mean())
+
+
+def nearest_digit_ratio(x01: Tensor) -> float:
+    """How far images (N, 64) in [0, 1] lie from the training digits: the mean pixel distance of each to its
+    nearest training digit, over the same mean for the test digits. About 1 for new digits of the same kind;
+    3.7 for uniform noise; below 1 for copies of training digits (memorisation). Non-finite images are left
+    out (nan when none is left)."""
+    x = x01.detach().double().cpu()
+    x = x[torch.isfinite(x).all(1)].clamp(0, 1)
+    if len(x) == 0:
+        return float("nan")
+    return float(torch.cdist(x, digits().train.x01.double()).min(1).values.mean()) / _test_to_train()
+
+
 def digits_scores(x01: Tensor) -> dict[str, float]:
     """Digits-FID (against the test split; ``fid_n`` is the sample count), Digits-IS and the fraction of
     samples classified with probability >= ``CONFIDENT``, for images (N, 64) in [0, 1] (N >= 300 for the

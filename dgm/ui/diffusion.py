@@ -75,6 +75,9 @@ def _caption(trainer) -> str:
         parts.append(f"NLL {e['nll']:.3f} nats (entropy {trainer.entropy:.3f})")
     if "test_loss" in e:
         parts.append(f"held-out denoising loss {e['test_loss']:.3f}")
+    if "nearest" in e:
+        parts.append(f"the samples lie {e['nearest']:.2f}× as far from their nearest training digit as the test "
+                     "digits do (noise: 3.7)")
     r = trainer.runtime
     how = f"{r.sampler}, {int(e['nfe'])} NFE" if "nfe" in e else r.sampler
     if not parts:
@@ -86,7 +89,7 @@ def _caption(trainer) -> str:
                   ("the reflow round's pairs" if trainer.reflowed else "pairs matched by optimal transport") +
                   " the network learns another, straighter field, so its error against it is no flaw, and the "
                   "stochastic samplers (ancestral, Langevin), which read it as a score, go wrong.")
-    n = "100 samples" if trainer.images else "2,500 samples"
+    n = "300 samples" if trainer.images else "2,500 samples"
     return (f"Evaluated every {trainer.eval_every:,} steps on {n} ({how}){where}: " + "; ".join(parts)
             + f".{reflow} The curves use the sampler chosen at the time.")
 
@@ -104,7 +107,7 @@ class DiffusionView(view.View):
         if trainer.images:
             self.top = st.container()
             self.caption = st.container()  # the evaluation's numbers under the main figures: the figure first
-            self.mid = st.columns([1, 1.3])
+            self.mid = st.columns(3)
         else:
             self.top = st.columns(3)
             self.caption = st.container()
@@ -145,8 +148,9 @@ class DiffusionView(view.View):
                     common.plot(lambda: df.image_grid(s["samples"][:36], 6, f"Samples: {s['sampler']}, {s['nfe']} NFE"),
                                 key="diffusion.samples")
                 with self.mid[1]:
-                    common.plot(curves["test_loss"] if "test_loss" in curves else curves["loss"],
-                                key="diffusion.test_loss")
+                    common.plot(curves["nearest"], key="diffusion.nearest")
+                with self.mid[2]:
+                    common.plot(curves["test_loss"], key="diffusion.test_loss")
 
             return show_images
         snap = self.snap if self.snap is not None and self.snap["iteration"] == trainer.iteration else \

@@ -308,6 +308,8 @@ def curve_figures(rows, trainer: DiffusionTrainer) -> dict[str, Any]:
     if trainer.images:
         b["test_loss"] = lambda: _curves(rows, ["test_loss"], "Held-out denoising loss (test digits)",
                                          {"test_loss": "test loss"}, log_y=True)
+        b["nearest"] = lambda: _curves(rows, ["nearest"], "Distance to the nearest training digit",
+                                       {"nearest": "samples ÷ test digits"}, hlines={"test digits": 1.0})
     return b
 
 

@@ -7,7 +7,7 @@ import torch
 from dgm.core.registry import Arena, Experiment, Lesson, PageText, Watch, evaluated
 from dgm.families.diffusion.samplers import log_likelihood
 from dgm.families.diffusion.trainer import NLL_STEPS
-from dgm.families.diffusion.figures import figures
+from dgm.families.diffusion.figures import field_snapshot, figures
 from dgm.families.diffusion.seeds import DiffusionSeeds
 from dgm.families.diffusion.trainer import DiffusionConfig, DiffusionTrainer
 
@@ -77,6 +77,16 @@ THEORY = (
     "estimate needed). The page integrates it with Heun's method and compares the held-out NLL with the data's "
     "entropy, the floor any model's NLL can reach.",
 )
+
+def _off_data_error(t: DiffusionTrainer) -> float | None:
+    """At t = 0.05, the error map's mean over the whole plane over its mean under p_t (the weighted error the
+    loss sees): how much worse the network is where no noisy data lies. About 80 for the untrained network
+    (the exact score is steep off the data); None without an exact score."""
+    if t.mixture is None:
+        return None
+    f = field_snapshot(t, 0.05)
+    return float(f["error"].mean()) / max(f["error_at_t"], 1e-30)
+
 
 LESSONS = (
     Lesson(
@@ -154,8 +164,14 @@ LESSONS = (
         "(compare them with the exact field). The network was never trained where p_t has no mass. Switch the "
         "weighting back on: the same error, weighted by where noisy data actually is, nearly vanishes, and that "
         "weighted error is what the loss measures. Samplers only visit those regions at large t, where p_t is "
-        "wide; raise t to see the error shrink as the noise covers the plane.",
+        "wide; raise t to see the error shrink as the noise covers the plane. The number under the figure "
+        "divides the two at t = 0.05, the unweighted mean error over the plane by the weighted one: about 80 "
+        "before training (the exact score is steep away from the data, the untrained network's is not), "
+        "840-1,860 at step 250 and 2,500-7,500 at step 500 on seeds 0-6: training fixes the score only where "
+        "the data is.",
         look='the error map large far from the data, where no sample goes',
+        watch=Watch("error over the plane ÷ where p_t is (t = 0.05)", _off_data_error, lambda v: v >= 1000,
+                    "≥ 1,000", every=250, max_steps=2000),
     ),
     Lesson(
         "digits",
@@ -164,8 +180,13 @@ LESSONS = (
         "The same DDPM, now in 64 dimensions: the 8×8 digits, pixels scaled to [−1, 1], and an MLP of width 256. "
         "There is no exact score here; the page shows test digits noised at t and the network's guess of the "
         "clean image instead, and a grid of samples. After a couple of thousand steps most samples are "
-        "recognisable digits; press **Measure against NFE** to see them form as the NFE grows.",
+        "recognisable digits; press **Measure against NFE** to see them form as the NFE grows. The curve beside "
+        "the samples measures it: how far the samples lie from their nearest training digit, against how far "
+        "the test digits do (3.7 times as far for the untrained network's noise, about 1.5 after 250 steps, "
+        "1.4 by 1,000; a value under 1 would mean copies of the training digits).",
         look='digits appearing from noise',
+        watch=Watch("nearest training digit: samples ÷ test digits", evaluated("nearest"), lambda v: v <= 1.4,
+                    "≤ 1.4", every=500, max_steps=4000),
     ),
 )
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 import dgm.core.data
+from dgm.core import quality
 from dgm.core.config import knob
 from dgm.core.digits import digits
 from dgm.core.metrics import EVAL_SAMPLES, MMD, W1_SAMPLES, mode_stats, wasserstein1
@@ -32,6 +33,7 @@ from dgm.families.diffusion.model import (
 from dgm.families.diffusion.samplers import SAMPLERS, guided, log_likelihood, sample
 
 DIGITS = "digits"
+DIGITS_EVAL_SAMPLES = 300  # the digits' samples per evaluation
 POOL = 32  # batches of data, noise and times drawn per call to the samplers
 REFLOW_PAIRS = 8192  # (noise, sample) pairs drawn by the first flow for the reflow round
 REFLOW_NFE = 100  # Heun evaluations per reflow pair
@@ -346,11 +348,13 @@ class DiffusionTrainer(Trainer):
     def evaluate(self) -> dict[str, float]:
         """Mode metrics on 2,500 samples, MMD² (with its standard error) against 2,500 held-out points, W1 by
         exact optimal transport on the first 1,000 of each, with their floors; the score error and the NLL
-        where the data is a Gaussian mixture (has a density); the held-out denoising loss for the digits."""
-        x, nfe, _ = self.generate(EVAL_SAMPLES if not self.images else 100)
+        where the data is a Gaussian mixture (has a density); for the digits the held-out denoising loss, and
+        how far 300 samples lie from the training digits against the test digits (dgm.core.quality)."""
+        x, nfe, _ = self.generate(EVAL_SAMPLES if not self.images else DIGITS_EVAL_SAMPLES)
         out: dict[str, float] = {"nfe": float(nfe)}
         if self.images:
             out["test_loss"] = self.test_loss()
+            out["nearest"] = quality.nearest_digit_ratio((x + 1) / 2)  # pixels in [-1, 1] -> [0, 1]
             return out
         if self.data.centers is not None and self.data.std is not None:
             out.update(mode_stats(x, self.data.centers, self.data.std))
