@@ -78,6 +78,14 @@ THEORY = (
     "entropy, the floor any model's NLL can reach.",
 )
 
+def _mmd_over_floor(t: DiffusionTrainer) -> float | None:
+    """The latest evaluation's MMD² to the held-out data over the MMD² of as many true samples (its floor)."""
+    ev = t.latest_eval or {}
+    if "mmd" not in ev or not ev.get("mmd_floor"):
+        return None
+    return ev["mmd"] / ev["mmd_floor"]
+
+
 def _off_data_error(t: DiffusionTrainer) -> float | None:
     """At t = 0.05, the error map's mean over the whole plane over its mean under p_t (the weighted error the
     loss sees): how much worse the network is where no noisy data lies. About 80 for the untrained network
@@ -136,8 +144,13 @@ LESSONS = (
         "0 (unconditional) to 1 or 2 the high-quality share rises, but the MMD to the data grows with the scale, "
         "by an order of magnitude at 8, and at large scales the network's errors are amplified too: quality "
         "falls and the modes are filled unevenly. The dashed curves use the exact conditional scores: even a "
-        "perfect network's guided samples leave the data distribution.",
+        "perfect network's guided samples leave the data distribution. The number under the figure is the "
+        "run's own: its samples' MMD² to the data over what true samples get, 6-10 at step 2,000 with scale 4 "
+        "on seeds 0-5 (and more before), where scale 1 stays at about 1.",
         look='samples tightening on the modes, then leaving the data as guidance grows',
+        # after 250 steps: at step 0 the untrained network's samples are off the data whatever the scale
+        watch=Watch("MMD² ÷ true samples' MMD²", _mmd_over_floor, lambda v: v >= 4, "≥ 4 (scale 1: about 1)",
+                    every=250, max_steps=2000, after=250),
     ),
     Lesson(
         "straight paths sample in one step",
