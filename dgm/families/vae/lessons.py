@@ -179,7 +179,7 @@ LESSONS = (
             '(6-10 at 2,000), and the number under the figure divides the two, the learned prior\'s gap over '
             'the one N(0, I) would leave. With two latent dimensions the held-out ELBO is about the same either way.'
         ),
-        look="the marginal KL, against the standard prior's (first lesson) at the same step",
+        look="the prior's contours following the codes: a marginal KL far below what N(0, I) would leave them",
         watch=Watch("marginal KL ÷ the same codes' KL to N(0, I)", _kl_to_prior_over_standard, lambda v: v <= 0.2,
                     "≤ 0.2", every=100, max_steps=3000, after=500),
     ),
