@@ -248,6 +248,8 @@ def point_step(exp, les, max_steps: int, max_seconds: float = 300, seed: int = 0
     w = les.watch
     t0 = time.perf_counter()
     while t.iteration <= max_steps and time.perf_counter() - t0 < max_seconds:
+        if w.measure is not None:
+            w.measure(t)  # what the lesson's button (``press``) does on the page
         if w.reached(t):
             return t.iteration
         t.step(w.every)

@@ -60,6 +60,9 @@ def test_a_lesson_reaches_its_point_after_play(app_server, page, info, les):
     status = page.locator('[data-testid="stCaptionContainer"]', has_text="Iteration").first
     assert les.watch.label in status.inner_text()
     play(page)
+    if les.watch.press:  # a number measured on request: the status line says which button, the lesson presses it
+        assert f"press {les.watch.press}" in status.inner_text()
+        page.get_by_role("button", name=les.watch.press).click()
     # the page says when its number reaches the lesson's point (how soon: bench/classroom.py)
     try:
         page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"

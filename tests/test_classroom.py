@@ -152,7 +152,7 @@ def test_the_lessons_played_in_the_browser_exist_and_watch_a_number():
 
     assert sorted(les.name for _, les in WATCHED) == sorted(PLAYED)
     watched = [les for n in registry.names() for les in registry.get(n).lessons if les.watch is not None]
-    assert len(watched) >= 43  # most lessons that train towards a number watch it (bench/classroom.py times them)
+    assert len(watched) >= 45  # most lessons that train towards a number watch it (bench/classroom.py times them)
 
 
 def _sidebar_of_a_link():
@@ -307,3 +307,23 @@ def test_the_pacgan_lottery_lesson_counts_the_runs_on_every_mode():
     assert les.watch.reached(lottery([8] * 8))
     assert les.watch.value(lottery([8] * 8, diverged=[2])) == 7  # a diverged run's last evaluation does not count
     assert les.start >= 6000  # opens where every run has got there (seeds 0-4)
+
+
+def test_a_number_measured_on_request_names_its_button_and_is_kept_with_the_run():
+    """The Gumbel-softmax lessons' numbers come from the estimator table, measured when the page's button is
+    pressed: until then the status line names the button; the table is kept with its step on the trainer (a
+    worker's older state does not overwrite it, a Reset clears it)."""
+    from dgm.ui.view import _watch_text
+
+    exp = registry.get("latents")
+    les = exp.lesson("temperature trades bias for variance")
+    t = exp.make(exp.config(**{**les.values, "width": 32}), seed=0, device="cpu")
+    assert "not measured yet: press **Measure the estimators now**" in _watch_text(les, t)
+    t.step(20)
+    old = t.export_state()
+    les.watch.measure(t)
+    assert t.estimators[0] == 20 and les.watch.reached(t)  # small τ scatters far more (41-45 times at step 300)
+    t.import_state(old)  # e.g. a worker's state from before the measurement
+    assert t.estimators is not None and t.estimators[0] == 20
+    t.reset()
+    assert t.estimators is None

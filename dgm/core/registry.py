@@ -36,7 +36,8 @@ class Watch:
     """The number a lesson is about and its point: ``metric(trainer)`` (None until it can be measured) and
     ``point(value)``, true once the run shows what the lesson teaches; ``goal`` says it in words ("≤ 2").
     ``every`` and ``max_steps``: how often, and how long, a headless search for the point checks; ``after``: the
-    first step it is measured at."""
+    first step it is measured at. A number measured on request (a page's button) names the button in ``press``
+    and gives in ``measure(trainer)`` what it does, which a headless search runs before it reads the number."""
 
     label: str
     metric: Callable[[Trainer], float | None]
@@ -45,6 +46,8 @@ class Watch:
     every: int = 100
     max_steps: int = 5000
     after: int = 0  # measured from this step on (where the start of a run would show the point by accident)
+    press: str = ""  # the page's button that measures it, where it is measured on request only
+    measure: Callable[[Trainer], None] | None = None  # what that button does to the trainer
 
     def value(self, trainer: Trainer) -> float | None:
         if trainer.iteration < self.after:

@@ -15,7 +15,6 @@ from dgm.families.latents.trainer import (
 )
 from dgm.ui import common, session, view
 
-ESTIMATORS = "_latents.estimators"
 
 
 def _density_summary(trainer) -> None:
@@ -128,7 +127,7 @@ def _measure(exp) -> None:
     s = session.state(exp)
     if s is not None and isinstance(s.trainer, GumbelTrainer):
         with s.lock:
-            st.session_state[ESTIMATORS] = (s.trainer.iteration, s.trainer.estimator_table())
+            s.trainer.measure_estimators()
 
 
 def estimator_panel(exp, cfg) -> None:
@@ -138,7 +137,8 @@ def estimator_panel(exp, cfg) -> None:
     with st.expander("Gradient estimators for discrete z: bias and variance against the exact gradient", expanded=True):
         st.markdown(ESTIMATOR_NOTE)
         st.button("Measure the estimators now", key="latents.estimators_btn", on_click=_measure, args=(exp,))
-        stored = st.session_state.get(ESTIMATORS)
+        s = session.state(exp)
+        stored = getattr(s.trainer, "estimators", None) if s is not None else None
         if stored:
             it, rows = stored
             common.plot(lviz.estimator_figure(rows), key="latents.estimators")

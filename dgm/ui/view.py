@@ -78,7 +78,8 @@ def _watch_text(les, trainer: Trainer) -> str:
     w = les.watch
     v = w.value(trainer)
     if v is None:
-        return f" · {w.label}: not measured yet (the point: {w.goal})"
+        press = f": press **{w.press}**" if w.press else ""
+        return f" · {w.label}: not measured yet{press} (the point: {w.goal})"
     shown = f"{v:,.0f}" if float(v).is_integer() else f"{v:,.3g}"
     return f" · {w.label} **{shown}** " + ("✓ the lesson's point" if w.point(v) else f"(the point: {w.goal})")
 

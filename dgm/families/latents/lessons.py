@@ -90,6 +90,22 @@ def _modes_on_the_curve(t) -> float | None:
     return float((gap <= 5 * t.dist.std).sum())
 
 
+def _variance_ratio(top: tuple[str, float], bottom: tuple[str, float]):
+    """A watch's metric: in the latest estimator table (measured on request), the variance of estimator ``top``
+    (name, τ) over that of ``bottom``. None before a measurement."""
+    def metric(t) -> float | None:
+        if getattr(t, "estimators", None) is None:
+            return None
+        var = {(r["estimator"], r["tau"]): r["variance"] for r in t.estimators[1]}
+        return var[top] / var[bottom]
+
+    return metric
+
+
+def _measure_estimators(t) -> None:
+    t.measure_estimators()
+
+
 def _codes_in_use(t) -> float | None:
     """VQ-VAE: how many of the codebook's codes the latest evaluation's encoder outputs pick."""
     used = (t.latest_eval or {}).get("used")
@@ -146,8 +162,13 @@ LESSONS = (
         "Press **Play** for a few hundred steps, then **Measure the estimators now**: at small τ the relaxed "
         "estimators are nearly unbiased but scatter widely; at τ = 1 they are steady but off the exact "
         "gradient. The score function with a baseline is unbiased at any τ, and noisier than the relaxation "
-        "at large τ.",
+        "at large τ. The number under the figure comes from that measurement: the Gumbel-softmax estimator's "
+        "variance at τ = 0.1 over its variance at τ = 1 (41-45 at step 300 on seeds 0-4, where the bias² at "
+        "τ = 1 is 36-43 times its noise floor and at τ = 0.1 at the floor).",
         look='bias falling and variance rising in the estimator panel as τ drops',
+        watch=Watch("Gumbel-softmax variance, τ = 0.1 ÷ τ = 1", _variance_ratio(("Gumbel-softmax", 0.1),
+                    ("Gumbel-softmax", 1.0)), lambda v: v >= 10, "≥ 10", every=100, max_steps=1000,
+                    press="Measure the estimators now", measure=_measure_estimators),
     ),
     Lesson(
         "hard samples (straight-through)",
@@ -156,8 +177,12 @@ LESSONS = (
         "The forward pass uses one-hot codes, so the decoder is trained on the codes it is sampled with. "
         "Measure the estimators: at every temperature straight-through scatters a little more than the soft "
         "Gumbel-softmax and is no closer to the exact gradient; what it buys is a decoder that never sees a "
-        "code between the corners.",
+        "code between the corners. The number under the figure comes from that measurement: straight-through's "
+        "variance over the soft estimator's at τ = 0.5 (1.6-2.3 at step 300 on seeds 0-4).",
         look='one-hot codes going into the decoder while the gradients stay relaxed',
+        watch=Watch("straight-through variance ÷ Gumbel-softmax's (τ = 0.5)", _variance_ratio(
+                    ("straight-through", 0.5), ("Gumbel-softmax", 0.5)), lambda v: v >= 1.2, "≥ 1.2", every=100,
+                    max_steps=1000, press="Measure the estimators now", measure=_measure_estimators),
     ),
     Lesson(
         "codebook collapse",

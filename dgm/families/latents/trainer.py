@@ -194,6 +194,20 @@ class GumbelTrainer(_Base):
         self.encoder = mlp(64, c.groups * c.categories, c.width, depth=2).to(self.device)
         self.decoder = Decoder(64, c.groups * c.categories, c.width, images=True).to(self.device)
         self.opt = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()], lr=c.lr)
+        self.estimators: tuple[int, list[dict[str, Any]]] | None = None  # the latest table, on request
+
+    def measure_estimators(self) -> None:
+        """The estimator table of the current model (seconds), kept with its step for the page and its lessons."""
+        self.estimators = (self.iteration, self.estimator_table())
+
+    def derived_state(self):
+        return {"estimators": self.estimators}
+
+    def load_derived_state(self, d) -> None:
+        """The later of the two measurements: a worker's state can come back with one older than the page's."""
+        theirs = d.get("estimators")
+        if theirs is not None and (self.estimators is None or theirs[0] >= self.estimators[0]):
+            self.estimators = theirs
 
     def logits(self, x: Tensor) -> Tensor:
         """q(y|x): (B, 64) levels -> (B, groups, categories) logits."""
