@@ -78,6 +78,7 @@ THEORY = (
     "entropy, the floor any model's NLL can reach.",
 )
 
+
 def _mmd_over_floor(t: DiffusionTrainer) -> float | None:
     """The latest evaluation's MMD² to the held-out data over the MMD² of as many true samples (its floor)."""
     ev = t.latest_eval or {}

@@ -6,7 +6,7 @@ import torch
 
 from dgm.core.registry import Experiment, Lesson, PageText, Watch, evaluated
 from dgm.families.latents.figures import figures
-from dgm.families.latents.trainer import LatentsConfig, make_trainer, samples
+from dgm.families.latents.trainer import GumbelTrainer, LatentsConfig, make_trainer, samples
 
 INTRO = (
     "A latent-variable model draws a code z from a prior p(z) and an observation from a decoder p(x|z). "
@@ -76,6 +76,7 @@ ESTIMATOR_NOTE = (
     "depend on the sample."
 )
 
+
 @torch.no_grad()
 def _modes_on_the_curve(t) -> float | None:
     """Density network, one-dimensional z on a 2D mixture: how many of the mixture's modes the decoder's mean
@@ -100,10 +101,6 @@ def _variance_ratio(top: tuple[str, float], bottom: tuple[str, float]):
         return var[top] / var[bottom]
 
     return metric
-
-
-def _measure_estimators(t) -> None:
-    t.measure_estimators()
 
 
 def _codes_in_use(t) -> float | None:
@@ -168,7 +165,7 @@ LESSONS = (
         look='bias falling and variance rising in the estimator panel as τ drops',
         watch=Watch("Gumbel-softmax variance, τ = 0.1 ÷ τ = 1", _variance_ratio(("Gumbel-softmax", 0.1),
                     ("Gumbel-softmax", 1.0)), lambda v: v >= 10, "≥ 10", every=100, max_steps=1000,
-                    press="Measure the estimators now", measure=_measure_estimators),
+                    press="Measure the estimators now", measure=GumbelTrainer.measure_estimators),
     ),
     Lesson(
         "hard samples (straight-through)",
@@ -182,7 +179,7 @@ LESSONS = (
         look='one-hot codes going into the decoder while the gradients stay relaxed',
         watch=Watch("straight-through variance ÷ Gumbel-softmax's (τ = 0.5)", _variance_ratio(
                     ("straight-through", 0.5), ("Gumbel-softmax", 0.5)), lambda v: v >= 1.2, "≥ 1.2", every=100,
-                    max_steps=1000, press="Measure the estimators now", measure=_measure_estimators),
+                    max_steps=1000, press="Measure the estimators now", measure=GumbelTrainer.measure_estimators),
     ),
     Lesson(
         "codebook collapse",
