@@ -137,6 +137,27 @@ def test_a_different_seed_fails_the_comparison(app_server, page, update_screensh
         compare(pngs[0], "demo_0", update=False)
 
 
+def test_the_numpy_count_is_pixelmatchs_count_with_anti_aliasing_included():
+    """The fast first test (tests/screenshots.py) counts exactly the pixels pixelmatch finds over its threshold
+    before it sets the anti-aliased ones aside: the same number as pixelmatch with ``includeAA=True``, and never
+    fewer than pixelmatch's own count, on pictures with transparency and small and large differences."""
+    import numpy as np
+    from PIL import Image
+    from pixelmatch.contrib.PIL import pixelmatch
+
+    from screenshots import PIXEL_THRESHOLD, over_threshold
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (40, 50, 4), dtype=np.uint8)
+    a[..., 3] = np.where(rng.random((40, 50)) < 0.5, 255, a[..., 3])  # half opaque, half translucent
+    for noise in (1, 12, 20, 40):  # 0, 18, 466 and 1,360 of 2,000 pixels over the threshold
+        b = np.clip(a.astype(int) + rng.integers(-noise, noise + 1, a.shape), 0, 255).astype(np.uint8)
+        ia, ib = Image.fromarray(a, "RGBA"), Image.fromarray(b, "RGBA")
+        n_all = pixelmatch(ia, ib, None, threshold=PIXEL_THRESHOLD, includeAA=True)
+        assert over_threshold(ia, ib) == n_all >= pixelmatch(ia, ib, None, threshold=PIXEL_THRESHOLD)
+    assert over_threshold(ia, ia) == 0
+
+
 def test_a_picture_moved_by_one_pixel_matches_and_a_moved_figure_does_not():
     """The comparison forgives the element's box rounding one pixel either way, not a change inside it."""
     import numpy as np
