@@ -372,7 +372,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 #: seconds of test time per browser file (a `make test` on 2 cores): how the files are dealt to the groups
-BROWSER_WEIGHT = {"tests/test_screenshots.py": 316, "tests/test_browser_classroom.py": 189,
+BROWSER_WEIGHT = {"tests/test_screenshots.py": 277, "tests/test_browser_classroom.py": 210,
                   "tests/test_browser_faults.py": 159, "tests/test_browser.py": 123}
 
 
