@@ -291,22 +291,17 @@ def test_the_guidance_lesson_measures_its_samples_leaving_the_data():
     assert ev["mmd"] / ev["mmd_floor"] < 2
 
 
-def test_the_pacgan_lottery_lesson_counts_the_runs_on_every_mode():
+def test_the_pacgan_lottery_lesson_watches_the_runs_on_every_mode():
+    """The lesson reads the lottery's own count (``every_mode``, tests/test_seeds.py) and opens where every run
+    has got there on seeds 0-4."""
     from types import SimpleNamespace
 
-    import torch
-
     les = registry.get("gan_seeds").lesson("PacGAN across seeds")
-    run = lambda modes: SimpleNamespace(latest_eval={"modes": modes} if modes is not None else {})  # noqa: E731
-    ring = SimpleNamespace(centers=torch.zeros(8, 2))
-    lottery = lambda modes, diverged=(): SimpleNamespace(  # noqa: E731
-        iteration=6000, runs=[run(m) for m in modes], diverged=set(diverged), data=ring)
-    assert les.watch.value(lottery([None] * 8)) is None  # not evaluated yet
-    some = lottery([8, 7, 8, 8, 5, 8, 8, 6])
-    assert les.watch.value(some) == 5 and not les.watch.reached(some)
-    assert les.watch.reached(lottery([8] * 8))
-    assert les.watch.value(lottery([8] * 8, diverged=[2])) == 7  # a diverged run's last evaluation does not count
-    assert les.start >= 6000  # opens where every run has got there (seeds 0-4)
+    at = lambda ev: SimpleNamespace(iteration=6000, latest_eval=ev)  # noqa: E731
+    assert les.watch.value(at({})) is None  # not evaluated yet
+    assert les.watch.value(at({"every_mode": 5.0})) == 5 and not les.watch.reached(at({"every_mode": 5.0}))
+    assert les.watch.reached(at({"every_mode": 8.0}))
+    assert les.start >= 6000
 
 
 def test_a_number_measured_on_request_names_its_button_and_is_kept_with_the_run():

@@ -108,15 +108,19 @@ def test_a_run_that_diverges_stops_and_leaves_the_others_alone():
 
 
 def test_all_modes_counts_the_runs_that_cover_every_mode_with_quality():
+    """``all_modes``: the fraction of runs on every mode with >= 90% high quality; ``every_mode``: how many runs
+    are on every mode at all (the PacGAN lottery lesson's number), a diverged run not counted."""
     b = GANSeeds(GANConfig(batch=64), seeds=[0, 1], device="cpu")
     n = len(b.data.centers)
     b.runs[0].latest_eval = dict(modes=n, high_quality=0.95)
     b.runs[1].latest_eval = dict(modes=n, high_quality=0.85)
-    assert b.summary()["all_modes"] == 0.5
+    assert b.summary()["all_modes"] == 0.5 and b.summary()["every_mode"] == 2
     b.runs[1].latest_eval.update(modes=n - 1, high_quality=0.99)
-    assert b.summary()["all_modes"] == 0.5
+    assert b.summary()["all_modes"] == 0.5 and b.summary()["every_mode"] == 1
     b.runs[1].latest_eval.update(modes=n, high_quality=0.9)
     assert b.summary()["all_modes"] == 1.0
+    b.diverged[1] = 10  # run 1 diverged at step 10
+    assert b.summary()["every_mode"] == 1
 
 
 def test_cli_trains_many_seeds_and_reports_each(tmp_path, capsys):

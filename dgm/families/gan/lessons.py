@@ -214,14 +214,6 @@ LESSONS = (
 )
 
 
-def _runs_on_every_mode(t: GANSeeds) -> float | None:
-    """Lottery: how many runs capture every mode at their latest evaluation (a diverged run does not)."""
-    evals = [r.latest_eval for k, r in enumerate(t.runs) if k not in t.diverged and r.latest_eval]
-    if not evals or t.data.centers is None:
-        return None
-    return float(sum(e.get("modes") == len(t.data.centers) for e in evals))
-
-
 def _samples(trainer: GANTrainer, n: int):
     return trainer.generate(n).cpu().numpy()
 
@@ -277,7 +269,7 @@ SEEDS_LESSONS = (
            "tables). The lesson opens after 6,000 steps (a fast-forward, trained once and kept).",
            look="the mode counts: every run on all eight?",
            # at step 6,000 all 8 runs sit on every mode on seeds 0-4 (5-6 at 5,000), the plain loss's 4-6
-           watch=Watch("runs on every mode", _runs_on_every_mode, lambda v: v >= 8, "8 of 8 (plain loss: 4-6)",
+           watch=Watch("runs on every mode", evaluated("every_mode"), lambda v: v >= 8, "8 of 8 (plain loss: 4-6)",
                        every=500, max_steps=8000),
            start=6000),
 )

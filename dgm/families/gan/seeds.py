@@ -203,12 +203,14 @@ class GANSeeds(ManySeeds):
             r._floors = floors
 
     def summary(self) -> dict[str, float]:
-        """The median and range of each metric over the runs that did not diverge, and the fraction of all
-        runs that capture every mode with at least 90% of samples of high quality."""
+        """The median and range of each metric over the runs that did not diverge, how many of them capture every
+        mode (``every_mode``), and the fraction of all runs that do so with at least 90% of samples of high
+        quality."""
         out = super().summary()
         if self.data.centers is not None:
             alive = [r.latest_eval for k, r in enumerate(self.runs) if k not in self.diverged and r.latest_eval]
             n = len(self.data.centers)
-            full = [e for e in alive if e.get("modes") == n and e.get("high_quality", 0.0) >= 0.9]
-            out["all_modes"] = len(full) / self.k
+            every = [e for e in alive if e.get("modes") == n]
+            out["every_mode"] = float(len(every))
+            out["all_modes"] = sum(e.get("high_quality", 0.0) >= 0.9 for e in every) / self.k
         return out
