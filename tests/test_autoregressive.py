@@ -273,3 +273,63 @@ def test_weights_carry_their_orderings_to_a_run_of_another_seed():
         b.model.log_prob(a.test_x[:5])  # caches b's own masks
         X.load_weights(b, X.weights_bytes(a, "autoregressive"), "autoregressive")
         assert torch.equal(a.model.log_prob(a.test_x), b.model.log_prob(a.test_x))
+
+
+def _mask_offsets(k: int, kind: str) -> list[tuple[int, int]]:
+    """The (row, column) offsets a k x k masked convolution reads, from the definition (raster order)."""
+    h = k // 2
+    return [(dr, dc) for dr in range(-h, h + 1) for dc in range(-h, h + 1)
+            if dr < 0 or (dr == 0 and (dc < 0 or (dc == 0 and kind == "B")))]
+
+
+def _blind_pairs_from_masks(side: int, kernel: int, layers: int) -> int:
+    """Earlier (output, input) pairs that no path of a plain PixelCNN joins: from each output pixel back through
+    layers - 1 3x3 "B" convolutions (residual: the centre is in B) and the first kernel x kernel "A", staying in
+    the image (zero padding carries nothing)."""
+    inside = lambda r, c: 0 <= r < side and 0 <= c < side  # noqa: E731
+    blind = 0
+    for r, c in itertools.product(range(side), repeat=2):
+        reach = {(r, c)}
+        for offsets in [_mask_offsets(3, "B")] * (layers - 1) + [_mask_offsets(kernel, "A")]:
+            reach = {(a + dr, b + dc) for a, b in reach for dr, dc in offsets if inside(a + dr, b + dc)}
+        blind += sum((r2, c2) not in reach for r2, c2 in itertools.product(range(side), repeat=2)
+                     if (r2, c2) < (r, c))
+    return blind
+
+
+@pytest.mark.parametrize("stack,kernel,layers", [("plain", 5, 6), ("plain", 3, 4), ("plain", 5, 12), ("gated", 5, 6)])
+def test_the_blind_spot_the_dependency_check_counts_is_the_masks_own(stack, kernel, layers):
+    """The trainer's check (gradients) counts exactly the pairs the masks leave without a path, before and after
+    training; the blind-spot lesson's watch reads that count and its point is the masks' count."""
+    from dgm.core import registry
+    from dgm.families.autoregressive import lessons
+
+    cfg = ARConfig(model="pixelcnn", stack=stack, kernel=kernel, layers=layers, channels=16, train_size=200)
+    t = ARTrainer(cfg, seed=3, device="cpu")
+    expected = 0 if stack == "gated" else _blind_pairs_from_masks(8, kernel, layers)
+    assert t.dependency_counts() == (0, expected, 64 * 63 // 2)
+    for _ in range(20):
+        t.train_step()
+    assert t.dependency_counts(current=False) == t.dependency_counts()  # kept with its step, then measured anew
+    assert t.dependency_counts()[1] == expected
+    if (stack, kernel, layers) == ("plain", 5, 6):
+        assert expected == lessons.BLIND_PAIRS == 210
+        les = next(les for les in lessons.LESSONS if les.name == "the blind spot")
+        assert les.watch.reached(registry.get("autoregressive").make(cfg, seed=0, device="cpu"))
+
+
+def test_sampling_is_timed_against_one_likelihood_pass_of_the_same_images():
+    """The page's sampling record: the images, the step each pixel was drawn at, and both times; the slow-sampling
+    watch is their ratio (unmeasured before the page samples), about the 64 passes against one."""
+    from dgm.families.autoregressive import lessons
+
+    t = ARTrainer(ARConfig(model="pixelcnn", stack="gated", channels=16, train_size=200), seed=0, device="cpu")
+    watch = next(les for les in lessons.LESSONS if les.name == "slow sampling").watch
+    assert t.sampling is None and watch.value(t) is None
+    watch.measure(t)
+    rec = t.sampling
+    assert rec["x"].shape == (36, 64) and rec["x"].min() >= 0 and rec["x"].max() <= 1
+    assert sorted(rec["pos"][0].tolist()) == list(range(64)) and rec["step"] == 0
+    assert 0 < rec["likelihood_seconds"] < rec["seconds"]
+    assert watch.value(t) == pytest.approx(rec["seconds"] / rec["likelihood_seconds"])
+    assert watch.value(t) > 5  # 64 sequential passes against one (about 60 measured; a loose bound for a busy CPU)

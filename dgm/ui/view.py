@@ -161,8 +161,8 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
         with cur.lock:  # a consistent model for the status line and every figure
             if cur.playing:
                 cur.frames = (cur.frames + [(time.perf_counter(), cur.trainer.iteration)])[-20:]
+            show = _safely(view.main, cur.trainer)  # first: what it measures (a sampling time) is in the status line
             session.status(cur, line, _watch_text(les, cur.trainer))
-            show = _safely(view.main, cur.trainer)
             save = session.due_save(exp, cur)  # for a server restart
         if callable(show):  # the figures, built from what view.main took, while training goes on
             _safely(show)

@@ -52,7 +52,7 @@ def figures(trainer: ARTrainer, digits: Sequence[int] | None = None, pixel: int 
     idx = list(digits) if digits is not None else imf.default_digits(trainer.test_y.tolist())
     dep = functools.cache(lambda: imf.dependency_data(trainer, k))
     return viz.Figures({
-        "samples": lambda: imf.samples_figure(imf.sampling_record(trainer, 64, trainer.eval_generator(7))),
+        "samples": lambda: imf.samples_figure(trainer.measure_sampling(64, trainer.eval_generator(7))),
         "pixels": lambda: imf.pixel_nll_figure(imf.pixel_nll(trainer, idx)),
         "dependency": lambda: imf.dependency_figure(dep()["dep"], dep()["pos"], pixel),
         "matrix": lambda: imf.matrix_figure(dep()["dep"], dep()["pos"]),

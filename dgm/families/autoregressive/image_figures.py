@@ -1,8 +1,8 @@
 """Figures of the autoregressive page on the digits: -log p of every pixel of chosen test digits, the
 dependency check by gradients, and sampling one pixel at a time.
 
-Functions that read a trainer (``pixel_nll``, ``dependency_data``, ``sampling_record``) take what the
-figures need without changing the model; the builders are pure (data in, plotly figure out).
+Functions that read a trainer (``pixel_nll``, ``dependency_data``) take what the figures need without
+changing the model; the builders are pure (data in, plotly figure out).
 Images are drawn as ONE heatmap of tiled 8x8 digits (ink white on black), so a grid stays one trace.
 """
 
@@ -16,13 +16,11 @@ import torch
 
 from dgm.core import viz
 from dgm.families.autoregressive.layers import positions
-from dgm.families.autoregressive.model import dependency
-from dgm.families.autoregressive.trainer import SIDE, ARTrainer, timed_sample
+from dgm.families.autoregressive.trainer import SIDE, ARTrainer, dependency_counts
 
 GREY = [[0.0, "#000000"], [1.0, "#ffffff"]]
 UNDRAWN = "#9ecae1"  # the background: pixels not drawn yet
 SEEN, BLIND, LATER, SELF, WRONG = "#4292c6", "#fd8d3c", "#e0e0e0", "#d62728", "#000000"
-PROBES = 4  # random images whose gradients the dependency check averages
 DEFAULT_DIGITS = (0, 2, 3, 5, 7, 8)  # labels of the test digits shown by default (their first example each)
 
 
@@ -68,21 +66,9 @@ def pixel_nll(trainer: ARTrainer, idx: Sequence[int]) -> dict[str, Any]:
 
 
 def dependency_data(trainer: ARTrainer, k: int = 0) -> dict[str, Any]:
-    """The dependency matrix of ordering k of the current model, averaged over PROBES images of random
-    levels (in a digit the border pixels are always blank, which would silence some units by chance)."""
-    m = trainer.model
-    probes = torch.randint(0, m.L, (PROBES, m.D), generator=trainer.eval_generator(5), device=trainer.device)
-    dep = dependency(m, probes, k)
-    return {"dep": dep.cpu().numpy(), "pos": positions(trainer.model.order(k)).cpu().numpy(), "k": k,
+    """The dependency matrix of ordering k of the current model (``ARTrainer.dependency``), its positions."""
+    return {"dep": trainer.dependency(k), "pos": positions(trainer.model.order(k)).cpu().numpy(), "k": k,
             "orders": trainer.n_orders}
-
-
-def sampling_record(trainer: ARTrainer, n: int, gen: torch.Generator) -> dict[str, Any]:
-    """n samples of the current model, drawn one pixel at a time, with the step of each pixel and the time
-    the whole batch took."""
-    (x, pos), seconds = timed_sample(trainer.model, n, gen)
-    return {"x": (x.float() / (trainer.levels - 1)).cpu().numpy(), "pos": pos.cpu().numpy(), "seconds": seconds,
-            "n": n, "step": trainer.iteration}
 
 
 # ---- builders -----------------------------------------------------------------------------------
@@ -105,12 +91,6 @@ def pixel_nll_figure(d: dict[str, Any]) -> go.Figure:
                       go.Heatmap(z=viz.tile(nll, n, fill=np.nan), xaxis="x2", yaxis="y2", colorscale="YlOrRd", zmin=0, zmax=top,
                                  colorbar=dict(title="nats", thickness=10, len=0.45, y=0.23),
                                  hovertemplate="%{z:.2f} nats<extra></extra>")], layout=lay)
-
-
-def dependency_counts(dep: np.ndarray, pos: np.ndarray) -> tuple[int, int, int]:
-    """(dependencies on the pixel itself or later ones: must be 0; earlier pixels not seen; earlier pairs)."""
-    earlier = pos[None, :] < pos[:, None]
-    return int(((dep > 0) & ~earlier).sum()), int(((dep == 0) & earlier).sum()), int(earlier.sum())
 
 
 def dependency_figure(dep: np.ndarray, pos: np.ndarray, pixel: int) -> go.Figure:

@@ -21,8 +21,8 @@ import dgm.core.data
 import dgm.core.digits
 from dgm.core.config import knob
 from dgm.core.train import Trainer
-from dgm.families.autoregressive.layers import orderings
-from dgm.families.autoregressive.model import FVSBN, MADE, MDN2D, NADE, ARModel, PixelCNN
+from dgm.families.autoregressive.layers import orderings, positions
+from dgm.families.autoregressive.model import FVSBN, MADE, MDN2D, NADE, ARModel, PixelCNN, dependency
 
 DIGITS, BINARY = "digits", "digits_binary"
 IMAGE_DATA = (DIGITS, BINARY)
@@ -33,6 +33,8 @@ SIDE = 8  # the digits are 8 x 8
 INK = 8  # binarised digits: a pixel is 1 when its grey level is at least 8 (of 16)
 HELDOUT_2D = 1000  # validation, test and training-probe points for 2D data
 PROBE = 300  # training images on which the training NLL is measured
+PROBES = 4  # random images whose gradients the dependency check averages
+LIKELIHOOD_REPEATS = 3  # one-pass likelihood timings of a sampled batch (the fastest is taken: a hiccup only slows)
 
 
 def is_images(c) -> bool:
@@ -130,6 +132,8 @@ class ARTrainer(Trainer):
         self.best_model.register_buffer("best_step", torch.tensor(0, device=dev))
         self.train_probe = self.train_x[:PROBE]
         self._test_cache: dict[tuple, dict[str, float]] = {}
+        self._dependency: dict[int, tuple[int, np.ndarray]] = {}  # ordering -> (step, matrix): the latest check
+        self.sampling: dict | None = None  # the latest measure_sampling record
 
     @property
     def n_orders(self) -> int:
@@ -189,7 +193,36 @@ class ARTrainer(Trainer):
         return out
 
     def on_restore(self) -> None:
-        self._test_cache = {}
+        self._test_cache, self._dependency = {}, {}
+
+    # -- what the page measures of the current model ---------------------------------------------------
+    def dependency(self, k: int = 0, current: bool = True) -> np.ndarray:
+        """The dependency matrix of ordering k (``model.dependency``: [i, j] = mean |d log p(x_i | ...) / d x_j|),
+        averaged over PROBES images of random levels (in a digit the border pixels are always blank, which would
+        silence some units by chance). Kept with its step: ``current=False`` takes the kept one whatever its step
+        (a lesson's status line, every frame, reads the page's once-a-second check instead of making its own)."""
+        kept = self._dependency.get(k)
+        if kept is None or (current and kept[0] != self.iteration):
+            m = self.model
+            probes = torch.randint(0, m.L, (PROBES, m.D), generator=self.eval_generator(5), device=self.device)
+            kept = self._dependency[k] = (self.iteration, dependency(m, probes, k).cpu().numpy())
+        return kept[1]
+
+    def dependency_counts(self, k: int = 0, current: bool = True) -> tuple[int, int, int]:
+        """Of ordering k's dependency check: (dependencies on the pixel itself or later ones: must be 0; earlier
+        pixels not seen: a blind spot; earlier pairs)."""
+        return dependency_counts(self.dependency(k, current), positions(self.model.order(k)).cpu().numpy())
+
+    def measure_sampling(self, n: int, gen: torch.Generator) -> dict:
+        """n samples of the current model, drawn one pixel at a time, with the step of each pixel, the time the
+        batch took, and the time of one pass of the exact likelihood of the same images (the fastest of
+        LIKELIHOOD_REPEATS); kept as ``self.sampling``."""
+        (x, pos), seconds = timed_sample(self.model, n, gen)
+        with torch.no_grad():
+            once = min(timed(lambda: self.model.log_prob(x), self.device)[1] for _ in range(LIKELIHOOD_REPEATS))
+        self.sampling = {"x": (x.float() / (self.levels - 1)).cpu().numpy(), "pos": pos.cpu().numpy(),
+                         "seconds": seconds, "likelihood_seconds": once, "n": n, "step": self.iteration}
+        return self.sampling
 
     def final(self) -> dict[str, float]:
         """All latest metrics, and the measured sampling time per image (or 2D point) in seconds."""
@@ -199,14 +232,25 @@ class ARTrainer(Trainer):
         return {**self.latest, **self.latest_eval}
 
 
-def timed_sample(model, n: int, gen: torch.Generator):
-    """``model.sample(n, gen)`` and its wall time in seconds (synchronised on a GPU)."""
-    sync = torch.cuda.synchronize if gen.device.type == "cuda" else (lambda: None)
+def dependency_counts(dep: np.ndarray, pos: np.ndarray) -> tuple[int, int, int]:
+    """(dependencies on the pixel itself or later ones: must be 0; earlier pixels not seen; earlier pairs)."""
+    earlier = pos[None, :] < pos[:, None]
+    return int(((dep > 0) & ~earlier).sum()), int(((dep == 0) & earlier).sum()), int(earlier.sum())
+
+
+def timed(fn, device: torch.device):
+    """``fn()`` and its wall time in seconds (synchronised on a GPU)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()
-    out = model.sample(n, gen)
+    out = fn()
     sync()
     return out, time.perf_counter() - t0
+
+
+def timed_sample(model, n: int, gen: torch.Generator):
+    """``model.sample(n, gen)`` and its wall time in seconds."""
+    return timed(lambda: model.sample(n, gen), gen.device)
 
 
 def sample_seconds(model, n: int, gen: torch.Generator) -> float:
