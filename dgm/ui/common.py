@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping
 
 import plotly.graph_objects as go
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from dgm.core import config as cfglib
 from dgm.core import device as devlib
@@ -32,6 +34,8 @@ def plain(text: object, limit: int = PLAIN_CHARS) -> str:
         s = s[:limit] + "…"
     return _PUNCTUATION.sub(r"\\\1", _AUTOLINK.sub("\\1" + WORD_JOINER, s))
 
+log = logging.getLogger(__name__)
+
 # widget keys of the shared sidebar (also their URL parameter names)
 SEED, DEVICE, PRESENTER = "seed", "device", "presenter"
 
@@ -45,10 +49,13 @@ def fix_url(changes: dict[str, str | None]) -> None:
         return
     qp = st.query_params
     for name, value in changes.items():
-        if value is None:
-            qp.pop(name, None)
-        else:
-            qp[name] = value
+        try:
+            if value is None:
+                qp.pop(name, None)
+            else:
+                qp[name] = value
+        except StreamlitAPIException:  # bound to a widget of an earlier run (back from another page): its own value
+            log.warning("URL parameter %s is bound to a widget; left to it", name)
     from streamlit.runtime.state.session_state_proxy import get_session_state
 
     with get_session_state().query_params() as q:

@@ -30,7 +30,13 @@ from dgm.ui.controls import STEPS, view_param
 
 SPEEDS = ["auto", 1, 10, 100, 1000]
 log = logging.getLogger(__name__)
-view_param("{exp}.speed", lambda raw: raw in {str(v) for v in SPEEDS})
+
+def _speed_label(v: str | int) -> str:
+    return "auto" if v == "auto" else f"{v}/frame"
+
+
+#: the speed selector's URL value is its label ("100/frame"), as the bound widget writes it
+view_param("{exp}.speed", lambda raw: raw in {_speed_label(v) for v in SPEEDS})
 
 
 @dataclass(eq=False)  # identity semantics: held in a WeakSet
@@ -269,7 +275,7 @@ def controls(exp: Experiment, s: LiveState, cols=None) -> None:
               width="stretch", disabled=s.error is not None)
     c3.button("↺ Reset", key=f"{exp.name}.reset", on_click=_reset, args=(exp,), width="stretch")
     c4.selectbox("Steps per frame", SPEEDS, key=_speed_key(exp), bind="query-params", label_visibility="collapsed",
-                 format_func=lambda v: "auto" if v == "auto" else f"{v}/frame",
+                 format_func=_speed_label,
                  help="Steps per frame. auto: as many steps as fit in about 0.1 s; Step does this many (10 in auto).")
 
 
