@@ -59,6 +59,17 @@ def test_a_lesson_reaches_its_point_after_play(app_server, page, info, les):
     _open(page, f"{app_server.url}/{info.url}?preset={quote(les.name)}")
     status = page.locator('[data-testid="stCaptionContainer"]', has_text="Iteration").first
     assert les.watch.label in status.inner_text()
+    if les.watch.first:  # compares with another page's run: play that one first (sidebar), as the lesson says
+        first = next(p for p in PAGES if p.url == les.watch.first)
+        assert f"play the {first.title} page first" in status.inner_text()
+        page.get_by_role("link", name=first.title, exact=True).first.click()
+        wait_for_app(page)
+        play(page)
+        page.wait_for_timeout(10_000)
+        pause(page)
+        page.get_by_role("link", name=info.title, exact=True).first.click()
+        wait_for_app(page)
+        assert les.watch.label in status.inner_text(), shown(page, "back-to-the-lesson")  # the lesson is open again
     play(page)
     if les.watch.press:  # a number measured on request: the status line says which button, the lesson presses it
         assert f"press {les.watch.press}" in status.inner_text()

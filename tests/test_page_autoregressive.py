@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from conftest import at_iteration, charts, open_page, settled
 
 
@@ -83,6 +84,47 @@ def test_the_vae_pages_bounds_become_reference_lines():
     notes = [a["text"] for a in _chart(at, "Exact NLL")["layout"].get("annotations", [])]
     assert any(n.startswith("VAE page −ELBO (z = 2") for n in notes), notes
     assert any(n.startswith("VAE page −IWAE") for n in notes), notes
+
+
+def _status(at) -> str:
+    return next(c.value for c in at.caption if "Iteration" in c.value)
+
+
+def _leave_query(at) -> None:
+    """A sidebar link: the other page's own URL (no ``preset``)."""
+    for k in list(at.query_params):
+        del at.query_params[k]
+
+
+def test_the_elbo_lesson_asks_for_the_vae_page_first_and_is_open_again_after_it():
+    lesson = "exact likelihood beats the ELBO"
+    at = open_page("pages/autoregressive.py", {"preset": lesson})
+    _ok(at)
+    assert "not measured yet: play the **VAE** page first" in _status(at)
+    _leave_query(at)
+    at.switch_page("pages/vae.py").run()
+    at.selectbox(key="vae.speed").set_value(100).run()
+    at.button(key="vae.step").click().run()
+    at.button(key="vae.step").click().run()  # 200 steps: one evaluation, -ELBO about 108 nats
+    _ok(at)
+    _leave_query(at)
+    at.switch_page("pages/autoregressive.py").run()  # back, by a link without the lesson in it
+    _ok(at)
+    assert at.selectbox(key="preset").value == lesson and any(f"Lesson: {lesson}" in i.value for i in at.info)
+    assert "play the **VAE** page first" not in _status(at)
+    at.selectbox(key="autoregressive.speed").set_value(100).run()
+    at.button(key="autoregressive.step").click().run()
+    at.button(key="autoregressive.step").click().run()
+    _ok(at)
+    vae_bound = -at.session_state["_live.vae"].trainer.latest_eval["elbo"]
+    m = re.search(r"this exact NLL \(nats\) \*\*([-\d.,]+)\*\*", _status(at))
+    assert m is not None, _status(at)
+    nll = float(next(x.value for x in at.metric if x.label == "test NLL"))
+    assert float(m.group(1)) == pytest.approx(vae_bound - nll, abs=0.06)
+    assert float(m.group(1)) >= 5 and "✓ the lesson's point" in _status(at)  # 200 steps of each (issue 18)
+    at.selectbox(key="preset").set_value(None).run()  # cleared on its own page: it stays cleared
+    at.run()
+    assert at.selectbox(key="preset").value is None and not any("Lesson:" in i.value for i in at.info)
 
 
 def test_the_flows_pages_nll_becomes_a_reference_line_on_the_same_2d_data():

@@ -37,7 +37,9 @@ class Watch:
     ``point(value)``, true once the run shows what the lesson teaches; ``goal`` says it in words ("≤ 2").
     ``every`` and ``max_steps``: how often, and how long, a headless search for the point checks; ``after``: the
     first step it is measured at. A number measured on request (a page's button) names the button in ``press``
-    and gives in ``measure(trainer)`` what it does, which a headless search runs before it reads the number."""
+    and gives in ``measure(trainer)`` what it does, which a headless search runs before it reads the number. A
+    number that compares the run with another page's run in the same browser session names that page's url in
+    ``first`` (the status line asks to play it first); ``measure`` then stands in for that run headless."""
 
     label: str
     metric: Callable[[Trainer], float | None]
@@ -47,7 +49,8 @@ class Watch:
     max_steps: int = 5000
     after: int = 0  # measured from this step on (where the start of a run would show the point by accident)
     press: str = ""  # the page's button that measures it, where it is measured on request only
-    measure: Callable[[Trainer], None] | None = None  # what that button does to the trainer
+    measure: Callable[[Trainer], None] | None = None  # what that button (or that page's run) does to the trainer
+    first: str = ""  # the url of a page whose run in the same session the number compares with
 
     def value(self, trainer: Trainer) -> float | None:
         if trainer.iteration < self.after:

@@ -49,16 +49,24 @@ view_param(ORDER_KEY, _index_in(max(ORDERINGS) - 1))  # the slider keeps it belo
 
 # ---- what the other pages contribute ---------------------------------------------------------------
 
+def _vae_run(cfg) -> tuple[Any, dict[str, float]] | None:
+    """The VAE page's run in this browser session (its config and latest evaluation) where it models the same
+    test digits with the same categorical-17 likelihood as ``cfg``."""
+    s = session.state(registry.get("vae")) if cfg.data == DIGITS else None
+    c = s.trainer.config if s is not None else None
+    if c is None or c.data != "digits" or c.decoder != "categorical17":
+        return None
+    return c, s.trainer.latest_eval
+
+
 def reference_lines(cfg) -> dict[str, float]:
     """Other pages' held-out figures on the same data, from this browser session's runs (none until they
     have been computed): the VAE page's -ELBO and -IWAE on the same test digits and categorical-17
     likelihood, or the flows page's NLL on the same 2D target."""
     out: dict[str, float] = {}
     if cfg.data == DIGITS:
-        s = session.state(registry.get("vae"))
-        c = s.trainer.config if s is not None else None
-        if c is not None and c.data == "digits" and c.decoder == "categorical17":
-            e = s.trainer.latest_eval
+        if (vae := _vae_run(cfg)) is not None:
+            c, e = vae
             if "elbo" in e:
                 out[f"VAE page −ELBO (z = {c.latent}, step {int(e.get('best_step', 0)):,})"] = -e["elbo"]
             if "iwae" in e:
@@ -183,7 +191,14 @@ class ARView(view.View):
     def __init__(self, cfg: Any):
         self.cfg = cfg
 
+    @staticmethod
+    def _take_the_vae_bound(trainer) -> None:
+        """The VAE page's -ELBO, where there is one, for the lesson that compares it with the exact NLL."""
+        vae = _vae_run(trainer.config)
+        trainer.vae_bound = -vae[1]["elbo"] if vae is not None and "elbo" in vae[1] else None
+
     def layout(self, trainer) -> None:
+        self._take_the_vae_bound(trainer)  # before the status line (a full run: e.g. back from the VAE page)
         self.summary = st.container()
         if not trainer.images:
             self.top, self.bottom = st.columns(2), st.columns(2)

@@ -175,6 +175,27 @@ def _seed_preset_from_url(exp: Experiment) -> None:
                     if k not in st.query_params and k not in st.session_state})
 
 
+def _recall_lesson(exp: Experiment) -> None:
+    """Back on a page from another one (a lesson that compares with another page's run asks to play that one
+    first), the lesson open here before is open again, while the knobs are still the lesson's: the sidebar's
+    links carry no ``preset``. A lesson cleared on its own page stays cleared."""
+    memory, here = f"_lesson.{exp.name}", st.session_state.get("_lesson_page")
+    st.session_state["_lesson_page"] = exp.name
+    name = st.session_state.get(PRESET) or st.query_params.get(PRESET)  # (the link's, before the widget's first run)
+    if name in exp.presets:
+        st.session_state[memory] = name
+        return
+    if here == exp.name:  # cleared here
+        st.session_state.pop(memory, None)
+        return
+    name = st.session_state.get(memory)
+    if name not in exp.presets:
+        return
+    lesson = cfglib.to_dict(exp.config(**exp.presets[name]))
+    if all(st.session_state.get(k, v) == v for k, v in lesson.items()):
+        st.session_state[PRESET] = name
+
+
 def widget(k: Knob, *, disabled: bool = False, extra: tuple = ()) -> Any:
     """The widget for one knob, keyed and URL-bound by the knob's name; ``extra``: values a log-scaled knob's
     slider must offer besides its 1-2-5 steps (the lessons' values)."""
@@ -207,6 +228,7 @@ def config_sidebar(exp: Experiment) -> Any:
     sanitize(exp)
     if exp.presets:
         _seed_preset_from_url(exp)
+        _recall_lesson(exp)
     values: dict[str, Any] = {}
     with st.sidebar:
         if exp.presets:

@@ -16,10 +16,10 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from dgm.core import worker
+from dgm.core import registry, worker
 from dgm.core.registry import Experiment
 from dgm.core.train import Trainer
-from dgm.ui import common, garbage, scheduling, session, share
+from dgm.ui import common, garbage, pages, scheduling, session, share
 from dgm.ui.session import LiveState
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,10 @@ def _watch_text(les, trainer: Trainer) -> str:
     v = w.value(trainer)
     if v is None:
         press = f": press **{w.press}**" if w.press else ""
+        first = next((p for p in pages.all_pages() if p.url == w.first), None) if w.first else None
+        other = session.state(registry.get(first.experiment)) if first is not None else None
+        if first is not None and (other is None or other.trainer.iteration == 0):
+            press = f": play the **{first.title}** page first (in the sidebar), then come back"
         return f" · {w.label}: not measured yet{press} (the point: {w.goal})"
     shown = f"{v:,.0f}" if float(v).is_integer() else f"{v:,.3g}"
     return f" · {w.label} **{shown}** " + ("✓ the lesson's point" if w.point(v) else f"(the point: {w.goal})")

@@ -134,6 +134,9 @@ class ARTrainer(Trainer):
         self._test_cache: dict[tuple, dict[str, float]] = {}
         self._dependency: dict[int, tuple[int, np.ndarray]] = {}  # ordering -> (step, matrix): the latest check
         self.sampling: dict | None = None  # the latest measure_sampling record
+        #: the VAE page's -ELBO (nats per image) on the same test digits and categorical likelihood, from its run in
+        #: this browser session (the page sets it; None without one): the bound the exact NLL is compared with
+        self.vae_bound: float | None = None
 
     @property
     def n_orders(self) -> int:
