@@ -17,6 +17,8 @@ from dgm.core.registry import Experiment
 from dgm.ui import plotly_live
 from dgm.ui.pages import ensure_app
 
+log = logging.getLogger(__name__)
+
 SEED_MAX = cfglib.SEED_MAX
 PLAIN_CHARS = 400  # user text shown on a page is cut to this many characters
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation mark: each may start markdown
@@ -33,8 +35,6 @@ def plain(text: object, limit: int = PLAIN_CHARS) -> str:
     if len(s) > limit:
         s = s[:limit] + "…"
     return _PUNCTUATION.sub(r"\\\1", _AUTOLINK.sub("\\1" + WORD_JOINER, s))
-
-log = logging.getLogger(__name__)
 
 # widget keys of the shared sidebar (also their URL parameter names)
 SEED, DEVICE, PRESENTER = "seed", "device", "presenter"

@@ -31,6 +31,7 @@ from dgm.ui.controls import STEPS, view_param
 SPEEDS = ["auto", 1, 10, 100, 1000]
 log = logging.getLogger(__name__)
 
+
 def _speed_label(v: str | int) -> str:
     return "auto" if v == "auto" else f"{v}/frame"
 

@@ -143,8 +143,8 @@ LESSONS = (
         "it at step 200, 9-10 by 500 on seeds 0-4). A VAE only bounds its likelihood; here it is computed "
         "exactly.",
         look="the exact NLL ending below the VAE's bound on the same digits",
-        watch=Watch("the VAE's −ELBO − this exact NLL (nats)", _below_the_bound, lambda v: v >= 5, "≥ 5", every=100,
-                    max_steps=3000, first="vae", measure=_a_vae_run_beside),
+        watch=Watch("the VAE's −ELBO − this exact NLL (nats)", _below_the_bound, lambda v: v >= 5, "≥ 5",
+                    every=100, max_steps=3000, first="vae", measure=_a_vae_run_beside),
     ),
     Lesson(
         "slow sampling",

@@ -130,9 +130,10 @@ LESSONS = (
         "times uphill on D (D estimates log p/q, so uphill means 'towards the data, away from the "
         "samples'); then G is fitted by least squares to land on the moved points. The generator follows "
         "its own particles. Watch the paths early on, when they fan out to every mode (5-8 modes captured "
-        "at step 250 on seeds 0-4: the status line ticks there); in these settings the run then drifts into collapse (0-3 modes by step "
-        "3,000; η = 0.5, T = 15 or five D steps left 0-4 at step 2,000 on seeds 0-1): the particles follow "
-        "D's gradient, and where D has stopped telling the modes apart they all go the same way.",
+        "at step 250 on seeds 0-4: the status line ticks there); in these settings the run then drifts into "
+        "collapse (0-3 modes by step 3,000; η = 0.5, T = 15 or five D steps left 0-4 at step 2,000 on seeds "
+        "0-1): the particles follow D's gradient, and where D has stopped telling the modes apart they all go "
+        "the same way.",
         look='the purple particle paths running uphill on D, and G following them',
         # the fan-out, early: the collapse that follows is the text's, not the point's
         watch=Watch("modes captured", _modes_now, lambda v: v >= 5, "≥ 5, early", every=50, max_steps=500),
