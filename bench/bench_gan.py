@@ -36,7 +36,8 @@ from dgm.core import nets
 from dgm.core.config import knob_map
 from dgm.core.device import seeded
 from dgm.families.gan.lessons import EXPERIMENT
-from dgm.families.gan.trainer import GANConfig, GANTrainer
+from dgm.families.gan.config import GANConfig
+from dgm.families.gan.trainer import GANTrainer
 from dgm.core.metrics import mode_stats
 from seedtable import TUNING_SEEDS, UNSEEN_SEEDS, Run, parse_seeds, report, run_seeds
 

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from dgm.core import registry
 from dgm.families.gan.seeds import GANSeeds
-from dgm.families.gan.trainer import GANConfig, GANTrainer
+from dgm.families.gan.config import GANConfig
+from dgm.families.gan.trainer import GANTrainer
 
 
 def _sync(device: str) -> None:

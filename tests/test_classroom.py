@@ -13,7 +13,8 @@ from conftest import open_page
 from dgm.core import registry, viz
 from dgm.core.metrics import mode_stats
 from dgm.families.gan import figures as gf
-from dgm.families.gan.trainer import GANConfig, GANTrainer
+from dgm.families.gan.config import GANConfig
+from dgm.families.gan.trainer import GANTrainer
 
 BOX = (-3.0, 3.0, -3.0, 3.0)
 

@@ -15,7 +15,8 @@ from dgm.core.metrics import MMD, Grid, binned_kde, kde_log_prob, mmd2, wasserst
 from dgm.families.gan import figures as gf
 from dgm.families.gan.lessons import EXPERIMENT
 from dgm.families.gan.model import LOSSES, cfg_move, clip_, d_loss, g_loss, gradient_penalty
-from dgm.families.gan.trainer import GANConfig, GANTrainer
+from dgm.families.gan.config import GANConfig
+from dgm.families.gan.trainer import GANTrainer
 from dgm.ui.gan import Timeline, _metrics_caption
 
 PRESETS = EXPERIMENT.presets

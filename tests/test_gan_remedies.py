@@ -15,7 +15,8 @@ from dgm.families.gan.model import (
     MinibatchStd, d_loss, discriminator, g_loss, optimizer_state, optimizer_step, pack, unrolled_params,
     zero_centred_penalty,
 )
-from dgm.families.gan.trainer import PARTNER_SETS, GANConfig, GANTrainer
+from dgm.families.gan.config import GANConfig
+from dgm.families.gan.trainer import PARTNER_SETS, GANTrainer
 
 TINY = {"g_width": 16, "d_width": 16, "g_depth": 2, "d_depth": 2, "batch": 32}
 #: the plain game (the page's default packs and penalises): each test turns on only the remedy it tests

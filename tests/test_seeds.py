@@ -12,7 +12,8 @@ import torch
 from dgm.core import cli, nets
 from dgm.core.stacked import StackedMLP
 from dgm.families.gan.seeds import GANSeeds
-from dgm.families.gan.trainer import GANConfig, GANTrainer
+from dgm.families.gan.config import GANConfig
+from dgm.families.gan.trainer import GANTrainer
 
 
 def _no_eval(*trainers):

@@ -19,7 +19,7 @@ import torch
 
 from conftest import open_page, text
 from dgm.core import export, registry, userdata, worker
-from dgm.families.gan.trainer import GANConfig
+from dgm.families.gan.config import GANConfig
 from dgm.ui import scheduling, session, shutdown
 
 ROOT = Path(__file__).resolve().parents[1]

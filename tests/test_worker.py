@@ -12,7 +12,7 @@ import torch
 
 from dgm.core import registry, userdata, worker
 from dgm.families.demo.trainer import DemoConfig
-from dgm.families.gan.trainer import GANConfig
+from dgm.families.gan.config import GANConfig
 
 SMALL_GAN = GANConfig(g_width=16, d_width=16, batch=64)
 

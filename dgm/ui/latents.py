@@ -16,7 +16,6 @@ from dgm.families.latents.trainer import (
 from dgm.ui import common, session, view
 
 
-
 def _density_summary(trainer) -> None:
     e = trainer.latest_eval
     if not e:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dgm.families.flows.layers import LOG_2PI, ActNorm
+from dgm.families.flows.layers import LOG_2PI
+from dgm.families.flows.mixing import ActNorm
 
 
 class Block(nn.Module):

@@ -19,9 +19,8 @@ import dgm.core.data
 from dgm.core.config import knob
 from dgm.core.metrics import EVAL_SAMPLES, W1_SAMPLES, Grid, grid_kl, mode_stats, wasserstein1
 from dgm.core.train import Trainer
-from dgm.families.flows.layers import (
-    IAF, MAF, ActNorm, AffineCoupling, LULinear, Permute, Planar, Radial, Rotation, SplineCoupling,
-)
+from dgm.families.flows.layers import IAF, MAF, AffineCoupling, Planar, Radial, SplineCoupling
+from dgm.families.flows.mixing import ActNorm, LULinear, Permute, Rotation
 from dgm.families.flows.model import Block, Flow
 
 FLOWS = ("planar", "radial", "nice", "realnvp", "spline", "maf", "iaf")

@@ -7,7 +7,8 @@ from dgm.core.registry import Arena, Experiment, Lesson, PageText, Watch, evalua
 from dgm.families.gan.figures import figures
 from dgm.families.gan import seeds_figures
 from dgm.families.gan.seeds import GANSeeds, GANSeedsConfig, make as make_seeds
-from dgm.families.gan.trainer import GANConfig, GANTrainer
+from dgm.families.gan.config import GANConfig
+from dgm.families.gan.trainer import GANTrainer
 
 INTRO = (
     "Two networks play a game on 2D data. The **discriminator** D learns to tell data points (black) "

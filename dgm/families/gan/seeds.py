@@ -25,7 +25,8 @@ from dgm.core.config import knob
 from dgm.core.many import ManySeeds
 from dgm.core.stacked import StackedMLP
 from dgm.families.gan.model import build_optimizers, cfg_move, clip_, d_loss, g_loss_per_sample, sample_prior
-from dgm.families.gan.trainer import POOL, GANConfig, GANTrainer
+from dgm.families.gan.config import GANConfig
+from dgm.families.gan.trainer import POOL, GANTrainer
 
 PAGE_RUNS = 16  # at most this many on the page (small multiples of a 4 x 4 grid)
 #: the per-run metrics the summary reports (median and range over the runs that did not diverge)
