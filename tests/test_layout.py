@@ -16,6 +16,7 @@ ROOMS = {"model": 0, "layers": 0, "targets": 0, "trainer": 1, "fits": 1, "figure
          "image_figures": 2, "plane_figures": 2, "lessons": 3}
 ROOMS.update({"exact": 0, "samplers": 0, "sweeps": 2})  # the diffusion family's closed forms, samplers, measurements
 ROOMS.update({"seeds": 1, "seeds_figures": 2})  # many seeds at once: the batched trainer and its view
+ROOMS.update({"mixing": 0, "config": 0})  # the flows' layers between transforms; the GAN's settings (below its trainer)
 
 
 def _module_name(path: Path) -> str:
