@@ -14,7 +14,12 @@ presenting = st.query_params.get("presenter", "").lower() == "true"
 st.set_page_config(page_title="DGM Explorer", page_icon="assets/logo.svg", layout="wide",
                    initial_sidebar_state="collapsed" if presenting else "auto")
 
+from dgm.core import worker  # noqa: E402
 from dgm.ui import common  # noqa: E402  (torch, plotly: after the navigation on purpose)
+
+# the process that training workers fork from warms up (a few seconds) while the visitor reads the first page,
+# the home page included: a Play then goes to a worker at once (until one is ready, a run trains in the server)
+worker.prepare()
 
 st.logo("assets/logo.svg")
 common.sidebar()

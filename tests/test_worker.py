@@ -359,3 +359,33 @@ def test_a_stop_that_comes_just_before_an_evaluation_is_answered_with_the_state_
     finally:
         done.set()
         server.close()
+
+
+def test_after_the_warm_up_a_workers_evaluations_import_nothing_new():
+    """The zygote's warm-up trains each family without evaluating (the evaluations were half its time); what
+    only an evaluation or an OT pairing imports it imports by name (``worker_main.LAZY_IMPORTS``), so that a
+    forked worker does not pay a second of imports at its run's first evaluation. Fails if a module the
+    evaluations need is missing from that list."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """if True:
+        import json, sys, torch
+        from dgm.core import registry
+        from dgm.core.worker_main import COMPOSITES, warm_up
+        from dgm.families.diffusion.model import ot_pairing
+        warm_up()
+        before = set(sys.modules)
+        for name in registry.names():
+            if name not in COMPOSITES:
+                registry.get(name).make(seed=1, device="cpu").step(1)  # the initial model's evaluation
+        ot_pairing(torch.zeros(4, 2), torch.ones(4, 2))
+        print(json.dumps(sorted(set(sys.modules) - before)))
+    """
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    new = [m for m in json.loads(r.stdout.strip().splitlines()[-1]) if not m.startswith("dgm.")]
+    assert not new, f"imported by evaluations after the warm-up: {new}"

@@ -46,10 +46,20 @@ def recv(conn: Connection) -> Any:
 COMPOSITES = ("gan_seeds", "arena")
 
 
+#: modules the families import on first use only (in an evaluation, an OT pairing): imported by the warm-up, so
+#: that a worker does not import them anew at its run's first evaluation (POT and SciPy's parts: about a second)
+LAZY_IMPORTS = ("ot", "scipy.spatial.distance", "scipy.optimize")
+
+
 def warm_up() -> None:
-    """Build each model family once and train it a few steps: the imports, lazy torch kernels and data
-    sets that every worker would otherwise load on its own are then shared by all of them (called once,
-    in the zygote)."""
+    """Build each model family once, train it a few steps and copy its state: the imports, lazy torch kernels
+    and data sets that every worker would otherwise load on its own are then shared by all of them (called
+    once, in the zygote). No evaluation: the initial ones took half the warm-up (3.5 of 6.6 s of CPU, the
+    GAN's and the diffusion model's 2 s each, beside a first visit on two cores) and made a worker's later
+    steps and evaluations no faster; what they alone import is ``LAZY_IMPORTS``
+    (tests/test_worker.py checks that an evaluation after the warm-up imports nothing new)."""
+    import importlib
+
     from dgm.core import registry
 
     for name in registry.names():
@@ -58,12 +68,15 @@ def warm_up() -> None:
             if name in COMPOSITES:
                 continue  # made of the families' models, warmed up by theirs: building one costs seconds
             t = exp.make(seed=0, device="cpu")
-            # three steps and the initial model's evaluation (an evaluation after them, as final() did, warmed
-            # nothing more and cost 2.8 s of CPU at every start, beside a first visit on two cores)
-            t.step(3)
+            t.step(3, evaluate=False)
             t.import_state(t.export_state())
         except Exception:  # a warm-up is an optimisation only
             log.exception("warming up %s failed", name)
+    for mod in LAZY_IMPORTS:
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            log.exception("warming up: could not import %s", mod)
 
 
 def error_text(e: Exception) -> str:
