@@ -127,6 +127,9 @@ class ArenaRun:
             for k in range(seeds):
                 t = exp.make(cfg, seed=seed + k, device=device)
                 t.eval_every = 0  # the arena measures every family the same way, on its own schedule
+                # no "last good state" of its own: the arena's run holds the families' (ArenaTrainer's checkpoint);
+                # a copy after every burst cost the flow 13 ms a time, a tenth of the page's Step
+                t.checkpoint_every_s = math.inf
                 self.entrants.append(Entrant(exp, seed + k, t))
         self._reference()
 
