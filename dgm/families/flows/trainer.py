@@ -165,7 +165,7 @@ class FlowTrainer(Trainer):
         if c.objective == "forward_kl":
             self.model.data_init(self.data.sample(4096, self.eval_generator(7), device=self.device))
         # foreach: one call per update over the flow's ~100 parameter tensors; on the CPU the same kernels, in the
-        # same order, as the single-tensor loop (the same numbers to the bit: tests/test_flows.py), 5-20% a step
+        # same order, as the single-tensor loop (the same numbers to the bit: tests/test_flows.py), 5-8% a step
         self.opt = torch.optim.Adam(self.model.parameters(), lr=c.lr, foreach=True)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, functools.partial(lr_factor, halflife=c.halflife))
         self.heldout = self.data.sample(EVAL_SAMPLES, self.eval_generator(), device=self.device)  # (N, 2)
