@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dgm.core import registry, userdata, worker
+from dgm.core import registry, userdata, wire, worker
 from dgm.families.demo.trainer import DemoConfig
 from dgm.families.gan.config import GANConfig
 
@@ -29,7 +29,8 @@ def same_run(a, b) -> bool:
 
 
 def moved(state: dict) -> dict:
-    return pickle.loads(pickle.dumps(state))  # as between processes: nothing shared
+    """As between processes (nothing shared), the way a worker's messages travel (tensors as numpy arrays)."""
+    return wire.unpack(pickle.loads(pickle.dumps(wire.pack(state))))
 
 
 @pytest.mark.parametrize("name", registry.names())
@@ -44,6 +45,47 @@ def test_a_run_moved_to_another_trainer_continues_exactly(name):
     b.step(15)
     assert same_run(a, b)
 
+
+
+def test_a_message_carries_every_tensor_exactly_and_the_rest_as_it_was():
+    """Tensors travel as numpy arrays (``wire.pack``): the same values, dtype and shape, writable, the same
+    object where the state held one object twice, a state_dict's module versions (``_metadata``) kept; a tensor
+    that is not plain (non-contiguous, requiring grad, bfloat16) travels as torch pickles it."""
+    from collections import OrderedDict
+
+    t = registry.get("flow").make(seed=1, device="cpu")
+    t.step(5)
+    state = t.export_state()
+    sd = t.model.state_dict()
+    shared = torch.arange(6.0)
+    odd = {"view": torch.arange(12.0).reshape(3, 4).T, "grad": torch.ones(3, requires_grad=True),
+           "bf16": torch.ones(2, dtype=torch.bfloat16), "int": torch.arange(5), "bool": torch.tensor([True, False])}
+    msg = {"state": state, "sd": sd, "twice": [shared, (shared, 1.5)], "odd": odd, "text": "x", "none": None}
+    back = moved(msg)
+
+    def same(a, b, where=""):
+        assert type(a) is type(b), where
+        if isinstance(a, torch.Tensor):
+            assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.detach(), b.detach()), where
+        elif isinstance(a, dict):
+            assert list(a) == list(b), where
+            for k in a:
+                same(a[k], b[k], f"{where}.{k}")
+        elif isinstance(a, (list, tuple)):
+            assert len(a) == len(b), where
+            for i, (x, y) in enumerate(zip(a, b)):
+                same(x, y, f"{where}[{i}]")
+        else:
+            assert a == b or (a != a and b != b), where
+
+    same(msg, back)
+    assert isinstance(back["sd"], OrderedDict) and back["sd"]._metadata == sd._metadata
+    assert back["twice"][0] is back["twice"][1][0]
+    assert all(v.numpy().flags.writeable for v in back["sd"].values())
+    assert back["odd"]["grad"].requires_grad and back["odd"]["view"].stride() == (1, 4)
+    packed = wire.pack(msg)
+    assert type(packed["sd"][next(iter(sd))]) is wire._Array  # what makes it fast: arrays, not tensors
+    assert type(packed["odd"]["view"]) is torch.Tensor
 
 def test_a_light_state_updates_what_figures_read_and_nothing_else():
     exp = registry.get("gan")

@@ -49,8 +49,8 @@ from typing import Any
 
 from dgm.core.train import Trainer
 from dgm.core.worker_main import error_text  # noqa: F401  (part of this module's API: what a page shows)
-from dgm.core.worker_main import recv as _recv
-from dgm.core.worker_main import send as _send
+from dgm.core.wire import recv as _recv
+from dgm.core.wire import send as _send
 
 log = logging.getLogger(__name__)
 

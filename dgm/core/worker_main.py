@@ -8,7 +8,6 @@ import contextlib
 import gc
 import logging
 import os
-import pickle
 import shutil
 import signal
 import socket
@@ -18,7 +17,9 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+
 from dgm.core.train import Trainer, TrainingDiverged
+from dgm.core.wire import recv, send
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +28,6 @@ BUSY_AFTER = 0.25  # a sync still waiting after this long (the loop is in an eva
 IDLE_STOP_SECONDS = 10.0  # a worker stops training when no sync came for this long
 EXIT_AFTER_SECONDS = 20.0  # ... and exits when nothing more came for this long after that (the
 # session's trainer then continues from the last checkpoint it received, at most a second older)
-
-
-def send(conn: Connection, obj: Any) -> None:
-    """Plain pickle, tensors copied into the message. (Connection.send would use torch's reductions
-    for multiprocessing, which move every tensor into shared memory: slower for small tensors, and
-    the memory vanishes when the sender exits first.)"""
-    conn.send_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
-
-
-def recv(conn: Connection) -> Any:
-    return pickle.loads(conn.recv_bytes())
 
 
 # ---- the worker process ------------------------------------------------------------------------
