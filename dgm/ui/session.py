@@ -267,13 +267,10 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
 def controls(exp: Experiment, s: LiveState, cols=None) -> None:
     """Play, Step, Reset and the speed, in four columns of the control bar (``cols``; made here if None)."""
     c1, c2, c3, c4 = cols or st.columns([1, 1, 1, 1.4, 3], vertical_alignment="bottom")[:4]
-    # the click says what it wants (not a toggle: a click whose trigger reaches the script twice pauses once),
-    # and Play and Pause are two widgets (two keys): a second click on Pause that the browser sends after the
-    # server has taken the first (a double click, a busy browser) names a widget the latest run no longer drew,
-    # and Streamlit drops it. With one key it took the latest run's meaning of the button (Play) and played again
-    c1.button("⏸ Pause" if s.playing else "▶ Play", key=f"{exp.name}.{'pause' if s.playing else 'play'}",
-              on_click=_play, args=(exp, not s.playing), type="primary", width="stretch",
-              disabled=s.error is not None)
+    # the click says what it wants (not a toggle: a click whose trigger reaches the script twice pauses once).
+    # One key for both labels: a new key makes a new widget, which the browser showed seconds late
+    c1.button("⏸ Pause" if s.playing else "▶ Play", key=f"{exp.name}.play", on_click=_play,
+              args=(exp, not s.playing), type="primary", width="stretch", disabled=s.error is not None)
     v = speed(exp)
     c2.button(f"Step ×{10 if v == 'auto' else v}", key=f"{exp.name}.step", on_click=_step, args=(exp,),
               width="stretch", disabled=s.error is not None)
