@@ -17,7 +17,6 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-
 from dgm.core.train import Trainer, TrainingDiverged
 from dgm.core.wire import recv, send
 
