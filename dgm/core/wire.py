@@ -59,15 +59,7 @@ def pack(obj: Any, memo: dict[int, _Array] | None = None) -> Any:
         if id(obj) not in memo:
             memo[id(obj)] = _Array(obj.numpy())
         return memo[id(obj)]
-    if type(obj) is dict:
-        return {k: v if type(v) in _ATOMS else pack(v, memo) for k, v in obj.items()}
-    if type(obj) is OrderedDict:  # a state_dict: its _metadata (module versions) goes along
-        out = OrderedDict((k, v if type(v) in _ATOMS else pack(v, memo)) for k, v in obj.items())
-        out.__dict__.update(obj.__dict__)
-        return out
-    if type(obj) in (list, tuple):
-        return type(obj)(v if type(v) in _ATOMS else pack(v, memo) for v in obj)
-    return obj
+    return _inside(obj, lambda v: pack(v, memo))
 
 
 def unpack(obj: Any, memo: dict[int, torch.Tensor] | None = None) -> Any:
@@ -77,12 +69,18 @@ def unpack(obj: Any, memo: dict[int, torch.Tensor] | None = None) -> Any:
         if id(obj) not in memo:
             memo[id(obj)] = torch.from_numpy(obj.a)
         return memo[id(obj)]
+    return _inside(obj, lambda v: unpack(v, memo))
+
+
+def _inside(obj: Any, f) -> Any:
+    """A dict, OrderedDict, list or tuple with ``f`` applied to each of its items but atoms; anything else as it
+    is. (A state_dict's attributes, its ``_metadata`` of module versions, go along.)"""
     if type(obj) is dict:
-        return {k: v if type(v) in _ATOMS else unpack(v, memo) for k, v in obj.items()}
+        return {k: v if type(v) in _ATOMS else f(v) for k, v in obj.items()}
     if type(obj) is OrderedDict:
-        out = OrderedDict((k, v if type(v) in _ATOMS else unpack(v, memo)) for k, v in obj.items())
+        out = OrderedDict((k, v if type(v) in _ATOMS else f(v)) for k, v in obj.items())
         out.__dict__.update(obj.__dict__)
         return out
     if type(obj) in (list, tuple):
-        return type(obj)(v if type(v) in _ATOMS else unpack(v, memo) for v in obj)
+        return type(obj)(v if type(v) in _ATOMS else f(v) for v in obj)
     return obj
