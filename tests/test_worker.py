@@ -46,7 +46,6 @@ def test_a_run_moved_to_another_trainer_continues_exactly(name):
     assert same_run(a, b)
 
 
-
 def test_a_message_carries_every_tensor_exactly_and_the_rest_as_it_was():
     """Tensors travel as numpy arrays (``wire.pack``): the same values, dtype and shape, writable, the same
     object where the state held one object twice, a state_dict's module versions (``_metadata``) kept; a tensor

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from dgm.core import registry, worker
+from dgm.core import registry
 from dgm.core.registry import Experiment
 from dgm.core.train import Trainer
 from dgm.ui import common, garbage, pages, scheduling, session, share
@@ -112,7 +112,6 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
     fitted model. ``runtime`` holds the trainer's runtime settings (e.g. the GAN's "train only D"),
     which change how the next steps run without restarting the run."""
     garbage.start_gc()
-    worker.prepare()  # a worker process ready for when Play is pressed
     les = common.lesson(exp)
     if les is not None and not _is_lessons_run(exp, les, cfg, runtime):
         les = None  # a knob was changed: this run is no longer the lesson's
