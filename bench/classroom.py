@@ -108,7 +108,7 @@ STATUS_JS = """() => { const el = [...document.querySelectorAll('[data-testid="s
 # over ``status()``, the status line, and ``button(label)``) holds: the milliseconds, or -1 after ``limit`` ms.
 CLICK_JS = """async ([label, until, limit]) => {
   const status = %s;
-  const button = (l) => [...document.querySelectorAll('[data-testid=stMain] button')].find(b => b.innerText.includes(l));
+  const button = (l) => [...document.querySelectorAll('[data-testid=stMain] button')].find(b => b.checkVisibility() && b.innerText.includes(l));
   const check = new Function('status', 'button', 'return (' + until + ');');
   const b = button(label);
   if (!b) return -2;

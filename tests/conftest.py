@@ -213,7 +213,7 @@ def wait_for_app(pg, timeout_ms: int = 60_000) -> None:
 
 _GEOMETRY = """() => {
   const f = document.querySelector('[data-testid=stMain] [data-testid=dgmPlot]');
-  const b = [...document.querySelectorAll('[data-testid=stMain] button')].find(x => /Play|Pause/.test(x.innerText));
+  const b = [...document.querySelectorAll('[data-testid=stMain] button')].find(x => x.checkVisibility() && /Play|Pause/.test(x.innerText));
   const r = (e) => { const q = e.getBoundingClientRect(); return [q.top, q.bottom, q.left, q.right]; };
   return {fig: f && r(f), play: b && r(b), scroll: window.scrollY};
 }"""
@@ -290,7 +290,8 @@ def iteration(pg) -> int:
 
 
 _STATUS = "[...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
-_BUTTONS = "[...document.querySelectorAll('[data-testid=stMain] button')]"
+# the buttons shown (Play and Pause are both on the page, the one that does not apply hidden)
+_BUTTONS = "[...document.querySelectorAll('[data-testid=stMain] button')].filter(b => b.checkVisibility())"
 _PLAYING = f"{_STATUS}.some(e => e.textContent.includes('Iteration') && e.textContent.includes('playing'))"
 _PAUSED = f"{_STATUS}.some(e => e.textContent.includes('Iteration') && e.textContent.includes('paused'))"
 
@@ -298,10 +299,8 @@ _PAUSED = f"{_STATUS}.some(e => e.textContent.includes('Iteration') && e.textCon
 def pause(pg, tries: int = 2) -> None:
     """Press Pause during play and wait until the status line says "paused" (a click taken while a frame is
     on its way shows with the frame after it). A click not taken is clicked again, but only after a minute and
-    only while the page still says it plays: the server binds the button's next meaning (Play) as soon as it
-    has taken the first click, so a second click sent while a busy browser still shows "Pause" would play
-    again (this failed the Pause/Step/Reset test twice in loaded CIs). If the page shows no Pause button, the
-    failure says what it shows instead."""
+    only while the page still says it plays (a click taken late is still a Pause: Play and Pause are two
+    widgets). If the page shows no Pause button, the failure says what it shows instead."""
     _press(pg, "Pause", f"() => {_PAUSED} || {_BUTTONS}.some(b => b.innerText.includes('Play'))", tries,
            still=f"() => {_PLAYING}")
 

@@ -47,6 +47,43 @@ def test_pause_clicked_twice_stays_paused(app_server, page):
     assert page.locator('[data-testid="stException"]').count() == 0
 
 
+def test_a_late_second_click_on_pause_does_not_play_again(app_server, page):
+    """The race behind the double click, made certain: the browser's message of a click on Pause is sent to
+    the server a second time after the server has taken the first and drawn Play (what a busy browser or a
+    slow double click sends). It names the Pause widget, which pauses whatever the latest run drew: the run
+    stays paused. (With one widget for both labels the stale click took the button's latest meaning, Play,
+    and the run played again: this test failed so.)"""
+    sent, server = [], {}
+
+    def relay(ws):  # the page's websocket, passed through; what the page sends is kept
+        srv = ws.connect_to_server()
+        server["ws"] = srv
+
+        def up(msg):
+            sent.append(msg)
+            srv.send(msg)
+        ws.on_message(up)
+        srv.on_message(lambda msg: ws.send(msg))
+
+    page.route_web_socket("**/_stcore/stream", relay)
+    page.goto(app_server.url + "/demo?seed=5")
+    wait_for_app(page)
+    page.get_by_role("button", name="Play").click()
+    page.get_by_role("button", name="Pause").wait_for(timeout=30_000)
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+                           ".some(e => /Iteration [1-9]/.test(e.textContent))", timeout=60_000)
+    mark = len(sent)
+    pause(page)
+    page.get_by_text("paused", exact=False).first.wait_for(timeout=30_000)
+    clicks = [m for m in sent[mark:] if isinstance(m, bytes) and b"demo.pause" in m]
+    assert clicks, "no message of the Pause click was seen"
+    at = iteration(page)
+    server["ws"].send(clicks[0])  # the same click once more, late
+    page.wait_for_timeout(3000)
+    assert page.get_by_role("button", name="Play").is_visible() and iteration(page) == at
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
 def test_fresh_server_serves_the_navigation_to_simultaneous_first_visitors(browser):
     """Until app.py first reaches st.navigation, Streamlit would serve new sessions in its legacy
     pages/ mode (file names in the sidebar, the page script run without app.py)."""

@@ -57,7 +57,7 @@ def test_step_play_and_the_animation_of_sampling():
     _ok(at)
     assert at_iteration(at) > 100
     assert re.match(r"Sampling one pixel at a time: step \d+ of 64", _titles(at)[0]), _titles(at)[0]
-    at.button(key="autoregressive.play").click().run()
+    at.button(key="autoregressive.pause").click().run()
     at.button(key="autoregressive.reset").click().run()
     assert at_iteration(at) == 0
 

@@ -40,7 +40,7 @@ def test_step_and_play_advance_the_trainer_and_metrics_appear():
     at.button(key="vae.play").click().run()  # one frame runs in AppTest
     _ok(at)
     assert at_iteration(at) > 200
-    at.button(key="vae.play").click().run()  # pause
+    at.button(key="vae.pause").click().run()
     at.button(key="vae.reset").click().run()
     assert at_iteration(at) == 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -267,10 +268,15 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
 def controls(exp: Experiment, s: LiveState, cols=None) -> None:
     """Play, Step, Reset and the speed, in four columns of the control bar (``cols``; made here if None)."""
     c1, c2, c3, c4 = cols or st.columns([1, 1, 1, 1.4, 3], vertical_alignment="bottom")[:4]
-    # the click says what it wants (not a toggle: a click whose trigger reaches the script twice pauses once).
-    # One key for both labels: a new key makes a new widget, which the browser showed seconds late
-    c1.button("⏸ Pause" if s.playing else "▶ Play", key=f"{exp.name}.play", on_click=_play,
-              args=(exp, not s.playing), type="primary", width="stretch", disabled=s.error is not None)
+    # Play and Pause are two widgets, both on the page at all times, the one that does not apply hidden by a
+    # style: a click names what it wants (a second click on Pause that reaches the server after the first
+    # has drawn Play still pauses), and no widget comes or goes between runs (a widget made new by a run lost
+    # the browser's first click on it)
+    hide = f"{exp.name}.play" if s.playing else f"{exp.name}.pause"
+    st.html(f"<style>.st-key-{re.sub(r'[^a-zA-Z0-9_-]', '-', hide)} {{display: none !important;}}</style>")
+    for label, key, play in (("▶ Play", f"{exp.name}.play", True), ("⏸ Pause", f"{exp.name}.pause", False)):
+        c1.button(label, key=key, on_click=_play, args=(exp, play), type="primary", width="stretch",
+                  disabled=s.error is not None)
     v = speed(exp)
     c2.button(f"Step ×{10 if v == 'auto' else v}", key=f"{exp.name}.step", on_click=_step, args=(exp,),
               width="stretch", disabled=s.error is not None)
