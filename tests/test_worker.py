@@ -265,8 +265,9 @@ def test_workers_never_run_the_main_module(tmp_path, monkeypatch):
 def test_a_step_that_meets_a_slow_evaluation_shows_its_model_at_once_and_a_worker_does_the_step_whole():
     """A Step that meets a slow evaluation (dgm.ui.scheduling.step) goes whole to a worker job, and the same steps
     are trained here without evaluating: the page has the Step's model at once (no evaluation yet), and the job's
-    state, when it comes, is the run's exactly (the same as trained here in one go). Should the job never bring
-    it, the run goes back to the Step's start (the preview is no state to go on from)."""
+    state, when it comes, is the run's exactly (the same as trained here in one go). Should the job not bring it
+    (lost, or later than the next Step could wait), the Step is trained again here, evaluations included: the
+    same run, no step lost (going back to the Step's start lost the Step on a busy server)."""
     from dgm.families.gan.seeds import GANSeedsConfig
     from dgm.ui import scheduling, session
 
@@ -303,16 +304,19 @@ def test_a_step_that_meets_a_slow_evaluation_shows_its_model_at_once_and_a_worke
     with s.lock:  # a Step that meets no evaluation trains here, at once
         scheduling.step(exp, s, 3)
     assert s.tail is None and t.iteration == 28
-    step(22)  # meets the evaluation at 50; the job is lost: back to the Step's start, which goes on exactly
+    step(22)  # meets the evaluation at 50; the job is lost: the Step is trained again here, exactly
     assert t.iteration == 50
     s.tail.proc.close(kill=True)
     with s.lock:
-        assert scheduling.collect_tail(s, 60) and s.tail is None and s.tail_base is None
-    assert t.iteration == 28 and [e["step"] for e in t.history.evals] == [0, 10, 20]
-    t.step(22)
+        assert scheduling.collect_tail(s, 60) and s.tail is None and s.tail_base is None and s.error is None
     ref.step(3)
     ref.step(22)
-    assert same_run(ref, t) and [e["step"] for e in t.history.evals] == [0, 10, 20, 50]
+    assert t.iteration == 50 and same_run(ref, t) and [e["step"] for e in t.history.evals] == [0, 10, 20, 50]
+    step(50)  # meets the evaluation at 100; the next Step cannot wait for the job (no wait at all here)
+    with s.lock:
+        assert scheduling.collect_tail(s, 0.0, drop=True) and s.tail is None and s.tail_base is None
+    ref.step(50)
+    assert t.iteration == 100 and same_run(ref, t) and [e["step"] for e in t.history.evals] == [0, 10, 20, 50, 100]
 
 
 def test_a_step_right_after_a_pause_in_a_slow_evaluation_does_not_wait_for_it():

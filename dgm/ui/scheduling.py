@@ -87,7 +87,7 @@ def step(exp: Experiment, s: LiveState, n: int) -> None:
     or one due on its way) goes whole to a worker process (``s.tail``, a job: ``worker.start(..., until=)``), and
     the same steps are trained here without evaluating, a preview of the model shown at once; the page says
     "evaluating this step" until the worker's state comes and replaces the preview (``collect_tail``; should it
-    never come, the run goes back to the Step's start: ``s.tail_base``). A quick evaluation, or a run without a
+    not come, the Step is trained again here from its start, ``s.tail_base``). A quick evaluation, or a run without a
     worker, is done here: a job ends later (a second redraw, the worker's start). A Pause's evaluation still
     running is not awaited there: the job does it again."""
     t = s.trainer
@@ -262,28 +262,44 @@ def pause_remote(s: LiveState) -> None:
 def collect_tail(s: LiveState, wait: float = 0.0, drop: bool = False) -> bool:
     """Take the paused run's evaluated state if it has come (within ``wait`` seconds; call holding the lock);
     else, with ``drop``, stop waiting for it: the trainer keeps the state before that evaluation, which its
-    next step does first (``Trainer.eval_pending``), or after a Step's preview goes back to the Step's start.
-    Returns whether none is awaited any more."""
+    next step does first (``Trainer.eval_pending``), or a Step's preview is trained again here, evaluations
+    included (``_redo_step``). Returns whether none is awaited any more."""
     if s.tail is None:
         return True
     if not s.tail.finish(s.trainer, wait):
         if drop:
-            drop_tail(s)
+            s.tail.close()
+            s.tail = None
+            _redo_step(s)
         return drop
     if s.tail.error is not None:
         _stopped(s, s.tail.error)
-    if not s.tail.taken:  # the worker went away without its state
         _back_to_base(s)
+    elif not s.tail.taken:  # the worker went away without its state
+        _redo_step(s)
     s.tail, s.tail_base = None, None
     return True
 
 
 def drop_tail(s: LiveState) -> None:
-    """Stop waiting for the evaluated state (see ``collect_tail``)."""
+    """Stop waiting for the evaluated state, a Step's preview given up for the Step's start (before a reset or
+    a new run)."""
     if s.tail is not None:
         s.tail.close()
         s.tail = None
     _back_to_base(s)
+
+
+def _redo_step(s: LiveState) -> None:
+    """A Step's job that did not bring its state (lost, or later than a Step, Play or export could wait): the
+    Step is trained again here from its start, its evaluations included, which gives the state the job would
+    have (evaluations never touch the training stream). Going back to the Step's start instead lost the Step:
+    on a busy server two quick Steps showed 10 steps, not 20."""
+    if s.tail_base is None:
+        return
+    end = s.trainer.iteration
+    _back_to_base(s)
+    train(s, end - s.trainer.iteration)
 
 
 def _back_to_base(s: LiveState) -> None:
