@@ -247,6 +247,19 @@ def overflowing_titles(pg) -> list[dict]:
     return [t for t in pg.evaluate(_TITLES) if t["left"] < -1 or t["right"] > t["width"] + 1 or hit(t["box"], t["legend"])]
 
 
+# the control bar (the row of columns that holds Step): its shown buttons whose label the button cuts off
+_CUT_LABELS = """() => { const bar = [...document.querySelectorAll('[data-testid=stMain] [data-testid=stHorizontalBlock]')]
+  .find(h => [...h.querySelectorAll('button')].some(b => /^Step/.test(b.innerText)));
+  return bar ? [...bar.querySelectorAll('button')].filter(b => b.checkVisibility())
+    .filter(b => [...b.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1))
+    .map(b => b.innerText.replace(/\\s+/g, ' ')) : ['no control bar']; }"""
+
+
+def cut_labels(pg) -> list[str]:
+    """The control bar's buttons (those shown) whose label is cut off (drawn with an ellipsis)."""
+    return pg.evaluate(_CUT_LABELS)
+
+
 def flat_numbers(v, prefix: str = "") -> dict[str, float]:
     """Every number in a nest of dicts and lists, by path (``a.b``, ``a[0]``); booleans and text left out."""
     if isinstance(v, dict):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import figure_geometry, overflowing_titles, pause, play, shown, wait_for_app, wait_for_charts
+from conftest import cut_labels, figure_geometry, overflowing_titles, pause, play, shown, wait_for_app, wait_for_charts
 from dgm.core import registry
 from dgm.ui.pages import all_pages
 
@@ -23,8 +23,9 @@ def _open(page, url: str) -> None:
 
 def test_the_figure_comes_first_and_chart_titles_fit(app_server, browser):
     """On a 1280×720 projector in presenter mode, every page shows its whole main figure and its Play button
-    without scrolling, and no chart title runs past its chart. (At 1400×900 without presenter mode the figure
-    starts in the top third: tests/test_screenshots.py checks that on each page it opens, at no extra load.)"""
+    without scrolling, no chart title runs past its chart and no label of the control bar is cut off. (At 1400×900
+    without presenter mode the figure starts in the top third: tests/test_screenshots.py checks that on each page it
+    opens, at no extra load.)"""
     width, height = 1280, 720
     ctx = browser.new_context(viewport={"width": width, "height": height}, reduced_motion="reduce")
     pg = ctx.new_page()
@@ -36,6 +37,7 @@ def test_the_figure_comes_first_and_chart_titles_fit(app_server, browser):
         assert 0 <= g["play"][0] and g["play"][1] <= height, where
         assert 0 <= g["fig"][0] and g["fig"][1] <= height, (where, g)  # the whole main figure on the projector
         assert not overflowing_titles(pg), where
+        assert not cut_labels(pg), (where, cut_labels(pg))  # the control bar's labels whole
     ctx.close()
 
 
@@ -103,6 +105,7 @@ def test_pause_step_and_reset_take_effect_during_play(app_server, page, info):
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
                            ".some(e => e.textContent.includes('playing'))", timeout=60_000)
     page.wait_for_timeout(2000)
+    assert not cut_labels(page), cut_labels(page)  # Pause's label whole at 1400 px, the sidebar open
     pause(page)
     page.get_by_role("button", name="Play").wait_for(timeout=120_000)
     try:
@@ -118,7 +121,7 @@ def test_pause_step_and_reset_take_effect_during_play(app_server, page, info):
                            timeout=120_000)  # a Step can end in an evaluation (the lottery's: eight runs)
     page.get_by_role("button", name="Play").click()
     page.wait_for_timeout(1500)
-    page.get_by_role("button", name="↺ Reset").click()
+    page.get_by_role("button", name="Reset", exact=True).click()
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
                            ".some(e => e.textContent.includes('Iteration 0 ') && e.textContent.includes('paused'))",
                            timeout=60_000)

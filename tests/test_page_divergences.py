@@ -33,7 +33,7 @@ def test_page_opens_fitted_and_step_and_play_train():
     assert any("Quadrature: 48 × 48 cells" in c.value and "estimated error" in c.value for c in at.caption)
     _button(at, "Step").click().run()
     assert _trainer(at).iteration == ui.WARM_STEPS + 10
-    _button(at, "▶ Play").click().run()
+    _button(at, "Play").click().run()
     assert not at.exception
     assert _trainer(at).iteration > ui.WARM_STEPS + 10
 

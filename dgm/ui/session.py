@@ -274,13 +274,15 @@ def controls(exp: Experiment, s: LiveState, cols=None) -> None:
     # the browser's first click on it)
     hide = f"{exp.name}.play" if s.playing else f"{exp.name}.pause"
     st.html(f"<style>.st-key-{re.sub(r'[^a-zA-Z0-9_-]', '-', hide)} {{display: none !important;}}</style>")
-    for label, key, play in (("▶ Play", f"{exp.name}.play", True), ("⏸ Pause", f"{exp.name}.pause", False)):
-        c1.button(label, key=key, on_click=_play, args=(exp, play), type="primary", width="stretch",
-                  disabled=s.error is not None)
+    # (Material icons, which Streamlit serves itself: "⏸" drew as an empty box where no emoji font is installed)
+    for label, icon, play in (("Play", "play_arrow", True), ("Pause", "pause", False)):
+        c1.button(label, icon=f":material/{icon}:", key=f"{exp.name}.{label.lower()}", on_click=_play,
+                  args=(exp, play), type="primary", width="stretch", disabled=s.error is not None)
     v = speed(exp)
     c2.button(f"Step ×{10 if v == 'auto' else v}", key=f"{exp.name}.step", on_click=_step, args=(exp,),
               width="stretch", disabled=s.error is not None)
-    c3.button("↺ Reset", key=f"{exp.name}.reset", on_click=_reset, args=(exp,), width="stretch")
+    c3.button("Reset", icon=":material/restart_alt:", key=f"{exp.name}.reset", on_click=_reset, args=(exp,),
+              width="stretch")
     c4.selectbox("Steps per frame", SPEEDS, key=_speed_key(exp), bind="query-params", label_visibility="collapsed",
                  format_func=_speed_label,
                  help="Steps per frame. auto: as many steps as fit in about 0.1 s; Step does this many (10 in auto).")
@@ -310,7 +312,8 @@ def notices(exp: Experiment, s: LiveState) -> None:
 def error_panel(exp: Experiment, s: LiveState) -> None:
     st.error(common.plain(s.error), icon=":material/warning:")
     a, b, _ = st.columns([1, 2, 3])
-    a.button("↺ Reset", key=f"{exp.name}.reset_err", on_click=_reset, args=(exp,), type="primary")
+    a.button("Reset", icon=":material/restart_alt:", key=f"{exp.name}.reset_err", on_click=_reset, args=(exp,),
+             type="primary")
     last = s.trainer.last_good["iteration"]
     b.button(f"Back to the last good state (step {last:,})", key=f"{exp.name}.restore", on_click=_restore,
              args=(exp,))

@@ -122,7 +122,7 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
         s.trainer.set_runtime(runtime)
     # one compact control bar (its labels whole at 1280 px), the status line under it: the figure next. (The status
     # line at the bar's end wrapped to four lines of a lesson's watch in presenter mode, pushing the figure down.)
-    bar = st.columns([0.85, 0.9, 0.9, 0.85, 1.0, 1.15, 1.15, 1.7], vertical_alignment="center", gap="small")
+    bar = st.columns([1.0, 0.9, 0.9, 0.85, 1.0, 1.15, 1.15, 1.55], vertical_alignment="center", gap="small")
     session.controls(exp, s, bar[:4])
     share.bar(exp, s, bar[4:7])
     # the status line, which the frame rewrites (one element in a slot), and under it the run's error panel
