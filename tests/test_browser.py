@@ -29,15 +29,20 @@ def test_demo_page_step_in_chromium(app_server, page):
     assert "seed=1" in page.url
 
 
-def test_pause_clicked_twice_stays_paused(app_server, page):
-    """Two quick clicks on Pause (a double click, or a second click while the first is handled) pause the
-    run: the button is not a toggle that the second click turns back to Play."""
-    page.goto(app_server.url + "/demo?seed=4")
+def _playing(page, url: str) -> None:
+    """Open ``url``, press Play and wait until the run has trained a step."""
+    page.goto(url)
     wait_for_app(page)
     page.get_by_role("button", name="Play").click()
     page.get_by_role("button", name="Pause").wait_for(timeout=30_000)
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
                            ".some(e => /Iteration [1-9]/.test(e.textContent))", timeout=60_000)
+
+
+def test_pause_clicked_twice_stays_paused(app_server, page):
+    """Two quick clicks on Pause (a double click, or a second click while the first is handled) pause the
+    run: the button is not a toggle that the second click turns back to Play."""
+    _playing(page, app_server.url + "/demo?seed=4")
     page.get_by_role("button", name="Pause").dblclick()
     page.get_by_role("button", name="Play").wait_for(timeout=30_000)
     page.get_by_text("paused", exact=False).first.wait_for(timeout=30_000)
@@ -66,12 +71,7 @@ def test_a_late_second_click_on_pause_does_not_play_again(app_server, page):
         srv.on_message(lambda msg: ws.send(msg))
 
     page.route_web_socket("**/_stcore/stream", relay)
-    page.goto(app_server.url + "/demo?seed=5")
-    wait_for_app(page)
-    page.get_by_role("button", name="Play").click()
-    page.get_by_role("button", name="Pause").wait_for(timeout=30_000)
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
-                           ".some(e => /Iteration [1-9]/.test(e.textContent))", timeout=60_000)
+    _playing(page, app_server.url + "/demo?seed=5")
     mark = len(sent)
     pause(page)
     page.get_by_text("paused", exact=False).first.wait_for(timeout=30_000)

@@ -87,9 +87,9 @@ def step(exp: Experiment, s: LiveState, n: int) -> None:
     or one due on its way) goes whole to a worker process (``s.tail``, a job: ``worker.start(..., until=)``), and
     the same steps are trained here without evaluating, a preview of the model shown at once; the page says
     "evaluating this step" until the worker's state comes and replaces the preview (``collect_tail``; should it
-    not come, the Step is trained again here from its start, ``s.tail_base``). A quick evaluation, or a run without a
-    worker, is done here: a job ends later (a second redraw, the worker's start). A Pause's evaluation still
-    running is not awaited there: the job does it again."""
+    not come, the Step is trained again here from its start, ``s.tail_base``). A quick evaluation, or a run
+    without a worker, is done here: a job ends later (a second redraw, the worker's start). A Pause's evaluation
+    still running is not awaited there: the job does it again."""
     t = s.trainer
     slow = t.slow_eval and not s.in_process and worker.enabled() and t.device.type == "cpu"
     if slow and s.tail is not None and s.tail_base is None:
@@ -274,9 +274,10 @@ def collect_tail(s: LiveState, wait: float = 0.0, drop: bool = False) -> bool:
         return drop
     if s.tail.error is not None:
         _stopped(s, s.tail.error)
-        _back_to_base(s)
-    elif not s.tail.taken:  # the worker went away without its state
+    if not s.tail.taken and s.tail.error is None:  # the worker went away without its state
         _redo_step(s)
+    elif not s.tail.taken:  # it failed: the Step's start, and the failure's message
+        _back_to_base(s)
     s.tail, s.tail_base = None, None
     return True
 
