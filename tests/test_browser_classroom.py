@@ -97,34 +97,38 @@ def test_a_lesson_reaches_its_point_after_play(app_server, page, info, les):
 CONTROLLED = [p for p in PAGES if p.url in ("demo", "gan", "gan_seeds", "flows", "vae")]
 
 
+def _until(page, status_js: str, what: str, timeout_ms: int = 60_000) -> None:
+    """Wait until some status line satisfies ``status_js`` (a JS expression of its text ``t``); a failure says
+    which wait it was and what the page shows."""
+    try:
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+                               f".some(e => {{ const t = e.textContent; return {status_js}; }})", timeout=timeout_ms)
+    except Exception:
+        raise AssertionError(f"{what}: not seen in {timeout_ms / 1000:.0f} s; the page shows "
+                             f"{shown(page, what.split()[0].lower() + '-' + page.url.split('/')[-1][:20])}") from None
+
+
 @pytest.mark.parametrize("info", CONTROLLED, ids=[p.url for p in CONTROLLED])
 def test_pause_step_and_reset_take_effect_during_play(app_server, page, info):
     _open(page, f"{app_server.url}/{info.url}")
     status = lambda: page.locator('[data-testid="stCaptionContainer"]', has_text="Iteration").first  # noqa: E731
     page.get_by_role("button", name="Play").click()
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
-                           ".some(e => e.textContent.includes('playing'))", timeout=60_000)
+    _until(page, "t.includes('playing')", "Play: the status line saying playing")
     page.wait_for_timeout(2000)
     assert not cut_labels(page), cut_labels(page)  # Pause's label whole at 1400 px, the sidebar open
     pause(page)
     page.get_by_role("button", name="Play").wait_for(timeout=120_000)
-    try:
-        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
-                               ".some(e => e.textContent.includes('paused'))", timeout=60_000)
-    except Exception:  # (seen twice in a loaded CI, not yet understood: say what the page shows)
-        raise AssertionError(f"Play is back but no status says paused: {shown(page, 'pause-' + info.url)}") from None
+    # (seen twice in a loaded CI, not yet understood: Play back but no status saying paused)
+    _until(page, "t.includes('paused')", "Pause: Play is back, the status line saying paused")
     wait_for_app(page)
     before = status().inner_text()
     page.get_by_role("button", name="Step ×10").click()
-    page.wait_for_function(f"() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
-                           f".some(e => e.textContent.includes('Iteration') && !e.textContent.startsWith({before[:20]!r}))",
-                           timeout=120_000)  # a Step can end in an evaluation (the lottery's: eight runs)
+    _until(page, f"t.includes('Iteration') && !t.startsWith({before[:20]!r})", "Step: the iteration moving",
+           120_000)  # a Step can end in an evaluation (the lottery's: eight runs)
     page.get_by_role("button", name="Play").click()
     page.wait_for_timeout(1500)
     page.get_by_role("button", name="Reset", exact=True).click()
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
-                           ".some(e => e.textContent.includes('Iteration 0 ') && e.textContent.includes('paused'))",
-                           timeout=60_000)
+    _until(page, "t.includes('Iteration 0 ') && t.includes('paused')", "Reset: Iteration 0, paused")
 
 
 def test_a_step_shows_its_model_at_once_and_its_slow_evaluation_when_it_comes(app_server, page):
