@@ -268,27 +268,26 @@ def collect_tail(s: LiveState, wait: float = 0.0, drop: bool = False) -> bool:
         return True
     if not s.tail.finish(s.trainer, wait):
         if drop:
-            s.tail.close()
-            s.tail = None
-            _redo_step(s)
+            drop_tail(s, redo=True)
         return drop
     if s.tail.error is not None:
         _stopped(s, s.tail.error)
-    if not s.tail.taken and s.tail.error is None:  # the worker went away without its state
-        _redo_step(s)
-    elif not s.tail.taken:  # it failed: the Step's start, and the failure's message
-        _back_to_base(s)
+    if not s.tail.taken:  # the worker went away without its state (after a failure: the Step's start)
+        drop_tail(s, redo=s.tail.error is None)
     s.tail, s.tail_base = None, None
     return True
 
 
-def drop_tail(s: LiveState) -> None:
-    """Stop waiting for the evaluated state, a Step's preview given up for the Step's start (before a reset or
-    a new run)."""
+def drop_tail(s: LiveState, redo: bool = False) -> None:
+    """Stop waiting for the evaluated state. A Step's preview gives way to the Step's start (before a reset or a
+    new run), or with ``redo`` (the run goes on) is trained again from there, evaluations included."""
     if s.tail is not None:
         s.tail.close()
         s.tail = None
-    _back_to_base(s)
+    if redo:
+        _redo_step(s)
+    else:
+        _back_to_base(s)
 
 
 def _redo_step(s: LiveState) -> None:
