@@ -210,3 +210,33 @@ def test_gan_page_redraws_its_main_view_every_frame_and_its_panels_once_a_second
     assert game >= 10, updates  # about six frames a second
     assert 3 <= learned < game and 3 <= losses < game, updates  # about once a second (when frames come slowly, nearly every frame)
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_flows_page_redraws_its_layer_panels_every_few_seconds_while_it_plays(app_server, page):
+    """The flows page's layer-by-layer panels (nine panels of 500 points, the browser's heaviest redraw on
+    the page) are redrawn every few seconds while the run plays (flows.LAYERS_EVERY), its other panels about
+    once a second and its main view at every frame: they still move, and Pause need not wait behind them."""
+    from dgm.ui.flows import LAYERS_EVERY
+
+    page.goto(app_server.url + "/flows?seed=2")
+    wait_for_app(page, 180_000)
+    keys = ["density", "nll", "layers", "stage"]
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=dgmPlot][data-drawn=true]').length >= 6")
+    page.evaluate("""(keys) => {
+        window.__updates = {};
+        for (const k of keys) {
+            const el = document.querySelector(`.st-key-flow-${k} [data-testid=dgmPlot]`);
+            window.__updates[k] = 0;
+            el.on('plotly_afterplot', () => window.__updates[k]++);
+        }
+    }""", keys)
+    page.get_by_role("button", name="Play").click()
+    # seven redraws of the panels: about seven seconds of play (longer on a loaded machine)
+    page.wait_for_function("() => window.__updates.nll >= 7", timeout=120_000)
+    pause(page)
+    wait_for_app(page)
+    u = page.evaluate("() => window.__updates")
+    held = u["nll"] / LAYERS_EVERY  # a redraw per LAYERS_EVERY panel runs (plus the Pause's full run, and one to round)
+    assert 1 <= u["layers"] <= held + 2 and 1 <= u["stage"] <= held + 2, u
+    assert u["nll"] < u["density"], u  # the main view: every frame
+    assert page.locator('[data-testid="stException"]').count() == 0

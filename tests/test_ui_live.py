@@ -81,3 +81,39 @@ def test_a_view_fills_the_containers_its_layout_placed():
     assert texts.index("panels at 0") < texts.index("main view") < texts.index("after the view"), texts
     status = [c.value for c in at.caption if "Iteration" in c.value]
     assert status and "Iteration 0" in status[0]
+
+
+def test_a_held_panel_is_rebuilt_at_most_every_few_seconds_while_playing_and_always_in_a_full_run(monkeypatch):
+    """View.held: in the panels' timed redraws (live) the figure is built again only once its seconds have
+    passed, and in between the chart is sent the very figure it shows (the browser skips it); a full run of
+    the page (not live: a click, a knob) builds it anew at once."""
+    from types import SimpleNamespace
+
+    from dgm.ui import plotly_live, view
+
+    clock, sent, built = [100.0], [], []
+    monkeypatch.setattr(view.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(plotly_live, "chart", lambda spec, key: sent.append((key, spec)))
+
+    def fig():
+        built.append(clock[0])
+        return go.Figure(go.Scatter(x=[0, 1], y=[len(built), 0]))
+
+    v = view.View()
+    v.state = SimpleNamespace(view_state={})
+
+    def redraw(live: bool, at: float) -> str:
+        v.live, clock[0] = live, at
+        v.held(fig, "p.layers", 3.0)
+        assert sent[-1][0] == "p.layers"
+        return sent[-1][1]
+
+    first = redraw(False, 100.0)  # the full run draws it
+    assert redraw(True, 101.0) == redraw(True, 102.9) == first and built == [100.0]  # held: the same figure
+    second = redraw(True, 103.0)  # its seconds have passed: built again
+    assert second != first and built == [100.0, 103.0]
+    assert redraw(False, 103.5) != second and built == [100.0, 103.0, 103.5]  # a full run never holds
+    assert redraw(True, 104.0) == sent[-2][1] and len(built) == 3
+    v.state.view_state.clear()  # a Reset empties the view's state: nothing is held
+    redraw(True, 104.5)
+    assert len(built) == 4

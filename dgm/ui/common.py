@@ -206,9 +206,9 @@ PANELS_EVERY = 1.0
 TITLE_CHARS = (34, 28)
 
 
-def plot(fig: go.Figure | Callable[[], go.Figure], key: str | None = None) -> None:
-    """Show a plotly figure with the session's style (presenter mode scales it); ``fig`` may be a
-    function that builds it. With a ``key`` the chart updates in place (``plotly_live``)."""
+def styled(fig: go.Figure | Callable[[], go.Figure]) -> go.Figure:
+    """A plotly figure (or the function that builds it) in the session's style: titles wrapped, fonts and
+    legends scaled in presenter mode, tidy axes."""
     out = fig() if callable(fig) else fig
     if presenter():
         out = viz.wrap_title(viz.presenter(go.Figure(out)), TITLE_CHARS[1])
@@ -216,6 +216,13 @@ def plot(fig: go.Figure | Callable[[], go.Figure], key: str | None = None) -> No
         out = viz.wrap_title(out, TITLE_CHARS[0])
     viz.legend_under_axis_title(out, only_below=True)  # after the title's wrapping and presenter's fonts
     viz.tidy_axes(out)
+    return out
+
+
+def plot(fig: go.Figure | Callable[[], go.Figure], key: str | None = None) -> None:
+    """Show a plotly figure with the session's style (``styled``); ``fig`` may be a function that builds
+    it. With a ``key`` the chart updates in place (``plotly_live``)."""
+    out = styled(fig)
     if key is None:
         st.plotly_chart(out, config={"displaylogo": False}, theme=None)
     else:

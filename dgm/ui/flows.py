@@ -16,6 +16,8 @@ from dgm.ui.controls import is_bool, view_param
 
 LAYER_KEY = "flow.layer"
 LINEAR_KEY = "flow.linear"
+#: while the run plays, the layer-by-layer panels are redrawn this often (seconds; the other panels every second)
+LAYERS_EVERY = 3.0
 view_param(LAYER_KEY, lambda raw: raw.isascii() and raw.isdigit() and 1 <= int(raw[:4]) <= 1000)  # the slider keeps it to the layers
 view_param(LINEAR_KEY, is_bool)
 
@@ -89,7 +91,8 @@ class FlowView(view.View):
         st.caption("From the base Gaussian (left) to the model's samples (right). Points keep the colour of their "
                    "angle in the base space, so you can follow each region; the grey lines are a square grid in the "
                    "base space pushed through the same layers. Each panel's axes are fitted to its points (layers "
-                   "often stretch one axis far more than the other): read the scale off the axes below." +
+                   "often stretch one axis far more than the other): read the scale off the axes below. While the "
+                   f"run plays, these panels are redrawn every {LAYERS_EVERY:g} s." +
                    (" With many layers, evenly spaced layers are shown." if n_layers + 1 > fviz.MAX_PANELS else ""))
         self.layers = st.container()
         self.layer = _layer_slider(n_layers)
@@ -115,10 +118,14 @@ class FlowView(view.View):
             _metrics_line(trainer)
         with self.fit[0]:
             common.plot(lambda: figs["target"], key="flow.target")
+        # the layer panels cost the browser most (nine panels of 500 points: ~200 ms a redraw): while the run
+        # plays they are redrawn every LAYERS_EVERY seconds, so that Pause and the main view need not wait for them
         with self.layers:
-            common.plot(lambda: figs["layers"], key="flow.layers")
+            self.held(lambda: figs["layers"], "flow.layers", LAYERS_EVERY)
         with self.stage:
-            common.plot_row(figs, ["logdet", "stage"], "flow")
+            for col, name in zip(st.columns(2), ["logdet", "stage"]):
+                with col:
+                    self.held(lambda name=name: figs[name], f"flow.{name}", LAYERS_EVERY)
         with self.curves:
             a, b = st.columns(2)
             with a:

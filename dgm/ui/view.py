@@ -19,7 +19,7 @@ import streamlit as st
 from dgm.core import registry
 from dgm.core.registry import Experiment
 from dgm.core.train import Trainer
-from dgm.ui import common, garbage, pages, scheduling, session, share
+from dgm.ui import common, garbage, pages, plotly_live, scheduling, session, share
 from dgm.ui.session import LiveState
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,11 @@ class View:
     panels, curves, captions) about once a second while the run plays, in a fragment of its own, so
     that a frame sends, and the browser re-renders, only the main view. Both run holding the run's
     lock and may return a function that builds and shows the figures after the lock is released.
-    ``self.state`` is the page's LiveState (set by ``loop`` before ``layout``)."""
+    ``self.state`` is the page's LiveState (set by ``loop`` before ``layout``); ``self.live`` is True in the
+    panels' timed redraws while the run plays and False in a full run of the page (a click, a knob, a Pause)."""
 
     state: LiveState
+    live: bool = False
 
     def layout(self, trainer: Trainer) -> None:
         pass
@@ -55,6 +57,19 @@ class View:
 
     def panels(self, trainer: Trainer) -> Callable[[], None] | None:
         return None
+
+    def held(self, fig: Callable[[], Any], key: str, seconds: float) -> None:
+        """Show the figure ``fig()`` as ``common.plot`` does, but in the panels' timed redraws build it at most
+        every ``seconds``: in between, the chart is sent the figure it already shows, which the browser skips. For
+        a panel that costs the browser far more than the rest (the flows' nine layer panels: 200 ms a redraw on a
+        laptop's core, while the main view and the Pause click wait for it). A full run builds it anew."""
+        kept = self.state.view_state.setdefault("held", {})
+        now = time.monotonic()
+        built, spec = kept.get(key, (0.0, None))
+        if not self.live or spec is None or now - built >= seconds:
+            spec = common.styled(fig).to_json()
+            kept[key] = (now, spec)
+        plotly_live.chart(spec, key)
 
 
 def _is_lessons_run(exp: Experiment, les, cfg: Any, runtime: dict[str, Any] | None = None) -> bool:
@@ -180,11 +195,14 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
     if type(view).panels is View.panels:
         return s
 
+    first = [True]  # the panels' first call in this full run of the page is the full run's own
+
     @st.fragment(run_every=common.PANELS_EVERY if s.playing else None)
     def panels() -> None:
         cur = session.state(exp)
         if cur is None:
             return
+        view.live, first[0] = not first[0], False  # a timed redraw: the fragment's runs after the first
         cpu0 = time.thread_time()
         with cur.lock:
             show = _safely(view.panels, cur.trainer)
