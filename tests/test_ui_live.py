@@ -103,7 +103,7 @@ def test_a_held_panel_is_rebuilt_at_most_every_few_seconds_while_playing_and_alw
     v.state = SimpleNamespace(view_state={})
 
     def redraw(live: bool, at: float) -> str:
-        v.live, clock[0] = live, at
+        v.timed, clock[0] = live, at
         v.held(fig, "p.layers", 3.0)
         assert sent[-1][0] == "p.layers"
         return sent[-1][1]

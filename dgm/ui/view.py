@@ -43,11 +43,11 @@ class View:
     panels, curves, captions) about once a second while the run plays, in a fragment of its own, so
     that a frame sends, and the browser re-renders, only the main view. Both run holding the run's
     lock and may return a function that builds and shows the figures after the lock is released.
-    ``self.state`` is the page's LiveState (set by ``loop`` before ``layout``); ``self.live`` is True in the
+    ``self.state`` is the page's LiveState (set by ``loop`` before ``layout``); ``self.timed`` is True in the
     panels' timed redraws while the run plays and False in a full run of the page (a click, a knob, a Pause)."""
 
     state: LiveState
-    live: bool = False
+    timed: bool = False
 
     def layout(self, trainer: Trainer) -> None:
         pass
@@ -66,7 +66,7 @@ class View:
         kept = self.state.view_state.setdefault("held", {})
         now = time.monotonic()
         built, spec = kept.get(key, (0.0, None))
-        if not self.live or spec is None or now - built >= seconds:
+        if not self.timed or spec is None or now - built >= seconds:
             spec = common.styled(fig).to_json()
             kept[key] = (now, spec)
         plotly_live.chart(spec, key)
@@ -202,7 +202,7 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
         cur = session.state(exp)
         if cur is None:
             return
-        view.live, first[0] = not first[0], False  # a timed redraw: the fragment's runs after the first
+        view.timed, first[0] = not first[0], False  # a timed redraw: the fragment's runs after the first
         cpu0 = time.thread_time()
         with cur.lock:
             show = _safely(view.panels, cur.trainer)
