@@ -23,13 +23,19 @@ $(VENV)/.run-deps: requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
+# plotly's cartesian partial bundle of plotly.js, a third of the full one (dgm/ui/plotlyjs.py); where it cannot be
+# fetched (offline), the app serves the full bundle from the plotly package, and this is tried again next time
+PLOTLYJS := $(VENV)/share/dgm/plotlyjs/plotly.min.js
+$(PLOTLYJS): $(VENV)/.run-deps
+	-$(PY) -m dgm.ui.plotlyjs
+
 $(VENV)/.test-deps: $(VENV)/.run-deps requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-setup: $(VENV)/.run-deps
+setup: $(VENV)/.run-deps $(PLOTLYJS)
 
-setup-test: $(VENV)/.test-deps browser
+setup-test: $(VENV)/.test-deps $(PLOTLYJS) browser
 
 ## Debian's chromium for the browser tests and PNG export (installed when missing and possible)
 browser:

@@ -3,6 +3,7 @@
 import pytest
 
 from conftest import iteration, pause, wait_for_app, wait_for_charts
+from dgm.ui import plotlyjs
 
 pytestmark = pytest.mark.browser
 
@@ -109,10 +110,13 @@ def test_fresh_server_serves_the_navigation_to_simultaneous_first_visitors(brows
 def test_playing_updates_each_chart_in_place(app_server, page):
     """While a page plays, each chart is updated by Plotly.react in the same plot element (not torn
     down and rebuilt: st.plotly_chart did that, every frame), and the curves are redrawn less often
-    than the main view."""
+    than the main view. plotly.js is the partial bundle."""
     page.goto(app_server.url + "/demo?seed=3")
     wait_for_app(page)
     page.wait_for_function("() => document.querySelectorAll('[data-testid=dgmPlot][data-drawn=true]').length == 2")
+    # the charts are drawn by plotly's cartesian partial bundle (dgm/ui/plotlyjs.py), which make setup-test fetches
+    assert plotlyjs.bundle_dir() == plotlyjs.PARTIAL_DIR, "the partial bundle was not fetched: see make setup-test"
+    assert set(page.evaluate("() => Object.keys(window.Plotly.PlotSchema.get().traces)")) == plotlyjs.TRACES
     page.evaluate("""() => {
         window.__svgs = [...document.querySelectorAll('[data-testid=dgmPlot] .main-svg')];
         window.__updates = [0, 0];
@@ -233,10 +237,12 @@ def test_flows_page_redraws_its_layer_panels_every_few_seconds_while_it_plays(ap
     page.get_by_role("button", name="Play").click()
     # seven redraws of the panels: about seven seconds of play (longer on a loaded machine)
     page.wait_for_function("() => window.__updates.nll >= 7", timeout=120_000)
+    u = page.evaluate("() => window.__updates")  # (read while playing: a Pause's full run redraws every chart)
     pause(page)
     wait_for_app(page)
-    u = page.evaluate("() => window.__updates")
-    held = u["nll"] / LAYERS_EVERY  # a redraw per LAYERS_EVERY panel runs (plus the Pause's full run, and one to round)
-    assert 1 <= u["layers"] <= held + 2 and 1 <= u["stage"] <= held + 2, u
-    assert u["nll"] < u["density"], u  # the main view: every frame
+    # the panel runs come at least a second apart: in seven or more of them, the layer panels were built again
+    # once every LAYERS_EVERY seconds (plus Play's full run, and one to round)
+    held = u["nll"] / LAYERS_EVERY + 2
+    assert 1 <= u["layers"] <= held and 1 <= u["stage"] <= held, u
+    assert u["density"] >= 1, u  # the main view moves meanwhile
     assert page.locator('[data-testid="stException"]').count() == 0

@@ -59,13 +59,13 @@ def small_multiples(s: dict[str, Any], height: int = 260) -> go.Figure:
             rng_x, rng_y = [-0.5, 4 * SIDE - 0.5], [-0.5, 2 * SIDE - 0.5]
         else:
             if s["data"] is not None:
-                traces.append(go.Scattergl(x=s["data"][:, 0], y=s["data"][:, 1], mode="markers", xaxis=f"x{ax}",
-                                           yaxis=f"y{ax}", marker=dict(size=3, color=viz.DATA_COLOR, opacity=0.25),
-                                           showlegend=False, hoverinfo="skip"))
+                traces.append(go.Scatter(x=s["data"][:, 0], y=s["data"][:, 1], mode="markers", xaxis=f"x{ax}",
+                                         yaxis=f"y{ax}", marker=dict(size=3, color=viz.DATA_COLOR, opacity=0.25),
+                                         showlegend=False, hoverinfo="skip"))
             if x is not None:
-                traces.append(go.Scattergl(x=x[:, 0], y=x[:, 1], mode="markers", xaxis=f"x{ax}", yaxis=f"y{ax}",
-                                           marker=dict(size=3, color=viz.PALETTE[j % len(viz.PALETTE)], opacity=0.6),
-                                           showlegend=False, hoverinfo="skip"))
+                traces.append(go.Scatter(x=x[:, 0], y=x[:, 1], mode="markers", xaxis=f"x{ax}", yaxis=f"y{ax}",
+                                         marker=dict(size=3, color=viz.PALETTE[j % len(viz.PALETTE)], opacity=0.6),
+                                         showlegend=False, hoverinfo="skip"))
             xmin, xmax, ymin, ymax = s["box"]
             rng_x, rng_y = [xmin, xmax], [ymin, ymax]
             if x is not None:

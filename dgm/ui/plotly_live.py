@@ -18,10 +18,10 @@ main view costs the browser a few milliseconds instead of some 40. Zooming, pann
 the legend redraw the canvas (and ``uirevision`` keeps them from one frame to the next); points
 drawn there show no hover labels.
 
-The element's JavaScript is ``assets/plotly_live.js``; plotly.js is the copy shipped with the plotly
-package (the same version that wrote the figure). Both are served by Streamlit's route for component
-assets, from where they lie (nothing is written into the checkout), and plotly.js is loaded once per
-page.
+The element's JavaScript is ``assets/plotly_live.js``; plotly.js is plotly's cartesian partial bundle of the
+version the plotly package ships, which setup fetches, or else the package's own full bundle (``plotlyjs``). Both
+are served by Streamlit's route for component assets, from where they lie (nothing is written into the
+checkout), and plotly.js is loaded once per page.
 """
 
 from __future__ import annotations
@@ -30,15 +30,14 @@ import json
 import logging
 from pathlib import Path
 
-import plotly
 import plotly.graph_objects as go
 import streamlit as st
 
 import dgm
+from dgm.ui import plotlyjs
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parent / "assets"  # plotly_live.js
-PLOTLY_DIR = Path(plotly.__file__).resolve().parent  # package_data/plotly.min.js
 NAME = "dgm.plotly_live"
 CLASS = "dgm-plot"  # the chart's container (screenshot tests select it; the JS names it too)
 
@@ -57,8 +56,8 @@ def _register_assets() -> bool:
         return False
     registry = Runtime.instance().bidi_component_registry
     if registry.get_component_path(NAME) is None:
-        for folder, comp, asset_dir in ((ASSETS.parent, "plotly_live", ASSETS.name),
-                                        (PLOTLY_DIR, "plotlyjs", "package_data")):
+        js = plotlyjs.bundle_dir()  # plotly.min.js: the partial bundle where setup fetched it, else the full one
+        for folder, comp, asset_dir in ((ASSETS.parent, "plotly_live", ASSETS.name), (js.parent, "plotlyjs", js.name)):
             registry.register_from_manifest(
                 ComponentManifest(name="dgm", version=dgm.__version__,
                                   components=[ComponentConfig(name=comp, asset_dir=asset_dir)]), folder)

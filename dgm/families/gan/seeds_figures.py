@@ -59,12 +59,12 @@ def small_multiples(snap: dict[str, Any], height_per_row: int = 190) -> go.Figur
     real = snap["real"]
     for i in range(k):
         r, c = i // cols + 1, i % cols + 1
-        fig.add_trace(go.Scattergl(x=real[:, 0], y=real[:, 1], mode="markers", name="data", showlegend=False,
-                                   marker=dict(size=3, color=REAL_COLOR, opacity=0.12)), r, c)
+        fig.add_trace(go.Scatter(x=real[:, 0], y=real[:, 1], mode="markers", name="data", showlegend=False,
+                                 marker=dict(size=3, color=REAL_COLOR, opacity=0.12)), r, c)
         pts = snap["samples"][i]
         pts = pts[np.isfinite(pts).all(1)]
-        fig.add_trace(go.Scattergl(x=pts[:, 0], y=pts[:, 1], mode="markers", name="G's samples", showlegend=False,
-                                   marker=dict(size=3, color=FAKE_COLOR, opacity=0.7)), r, c)
+        fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name="G's samples", showlegend=False,
+                                 marker=dict(size=3, color=FAKE_COLOR, opacity=0.7)), r, c)
         fig.update_xaxes(range=[xmin, xmax], showticklabels=False, showgrid=False, zeroline=False, row=r, col=c)
         fig.update_yaxes(range=[ymin, ymax], showticklabels=False, showgrid=False, zeroline=False,
                          scaleanchor=f"x{i + 1 if i else ''}", row=r, col=c)

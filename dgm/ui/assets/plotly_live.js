@@ -1,7 +1,7 @@
 // A plotly chart that updates in place (the chart element of every page; see dgm/ui/plotly_live.py).
 // Each new figure goes to Plotly.react, which redraws only what changed; dense traces are drawn on a
 // canvas laid over the plot instead of as SVG.
-// plotly.js, served from the plotly package by the app (dgm/ui/plotly_live.py)
+// plotly.js, served by the app: plotly's cartesian partial bundle, or the plotly package's full one (dgm/ui/plotlyjs.py)
 const SRC = "_stcore/bidi-components/dgm.plotlyjs/plotly.min.js";
 const CLASS = "dgm-plot";  // the chart's container (screenshot tests select it)
 
