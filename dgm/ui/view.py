@@ -61,8 +61,8 @@ class View:
     def held(self, fig: Callable[[], Any], key: str, seconds: float) -> None:
         """Show the figure ``fig()`` as ``common.plot`` does, but in the panels' timed redraws build it at most
         every ``seconds``: in between, the chart is sent the figure it already shows, which the browser skips. For
-        a panel that costs the browser far more than the rest (the flows' nine layer panels: 200 ms a redraw on a
-        laptop's core, while the main view and the Pause click wait for it). A full run builds it anew."""
+        a panel that costs the browser far more than the rest (the flows' nine layer panels: ~200 ms a redraw in
+        headless Chromium on a 2-core Xeon, while the main view and a Pause wait for it). A full run builds it anew."""
         kept = self.state.view_state.setdefault("held", {})
         now = time.monotonic()
         built, spec = kept.get(key, (0.0, None))
