@@ -27,7 +27,7 @@ $(VENV)/.run-deps: requirements.txt
 # fetched (offline), the app serves the full bundle from the plotly package, and this is tried again next time
 PLOTLYJS := $(VENV)/share/dgm/plotlyjs/plotly.min.js
 $(PLOTLYJS): $(VENV)/.run-deps
-	-$(PY) -m dgm.ui.plotlyjs
+	$(PY) -m dgm.ui.plotlyjs
 
 $(VENV)/.test-deps: $(VENV)/.run-deps requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt

@@ -63,6 +63,17 @@ def test_fetch_keeps_the_bundle_only_when_it_is_the_pinned_file(tmp_path, monkey
         plotlyjs.fetch(tmp_path / "d", opener=_opener(good))
 
 
+def test_setup_goes_on_without_the_bundle_when_it_cannot_be_fetched(tmp_path, monkeypatch, capsys):
+    """Offline (or a changed download), `make setup` reports it and goes on; the app serves the full bundle."""
+    def offline(*a, **k):
+        raise OSError("no network")
+    monkeypatch.setattr(plotlyjs, "PARTIAL_DIR", tmp_path / "js")
+    monkeypatch.setattr(plotlyjs, "fetch", offline)
+    plotlyjs.main()
+    assert "not fetched (no network)" in capsys.readouterr().err
+    assert plotlyjs.bundle_dir() == plotlyjs.FULL_DIR and not (tmp_path / "js").exists()
+
+
 def test_the_partial_bundle_is_served_only_in_the_plotly_packages_version(tmp_path, monkeypatch):
     monkeypatch.setattr(plotlyjs, "PARTIAL_DIR", tmp_path)
     assert plotlyjs.bundle_dir() == plotlyjs.FULL_DIR  # not fetched: the full bundle
