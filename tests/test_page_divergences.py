@@ -70,6 +70,36 @@ def test_restarts_button_stores_and_draws_its_result():
     assert any(c.value.startswith("Of 16 runs") for c in at.caption)
 
 
+def test_restarts_interrupted_by_another_click_are_fitted_in_the_next_run(monkeypatch):
+    """A click elsewhere (the scan's button) while the restarts fit reruns the page and stops the fitting run
+    (simulated: the first fit is interrupted by a rerun); the request survives, and the next run fits them."""
+    from streamlit.runtime.scriptrunner_utils.exceptions import RerunException
+    from streamlit.runtime.scriptrunner_utils.script_requests import RerunData
+
+    fits, real = [], ui.restarts
+
+    def interrupted_once(*args, **kwargs):
+        fits.append(kwargs["n"])
+        if len(fits) == 1:
+            raise RerunException(RerunData())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ui, "restarts", interrupted_once)
+    at = open_page(PAGE, params={"target": "mix1d", "res": "32"})
+    at.select_slider(key="div.restarts_n").set_value(16)
+    at.select_slider(key="div.restarts_steps").set_value(100)
+    at.run()
+    _button(at, "Run the restarts").click().run()  # the run that fits them is interrupted by a rerun
+    assert fits == [16]
+    at.run()  # the next run (the other click's)
+    assert not at.exception and not at.error
+    assert len(fits) == 2  # fitted again (AppTest's run after an interrupted one has the sliders at their defaults)
+    assert len(at.session_state[ui.RESTARTS_KEY]["res"]["mode"]) == fits[1]
+    assert any(c.value.startswith(f"Of {fits[1]} runs") for c in at.caption)
+    at.run()  # the request is cleared once kept: no third fit
+    assert len(fits) == 2
+
+
 def test_mixture_family_and_mc_reverse_kl_run():
     at = open_page(PAGE, params={"target": "trimodal", "family": "mixture", "k": "2", "mc": "true", "res": "32"})
     assert not at.exception and not at.error

@@ -156,9 +156,12 @@ def restarts_panel(cfg, trainer) -> None:
     fp = _fingerprint(cfg, n, steps)
     # a callback, not the button's return value: the request survives a rerun of the script
     c3.button("Run the restarts", key="div.restarts_btn", width="stretch", on_click=_request)
-    if st.session_state.pop(REQUEST_KEY, False):
+    if st.session_state.get(REQUEST_KEY):
+        # the request is cleared only once its result is kept: a click elsewhere (the scan's button) that reruns
+        # the page during the fit must not lose it (the next run fits again)
         with st.spinner(f"Fitting reverse KL from {n} starts…"):
             st.session_state[RESTARTS_KEY] = {"fp": fp, "res": restarts(cfg, n=n, steps=steps, seed=common.seed())}
+        st.session_state.pop(REQUEST_KEY, None)
     saved = st.session_state.get(RESTARTS_KEY)
     if not saved:
         st.caption("Press the button to run them (a few seconds).")
