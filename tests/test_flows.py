@@ -301,3 +301,18 @@ def test_the_foreach_optimiser_trains_the_same_run_to_the_bit_as_the_single_tens
     b.step(30)
     for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert torch.equal(p, q), name
+
+
+def test_the_layer_row_always_shows_the_inspected_layer():
+    """With more stages than panels the row shows evenly spaced layers, and always the one the slider inspects
+    (it is outlined; the panels below show it), in place of the nearest inner one; base and output stay."""
+    from dgm.families.flows.figures import MAX_PANELS, panel_indices
+
+    assert panel_indices(5) == [0, 1, 2, 3, 4, 5]  # few layers: all of them
+    spaced = panel_indices(12)
+    assert len(spaced) == MAX_PANELS and spaced[0] == 0 and spaced[-1] == 12
+    for picked in range(1, 13):
+        idx = panel_indices(12, picked=picked)
+        assert picked in idx and len(idx) == MAX_PANELS and idx[0] == 0 and idx[-1] == 12, (picked, idx)
+        assert len(set(idx) ^ set(spaced)) in (0, 2), (picked, idx)  # one panel swapped at most
+    assert panel_indices(12, picked=12) == spaced  # the default (the last layer): the evenly spaced row

@@ -39,7 +39,7 @@ def snapshot(trainer) -> dict[str, Any]:
 
 def small_multiples(s: dict[str, Any], height: int = 260) -> go.Figure:
     """Each family's samples (its first seed, 500 points from its last measurement) side by side on the same
-    axes, over the data (grey), with the share that falls outside them; the digits as 8 images each. Families
+    axes, over the data (black, faint), with the share that falls outside them; the digits as 8 images each. Families
     not measured yet show an empty panel."""
     fams = s["families"]
     n = max(len(fams), 1)

@@ -37,7 +37,7 @@ class ArenaView(view.View):
             with self.main_box:
                 common.plot(lambda: af.small_multiples(snap), key="arena.samples")
                 st.caption("Each family's samples at its last measurement (first seed): 500 points over the data "
-                           "in grey, or 8 digits; every panel has the same axes.")
+                           "in black, or 8 digits; every panel has the same axes.")
 
         return show
 

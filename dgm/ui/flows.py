@@ -93,7 +93,7 @@ class FlowView(view.View):
                    "base space pushed through the same layers. Each panel's axes are fitted to its points (layers "
                    "often stretch one axis far more than the other): read the scale off the axes below. While the "
                    f"run plays, these panels are redrawn every {LAYERS_EVERY:g} s." +
-                   (" With many layers, evenly spaced layers are shown." if n_layers + 1 > fviz.MAX_PANELS else ""))
+                   (" With many layers, evenly spaced layers are shown, and the one you inspect." if n_layers + 1 > fviz.MAX_PANELS else ""))
         self.layers = st.container()
         self.layer = _layer_slider(n_layers)
         self.stage = st.container()

@@ -84,11 +84,16 @@ def _angle_colors(z0: np.ndarray) -> np.ndarray:
     return np.arctan2(z0[:, 1], z0[:, 0])
 
 
-def panel_indices(n_layers: int, max_panels: int = MAX_PANELS) -> list[int]:
-    """Which stages (0 = base, k = after layer k) get a panel: all, or evenly spaced incl. both ends."""
+def panel_indices(n_layers: int, max_panels: int = MAX_PANELS, picked: int | None = None) -> list[int]:
+    """Which stages (0 = base, k = after layer k) get a panel: all, or evenly spaced incl. both ends, the
+    ``picked`` layer (the one inspected below the row) always among them, in place of the nearest inner one."""
     if n_layers + 1 <= max_panels:
         return list(range(n_layers + 1))
-    return sorted({round(v) for v in np.linspace(0, n_layers, max_panels)})
+    idx = sorted({round(v) for v in np.linspace(0, n_layers, max_panels)})
+    if picked is not None and 0 < picked < n_layers and picked not in idx:
+        nearest = min((i for i in idx if 0 < i < n_layers), key=lambda i: (abs(i - picked), i))
+        idx = sorted(set(idx) - {nearest} | {picked})
+    return idx
 
 
 def layers_row(traj, lines, n_lines: int, line_pts: int, *, height: int | None = None,
@@ -98,7 +103,7 @@ def layers_row(traj, lines, n_lines: int, line_pts: int, *, height: int | None =
     the grey lines are a square grid in the base space pushed through the same layers.
     (The layout is written as one dict: plotly's per-subplot updates are slow for a live page.)"""
     k = len(traj) - 1
-    idx = panel_indices(k)
+    idx = panel_indices(k, picked=picked)
     n = len(idx)
     height = height or int(min(max(1250 / n + 36, 170), 300))  # square panels across a wide page
     gap = 0.012
