@@ -4,13 +4,13 @@ import streamlit as st
 
 # st.navigation comes first, before anything heavy is imported: until the first run of this script
 # reaches it, Streamlit serves new sessions in its legacy pages/-directory mode.
-from dgm.ui.pages import PAGES, app_run, home_alias  # light: streamlit and dataclasses only
+from dgm.ui.pages import PAGES, app_run, home_alias, switch  # light: streamlit and dataclasses only
 
 nav = {section: [p.page() for p in pages] for section, pages in PAGES.items()}
 nav[""].append(home_alias())  # /home as well as /
 page = st.navigation(nav)
 # presenter mode starts with the sidebar (the controls) folded away, for the projector
-presenting = st.query_params.get("presenter", "").lower() == "true"
+presenting = switch(st.query_params.get("presenter", "")) is True
 st.set_page_config(page_title="DGM Explorer", page_icon="assets/logo.svg", layout="wide",
                    initial_sidebar_state="collapsed" if presenting else "auto")
 

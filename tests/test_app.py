@@ -101,6 +101,24 @@ def test_divergence_shows_a_message_and_reset_recovers():
     assert not at.error and "Iteration 0" in status(at)
 
 
+def test_on_off_link_values_as_people_type_them():
+    """app.py folds the sidebar for presenter mode from the raw link, before the sidebar corrects it: the same
+    reading of the value (dgm.ui.pages.switch) serves both."""
+    from dgm.ui.pages import switch
+
+    assert [switch(v) for v in ("true", "1", "Yes", " ON ", "TRUE")] == [True] * 5
+    assert [switch(v) for v in ("false", "0", "no", "Off")] == [False] * 4
+    assert [switch(v) for v in ("", "perhaps", "2", "truee")] == [None] * 4
+
+
+def test_presenter_mode_from_a_typed_link_with_1_or_yes():
+    """?presenter=1 (or yes, on, TRUE) turns presenter mode on, ?presenter=0 off, without a warning."""
+    for raw, on in (("1", True), ("yes", True), ("TRUE", True), ("0", False), ("off", False)):
+        at = open_page("pages/demo.py", {"presenter": raw})
+        assert not at.exception and not at.warning, (raw, [w.value for w in at.warning])
+        assert at.toggle(key="presenter").value is on, raw
+
+
 def test_presenter_mode_scales_the_figures():
     def font_sizes(at):
         specs = charts(at)

@@ -14,7 +14,7 @@ from dgm.core import config as cfglib
 from dgm.core import device as devlib
 from dgm.core import viz
 from dgm.core.registry import Experiment
-from dgm.ui import plotly_live
+from dgm.ui import pages, plotly_live
 from dgm.ui.pages import ensure_app
 
 log = logging.getLogger(__name__)
@@ -88,9 +88,13 @@ def _sanitize_globals() -> list[str]:
     if DEVICE in qp and qp[DEVICE] not in ("auto", "cpu"):
         notes.append(f"device={cfglib.shown(qp[DEVICE])} is not available here; using auto")
         fix[DEVICE] = None
-    if PRESENTER in qp and qp[PRESENTER].lower() not in ("true", "false"):
-        notes.append(f"presenter={cfglib.shown(qp[PRESENTER])} is not true or false; ignored")
-        fix[PRESENTER] = None
+    if PRESENTER in qp:  # a teacher may well type ?presenter=1: the usual spellings of on and off are taken
+        on = pages.switch(qp[PRESENTER])
+        if on is None:
+            notes.append(f"presenter={cfglib.shown(qp[PRESENTER])} is not true or false; ignored")
+        spelled = None if on is None else "true" if on else "false"  # the toggle's own spelling
+        if spelled != qp[PRESENTER]:
+            fix[PRESENTER] = spelled
     fix_url(fix)
     return notes
 

@@ -14,6 +14,12 @@ APP = Path(__file__).resolve().parents[2] / "app.py"
 _run = threading.local()  # each session's script runs in its own thread
 
 
+def switch(raw: str) -> bool | None:
+    """An on/off link parameter as a person may type it (``?presenter=1``, ``yes``, ``TRUE``, ``off``), or None."""
+    return {"true": True, "1": True, "yes": True, "on": True,
+            "false": False, "0": False, "no": False, "off": False}.get(raw.strip().lower())
+
+
 @contextmanager
 def app_run() -> Iterator[None]:
     """app.py wraps each run in this, so pages can tell that they run under its navigation."""
