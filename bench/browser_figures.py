@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/browser_figures.py            # every page
     .venv/bin/python bench/browser_figures.py gan flow   # some experiments
+    .venv/bin/python bench/browser_figures.py --bundles  # plotly.js itself: full bundle against the partial one
 
 A live page's frame rate is limited by the browser redrawing its plotly charts (one JavaScript
 thread), not by the server. For each page this trains a run, takes the figures at two points of the
@@ -73,5 +74,37 @@ def main(pages: list[str]) -> None:
         browser.close()
 
 
+def bundles(repeats: int = 6) -> None:
+    """Loading and starting plotly.js (evaluating the bundle, then a first small chart) in a fresh page, the full
+    bundle against the partial one that setup fetches (dgm/ui/plotlyjs.py): what a first visit waits for."""
+    from playwright.sync_api import sync_playwright
+
+    from dgm.ui import plotlyjs
+
+    paths = {"full": plotlyjs.FULL_DIR / plotlyjs.FILE, "partial": plotlyjs.PARTIAL_DIR / plotlyjs.FILE}
+    if plotlyjs.bundle_dir() != plotlyjs.PARTIAL_DIR:
+        sys.exit("the partial bundle is not there: make setup fetches it")
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for _ in range(repeats):
+            for name, path in paths.items():  # alternating, so that both meet the same machine load
+                ctx = browser.new_context()
+                pg = ctx.new_page()
+                pg.set_content("<html><body><div id='f'></div></body></html>")
+                times[name].append(pg.evaluate("""(src) => { const t0 = performance.now(); (0, eval)(src);
+                    Plotly.newPlot('f', [{x: [1, 2, 3], y: [1, 3, 2], type: 'scatter'}]);
+                    return performance.now() - t0; }""", path.read_text()))
+                ctx.close()
+        browser.close()
+    for name, t in times.items():
+        print(f"plotly.js {name:8s} {statistics.median(t):7.0f} ms to load and start (median of {repeats}; "
+              f"{paths[name].stat().st_size / 1e6:.1f} MB)")
+    print(f"full / partial: {statistics.median(times['full']) / statistics.median(times['partial']):.2f}x")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:] or list(STEPS))
+    if sys.argv[1:] == ["--bundles"]:
+        bundles()
+    else:
+        main(sys.argv[1:] or list(STEPS))

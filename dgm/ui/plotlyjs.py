@@ -3,11 +3,11 @@ bundle that ships inside the plotly package.
 
 Every chart of the app uses only the trace types of the cartesian bundle (``TRACES``; tests/test_plotlyjs.py
 checks the figures). That bundle is a third of the full one (1.5 MB against 4.8 MB, 0.5 MB against 1.5 MB
-gzipped), and a browser parses and starts it in half the time (headless Chromium on a 2-core Intel Xeon: 0.51 s
-against 1.07 s, median of six; the first chart of a first visit waits for it). It is not part of the
-plotly Python package, so ``make setup`` fetches the npm package of the same plotly.js version from the npm
-registry, checks it against the digest pinned here, and keeps the one file under the virtual environment
-(``python -m dgm.ui.plotlyjs``). Offline, or for another plotly version, the app serves the full bundle: the
+gzipped), and a browser parses and starts it in half the time (headless Chromium on a 2-core Intel Xeon: 0.43 s
+against 0.85 s, median of six, `bench/browser_figures.py --bundles`; the first chart of a first visit waits for
+it). It is not part of the plotly Python package, so ``make setup`` fetches the npm package of the same plotly.js
+version from the npm registry, checks it against the digest pinned here, and keeps the one file under the virtual
+environment (``python -m dgm.ui.plotlyjs``). Offline, or for another plotly version, the app serves the full bundle: the
 same charts, a larger download.
 """
 
