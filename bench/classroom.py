@@ -23,7 +23,9 @@ Per page (``dgm.ui.pages.all_pages()``, so new pages are measured too):
 Per lesson (each ``Lesson`` with a ``watch``): the step at which the watched value first reaches the lesson's
 point is found headless (seed 0, the same run the page trains: a seed fixes a run); then the page opens the
 lesson, Play is pressed, and the time until the page's iteration reaches that step (or, where the page
-shows the watch, until it says the point is reached) is the lesson's time to its point. The lessons' watches
+shows the watch, until it says the point is reached) is the lesson's time to its point. The bench does what the
+lesson asks, as a student would: a number measured on request has its button pressed right after Play (timed);
+a lesson that compares with another page's run plays that page for 10 s first (untimed). The lessons' watches
 come from this checkout even with ``--app`` (the "before" measurement of a version without them).
 
 The browser shares this machine's CPUs with the server and the training workers, as a teacher's laptop does.
@@ -220,23 +222,53 @@ def controls(browser, url: str, data: tuple[str, str] | None, warm_s: float = 5.
     return out
 
 
-def lesson_time(browser, url: str, target: int, seconds: float, label: str) -> dict:
-    """Open a lesson, press Play, and time it to the lesson's point: until the page's status line says the point
-    is reached, or, on a page that does not show the lesson's number (``label``), until its iteration reaches
-    ``target``, the step at which the point is reached headless."""
+def lesson_time(browser, url: str, target: int, seconds: float, watch, first_title: str = "",
+                title: str = "") -> dict:
+    """Open a lesson, do what it asks and time it to its point from pressing Play: until the page's status line
+    says the point is reached, or, on a page that does not show the lesson's number (``watch.label``), until
+    its iteration reaches ``target``, the step at which the point is reached headless. As the lesson says (and
+    the browser lesson test does): a lesson that compares with another page's run (``watch.first``) plays that
+    page (``first_title`` in the sidebar) for 10 s first, untimed; a number measured on request has its button
+    (``watch.press``) pressed right after Play, timed."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
     pg = ctx.new_page()
     t0 = time.perf_counter()
     pg.goto(url)
     wait_for_app(pg, 300_000)
     opened = time.perf_counter() - t0
+    if watch.first:
+        pg.get_by_role("link", name=first_title, exact=True).first.click()
+        wait_for_app(pg, 300_000)
+        pg.evaluate(CLICK_JS, ["Play", "button('Pause')", 30_000])
+        pg.wait_for_timeout(10_000)
+        pg.evaluate(CLICK_JS, ["Pause", "button('Play')", 30_000])
+        wait_for_app(pg)
+        pg.get_by_role("link", name=title, exact=True).first.click()
+        wait_for_app(pg, 300_000)
     start = pg.evaluate(f"() => {{ const status = {STATUS_JS}; return {ITERATION}; }}")
     reached = ("status().includes(\"the lesson's point\") || "
-               f"({ITERATION} >= {target} && !status().includes({json.dumps(' · ' + label)}))")
-    ms = pg.evaluate(CLICK_JS, ["Play", reached, seconds * 1000])
+               f"({ITERATION} >= {target} && !status().includes({json.dumps(' · ' + watch.label)}))")
+    # also when the iteration first reaches the target step, whatever the page shows (the measure a version
+    # without the lesson's watch gets: its "before")
+    pg.evaluate(f"""() => {{ const status = {STATUS_JS}; const t0 = performance.now(); window.__toStep = -1;
+        const iv = setInterval(() => {{ if ({ITERATION} >= {target}) {{ window.__toStep = performance.now() - t0;
+        clearInterval(iv); }} }}, 10); }}""")
+    if not watch.press:
+        ms = pg.evaluate(CLICK_JS, ["Play", reached, seconds * 1000])
+    else:
+        t0 = time.perf_counter()
+        pg.evaluate(CLICK_JS, ["Play", "button('Pause')", seconds * 1000])
+        pg.get_by_role("button", name=watch.press).click()
+        try:
+            pg.wait_for_function(f"() => {{ const status = {STATUS_JS}; return {reached}; }}",
+                                 timeout=seconds * 1000, polling=10)
+            ms = 1000 * (time.perf_counter() - t0)
+        except Exception:  # noqa: BLE001
+            ms = -1
     last = pg.evaluate(f"() => {{ const status = {STATUS_JS}; return {ITERATION}; }}")
+    to_step = pg.evaluate("() => window.__toStep")
     ctx.close()
-    return {"open": opened, "start": start, "play_to_point": ms, "last": last}
+    return {"open": opened, "start": start, "play_to_point": ms, "to_step": to_step, "last": last}
 
 
 # -- the lessons' points, headless -----------------------------------------------------------------------------
@@ -341,12 +373,15 @@ def main() -> None:
                 from urllib.parse import quote
 
                 les = next(x for i in infos if i.url == url for x in registry.get(i.experiment).lessons if x.name == name)
-                r = lesson_time(browser, f"{server.url}/{url}?preset={quote(name)}", step, args.seconds, les.watch.label)
+                info = next(i for i in infos if i.url == url)
+                first = next((i.title for i in all_pages() if i.url == les.watch.first), "")
+                r = lesson_time(browser, f"{server.url}/{url}?preset={quote(name)}", step, args.seconds, les.watch,
+                                first, info.title)
                 results["lessons"][f"{url}/{name}"] = {"step": step, **r}
                 to = (_ms(r["play_to_point"]) if r["play_to_point"] >= 0 else
                       f"> {args.seconds:.0f} s (step {r['last']:,})")
-                print(f"{(url + ' / ' + name)[:46]:46s} {step:>8,} {r['start']:>9,}  {r['open']:5.1f} s  {to}",
-                      flush=True)
+                print(f"{(url + ' / ' + name)[:46]:46s} {step:>8,} {r['start']:>9,}  {r['open']:5.1f} s  {to}"
+                      f"   (step {step:,} shown after {_ms(r['to_step'])})", flush=True)
         browser.close()
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
