@@ -247,9 +247,24 @@ def overflowing_titles(pg) -> list[dict]:
     return [t for t in pg.evaluate(_TITLES) if t["left"] < -1 or t["right"] > t["width"] + 1 or hit(t["box"], t["legend"])]
 
 
-# the control bar (the row of columns that holds Step): its shown buttons whose label the button cuts off
-_CUT_LABELS = """() => { const bar = [...document.querySelectorAll('[data-testid=stMain] [data-testid=stHorizontalBlock]')]
-  .find(h => [...h.querySelectorAll('button')].some(b => /^Step/.test(b.innerText)));
+# every note drawn on a chart (plotly's annotations: a "12% of samples outside" note, a line's label) against
+# the same chart's tick labels
+_COVERED_TICKS = """() => [...document.querySelectorAll('[data-testid=stMain] [data-testid=dgmPlot]')].flatMap(p => {
+  const boxes = (sel) => [...p.querySelectorAll(sel)].filter(e => e.textContent.trim())
+    .map(e => ({text: e.textContent, r: e.getBoundingClientRect()})).filter(b => b.r.width > 0);
+  const hit = (a, b) => a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1;
+  const ticks = boxes('.xtick text, .ytick text');
+  return boxes('.annotation').flatMap(a => ticks.filter(t => hit(a.r, t.r)).map(t => a.text + ' covers ' + t.text));
+})"""
+
+
+def covered_ticks(pg) -> list[str]:
+    """The notes on charts (annotations) that cover one of their chart's tick labels, as "note covers tick"."""
+    return pg.evaluate(_COVERED_TICKS)
+
+
+# the control bar (dgm.ui.view.loop's row, keyed "dgm-bar"): its shown buttons whose label the button cuts off
+_CUT_LABELS = """() => { const bar = document.querySelector('[data-testid=stMain] .st-key-dgm-bar');
   return bar ? [...bar.querySelectorAll('button')].filter(b => b.checkVisibility())
     .filter(b => [...b.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1))
     .map(b => b.innerText.replace(/\\s+/g, ' ')) : ['no control bar']; }"""

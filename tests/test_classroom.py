@@ -48,6 +48,8 @@ def test_a_cloud_too_far_away_is_named_with_its_share_and_direction():
     assert fig.layout.xaxis.range[1] == pytest.approx(3 + 2 * 6)  # grown by at most twice the span
     (note,) = _notes(fig)
     assert note.startswith("75% of samples outside") and "→" in note and "↑" in note and "←" not in note
+    (short,) = _notes(viz.presenter(fig))  # a projector's larger font: the short form, the same share and sides
+    assert short == note.replace(" of samples", "") == "75% outside → ↑"
 
 
 @pytest.mark.parametrize("chars", [20, 44])

@@ -300,8 +300,8 @@ def legend_under_axis_title(fig: go.Figure, only_below: bool = False) -> go.Figu
 
 
 def presenter(fig: go.Figure, scale: float = 1.5) -> go.Figure:
-    """Projector style: larger fonts (legends too), thicker lines and bigger markers; at most
-    ``PRESENTER_HEIGHT`` tall."""
+    """Projector style: larger fonts (legends too), thicker lines and bigger markers, ``follow``'s note in
+    its short form; at most ``PRESENTER_HEIGHT`` tall."""
     fig.update_layout(font=dict(size=int(FONT["size"] * scale)))
     if fig.layout.title and fig.layout.title.text:
         fig.update_layout(title_font_size=int(14 * scale))
@@ -313,6 +313,9 @@ def presenter(fig: go.Figure, scale: float = 1.5) -> go.Figure:
                 tr.marker.size = float(tr.marker.size) * scale
             except TypeError:
                 pass
+    for note in fig.layout.annotations or ():
+        if note.name == "outside":  # follow's note, its short form ("12% outside → ↑"): at the larger font
+            note.text = re.sub(r"^(\S+) of .+? outside", r"\1 outside", note.text)  # it reached the tick labels
     legend = fig.layout.legend
     fig.update_layout(legend_font_size=int(((legend.font.size if legend and legend.font else None) or 11) * scale),
                       height=min(int(fig.layout.height or 380), PRESENTER_HEIGHT))

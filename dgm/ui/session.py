@@ -265,9 +265,16 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
     return s
 
 
+#: the Play and Pause buttons' width (pixels; presenter mode's larger font included), the same for both: the
+#: controls after them do not move when one replaces the other
+PLAY_WIDTH = 112
+SPEED_WIDTH = 120  # the speed's selector ("100/frame" whole, in presenter mode too)
+
+
 def controls(exp: Experiment, s: LiveState, cols=None) -> None:
-    """Play, Step, Reset and the speed, in four columns of the control bar (``cols``; made here if None)."""
-    c1, c2, c3, c4 = cols or st.columns([1, 1, 1, 1.4, 3], vertical_alignment="bottom")[:4]
+    """Play, Step, Reset and the speed, in four slots of the control bar (``cols``, e.g. one row four times;
+    a row of their own if None), each as wide as its label."""
+    c1, c2, c3, c4 = cols or [st.container(horizontal=True, vertical_alignment="center", gap="small")] * 4
     # Play and Pause are two widgets, both on the page at all times, the one that does not apply hidden by a
     # style: a click names what it wants (a second click on Pause that reaches the server after the first
     # has drawn Play still pauses), and no widget comes or goes between runs (a widget made new by a run lost
@@ -277,14 +284,14 @@ def controls(exp: Experiment, s: LiveState, cols=None) -> None:
     # (Material icons, which Streamlit serves itself: "⏸" drew as an empty box where no emoji font is installed)
     for label, icon, play in (("Play", "play_arrow", True), ("Pause", "pause", False)):
         c1.button(label, icon=f":material/{icon}:", key=f"{exp.name}.{label.lower()}", on_click=_play,
-                  args=(exp, play), type="primary", width="stretch", disabled=s.error is not None)
+                  args=(exp, play), type="primary", width=PLAY_WIDTH, disabled=s.error is not None)
     v = speed(exp)
     c2.button(f"Step ×{10 if v == 'auto' else v}", key=f"{exp.name}.step", on_click=_step, args=(exp,),
-              width="stretch", disabled=s.error is not None)
+              width="content", disabled=s.error is not None)
     c3.button("Reset", icon=":material/restart_alt:", key=f"{exp.name}.reset", on_click=_reset, args=(exp,),
-              width="stretch")
+              width="content")
     c4.selectbox("Steps per frame", SPEEDS, key=_speed_key(exp), bind="query-params", label_visibility="collapsed",
-                 format_func=_speed_label,
+                 format_func=_speed_label, width=SPEED_WIDTH,
                  help="Steps per frame. auto: as many steps as fit in about 0.1 s; Step does this many (10 in auto).")
 
 

@@ -64,11 +64,11 @@ def _gif_unavailable(s: session.LiveState) -> str | None:
 
 
 def bar(exp: Experiment, s: session.LiveState, cols=None) -> None:
-    """Share / export / resume, in popovers, in three columns of the control bar (``cols``; a row of their
-    own if None)."""
+    """Share / export / resume, in popovers, in three slots of the control bar (``cols``, e.g. one row three
+    times; a row of their own if None), each as wide as its label."""
     t = s.trainer
-    a, b, c = cols or st.columns([1, 1, 1, 3])[:3]
-    with a.popover("Link", icon=":material/link:", width="stretch", help="Copy a link to this page or run"):
+    a, b, c = cols or [st.container(horizontal=True, vertical_alignment="center", gap="small")] * 3
+    with a.popover("Link", icon=":material/link:", width="content", help="Copy a link to this page or run"):
         st.caption("This page with all its settings (copy with the icon on the right):")
         st.code(page_link(drop=("steps",)), language=None, wrap_lines=True)
         st.caption(f"A replay link: opens this run trained for exactly {t.iteration:,} steps on the CPU and stopped."
@@ -76,7 +76,7 @@ def bar(exp: Experiment, s: session.LiveState, cols=None) -> None:
                       if s.resumed else ""))
         st.code(page_link({"seed": str(common.seed()), "steps": str(t.iteration)}), language=None, wrap_lines=True)
     make = lambda: exp.make(t.config, seed=t.seed, device=t.device)  # noqa: E731
-    with b.popover("Export", icon=":material/download:", width="stretch",
+    with b.popover("Export", icon=":material/download:", width="content",
                    help="Metric history, figures, an animated GIF, model weights"):
         st.download_button("Metric history (CSV)", data=lambda: X.history_csv(t), file_name=f"{exp.name}_history.csv",
                            mime="text/csv", on_click="ignore", width="stretch")
@@ -95,7 +95,7 @@ def bar(exp: Experiment, s: session.LiveState, cols=None) -> None:
         st.download_button("Model weights (safetensors)", data=lambda: X.weights_bytes(t, exp.name),
                            file_name=f"{exp.name}_step{t.iteration}.safetensors", mime="application/octet-stream",
                            on_click="ignore", width="stretch")
-    with c.popover("Resume", icon=":material/upload:", width="stretch",
+    with c.popover("Resume", icon=":material/upload:", width="content",
                    help="Continue from a weights file"):
         st.file_uploader("Model weights (.safetensors) saved from this page with the same settings",
                          type=["safetensors"], key=WEIGHTS_UPLOAD, on_change=_load_weights, args=(exp,))

@@ -135,11 +135,13 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
     s = session.ensure(exp, cfg, autoplay=autoplay, warm_steps=warm_steps)
     if runtime:
         s.trainer.set_runtime(runtime)
-    # one compact control bar (its labels whole at 1280 px), the status line under it: the figure next. (The status
-    # line at the bar's end wrapped to four lines of a lesson's watch in presenter mode, pushing the figure down.)
-    bar = st.columns([1.0, 0.9, 0.9, 0.85, 1.0, 1.15, 1.15, 1.55], vertical_alignment="center", gap="small")
-    session.controls(exp, s, bar[:4])
-    share.bar(exp, s, bar[4:7])
+    # one compact control bar, the status line under it: the figure next. (The status line at the bar's end wrapped
+    # to four lines of a lesson's watch in presenter mode, pushing the figure down.) A row of controls at their own
+    # widths: in columns of fixed shares their labels were cut ("R…", "Ex…") at 1280 px beside the open sidebar;
+    # where even this row does not fit, it wraps
+    bar = st.container(horizontal=True, vertical_alignment="center", gap="small", key="dgm-bar")
+    session.controls(exp, s, [bar] * 4)
+    share.bar(exp, s, [bar] * 3)
     # the status line, which the frame rewrites (one element in a slot), and under it the run's error panel
     # or notice, drawn by full runs only: a live frame that wrote blocks outside itself (a notice in a container
     # in a slot) crashed the browser's page now and then ("Cannot set a node at a delta path": a blank page)
