@@ -112,13 +112,14 @@ def sidebar() -> None:
         st.toggle("Presenter mode", key=PRESENTER, bind="query-params",
                   help="Larger fonts and thicker lines, for a projector.")
     # live figures redraw several times a second: no fading of "stale" elements, no transitions; the figure
-    # first: little room above the title (the first row just under the header, 3.75rem: the "About" box's top
-    # border was hidden under it, in presenter mode too, whose larger root font makes both larger), a compact title
+    # first: little room above the title, a compact title
     st.html("<style>[data-stale='true'] {opacity: 1 !important; transition: none !important;}"
             " *, *::before, *::after {animation-duration: 0s !important; transition-duration: 0s !important;}"
-            " [data-testid=stMainBlockContainer] {padding-top: 3.9rem !important; padding-bottom: 2rem !important;}"
+            " [data-testid=stMainBlockContainer] {padding-top: 3.5rem !important; padding-bottom: 2rem !important;}"
             " [data-testid=stMain] h1 {font-size: 1.9rem !important; padding: 0 0 0.2rem 0 !important;}"
             "</style>")
+    # presenter mode's larger root font makes Streamlit's header (3.75rem) taller too: the first row starts under it
+    # (the "About" box's top border was hidden under it)
     if presenter():  # larger text; the figure still first (the sidebar starts folded: app.py)
         st.html("<style>html, .stMarkdown p, .stMarkdown li {font-size: 1.2rem !important;}"
                 " [data-testid=stMainBlockContainer] {padding-top: 3.9rem !important;"
