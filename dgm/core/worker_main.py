@@ -276,16 +276,22 @@ def zygote_main(path: str) -> None:
         gc.freeze()
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers that exit are reaped at once
         for _ in sys.stdin:  # until the server closes our stdin (or goes away)
+            # A SIGTERM that came during the fork would run our handler inside the fork's Python hooks
+            # (logging's lock release), where its SystemExit is printed as ignored and lost: it waits
+            # until the fork is done, then stops us here (or, in the child, is not inherited).
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
             pid = os.fork()
             if pid == 0:
                 try:
                     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
                     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                     sock.connect(path)
                     serve(Connection(sock.detach()))
                 finally:
                     os._exit(0)
             children = {c for c in children if _is_child(c)} | {pid}
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     finally:
         for pid in children:
             if _is_child(pid):
