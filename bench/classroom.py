@@ -24,7 +24,8 @@ Per lesson (each ``Lesson`` with a ``watch``): the step at which the watched val
 point is found headless (seed 0, the same run the page trains: a seed fixes a run); then the page opens the
 lesson, Play is pressed, and the time until the page's iteration reaches that step (or, where the page
 shows the watch, until it says the point is reached) is the lesson's time to its point. The bench does what the
-lesson asks, as a student would: a number measured on request has its button pressed right after Play (timed);
+lesson asks, as a student would: a number measured on request has its button pressed right after Play, or once the run reaches the step
+from which the measurement counts (``watch.after``), or before Play where the lesson opens past that step (timed);
 a lesson that compares with another page's run plays that page for 10 s first (untimed). The lessons' watches
 come from this checkout even with ``--app`` (the "before" measurement of a version without them).
 
@@ -229,7 +230,8 @@ def lesson_time(browser, url: str, target: int, seconds: float, watch, first_tit
     its iteration reaches ``target``, the step at which the point is reached headless. As the lesson says (and
     the browser lesson test does): a lesson that compares with another page's run (``watch.first``) plays that
     page (``first_title`` in the sidebar) for 10 s first, untimed; a number measured on request has its button
-    (``watch.press``) pressed right after Play, timed."""
+    (``watch.press``) pressed right after Play, or from step ``watch.after`` on (before Play where the lesson opens
+    there), timed."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
     pg = ctx.new_page()
     t0 = time.perf_counter()
@@ -257,8 +259,15 @@ def lesson_time(browser, url: str, target: int, seconds: float, watch, first_tit
         ms = pg.evaluate(CLICK_JS, ["Play", reached, seconds * 1000])
     else:
         t0 = time.perf_counter()
+        early = 0 < watch.after <= start  # the lesson opens where the measurement counts: pressed before Play
+        if early:
+            pg.get_by_role("button", name=watch.press).click()
         pg.evaluate(CLICK_JS, ["Play", "button('Pause')", seconds * 1000])
-        pg.get_by_role("button", name=watch.press).click()
+        if watch.after and not early:  # the status line asks for the measurement from that step on
+            pg.wait_for_function(f"() => {{ const status = {STATUS_JS}; return {ITERATION} >= {watch.after}; }}",
+                                 timeout=seconds * 1000, polling=10)
+        if not early:
+            pg.get_by_role("button", name=watch.press).click()
         try:
             pg.wait_for_function(f"() => {{ const status = {STATUS_JS}; return {reached}; }}",
                                  timeout=seconds * 1000, polling=10)

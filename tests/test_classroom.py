@@ -321,5 +321,27 @@ def test_a_number_measured_on_request_names_its_button_and_is_kept_with_the_run(
     assert t.estimators[0] == 20 and les.watch.reached(t)  # small τ scatters far more (41-45 times at step 300)
     t.import_state(old)  # e.g. a worker's state from before the measurement
     assert t.estimators is not None and t.estimators[0] == 20
+    assert "** (at step 20)" in _watch_text(les, t)  # how old the measurement is
     t.reset()
     assert t.estimators is None
+
+
+def test_a_measurement_on_request_taken_too_early_does_not_count_and_the_page_says_so():
+    """Straight-through's variance over the soft estimator's is about 1 at step 0 (an untrained decoder hardly
+    tells one code from another: the lesson's point not shown) and 1.3-1.7 by step 50 on seeds 0-4: a measurement
+    from before step 100 does not count, and the status line asks for another from step 100 on."""
+    from dgm.ui.view import _watch_text
+
+    exp = registry.get("latents")
+    les = exp.lesson("hard samples (straight-through)")
+    t = exp.make(exp.config(**les.values), seed=0, device="cpu")
+    assert "not measured yet: press **Measure the estimators now** from step 100 on" in _watch_text(les, t)
+    t.step(20)
+    les.watch.measure(t)
+    assert les.watch.value(t) is None and les.watch.metric(t) is not None
+    assert "measured at step 20, too early: press **Measure the estimators now** again from step 100 on" in \
+        _watch_text(les, t)
+    t.step(80)
+    assert "measured at step 20, too early" in _watch_text(les, t)  # the table is still step 20's
+    les.watch.measure(t)
+    assert les.watch.reached(t) and "** (at step 100) ✓ the lesson's point" in _watch_text(les, t)

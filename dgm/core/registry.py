@@ -37,8 +37,9 @@ class Watch:
     ``point(value)``, true once the run shows what the lesson teaches; ``goal`` says it in words ("≤ 2").
     ``every`` and ``max_steps``: how often, and how long, a headless search for the point checks; ``after``: the
     first step it is measured at. A number measured on request (a page's button) names the button in ``press``
-    and gives in ``measure(trainer)`` what it does, which a headless search runs before it reads the number. A
-    number that compares the run with another page's run in the same browser session names that page's url in
+    and gives in ``measure(trainer)`` what it does, which a headless search runs before it reads the number, and in
+    ``measured(trainer)`` the step of its last measurement (``after`` then applies to that step: a measurement
+    pressed in the run's first steps does not count, and the page says so). A number that compares the run with another page's run in the same browser session names that page's url in
     ``first`` (the status line asks to play it first); ``measure`` then stands in for that run headless."""
 
     label: str
@@ -51,9 +52,15 @@ class Watch:
     press: str = ""  # the page's button that measures it, where it is measured on request only
     measure: Callable[[Trainer], None] | None = None  # what that button (or that page's run) does to the trainer
     first: str = ""  # the url of a page whose run in the same session the number compares with
+    measured: Callable[[Trainer], int | None] | None = None  # the step of the last measurement (``press``)
+
+    def at(self, trainer: Trainer) -> int | None:
+        """The step the number is of: the run's, or its last measurement's (None before one)."""
+        return trainer.iteration if self.measured is None else self.measured(trainer)
 
     def value(self, trainer: Trainer) -> float | None:
-        if trainer.iteration < self.after:
+        at = self.at(trainer)
+        if at is None or at < self.after:
             return None
         try:
             return self.metric(trainer)

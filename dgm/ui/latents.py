@@ -141,7 +141,7 @@ def estimator_panel(exp, cfg) -> None:
         if stored:
             it, rows = stored
             common.plot(lviz.estimator_figure(rows), key="latents.estimators")
-            st.dataframe([{"estimator": r["estimator"], "τ": "any" if r["tau"] is None else r["tau"],
+            st.dataframe([{"estimator": r["estimator"], "τ": "any" if r["tau"] is None else f"{r['tau']:g}",
                            "bias²": r["bias2"], "variance": r["variance"], "noise floor of bias²": r["floor"],
                            "relative bias": r["rel_bias"]} for r in rows], hide_index=True)
             st.caption(f"Measured at step {it:,} on {ESTIMATOR_IMAGES} test digits, {ESTIMATOR_SAMPLES} estimates per "

@@ -92,15 +92,23 @@ def _watch_text(les, trainer: Trainer) -> str:
         return ""
     w = les.watch
     v = w.value(trainer)
+    at = w.at(trainer) if w.measured is not None else None  # a measurement on request: the step it was taken at
     if v is None:
         press = f": press **{w.press}**" if w.press else ""
+        if w.press and w.after:
+            if at is not None:  # pressed in the run's first steps, before the lesson's number means anything
+                return (f" · {w.label}: measured at step {at:,}, too early: press **{w.press}** again from step "
+                        f"{w.after:,} on (the point: {w.goal})")
+            if trainer.iteration < w.after:
+                press += f" from step {w.after:,} on"
         first = next((p for p in pages.all_pages() if p.url == w.first), None) if w.first else None
         other = session.state(registry.get(first.experiment)) if first is not None else None
         if first is not None and (other is None or other.trainer.iteration == 0):
             press = f": play the **{first.title}** page first (in the sidebar), then come back"
         return f" · {w.label}: not measured yet{press} (the point: {w.goal})"
     shown = f"{v:,.0f}" if float(v).is_integer() else f"{v:,.3g}"
-    return f" · {w.label} **{shown}** " + ("✓ the lesson's point" if w.point(v) else f"(the point: {w.goal})")
+    when = f" (at step {at:,})" if at is not None else ""  # how old a measurement on request is
+    return f" · {w.label} **{shown}**{when} " + ("✓ the lesson's point" if w.point(v) else f"(the point: {w.goal})")
 
 
 def _await_tail(exp: Experiment) -> None:
