@@ -185,10 +185,10 @@ LESSONS = (
         "The number under the figure comes from that measurement: straight-through's variance over the soft "
         "estimator's at τ = 0.5, on seeds 0-4 1.6-2.1 at step 100, 1.6-2.3 at 300 and 1.6-2.2 at 600. It is not "
         "a constant of the estimators: at step 0, where the untrained decoder hardly tells one code from another, "
-        "it is 0.93-1.07 (a measurement from before step 100 does not count); and at step 300 the model hardly uses "
-        "its code yet (test KL on seeds 0-1: 0.01 nats or less, 1 by step 1,000, 4-5 by 3,000). As the code comes into use the two "
-        "come close (1.08-1.17 at step 1,000) and part again on some seeds only (1.0-2.5 at 4,000): play on and "
-        "measure again to see it.",
+        "it is 0.93-1.07 (a measurement from before step 100 does not count); and at step 300 the model hardly "
+        "uses its code yet (test KL on seeds 0-1: 0.01 nats or less, 1 by step 1,000, 4-5 by 3,000). As the code "
+        "comes into use the two come close (1.08-1.17 at step 1,000) and part again on some seeds only (1.0-2.5 at "
+        "4,000): play on and measure again to see it.",
         look='one-hot codes going into the decoder while the gradients stay relaxed',
         watch=Watch("straight-through variance ÷ Gumbel-softmax's (τ = 0.5)", _variance_ratio(
                     ("straight-through", 0.5), ("Gumbel-softmax", 0.5)), lambda v: v >= 1.2, "≥ 1.2", every=100,
