@@ -3,7 +3,6 @@
 import streamlit as st
 
 from dgm.core.registry import get
-from dgm.families.diffusion.trainer import sampling_of, training_config
 from dgm.ui import common, controls, view
 from dgm.ui import diffusion as ui
 
@@ -13,8 +12,7 @@ common.page_header(exp)
 cfg = ui.check(cfg)
 live = st.container()  # the figure first: the view options are drawn into the page after it
 opts = ui.view_options(cfg)
-# sampling settings are runtime settings: changing them never restarts the run
-with live:
-    state = view.loop(exp, training_config(cfg), ui.DiffusionView(opts), runtime=sampling_of(cfg))
+with live:  # the sampling knobs are runtime settings (exp.split): changing them never restarts the run
+    state = view.loop(exp, cfg, ui.DiffusionView(opts))
 ui.measurements(exp, state.trainer)
 common.theory(exp)

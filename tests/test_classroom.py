@@ -190,20 +190,18 @@ def test_a_lesson_link_sets_every_knob_to_the_lessons_value(name):
 
 
 def test_a_lesson_with_sampling_settings_is_still_the_lessons_run_on_the_diffusion_page():
-    """The diffusion page passes its sampler and NFE as runtime settings, the rest as the training config; a
-    lesson that sets them (4 NFE, a one-step Euler) is still that lesson's run, with its watch on the status
-    line (they once lost it: the training config alone has the default sampler)."""
+    """The diffusion page's sampler and NFE are runtime settings (``Experiment.split``), the rest its training
+    config; a lesson that sets them (4 NFE, a one-step Euler) is still that lesson's run, with its watch on the
+    status line (they once lost it: the training config alone has the default sampler)."""
     import dataclasses
 
-    from dgm.families.diffusion.trainer import sampling_of, training_config
     from dgm.ui.view import _is_lessons_run
 
     exp = registry.get("diffusion")
     for les in exp.lessons:
         cfg = exp.config(**les.values)
-        assert _is_lessons_run(exp, les, training_config(cfg), sampling_of(cfg)), les.name
-        other = dataclasses.replace(cfg, nfe=cfg.nfe + 1)
-        assert not _is_lessons_run(exp, les, training_config(other), sampling_of(other)), les.name
+        assert _is_lessons_run(exp, les, cfg), les.name
+        assert not _is_lessons_run(exp, les, dataclasses.replace(cfg, nfe=cfg.nfe + 1)), les.name
     les = exp.lesson("few steps, blurry samples")
     at = open_page("pages/diffusion.py", params={"preset": les.name})
     assert not at.exception

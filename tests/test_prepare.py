@@ -80,15 +80,15 @@ def test_everything_a_run_depends_on_names_another_fast_forward(monkeypatch):
     assert key not in others and len(others) == 7
 
 
-def _short_lesson(monkeypatch):
-    """The VAE and its posterior-collapse lesson, fast-forwarded 20 steps instead of its hundreds (the mechanism,
-    not the time)."""
-    exp = registry.get("vae")
-    les = exp.lesson("posterior collapse")
+def _short_lesson(monkeypatch, name: str = "vae", lesson: str = "posterior collapse"):
+    """The VAE and its posterior-collapse lesson (or another), fast-forwarded 20 steps instead of its hundreds (the
+    mechanism, not the time)."""
+    exp = registry.get(name)
+    les = exp.lesson(lesson)
     short = dataclasses.replace(exp, lessons=tuple(dataclasses.replace(x, start=20) if x is les else x
                                                    for x in exp.lessons))
     get = registry.get
-    monkeypatch.setattr(registry, "get", lambda name: short if name == "vae" else get(name))
+    monkeypatch.setattr(registry, "get", lambda n: short if n == name else get(n))
     return exp, les
 
 
@@ -108,6 +108,31 @@ def test_prepare_trains_the_state_a_lesson_link_opens_at(run_dir, monkeypatch, c
     assert list(run_dir.glob("*.warm.pt")) == [f]
     assert prepare.main(["--only", "posterior collapse"]) == 0
     assert "step 20, on disk already" in capsys.readouterr().out
+
+
+def test_a_diffusion_lesson_opens_at_a_fast_forward_evaluated_with_its_sampling(run_dir, monkeypatch, capsys):
+    """Diffusion's sampler and NFE are runtime settings (``Experiment.split``): they never restart a run, but
+    the evaluations measure them. A lesson's fast-forward is trained with the lesson's (one Euler step here),
+    not the default 100-step sampler (it once was: the status line said "the lesson's point" on opening, until
+    the next evaluation), and ``prepare`` keys it as the page does (it once keyed by the whole config: the page
+    never found it)."""
+    exp, les = _short_lesson(monkeypatch, "diffusion", "straight paths sample in one step")
+    cfg, runtime = exp.split(exp.config(**les.values))
+    assert runtime["sampler"] == "euler" and runtime["nfe"] == 1
+    assert prepare.main(["--only", "straight paths"]) == 0
+    assert "step 20, trained in" in capsys.readouterr().out
+    state, took = session.fast_forward("diffusion", session.config_json(cfg), 0, 20,
+                                       runtime_json=session.runtime_json(runtime))
+    assert took == 0.0  # what prepare trained
+    default, _ = session.fast_forward("diffusion", session.config_json(cfg), 0, 20)
+    assert default["latest_eval"]["high_quality"] != state["latest_eval"]["high_quality"]  # another sampler
+    session._pretrained.clear()
+    monkeypatch.setattr(scheduling, "replay", lambda *a, **k: pytest.fail("the page trained the lesson again"))
+    at = open_page("pages/diffusion.py", params={"preset": les.name})
+    assert not at.exception
+    t = at.session_state["_live.diffusion"].trainer
+    assert t.iteration == 20 and t.runtime.sampler == "euler" and t.runtime.nfe == 1
+    assert t.latest_eval == state["latest_eval"]
 
 
 def test_prepare_trains_whole_a_fast_forward_a_page_would_cut(run_dir, monkeypatch, capsys):

@@ -144,6 +144,10 @@ class Experiment:
     #: ``seeds[k]`` (with ``as_run(k)``, ``finals()`` and ``summary()``), where the family has one
     seeds: Callable[..., Trainer] | None = None
     arena: Arena | None = None  # how the family enters the arena, where it does
+    #: config -> (the config that identifies the run's training, the runtime settings taken from the rest), where
+    #: some knobs only change how a run is sampled and evaluated (diffusion's sampler and NFE): changing those
+    #: never restarts a run, and a fast-forward is trained with them (its evaluations measure what the page shows)
+    split: Callable[[Any], tuple[Any, dict[str, Any]]] | None = None
 
     def make(self, config: Any = None, seed: int = 0, device: str = "auto") -> Trainer:
         return self.trainer(config if config is not None else self.config(), seed=seed, device=device)

@@ -144,10 +144,13 @@ def _code_digest() -> str:
 _CODE = [os.environ.setdefault("_DGM_CODE_DIGEST", _code_digest())]
 
 
-def warm_key(exp_name: str, cfg_json: str, seed: int, steps: int) -> str:
-    """The name of the state ``steps`` steps into the CPU run of ``exp_name`` with these settings and seed:
-    everything its numbers depend on (the code, torch, the pinned kernels and the processor's maker, its architecture)."""
+def warm_key(exp_name: str, cfg_json: str, seed: int, steps: int, runtime_json: str = "") -> str:
+    """The name of the state ``steps`` steps into the CPU run of ``exp_name`` with these settings (and runtime
+    settings, where it has some) and seed: everything its numbers depend on (the code, torch, the pinned kernels
+    and the processor's maker, its architecture)."""
     what = [exp_name, cfg_json, int(seed), int(steps), torch.__version__, kernels.machine_class(), platform.machine(), _CODE[0]]
+    if runtime_json:
+        what.append(runtime_json)
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:24]
 
 

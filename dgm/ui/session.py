@@ -148,26 +148,30 @@ def _restore(exp: Experiment) -> None:
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
-def _pretrained(exp_name: str, cfg_json: str, seed: int, steps: int) -> tuple[dict, float]:
+def _pretrained(exp_name: str, cfg_json: str, seed: int, steps: int, runtime_json: str = "") -> tuple[dict, float]:
     """The checkpoint after ``steps`` steps of a run, shared read-only by every session that opens the
     same lesson or replay link: thirty students opening one link cost one training. Sessions restore a
     copy of it, so nothing mutable is shared. Also the seconds its training took here (0: read from disk)."""
-    return fast_forward(exp_name, cfg_json, seed, steps)
+    return fast_forward(exp_name, cfg_json, seed, steps, runtime_json=runtime_json)
 
 
-def fast_forward(exp_name: str, cfg_json: str, seed: int, steps: int,
-                 seconds: float | None = None) -> tuple[dict, float]:
+def fast_forward(exp_name: str, cfg_json: str, seed: int, steps: int, seconds: float | None = None,
+                 runtime_json: str = "") -> tuple[dict, float]:
     """The state ``steps`` steps into the CPU run of ``exp_name`` with settings ``cfg_json`` (sorted JSON of
     the config) and ``seed``, and the seconds it took to train now (0: read from the server's disk, where
     the first visit, or ``python -m dgm prepare``, left it: a lesson opens at once in class if its teacher
     opened it the day before). Raises ReplayCut, and keeps nothing, when the training would take longer than
-    ``seconds`` (a page's REPLAY_SECONDS when None)."""
-    key = persist.warm_key(exp_name, cfg_json, seed, steps)
+    ``seconds`` (a page's REPLAY_SECONDS when None). ``runtime_json`` (``runtime_json()``): the runtime settings
+    it is trained with, where the page's config holds some (``Experiment.split``: diffusion's sampling, which
+    its evaluations measure)."""
+    key = persist.warm_key(exp_name, cfg_json, seed, steps, runtime_json)
     kept = persist.load_warm(key)
     if kept is not None:
         return kept, 0.0
     exp = registry.get(exp_name)
     trainer = exp.make(exp.config(**json.loads(cfg_json)), seed=seed, device="cpu")
+    if runtime_json:
+        trainer.set_runtime(json.loads(runtime_json))
     t0 = time.perf_counter()
     scheduling.replay(trainer, steps, seconds)  # a ReplayCut is not kept: the next visit tries again
     took = time.perf_counter() - t0
@@ -178,6 +182,11 @@ def fast_forward(exp_name: str, cfg_json: str, seed: int, steps: int,
 def config_json(cfg: Any) -> str:
     """A config as the key of its fast-forward."""
     return json.dumps(cfglib.to_dict(cfg), sort_keys=True)
+
+
+def runtime_json(runtime: dict[str, Any] | None) -> str:
+    """Runtime settings as part of a fast-forward's key ("" for none)."""
+    return json.dumps(runtime, sort_keys=True) if runtime else ""
 
 
 def resume(exp: Experiment, s: LiveState, raw: bytes) -> int:
@@ -218,8 +227,10 @@ def due_save(exp: Experiment, s: LiveState) -> Callable[[], None] | None:
     return lambda: persist.save(s.run_id, exp.name, s.fingerprint, state)
 
 
-def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int = 0) -> LiveState:
-    """The page's LiveState, built anew when the settings, seed or device change."""
+def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int = 0,
+           runtime: dict[str, Any] | None = None) -> LiveState:
+    """The page's LiveState, built anew when the settings, seed or device change. A new run's first
+    ``warm_steps`` (or a replay link's steps) are trained with the runtime settings ``runtime``."""
     replay = replay_steps()
     device = "cpu" if replay is not None else common.device()
     fp = _fingerprint(cfg, common.seed(), device, replay)
@@ -230,6 +241,8 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
             scheduling.drop_remote(s)
         with st.spinner("Preparing the data and the model…"):  # a new data set can take a moment
             trainer = exp.make(cfg, seed=common.seed(), device=device)
+        if runtime:
+            trainer.set_runtime(runtime)
         trainer.checkpoint_every_s = 1.0
         s = LiveState(trainer=trainer, fingerprint=fp, playing=autoplay and replay is None)
         st.session_state[_key(exp)] = s
@@ -253,7 +266,7 @@ def ensure(exp: Experiment, cfg: Any, *, autoplay: bool = False, warm_steps: int
             t0, took = time.perf_counter(), 0.0
             try:
                 with st.spinner(f"Training {n:,} steps…"):
-                    good, took = _pretrained(exp.name, config_json(cfg), common.seed(), n)
+                    good, took = _pretrained(exp.name, config_json(cfg), common.seed(), n, runtime_json(runtime))
             except TrainingDiverged as e:
                 s.error = str(e)
                 return s

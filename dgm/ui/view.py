@@ -72,15 +72,12 @@ class View:
         plotly_live.chart(spec, key)
 
 
-def _is_lessons_run(exp: Experiment, les, cfg: Any, runtime: dict[str, Any] | None = None) -> bool:
-    """Whether ``cfg`` is the lesson's configuration (its knob values, the others at their defaults), with the
-    page's runtime settings in place of the config's (diffusion passes its sampler and NFE as those)."""
+def _is_lessons_run(exp: Experiment, les, cfg: Any) -> bool:
+    """Whether ``cfg`` is the lesson's configuration (its knob values, the others at their defaults)."""
     from dgm.core import config as cfglib
 
     try:
-        got = cfglib.to_dict(cfg)
-        got.update({k: v for k, v in (runtime or {}).items() if k in got})
-        return got == cfglib.to_dict(exp.config(**les.values))
+        return cfglib.to_dict(cfg) == cfglib.to_dict(exp.config(**les.values))
     except (TypeError, ValueError):
         return False
 
@@ -133,14 +130,19 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
     """Controls, status line and the live figures for ``exp`` with config ``cfg``, shown by ``view``
     (see ``View``). ``warm_steps`` trains that many steps when a run starts, so the page opens on a
     fitted model. ``runtime`` holds the trainer's runtime settings (e.g. the GAN's "train only D"),
-    which change how the next steps run without restarting the run."""
+    which change how the next steps run without restarting the run; so do the knobs ``exp.split`` takes out
+    of ``cfg`` (diffusion's sampling), with which a fast-forward is also trained."""
     garbage.start_gc()
     les = common.lesson(exp)
-    if les is not None and not _is_lessons_run(exp, les, cfg, runtime):
+    if les is not None and not _is_lessons_run(exp, les, cfg):
         les = None  # a knob was changed: this run is no longer the lesson's
+    sampling: dict[str, Any] = {}
+    if exp.split is not None:
+        cfg, sampling = exp.split(cfg)
+        runtime = {**sampling, **(runtime or {})}
     if les is not None and les.start:
         warm_steps = max(warm_steps, les.start)  # the lesson opens near its point (cached: session._pretrained)
-    s = session.ensure(exp, cfg, autoplay=autoplay, warm_steps=warm_steps)
+    s = session.ensure(exp, cfg, autoplay=autoplay, warm_steps=warm_steps, runtime=sampling)
     if runtime:
         s.trainer.set_runtime(runtime)
     # one compact control bar, the status line under it: the figure next. (The status line at the bar's end wrapped

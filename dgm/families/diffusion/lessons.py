@@ -9,7 +9,7 @@ from dgm.families.diffusion.samplers import log_likelihood
 from dgm.families.diffusion.trainer import NLL_STEPS
 from dgm.families.diffusion.figures import field_snapshot, figures
 from dgm.families.diffusion.seeds import DiffusionSeeds
-from dgm.families.diffusion.trainer import DiffusionConfig, DiffusionTrainer
+from dgm.families.diffusion.trainer import DiffusionConfig, DiffusionTrainer, split
 
 INTRO = (
     "Add noise to the data until nothing is left, then learn to undo it step by step. A **diffusion model** "
@@ -161,13 +161,15 @@ LESSONS = (
         "2,000 steps the paths of the reverse process bend, and one straight step lands on the average of the "
         "modes: the samples form a blurred ring, few of them of high quality. At step 2,000 the model draws "
         "8,192 pairs (noise, sample) with its own ODE and trains on them from then on (**reflow**): these pairs "
-        "never cross, the paths straighten, and the one-step samples snap onto the modes. Press **Measure "
+        "never cross, the paths straighten, and the one-step samples snap onto the modes. The lesson opens at "
+        "step 1,800, the ring still blurred: the reflow comes 200 steps after Play. Press **Measure "
         "against NFE** after step 3,000: with Euler or Heun, quality at 1 NFE is within a few points of quality "
         "at 100. The stochastic samplers fall behind: the reflowed network is a transport map, no longer a score.",
         look='one Euler step from noise landing on the modes',
         # 0-0.5% before the reflow at step 2,000, 87-91% at 2,500 (seeds 0-4)
         watch=Watch("high quality (%)", evaluated("high_quality", scale=100), lambda v: v >= 80, "≥ 80%", every=100,
                     max_steps=4000),
+        start=1800,  # the blurred ring on screen, the reflow 200 steps after Play (from step 0: 22.5 s to the point)
     ),
     Lesson(
         "the score is wrong where there is no data",
@@ -242,4 +244,5 @@ EXPERIMENT = Experiment(
     text=PageText("Diffusion and flow matching", INTRO, THEORY_TITLE, THEORY),
     seeds=DiffusionSeeds,
     arena=ARENA,
+    split=split,
 )

@@ -124,6 +124,11 @@ def sampling_of(c: DiffusionConfig) -> dict:
     return {k: getattr(c, k) for k in SAMPLING}
 
 
+def split(c: DiffusionConfig) -> tuple[DiffusionConfig, dict]:
+    """What trains, and how it is sampled (``Experiment.split``)."""
+    return training_config(c), sampling_of(c)
+
+
 def lr_factor(step: int, halflife: int) -> float:
     return max(0.5 ** (step / halflife), 0.05) if halflife else 1.0
 
