@@ -37,10 +37,11 @@ class Watch:
     ``point(value)``, true once the run shows what the lesson teaches; ``goal`` says it in words ("≤ 2").
     ``every`` and ``max_steps``: how often, and how long, a headless search for the point checks; ``after``: the
     first step it is measured at. A number measured on request (a page's button) names the button in ``press``
-    and gives in ``measure(trainer)`` what it does, which a headless search runs before it reads the number, and in
-    ``measured(trainer)`` the step of its last measurement (``after`` then applies to that step: a measurement
-    pressed in the run's first steps does not count, and the page says so). A number that compares the run with another page's run in the same browser session names that page's url in
-    ``first`` (the status line asks to play it first); ``measure`` then stands in for that run headless."""
+    and gives in ``measure(trainer)`` what it does, which a headless search runs before it reads the number, and
+    in ``measured(trainer)`` the step of its last measurement (``after`` then applies to that step: a measurement
+    pressed in the run's first steps does not count, and the page says so). A number that compares the run with
+    another page's run in the same browser session names that page's url in ``first`` (the status line asks to
+    play it first); ``measure`` then stands in for that run headless."""
 
     label: str
     metric: Callable[[Trainer], float | None]
