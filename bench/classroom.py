@@ -263,12 +263,12 @@ def lesson_time(browser, url: str, target: int, seconds: float, watch, first_tit
         if early:
             pg.get_by_role("button", name=watch.press).click()
         pg.evaluate(CLICK_JS, ["Play", "button('Pause')", seconds * 1000])
-        if watch.after and not early:  # the status line asks for the measurement from that step on
-            pg.wait_for_function(f"() => {{ const status = {STATUS_JS}; return {ITERATION} >= {watch.after}; }}",
-                                 timeout=seconds * 1000, polling=10)
-        if not early:
-            pg.get_by_role("button", name=watch.press).click()
         try:
+            if watch.after and not early:  # the status line asks for the measurement from that step on
+                pg.wait_for_function(f"() => {{ const status = {STATUS_JS}; return {ITERATION} >= {watch.after}; }}",
+                                     timeout=seconds * 1000, polling=10)
+            if not early:
+                pg.get_by_role("button", name=watch.press).click()
             pg.wait_for_function(f"() => {{ const status = {STATUS_JS}; return {reached}; }}",
                                  timeout=seconds * 1000, polling=10)
             ms = 1000 * (time.perf_counter() - t0)

@@ -273,8 +273,10 @@ def test_a_sigterm_during_a_fork_stops_the_zygote_cleanly(tmp_path):
 
     sock = tmp_path / "z" / "sock"
     sock.parent.mkdir()
-    code = ("import os, signal, dgm.core.worker_main as w\n"
+    code = ("import os, signal, threading, time, dgm.core.worker_main as w\n"
             "w.warm_up = lambda: None\n"
+            # a second thread, as the real zygote has: a process's signal may be delivered to either thread
+            "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
             "os.register_at_fork(after_in_parent=lambda: (os.kill(os.getpid(), signal.SIGTERM), sum(range(10**5))))\n"
             f"w.zygote_main({str(sock)!r})\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stderr=subprocess.PIPE,

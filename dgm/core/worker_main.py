@@ -268,7 +268,18 @@ def zygote_main(path: str) -> None:
     worker) all of their memory pages. When the server goes away (its end of our stdin closes, even if
     it was killed) or stops us, the zygote kills the workers it forked that are still alive and
     removes the socket's folder: nothing is left behind."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # A SIGTERM that comes while we fork must not raise inside the fork's Python hooks (logging's lock release),
+    # where its SystemExit is printed as an ignored traceback and lost: it is noted, and raised after the fork.
+    # (Blocking the signal in this thread does not do it: the process has a second thread, which then takes it.)
+    term = {"forking": False, "asked": False}
+
+    def on_term(*_) -> None:
+        if term["forking"]:
+            term["asked"] = True
+        else:
+            sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
     children: set[int] = set()
     try:
         warm_up()
@@ -276,22 +287,22 @@ def zygote_main(path: str) -> None:
         gc.freeze()
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers that exit are reaped at once
         for _ in sys.stdin:  # until the server closes our stdin (or goes away)
-            # A SIGTERM that came during the fork would run our handler inside the fork's Python hooks
-            # (logging's lock release), where its SystemExit is printed as ignored and lost: it waits
-            # until the fork is done, then stops us here (or, in the child, is not inherited).
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            term["forking"] = True
             pid = os.fork()
             if pid == 0:
                 try:
                     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+                    if term["asked"]:  # the zygote was being stopped: so is this worker, before it starts
+                        return
                     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                     sock.connect(path)
                     serve(Connection(sock.detach()))
                 finally:
                     os._exit(0)
-            children = {c for c in children if _is_child(c)} | {pid}
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            children = {c for c in children if _is_child(c)} | {pid}  # before a SIGTERM can stop us: it kills them
+            term["forking"] = False
+            if term["asked"]:
+                sys.exit(0)
     finally:
         for pid in children:
             if _is_child(pid):

@@ -93,7 +93,7 @@ def _watch_text(les, trainer: Trainer) -> str:
     if v is None:
         press = f": press **{w.press}**" if w.press else ""
         if w.press and w.after:
-            if at is not None:  # pressed in the run's first steps, before the lesson's number means anything
+            if at is not None and at < w.after:  # pressed in the run's first steps, before the number means anything
                 return (f" · {w.label}: measured at step {at:,}, too early: press **{w.press}** again from step "
                         f"{w.after:,} on (the point: {w.goal})")
             if trainer.iteration < w.after:
