@@ -24,8 +24,9 @@ Per lesson (each ``Lesson`` with a ``watch``): the step at which the watched val
 point is found headless (seed 0, the same run the page trains: a seed fixes a run); then the page opens the
 lesson, Play is pressed, and the time until the page's iteration reaches that step (or, where the page
 shows the watch, until it says the point is reached) is the lesson's time to its point. The bench does what the
-lesson asks, as a student would: a number measured on request has its button pressed right after Play, or once the run reaches the step
-from which the measurement counts (``watch.after``), or before Play where the lesson opens past that step (timed);
+lesson asks, as a student would: a number measured on request has its button pressed right after Play, or once
+the run reaches the step from which the measurement counts (``watch.after``), or before Play where the lesson
+opens past that step (timed);
 a lesson that compares with another page's run plays that page for 10 s first (untimed). The lessons' watches
 come from this checkout even with ``--app`` (the "before" measurement of a version without them).
 

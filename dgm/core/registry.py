@@ -153,6 +153,10 @@ class Experiment:
     def make(self, config: Any = None, seed: int = 0, device: str = "auto") -> Trainer:
         return self.trainer(config if config is not None else self.config(), seed=seed, device=device)
 
+    def parts(self, config: Any) -> tuple[Any, dict[str, Any]]:
+        """``split(config)``: what trains and the runtime settings; the whole config and none without a split."""
+        return self.split(config) if self.split is not None else (config, {})
+
     @property
     def presets(self) -> dict[str, dict[str, Any]]:
         """Lesson name -> knob values."""

@@ -43,10 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not todo and not args.quiet:
         print("no lesson with a fast-forward matches", file=sys.stderr)
     for exp, les in todo:
-        cfg, runtime = exp.split(exp.config(**les.values)) if exp.split else (exp.config(**les.values), {})
+        cfg, runtime = exp.parts(exp.config(**les.values))
         try:
             # ahead of a class there is time: a fast-forward a page would cut (over REPLAY_SECONDS here, e.g. the
-            # lottery's 2,000 steps of eight runs) is trained whole, and the page then opens it at once. Keyed as
+            # lottery's 2,800 steps of eight runs) is trained whole, and the page then opens it at once. Keyed as
             # the page keys it (its training config and runtime: view.loop)
             _, took = session.fast_forward(exp.name, session.config_json(cfg), args.seed, les.start, math.inf,
                                            session.runtime_json(runtime))

@@ -136,10 +136,8 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
     les = common.lesson(exp)
     if les is not None and not _is_lessons_run(exp, les, cfg):
         les = None  # a knob was changed: this run is no longer the lesson's
-    sampling: dict[str, Any] = {}
-    if exp.split is not None:
-        cfg, sampling = exp.split(cfg)
-        runtime = {**sampling, **(runtime or {})}
+    cfg, sampling = exp.parts(cfg)
+    runtime = {**sampling, **(runtime or {})}
     if les is not None and les.start:
         warm_steps = max(warm_steps, les.start)  # the lesson opens near its point (cached: session._pretrained)
     s = session.ensure(exp, cfg, autoplay=autoplay, warm_steps=warm_steps, runtime=sampling)
