@@ -41,6 +41,17 @@ def test_threshold_is_three_std_of_the_nearest_mode():
     assert s["high_quality"] == 0.5 and s["modes"] == 1
 
 
+def test_a_share_threshold_ignores_modes_reached_only_by_a_tail():
+    """``min_share``: a mode counts only when its samples are more than that share of all samples (far-away ones
+    included in the total); the default counts a mode with one sample."""
+    p = data.get("ring8")
+    x = torch.cat([_on_modes(p.centers, [300, 300, 300, 10, 1, 0, 0, 0]), torch.full((89, 2), 10.0)])  # 1,000
+    assert M.mode_stats(x, p.centers, p.std)["modes"] == 5
+    assert M.mode_stats(x, p.centers, p.std, min_share=0.005)["modes"] == 4  # 10 > 5; 1 is not
+    assert M.mode_stats(x, p.centers, p.std, min_share=0.01)["modes"] == 3  # 10 is not more than 1% of 1,000
+    assert M.mode_stats(x, p.centers, p.std, min_share=0.3)["modes"] == 0  # 300 is not more than 300
+
+
 def test_no_high_quality_sample_reads_as_collapsed():
     p = data.get("ring8")
     s = M.mode_stats(torch.zeros(10, 2), p.centers, p.std)

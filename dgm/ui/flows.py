@@ -69,7 +69,8 @@ def _metrics_line(trainer) -> None:
         rev_s = f"{rev:.3f}" if math.isfinite(rev) else "∞ (q puts mass where p is 0)"
         parts.append(f"KL(p‖q) {e['forward_kl']:.3f} · KL(q‖p) {rev_s}")
     if "modes" in e:
-        parts.append(f"modes covered {int(e['modes'])}/{len(trainer.data.centers)}")
+        parts.append(f"modes covered {int(e['modes'])}/{len(trainer.data.centers)} (each holding over "
+                     f"{flows.MODE_SHARE:.0%} of q's samples)")
     if "w1" in e:
         parts.append(f"W1 {e['w1']:.3f} (exact optimal transport between 1,000 samples of q and 1,000 held-out "
                      f"points; two sets of true samples: {e['w1_floor']:.3f})")

@@ -107,15 +107,22 @@ LESSONS = (
     ),
     Lesson(
         "reverse KL misses a mode, forward KL covers it",
-        {"data": "8gaussians", "objective": "reverse_kl", "flow": "realnvp", "layers": 8, "mixing": "swap", "hidden": 64, "batch": 512, "lr": 0.005, "halflife": 0, "anneal": False},
-        "fitted through its own samples, q settles on a few modes; switch the objective to forward_kl",
+        {"data": "8gaussians", "objective": "reverse_kl", "flow": "realnvp", "layers": 2, "mixing": "swap", "hidden": 64, "batch": 512, "lr": 0.005, "halflife": 0, "anneal": False},
+        "two coupling layers cannot shape eight modes, so the fit must give something up; reverse KL gives up "
+        "modes; switch the objective to forward_kl",
         text=(
-            'Trained by reverse KL, the flow only sees its own samples: a mode where q has no samples sends no '
-            'signal, so q leaves some of the eight modes empty and they stay empty. Switch the objective to forward_kl'
-            ' in the sidebar: trained on data, every mode pulls, and q covers all eight.'
+            'Two coupling layers are too few to pull a Gaussian apart into eight blobs, so the fit has to '
+            'compromise, and the objective decides how. Trained by reverse KL, the flow only sees its own '
+            'samples: a mode where q has no samples sends no signal, so q settles on five or six of the modes and '
+            'leaves the others empty (under 1% of its samples each), and they stay empty. Read the two KLs in the '
+            'metrics line: KL(q‖p), the one being minimised, falls below 1 nat, while KL(p‖q) is tens of nats, '
+            "the price of p's mass where q has none. Switch the objective to forward_kl: trained on data, every "
+            'mode pulls, and the same two layers cover all eight, with bridges of mass between them; now KL(p‖q) '
+            'is below 1 and KL(q‖p) the larger one. (Seeds 0-14: 5-6 modes covered at step 500, at most 7 by '
+            '3,000; forward KL covers 8 on every seed.)'
         ),
-        look="empty modes in q's samples that never fill in",
-        watch=Watch("modes covered", evaluated("modes"), lambda v: v <= 7, "≤ 7 of 8", every=250, max_steps=3000,
+        look="empty modes in q's samples that never fill in, and KL(p‖q) far above KL(q‖p)",
+        watch=Watch("modes covered", evaluated("modes"), lambda v: v <= 6, "≤ 6 of 8", every=250, max_steps=3000,
                     after=500),
     ),
     Lesson(

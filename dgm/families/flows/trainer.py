@@ -108,6 +108,7 @@ def build_flow(c: FlowConfig, dim: int = 2) -> Flow:
     return Flow(blocks, dim)
 
 
+MODE_SHARE = 0.01  # a mode is covered when it holds more than 1% of q's samples: a flow's tails reach every mode
 CLIP = 100.0  # gradient-norm clipping (a guard against the rare huge step, not a tuning knob)
 WARMUP = 100  # steps of linear learning-rate warm-up (large early steps can tear a flow apart)
 
@@ -237,7 +238,7 @@ class FlowTrainer(Trainer):
             out["q_mass"] = self.grid.integral(log_q.double().exp())  # how much of q lies on the grid
         x = m.sample(EVAL_SAMPLES, self.eval_generator(2))
         if self.data.centers is not None and self.data.std is not None:
-            out["modes"] = float(mode_stats(x, self.data.centers, self.data.std)["modes"])
+            out["modes"] = float(mode_stats(x, self.data.centers, self.data.std, min_share=MODE_SHARE)["modes"])
         # W1: exact optimal transport between W1_SAMPLES samples of q and as many held-out points
         out["w1"], out["w1_floor"] = wasserstein1(x[:W1_SAMPLES], self.heldout[:W1_SAMPLES]), self.w1_floor
         return out
