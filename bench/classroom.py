@@ -284,9 +284,10 @@ def lesson_time(browser, url: str, target: int, seconds: float, watch, first_tit
 # -- the lessons' points, headless -----------------------------------------------------------------------------
 
 def point_step(exp, les, max_steps: int, max_seconds: float = 300, seed: int = 0) -> int | None:
-    """The first step (a multiple of the watch's ``every``) at which ``seed`` of the lesson (a lesson link's
-    seed is 0) reaches its point."""
+    """The first step (from the lesson's opening step ``start`` on, in multiples of the watch's ``every``) at
+    which ``seed`` of the lesson (a lesson link's seed is 0) reaches its point."""
     t = exp.make(exp.config(**les.values), seed=seed, device="cpu")
+    t.step(les.start)  # the page's fast-forward
     w = les.watch
     t0 = time.perf_counter()
     while t.iteration <= max_steps and time.perf_counter() - t0 < max_seconds:
