@@ -170,12 +170,13 @@ LESSONS = (
     Lesson(
         "R1 penalty: D flat on the data",
         {**PLAIN, "loss": "nonsaturating", "d_steps": 1, "lr_d": 0.0002, "lr_g": 0.0002, "decay": 1.0, "r1": 1.0},
-        "a gradient penalty on the data points (R1) damps the chase between G and D, and the samples settle "
-        "on every mode",
+        "a gradient penalty on the data points (R1) damps the chase between G and D: the samples reach every "
+        "mode and keep them",
         "Without a penalty, D keeps sharpening its verdict around the data, G overshoots, and the two circle "
         "each other. **R1** (Mescheder et al.) adds γ/2 E‖∇D(x)‖² at data points: D must stay flat where the data"
         " is, so once G's samples sit on a mode D has nothing left to push them with, and the game settles. Watch"
-        " **modes captured** reach 8 and stay there, then set *R1 weight γ* to 0 and press Reset to compare: on "
+        " **modes captured** reach 8 and stay there (the cloud first spreads along the ring through all eight modes,"
+        " then slowly gathers on them), then set *R1 weight γ* to 0 and press Reset to compare: on "
         "seeds 0-9, with γ = 1 all eight modes are captured by step 500-1,000 and at most checks after, and "
         "10-27% of the samples are high quality over steps 1,000-2,000; with γ = 0 four seeds of ten never "
         "capture all eight by step 2,000 and 0-14% are high quality. R2 is the same penalty at G's samples.",
