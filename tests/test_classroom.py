@@ -291,15 +291,15 @@ def test_the_guidance_lesson_measures_its_samples_leaving_the_data():
 
 
 def test_the_pacgan_lottery_lesson_watches_the_runs_on_every_mode():
-    """The lesson reads the lottery's own count (``every_mode``, tests/test_seeds.py) and opens where every run
-    has got there on seeds 0-4."""
+    """The lesson reads the lottery's own count (``every_mode``, tests/test_seeds.py) and opens where seven or
+    eight of the eight runs have got there on seeds 0-4 (the plain loss's two or three)."""
     from types import SimpleNamespace
 
     les = registry.get("gan_seeds").lesson("PacGAN across seeds")
     at = lambda ev: SimpleNamespace(iteration=6000, latest_eval=ev)  # noqa: E731
     assert les.watch.value(at({})) is None  # not evaluated yet
-    assert les.watch.value(at({"every_mode": 5.0})) == 5 and not les.watch.reached(at({"every_mode": 5.0}))
-    assert les.watch.reached(at({"every_mode": 8.0}))
+    assert les.watch.value(at({"every_mode": 6.0})) == 6 and not les.watch.reached(at({"every_mode": 6.0}))
+    assert les.watch.reached(at({"every_mode": 7.0})) and les.watch.reached(at({"every_mode": 8.0}))
     assert les.start >= 6000
 
 

@@ -279,12 +279,14 @@ SEEDS_LESSONS = (
            "packing four samples per judgement, eight seeds at once: does the remedy work on every seed?",
            "The same eight seeds, now with PacGAN's packing: D judges four samples side by side, all real or all "
            "generated, so a pack of near-copies gives a collapsed generator away. Compare the mode counts with the "
-           "first lesson's: on ring8 packing lifts every run to every mode within 6,000 steps, where the plain "
-           "loss leaves one to three modes empty in two to four of its eight runs (README, the GAN's seed "
-           "tables). The lesson opens after 6,000 steps (a fast-forward, trained once and kept).",
-           look="the mode counts: every run on all eight?",
-           # at step 6,000 all 8 runs sit on every mode on seeds 0-4 (5-6 at 5,000), the plain loss's 4-6
-           watch=Watch("runs on every mode", evaluated("every_mode"), lambda v: v >= 8, "8 of 8 (plain loss: 4-6)",
+           "first lesson's: on ring8 at step 6,000 packing has seven or all eight of the eight runs on every mode, "
+           "where the plain loss has two or three (this page's seeds 0-4; seed s runs seeds s to s + 7). Packing "
+           "is not a guarantee either: a run can lose a mode for a while and find it again. The lesson opens after "
+           "6,000 steps (a fast-forward, trained once and kept).",
+           look="the mode counts: how many runs on all eight, against the plain loss's two or three?",
+           # runs on every mode at step 6,000 on seeds 0-4: 8, 8, 7, 7, 7 (seeds 2-4: 8 at 5,000 and 7,000; one
+           # run, seed 9, loses a mode in between); the plain loss's 3, 3, 3, 2, 2
+           watch=Watch("runs on every mode", evaluated("every_mode"), lambda v: v >= 7, "7 or 8 of 8 (plain loss: 2-3)",
                        every=500, max_steps=8000),
            start=6000),
 )
