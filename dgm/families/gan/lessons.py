@@ -176,7 +176,7 @@ LESSONS = (
         "each other. **R1** (Mescheder et al.) adds γ/2 E‖∇D(x)‖² at data points: D must stay flat where the data"
         " is, so once G's samples sit on a mode D has nothing left to push them with, and the game settles. Watch"
         " **modes captured** reach 8 and stay there (the cloud first spreads along the ring through all eight modes,"
-        " then slowly gathers on them), then set *R1 weight γ* to 0 and press Reset to compare: on "
+        " then slowly gathers on them), then set *R1 weight γ* to 0 (a new run) to compare: on "
         "seeds 0-9, with γ = 1 all eight modes are captured by step 500-1,000 and at most checks after, and "
         "10-27% of the samples are high quality over steps 1,000-2,000; with γ = 0 four seeds of ten never "
         "capture all eight by step 2,000 and 0-14% are high quality. R2 is the same penalty at G's samples.",
@@ -203,7 +203,7 @@ LESSONS = (
         "close to optimal. A two-timescale update (Heusel et al.) does the opposite: D learns faster (here 4×, "
         "with Adam's momentum off, β1 = 0), so at each moment G follows the gradient of a nearly optimal D, which "
         "points at the modes G is missing. Compare the **modes** curve with the collapse lesson's, then set the "
-        "two rates equal (0.001) and press Reset: the count swings between 2 and 8 (on seeds 0-9 it is 7 or 8 at "
+        "two rates equal (0.001; a new run): the count swings between 2 and 8 (on seeds 0-9 it is 7 or 8 at "
         "26% of the checks over steps 1,000-2,000, against 94% here); swap them and G collapses as in the first "
         "lesson.",
         look="the modes curve climbing to 7-8 and staying there, against the collapse lesson's 0-1",
