@@ -71,14 +71,10 @@ THEORY = (
     "modes captured, a high mode KL, while each sample still looks sharp (high quality).",
 )
 
-def _mode_stat_now(key: str, scale: float = 1.0):
-    """A watch's metric: a mode statistic of G's samples now (the evaluation's own samples and test, at any
-    step), times ``scale``."""
-    return lambda t: scale * float(mode_stats(t.generate(), t.data.centers, t.data.std)[key])
 
-
-_modes_now = _mode_stat_now("modes")
-_quality_now = _mode_stat_now("high_quality", 100)  # in percent
+def _modes_now(t) -> float:
+    """A watch's metric: the modes G's samples capture now (the evaluation's own samples and test, at any step)."""
+    return float(mode_stats(t.generate(), t.data.centers, t.data.std)["modes"])
 
 
 #: the plain game: no remedy, the former default rates. Every lesson that shows a phenomenon of the game itself
