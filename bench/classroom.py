@@ -325,6 +325,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="", help="with --points-only: also each lesson's point on these seeds "
                     "(e.g. 1-4: a link with another seed), found the same way")
     ap.add_argument("--lesson", default="", help="only the lessons whose name contains this")
+    ap.add_argument("--seed", type=int, default=0, help="play the lesson links with this seed (`&seed=N`; a lesson "
+                    "link's own is 0): each lesson's slower seeds, timed in the browser")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
@@ -342,8 +344,9 @@ def main() -> None:
                 if getattr(les, "watch", None) is None or args.lesson.lower() not in les.name.lower():
                     continue
                 t0 = time.perf_counter()
-                targets[(info.url, les.name)] = step = point_step(exp, les, les.watch.max_steps)
-                print(f"  {info.url} / {les.name}: point ({les.watch.label} {les.watch.goal}) at step {step}, "
+                targets[(info.url, les.name)] = step = point_step(exp, les, les.watch.max_steps, seed=args.seed)
+                print(f"  {info.url} / {les.name}: point ({les.watch.label} {les.watch.goal}) at step {step}"
+                      + (f" on seed {args.seed}" if args.seed else "") + ", "
                       f"the page opens at {les.start:,} (headless, {time.perf_counter() - t0:.0f} s)", flush=True)
                 if args.points_only and args.seeds:
                     lo, _, hi = args.seeds.partition("-")
@@ -386,7 +389,8 @@ def main() -> None:
                 les = next(x for i in infos if i.url == url for x in registry.get(i.experiment).lessons if x.name == name)
                 info = next(i for i in infos if i.url == url)
                 first = next((i.title for i in all_pages() if i.url == les.watch.first), "")
-                r = lesson_time(browser, f"{server.url}/{url}?preset={quote(name)}", step, args.seconds, les.watch,
+                seed = f"&seed={args.seed}" if args.seed else ""
+                r = lesson_time(browser, f"{server.url}/{url}?preset={quote(name)}{seed}", step, args.seconds, les.watch,
                                 first, info.title)
                 results["lessons"][f"{url}/{name}"] = {"step": step, **r}
                 to = (_ms(r["play_to_point"]) if r["play_to_point"] >= 0 else
