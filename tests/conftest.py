@@ -187,7 +187,10 @@ def _record_events(pg) -> None:
 
 def wait_for_app(pg, timeout_ms: int = 60_000) -> None:
     """Wait until the app is connected, the script has finished and no skeleton remains."""
-    pg.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
+    try:
+        pg.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
+    except Exception:  # a blank page: the browser's app crashed (its error is among the page's events)
+        raise AssertionError(f"no app on the page in {timeout_ms / 1000:.0f} s: {shown(pg, 'no-app')}") from None
     try:
         pg.wait_for_function(
             """() => {
@@ -359,8 +362,8 @@ def _press(pg, button: str, reached: str, tries: int, still: str | None = None) 
             if attempt == tries - 1:
                 raise AssertionError(f"{button} never took effect ({tries} clicks): "
                                      f"{shown(pg, f'{button.lower()}-not-taken')}") from None
-            # a click the page did not take in a minute (seen in loaded CIs, not reproduced alone): the warning
-            # summary at the end of the run says where, so that it can be traced
+            # a click the page did not take in a minute (seen in loaded CIs: a timer tick behind a Pause blanked the
+            # page, until common.timed_fragment; kept for any other cause): the warning summary says where
             warnings.warn(f"{button} not taken in 60 s on {pg.url}; clicked again", stacklevel=3)
 
 

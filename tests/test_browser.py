@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import iteration, pause, wait_for_app, wait_for_charts
+from conftest import iteration, pause, play, wait_for_app, wait_for_charts
 from dgm.ui import plotlyjs
 
 pytestmark = pytest.mark.browser
@@ -136,6 +136,70 @@ def test_playing_updates_each_chart_in_place(app_server, page):
     assert curves < fit, (fit, curves)  # the loss curve, about once a second: less often than the fit
     assert same, "a chart's SVG was rebuilt instead of updated"
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_a_timer_tick_from_before_a_click_runs_nothing(app_server, page):
+    """While a page plays, the browser's frame timer asks the server for a run of the frame's fragment five
+    times a second. A tick sent just before a click (Pause) could reach the server behind the click's full run
+    and run the fragment after it, and a fragment run's start drops the server's unsent messages of that
+    fragment: there, the full run's own drawing of it. The page then lacked blocks that later messages
+    addressed, and went blank ("Cannot set a node at a delta path"; about one Pause in 15-30). Each full run
+    now gives its fragments new ids (``common.timed_fragment``), so a tick from an earlier run names no
+    fragment the page has, and the server runs nothing for it. Here the last tick before each Pause is sent
+    again right behind the click, and once more after the page settled: no fragment runs for it, and the page
+    never blanks. (Without new ids the late tick reruns the frame: the count below fails.)"""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    ws = {"ticks": [], "arm": False, "fragment_runs": [], "server": None}
+
+    def route(client):
+        server = ws["server"] = client.connect_to_server()
+
+        def to_server(msg):
+            server.send(msg)
+            if not isinstance(msg, (bytes, bytearray)):
+                return
+            back = BackMsg.FromString(bytes(msg))
+            if back.WhichOneof("type") != "rerun_script":
+                return
+            if back.rerun_script.fragment_id:
+                ws["ticks"].append(bytes(msg))
+            elif ws["arm"] and ws["ticks"]:  # the click's full rerun: the tick from before it, right behind
+                ws["arm"] = False
+                server.send(ws["ticks"][-1])
+
+        def to_page(msg):
+            client.send(msg)
+            if isinstance(msg, (bytes, bytearray)):
+                fwd = ForwardMsg.FromString(bytes(msg))
+                if fwd.WhichOneof("type") == "new_session" and fwd.metadata.run.fragment_ids:
+                    ws["fragment_runs"].append(list(fwd.metadata.run.fragment_ids))
+
+        client.on_message(to_server)
+        server.on_message(to_page)
+
+    page.route_web_socket("**/_stcore/stream", route)
+    page.goto(app_server.url + "/demo?seed=2")
+    wait_for_app(page)
+    for _ in range(3):
+        play(page)
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+                               ".some(e => /Iteration [1-9]/.test(e.textContent))", timeout=60_000)
+        page.wait_for_timeout(800)  # some ticks
+        ws["arm"] = True
+        pause(page)
+        wait_for_app(page)
+        assert not ws["arm"], "the Pause sent no full rerun to repeat a tick behind"
+        page.wait_for_timeout(500)
+        runs = len(ws["fragment_runs"])
+        stale = BackMsg.FromString(ws["ticks"][-1]).rerun_script.fragment_id
+        ws["server"].send(ws["ticks"][-1])  # a tick from the play, once more, to the settled page
+        page.wait_for_timeout(1500)
+        assert len(ws["fragment_runs"]) == runs, f"a late tick of fragment {stale} ran it: {ws['fragment_runs'][runs:]}"
+        assert page.locator('[data-testid="stApp"]').is_visible(), "the page went blank"
+        assert "paused" in page.locator('[data-testid="stCaptionContainer"]', has_text="Iteration").first.inner_text()
+    assert not [e for e in page.dgm_events if "pageerror" in e], page.dgm_events
 
 
 def test_dense_traces_are_drawn_on_a_canvas_that_follows_the_legend_and_zoom(app_server, page):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -210,6 +211,24 @@ PANELS_EVERY = 1.0
 #: a chart's title is broken into lines longer than this many characters (normal, presenter mode): a third of
 #: the page's width at 1280 px holds about that many
 TITLE_CHARS = (34, 28)
+
+
+_FRAGMENTS = itertools.count()  # makes each timed fragment's identity new (``timed_fragment``)
+
+
+def timed_fragment(fn: Callable[[], None], run_every: float | None) -> Callable[[], None]:
+    """``st.fragment(run_every=...)(fn)``, with an identity of its own in each full run of the page.
+
+    Streamlit names a fragment by its function and place, so a page's timed fragment had the same id in every
+    full run. A timer tick the browser sent just before a click could then run that fragment right after the
+    click's full run, and a fragment run's start drops every message of that fragment id that the server has
+    not sent yet (``AppSession._clear_queue``): the full run's own drawing of the fragment, and what it composed
+    with (the status line, written into a slot outside it). The browser's page then lacked blocks that later
+    messages addressed ("Cannot set a node at a delta path": a blank page, about one Pause in 15-30 on a
+    2-core machine). With an id new in each full run, a stale tick names a fragment this run does not have, and
+    Streamlit skips it (tests/test_browser.py::test_a_timer_tick_from_before_a_click_runs_nothing)."""
+    fn.__qualname__ = f"{fn.__qualname__}.run{next(_FRAGMENTS)}"
+    return st.fragment(run_every=run_every)(fn)
 
 
 def styled(fig: go.Figure | Callable[[], go.Figure]) -> go.Figure:

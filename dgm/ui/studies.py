@@ -221,7 +221,6 @@ def page() -> None:
                 "charts show the spread over the seeds.", icon=":material/info:")
         return
 
-    @st.fragment(run_every=1.0 if not job.done else None)
     def live() -> None:
         progress(job)
         if not job.done and st.button("Stop", icon=":material/stop:", key="studies.stop"):
@@ -231,5 +230,5 @@ def page() -> None:
             st.session_state["studies.shown"] = job
             st.rerun()  # the whole page, once: the fragment stops refreshing
 
-    live()
+    common.timed_fragment(live, 1.0 if not job.done else None)()
     st.caption(f"The runs are stored in {common.plain(job.out)} (study.sqlite), on this server.")

@@ -112,7 +112,6 @@ def _await_tail(exp: Experiment) -> None:
     """A paused run whose last evaluation a worker still does (a Pause or a Step in a slow one): the page shows
     the run from before it, and this fragment, which draws nothing (a timed frame that drew nothing would blank
     the figures it drew), takes the evaluated run when it comes and redraws the page with it."""
-    @st.fragment(run_every=scheduling.FRAME_INTERVAL)
     def tail() -> None:
         cur = session.state(exp)
         if cur is None:
@@ -122,7 +121,7 @@ def _await_tail(exp: Experiment) -> None:
         if came:
             st.rerun(scope="app")
 
-    tail()
+    common.timed_fragment(tail, scheduling.FRAME_INTERVAL)()
 
 
 def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_steps: int = 0,
@@ -163,7 +162,6 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
 
     timed = s.playing
 
-    @st.fragment(run_every=scheduling.FRAME_INTERVAL if timed else None)
     def frame() -> None:
         cur = session.state(exp)
         if cur is None:
@@ -199,7 +197,7 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
         dt = time.thread_time() - cpu0
         cur.draw_seconds = dt if cur.draw_seconds == 0 else 0.7 * cur.draw_seconds + 0.3 * dt
 
-    frame()
+    common.timed_fragment(frame, scheduling.FRAME_INTERVAL if timed else None)()
     if s.tail is not None and not s.playing:
         _await_tail(exp)
     if type(view).panels is View.panels:
@@ -207,7 +205,6 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
 
     first = [True]  # the panels' first call in this full run of the page is the full run's own
 
-    @st.fragment(run_every=common.PANELS_EVERY if s.playing else None)
     def panels() -> None:
         cur = session.state(exp)
         if cur is None:
@@ -221,5 +218,5 @@ def loop(exp: Experiment, cfg: Any, view: View, *, autoplay: bool = False, warm_
         dt = time.thread_time() - cpu0
         cur.panel_seconds = dt if cur.panel_seconds == 0 else 0.7 * cur.panel_seconds + 0.3 * dt
 
-    panels()
+    common.timed_fragment(panels, common.PANELS_EVERY if s.playing else None)()
     return s
